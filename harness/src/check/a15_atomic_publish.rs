@@ -1,0 +1,60 @@
+//! A15 atomic-publish: the store writes under a unique name in tmp/, fsyncs, renames into new/,
+//! fsyncs the directory, and only then replies 2xx; never writes straight into new/. In the
+//! final durable image every file in new/ and cur/ is byte-identical to an accepted message,
+//! and every 2xx'd message is there unless its owner deleted it. maildir(5).
+
+use super::facts::{DiskOp, Facts};
+use super::Violation;
+
+fn in_published_dir(path: &str) -> bool {
+    path.starts_with("mail/") && (path.contains("/new/") || path.contains("/cur/"))
+}
+
+pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
+    check_writes(facts, out);
+    check_image(facts, out);
+    check_acknowledged_present(facts, out);
+}
+
+fn check_writes(facts: &Facts, out: &mut Vec<Violation>) {
+    let Some(disk) = facts.disks.get("store") else { return };
+    for (path, ops) in disk.by_path.iter().filter(|(path, _)| in_published_dir(path)) {
+        if let Some((at, _)) = ops.iter().find(|(_, op)| *op == DiskOp::Write) {
+            out.push(Violation::new("A15", format!("file {path}"), "written straight into new/ instead of tmp/ then rename", vec![*at]));
+        }
+    }
+}
+
+fn check_image(facts: &Facts, out: &mut Vec<Violation>) {
+    let Some(image) = facts.image("store") else { return };
+    let accepted = facts.accepted_digests();
+    for (path, bytes) in image.iter().filter(|(path, _)| in_published_dir(path)) {
+        let digest = Facts::digest_of_file(bytes);
+        if !accepted.contains(digest.as_str()) {
+            let evidence = facts.deliveries.iter().filter(|d| &d.file == path).map(|d| d.at).collect();
+            out.push(Violation::new(
+                "A15",
+                format!("file {path}"),
+                format!("after the final crash image, this file ({} bytes) is not byte-identical to any accepted message", bytes.len()),
+                evidence,
+            ));
+        }
+    }
+}
+
+fn check_acknowledged_present(facts: &Facts, out: &mut Vec<Violation>) {
+    if facts.image("store").is_none() {
+        return;
+    }
+    for delivery in &facts.deliveries {
+        let deleted = facts.deleted.contains_key(&(delivery.mailbox.clone(), delivery.uidl.clone()));
+        if !deleted && !facts.survives(delivery) {
+            out.push(Violation::new(
+                "A15",
+                format!("msg {} mailbox {}", delivery.msg, delivery.mailbox),
+                format!("the store answered 2xx for {} but the file is not in the durable image", delivery.file),
+                vec![delivery.at],
+            ));
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! A2 no-loss: every accepted (message, recipient) ends in exactly one terminal state: in the
+//! mailbox (durably, or already downloaded by its owner), or a failure DSN to its sender.
+//! Judged at the end of the run, which the world lets drain first. RFC 5321 §6.1, RFC 2033 §4.2.
+
+use super::facts::Facts;
+use super::Violation;
+use crate::history::Event;
+use std::collections::BTreeSet;
+
+pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
+    check_mx_acceptances(facts, out);
+    check_sender_queues(facts, out);
+}
+
+fn check_mx_acceptances(facts: &Facts, out: &mut Vec<Violation>) {
+    let mut judged = BTreeSet::new();
+    for (at, msg, rcpts, _, _) in facts.mx_acks() {
+        for rcpt in rcpts {
+            if !judged.insert((msg.clone(), rcpt.clone())) {
+                continue;
+            }
+            let mailbox = Facts::mailbox_of(rcpt);
+            let deliveries: Vec<_> = facts.deliveries.iter().filter(|d| &d.msg == msg && d.mailbox == mailbox).collect();
+            let fetched = facts.fetches.iter().any(|fetch| &fetch.msg == msg && fetch.mailbox == mailbox);
+            let kept = deliveries.iter().any(|delivery| facts.survives(delivery) || facts.deleted.contains_key(&(mailbox.clone(), delivery.uidl.clone())));
+            let bounced = dsn_covers(facts, msg, rcpt);
+            let subject = format!("msg {msg} rcpt {rcpt}");
+            if deliveries.is_empty() && !bounced {
+                out.push(Violation::new("A2", subject, "accepted by the MX (250) but never delivered to the mailbox nor returned with a DSN", vec![*at]));
+            } else if !deliveries.is_empty() && !kept && !fetched && !bounced {
+                let mut evidence = vec![*at];
+                evidence.extend(deliveries.iter().map(|delivery| delivery.at));
+                out.push(Violation::new("A2", subject, "delivered (LMTP 250) but gone from the durable store, and never downloaded", evidence));
+            }
+        }
+    }
+}
+
+fn dsn_covers(facts: &Facts, msg: &str, rcpt: &str) -> bool {
+    facts.records.iter().any(|record| matches!(&record.event, Event::DsnSent { msg: m, rcpts, .. } if m == msg && rcpts.iter().any(|r| r == rcpt)))
+}
+
+fn check_sender_queues(facts: &Facts, out: &mut Vec<Violation>) {
+    for (msg, (at, _, rcpts, _)) in &facts.submitted {
+        for rcpt in rcpts {
+            let outcomes = facts.outcomes.get(&(msg.clone(), rcpt.clone()));
+            let subject = format!("msg {msg} rcpt {rcpt}");
+            match outcomes.map(Vec::len).unwrap_or(0) {
+                1 => {}
+                0 => out.push(Violation::new("A2", subject, "still in the remote sender's queue at the end of the run (no terminal state)", vec![*at])),
+                _ => {
+                    let evidence = outcomes.map(|list| list.iter().map(|(at, _)| *at).collect()).unwrap_or_default();
+                    out.push(Violation::new("A2", subject, "the remote sender reached more than one terminal state", evidence));
+                }
+            }
+        }
+    }
+}

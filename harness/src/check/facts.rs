@@ -1,0 +1,207 @@
+//! The facts every checker needs, gathered in one pass over the history: who accepted what,
+//! what the senders saw, what the store delivered, what clients fetched, and the disk
+//! operations of each host indexed by path.
+
+use crate::history::{Event, Outcome, Record, Stage};
+use crate::stack::message;
+use crate::world::RunOutput;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A record index in the history.
+pub type At = usize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DiskOp {
+    Write,
+    Sync,
+    RenamedTo,
+    RenamedFrom,
+    Remove,
+}
+
+#[derive(Default)]
+pub struct HostDisk {
+    /// Per path: operations on it, in history order.
+    pub by_path: BTreeMap<String, Vec<(At, DiskOp)>>,
+    /// Per directory: its fsyncs.
+    pub dir_syncs: BTreeMap<String, Vec<At>>,
+    /// Per target path of a rename: the source path.
+    pub renamed_from: BTreeMap<String, Vec<(At, String)>>,
+}
+
+pub struct Delivery {
+    pub at: At,
+    pub mailbox: String,
+    pub msg: String,
+    pub uidl: String,
+    pub file: String,
+    pub digest: String,
+}
+
+pub struct Fetch {
+    pub at: At,
+    pub mailbox: String,
+    pub uidl: String,
+    pub msg: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+pub struct Facts<'a> {
+    pub records: &'a [Record],
+    pub images: &'a BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// Submit per message: (at, from, rcpts, digest).
+    pub submitted: BTreeMap<String, (At, String, Vec<String>, String)>,
+    /// Every MX end-of-data decision: (at, msg, rcpts, queue file, reply).
+    pub mx_data_ends: Vec<(At, String, Vec<String>, Option<String>, String)>,
+    pub disks: BTreeMap<String, HostDisk>,
+    pub deliveries: Vec<Delivery>,
+    pub fetches: Vec<Fetch>,
+    /// (mailbox, uidl) → where the client asked for its deletion (DELE, then QUIT).
+    pub deleted: BTreeMap<(String, String), At>,
+    /// The same, where the server answered the QUIT with +OK.
+    pub deleted_confirmed: BTreeMap<(String, String), At>,
+    /// Sender's terminal outcomes per (msg, rcpt).
+    pub outcomes: BTreeMap<(String, String), Vec<(At, Outcome)>>,
+    /// Per (msg, rcpt): sender sessions in which the RCPT and the end of data both got 2xx.
+    pub sender_saw_ack: BTreeMap<(String, String), usize>,
+    /// Per (msg, rcpt): LMTP 2xx the queue runner saw, and completions it durably recorded.
+    pub lmtp_ok: BTreeMap<(String, String), Vec<At>>,
+    pub queue_recorded: BTreeMap<(String, String), Vec<At>>,
+    /// Per queue file: LMTP 2xx replies for it.
+    pub lmtp_ok_by_file: BTreeMap<String, Vec<At>>,
+}
+
+impl<'a> Facts<'a> {
+    pub fn build(output: &'a RunOutput) -> Facts<'a> {
+        let mut facts = Facts {
+            records: &output.history.records,
+            images: &output.images,
+            submitted: BTreeMap::new(),
+            mx_data_ends: Vec::new(),
+            disks: BTreeMap::new(),
+            deliveries: Vec::new(),
+            fetches: Vec::new(),
+            deleted: BTreeMap::new(),
+            deleted_confirmed: BTreeMap::new(),
+            outcomes: BTreeMap::new(),
+            sender_saw_ack: BTreeMap::new(),
+            lmtp_ok: BTreeMap::new(),
+            queue_recorded: BTreeMap::new(),
+            lmtp_ok_by_file: BTreeMap::new(),
+        };
+        // Per sender session: recipients that got 2xx at RCPT.
+        let mut session_rcpts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (at, record) in output.history.records.iter().enumerate() {
+            facts.observe(at, record, &mut session_rcpts);
+        }
+        facts
+    }
+
+    fn observe(&mut self, at: At, record: &Record, session_rcpts: &mut BTreeMap<String, Vec<String>>) {
+        match &record.event {
+            Event::Submit { msg, from, rcpts, digest, .. } => {
+                self.submitted.insert(msg.clone(), (at, from.clone(), rcpts.clone(), digest.clone()));
+            }
+            Event::SmtpReply { session, msg, stage, rcpt, reply } => {
+                let ok = reply.starts_with('2');
+                match (stage, rcpt) {
+                    (Stage::Rcpt, Some(rcpt)) if ok => session_rcpts.entry(session.clone()).or_default().push(rcpt.clone()),
+                    (Stage::DataEnd, _) if ok => {
+                        for rcpt in session_rcpts.get(session).cloned().unwrap_or_default() {
+                            *self.sender_saw_ack.entry((msg.clone(), rcpt)).or_default() += 1;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Event::SenderOutcome { msg, rcpt, outcome, .. } => {
+                self.outcomes.entry((msg.clone(), rcpt.clone())).or_default().push((at, *outcome));
+            }
+            Event::MxDataEnd { msg, rcpts, queue_file, reply, .. } => {
+                self.mx_data_ends.push((at, msg.clone(), rcpts.clone(), queue_file.clone(), reply.clone()));
+            }
+            Event::LmtpReply { queue_file, msg, rcpt, reply } if reply.starts_with('2') => {
+                self.lmtp_ok.entry((msg.clone(), rcpt.clone())).or_default().push(at);
+                self.lmtp_ok_by_file.entry(queue_file.clone()).or_default().push(at);
+            }
+            Event::QueueRecorded { msg, done, .. } => {
+                for rcpt in done {
+                    self.queue_recorded.entry((msg.clone(), rcpt.clone())).or_default().push(at);
+                }
+            }
+            Event::StoreDelivered { mailbox, msg, uidvalidity, uid, file, digest } => self.deliveries.push(Delivery {
+                at,
+                mailbox: mailbox.clone(),
+                msg: msg.clone(),
+                uidl: format!("{uidvalidity}.{uid}"),
+                file: file.clone(),
+                digest: digest.clone(),
+            }),
+            Event::ClientFetched { mailbox, uidl, msg, digest, size } => self.fetches.push(Fetch {
+                at,
+                mailbox: mailbox.clone(),
+                uidl: uidl.clone(),
+                msg: msg.clone(),
+                digest: digest.clone(),
+                size: *size,
+            }),
+            Event::ClientDeleted { mailbox, uidls, confirmed } => {
+                for uidl in uidls {
+                    self.deleted.insert((mailbox.clone(), uidl.clone()), at);
+                    if *confirmed {
+                        self.deleted_confirmed.insert((mailbox.clone(), uidl.clone()), at);
+                    }
+                }
+            }
+            _ => self.observe_disk(at, record),
+        }
+    }
+
+    fn observe_disk(&mut self, at: At, record: &Record) {
+        let disk = self.disks.entry(record.host.clone()).or_default();
+        let mut op = |path: &str, kind: DiskOp| disk.by_path.entry(path.to_string()).or_default().push((at, kind));
+        match &record.event {
+            Event::DiskWrite { path, .. } => op(path, DiskOp::Write),
+            Event::DiskSync { path } => op(path, DiskOp::Sync),
+            Event::DiskRemove { path } => op(path, DiskOp::Remove),
+            Event::DiskRename { from, to } => {
+                op(from, DiskOp::RenamedFrom);
+                op(to, DiskOp::RenamedTo);
+                disk.renamed_from.entry(to.clone()).or_default().push((at, from.clone()));
+            }
+            Event::DiskDirSync { dir } => disk.dir_syncs.entry(dir.clone()).or_default().push(at),
+            _ => {}
+        }
+    }
+
+    /// Messages the MX acknowledged (2xx at end of data): (at, msg, rcpts, queue file).
+    pub fn mx_acks(&self) -> impl Iterator<Item = &(At, String, Vec<String>, Option<String>, String)> {
+        self.mx_data_ends.iter().filter(|(_, _, _, _, reply)| reply.starts_with('2'))
+    }
+
+    /// The durable file image of a host (empty when the host has no disk).
+    pub fn image(&self, host: &str) -> Option<&BTreeMap<String, Vec<u8>>> {
+        self.images.get(host)
+    }
+
+    /// Whether a store delivery's file survives in the final durable image.
+    pub fn survives(&self, delivery: &Delivery) -> bool {
+        self.image("store").is_some_and(|image| image.contains_key(&delivery.file))
+    }
+
+    /// Mailbox of a local recipient address.
+    pub fn mailbox_of(rcpt: &str) -> String {
+        rcpt.rsplit_once('@').map(|(local, _)| local).unwrap_or(rcpt).to_ascii_lowercase()
+    }
+
+    /// The digests of everything the MX accepted, for byte-identity checks.
+    pub fn accepted_digests(&self) -> BTreeSet<&str> {
+        let accepted: BTreeSet<&str> = self.mx_acks().map(|(_, msg, ..)| msg.as_str()).collect();
+        self.submitted.iter().filter(|(msg, _)| accepted.contains(msg.as_str())).map(|(_, (_, _, _, digest))| digest.as_str()).collect()
+    }
+
+    pub fn digest_of_file(bytes: &[u8]) -> String {
+        message::content_digest(bytes)
+    }
+}

@@ -1,0 +1,310 @@
+//! The `mailchaos` command line. Exit codes: 0 every invariant held, 1 a violation (or a
+//! divergence), 2 bad input.
+
+use crate::check::{self, Violation};
+use crate::report;
+use crate::scenario::{self, Loaded, ScenarioError};
+use crate::seed::Seed;
+use crate::stack::{Defect, Defects};
+use crate::world::{self, RunOutput};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// The fast suite, embedded so that `mailchaos run` works from any directory.
+pub const EMBEDDED_FAST: &[(&str, &str)] = &[
+    ("scenarios/fast/baseline.toml", include_str!("../../scenarios/fast/baseline.toml")),
+    ("scenarios/fast/store-stall.toml", include_str!("../../scenarios/fast/store-stall.toml")),
+    ("scenarios/fast/mx-queue-eio.toml", include_str!("../../scenarios/fast/mx-queue-eio.toml")),
+    ("scenarios/fast/partition-mx-store.toml", include_str!("../../scenarios/fast/partition-mx-store.toml")),
+    ("scenarios/fast/store-crash.toml", include_str!("../../scenarios/fast/store-crash.toml")),
+    ("scenarios/fast/mx-crash.toml", include_str!("../../scenarios/fast/mx-crash.toml")),
+    ("scenarios/fast/partition-sender-mx.toml", include_str!("../../scenarios/fast/partition-sender-mx.toml")),
+];
+
+#[derive(Parser, Debug)]
+#[command(name = "mailchaos", version, about = "Deterministic simulation of a mail stack under storage, network and crash faults")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Runs {
+    /// First seed (decimal or 0x-hex). Alone, it runs just that seed.
+    #[arg(long)]
+    pub seed: Option<String>,
+    /// How many consecutive seeds to run per scenario (default 20, or 1 with --seed).
+    #[arg(long)]
+    pub seeds: Option<u64>,
+    /// Switch on a planted defect (see list-defects); repeatable.
+    #[arg(long = "defect")]
+    pub defects: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run scenario files or folders (default: the embedded fast suite) over seeds and judge them.
+    Run {
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        runs: Runs,
+    },
+    /// Replay one run exactly, print its history, and explain each violation.
+    Repro {
+        scenario: PathBuf,
+        #[command(flatten)]
+        runs: Runs,
+        /// Also write the history as JSON lines to this file.
+        #[arg(long)]
+        history: Option<PathBuf>,
+    },
+    /// Run each seed twice, the second time in a fresh process, and compare history digests.
+    CheckDeterminism {
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        runs: Runs,
+    },
+    /// List the planted defects, one per line, name first.
+    ListDefects,
+    /// Print the history digest of one run (used by check-determinism).
+    #[command(hide = true)]
+    Digest {
+        scenario: PathBuf,
+        #[command(flatten)]
+        runs: Runs,
+    },
+}
+
+/// A bad input: printed as `mailchaos: <message>` with exit code 2.
+pub struct BadInput(pub String);
+
+impl From<ScenarioError> for BadInput {
+    fn from(error: ScenarioError) -> Self {
+        BadInput(error.to_string())
+    }
+}
+
+pub fn main_with(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Run { paths, runs } => run(&paths, &runs),
+        Command::Repro { scenario, runs, history } => repro(&scenario, &runs, history.as_deref()),
+        Command::CheckDeterminism { paths, runs } => check_determinism(&paths, &runs),
+        Command::ListDefects => {
+            for defect in Defect::ALL {
+                println!("{} {}", defect.name(), defect.description());
+            }
+            Ok(true)
+        }
+        Command::Digest { scenario, runs } => digest(&scenario, &runs),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(BadInput(message)) => {
+            eprintln!("mailchaos: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn parse_defects(names: &[String]) -> Result<Defects, BadInput> {
+    let mut defects = Vec::new();
+    for name in names {
+        let defect = Defect::parse(name).ok_or_else(|| {
+            let known: Vec<&str> = Defect::ALL.iter().map(|d| d.name()).collect();
+            BadInput(format!("unknown defect '{name}'; expected one of: {}", known.join(", ")))
+        })?;
+        defects.push(defect);
+    }
+    Ok(Defects::of(&defects))
+}
+
+fn seeds_of(runs: &Runs) -> Result<Vec<Seed>, BadInput> {
+    let first = match &runs.seed {
+        Some(text) => Seed::parse(text).map_err(BadInput)?,
+        None => Seed(1),
+    };
+    let count = runs.seeds.unwrap_or(if runs.seed.is_some() { 1 } else { 20 });
+    if count == 0 || count > 1_000_000 {
+        return Err(BadInput(format!("--seeds must be between 1 and 1000000, got {count}")));
+    }
+    Ok((0..count).map(|n| first.nth(n)).collect())
+}
+
+/// Loads a path given on the command line; an embedded scenario by its path when no such file exists.
+fn load_one(path: &Path) -> Result<Loaded, BadInput> {
+    if !path.exists() {
+        let wanted = path.to_string_lossy();
+        if let Some((name, text)) = EMBEDDED_FAST.iter().find(|(name, _)| wanted.ends_with(name)) {
+            let scenario = scenario::parse(name, text)?;
+            return Ok(Loaded { path: PathBuf::from(name), scenario });
+        }
+    }
+    Ok(scenario::load(path)?)
+}
+
+fn load_all(paths: &[PathBuf]) -> Result<Vec<Loaded>, BadInput> {
+    if paths.is_empty() {
+        return EMBEDDED_FAST
+            .iter()
+            .map(|(name, text)| Ok(Loaded { path: PathBuf::from(name), scenario: scenario::parse(name, text)? }))
+            .collect();
+    }
+    let mut loaded = Vec::new();
+    for path in paths {
+        for file in scenario::files_of(path)? {
+            loaded.push(scenario::load(&file)?);
+        }
+    }
+    Ok(loaded)
+}
+
+pub struct Judged {
+    pub output: RunOutput,
+    pub violations: Vec<Violation>,
+}
+
+pub fn judge(loaded: &Loaded, seed: Seed, defects: &Defects) -> Judged {
+    let output = world::run(&loaded.scenario, seed, defects);
+    let violations = check::check_all(&output);
+    Judged { output, violations }
+}
+
+fn repro_line(loaded: &Loaded, seed: Seed, defects: &Defects) -> String {
+    let mut line = format!("mailchaos repro {} --seed {seed}", loaded.path.display());
+    for defect in defects.iter() {
+        line.push_str(&format!(" --defect {}", defect.name()));
+    }
+    line
+}
+
+fn run_line(loaded: &Loaded, seed: Seed, judged: &Judged) -> String {
+    let counts = report::counts(&judged.output.history.records);
+    let verdict = if judged.violations.is_empty() { "ok".to_string() } else { format!("violation({})", report::violated(&judged.violations).join(",")) };
+    format!(
+        "{:<24} seed={seed} verdict={verdict} accepted={} delivered={} bounced={} deferred={} digest={}",
+        loaded.scenario.name,
+        counts.accepted,
+        counts.delivered,
+        counts.bounced,
+        counts.deferred,
+        judged.output.history.digest()
+    )
+}
+
+fn run(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
+    let suite = load_all(paths)?;
+    let seeds = seeds_of(runs)?;
+    let defects = parse_defects(&runs.defects)?;
+    // Wall time is measured only for the rate in the summary; it never reaches a simulation.
+    let started = std::time::Instant::now();
+    let (mut total, mut failed) = (0usize, 0usize);
+    let mut violated: Vec<(&'static str, usize)> = Vec::new();
+    for loaded in &suite {
+        for &seed in &seeds {
+            let judged = judge(loaded, seed, &defects);
+            total += 1;
+            println!("{}", run_line(loaded, seed, &judged));
+            if judged.violations.is_empty() {
+                continue;
+            }
+            failed += 1;
+            for name in report::violated(&judged.violations) {
+                match violated.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, count)) => *count += 1,
+                    None => violated.push((name, 1)),
+                }
+            }
+            for violation in judged.violations.iter().take(3) {
+                println!("  {} {}: {}", violation.invariant, violation.subject, violation.explanation);
+            }
+            println!("repro: {}", repro_line(loaded, seed, &defects));
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let listing: Vec<String> = violated.iter().map(|(name, count)| format!("{name}:{count}")).collect();
+    println!(
+        "summary: runs={total} ok={} violation={failed} violated=[{}] wall={seconds:.1}s runs_per_s={:.2}",
+        total - failed,
+        listing.join(" "),
+        total as f64 / seconds.max(1e-9)
+    );
+    Ok(failed == 0)
+}
+
+fn single_seed(runs: &Runs) -> Result<Seed, BadInput> {
+    let text = runs.seed.as_ref().ok_or_else(|| BadInput("--seed is required".into()))?;
+    if runs.seeds.is_some_and(|count| count != 1) {
+        return Err(BadInput("this command replays one seed: drop --seeds".into()));
+    }
+    Seed::parse(text).map_err(BadInput)
+}
+
+fn repro(path: &Path, runs: &Runs, history_file: Option<&Path>) -> Result<bool, BadInput> {
+    let loaded = load_one(path)?;
+    let seed = single_seed(runs)?;
+    let defects = parse_defects(&runs.defects)?;
+    let judged = judge(&loaded, seed, &defects);
+    println!("scenario {} ({}) seed={seed}", loaded.scenario.name, loaded.path.display());
+    let plan = world::plan::make(&loaded.scenario, seed);
+    for fault in &plan.faults {
+        println!("fault: {}", fault.describe());
+    }
+    for (description, fired) in &judged.output.faults {
+        if *fired == 0 {
+            println!("note: fault never fired: {description}");
+        }
+    }
+    print!("{}", report::numbered_history(&judged.output));
+    if let Some(file) = history_file {
+        let lines: String = judged.output.history.records.iter().map(|record| record.to_json() + "\n").collect();
+        std::fs::write(file, lines).map_err(|error| BadInput(format!("{}: cannot write history: {error}", file.display())))?;
+    }
+    println!("{}", run_line(&loaded, seed, &judged));
+    if judged.violations.is_empty() {
+        println!("verdict: ok — every invariant held");
+        return Ok(true);
+    }
+    println!("verdict: violation");
+    print!("{}", report::explain(&judged.output, &judged.violations, 50));
+    println!("repro: {}", repro_line(&loaded, seed, &defects));
+    Ok(false)
+}
+
+fn digest(path: &Path, runs: &Runs) -> Result<bool, BadInput> {
+    let loaded = load_one(path)?;
+    let seed = single_seed(runs)?;
+    let defects = parse_defects(&runs.defects)?;
+    let output = world::run(&loaded.scenario, seed, &defects);
+    println!("{}", output.history.digest());
+    Ok(true)
+}
+
+fn check_determinism(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
+    let suite = load_all(paths)?;
+    let seeds = seeds_of(runs)?;
+    let defects = parse_defects(&runs.defects)?;
+    let exe = std::env::current_exe().map_err(|error| BadInput(format!("cannot find own executable: {error}")))?;
+    let mut diverged = 0;
+    for loaded in &suite {
+        for &seed in &seeds {
+            let here = world::run(&loaded.scenario, seed, &defects).history.digest();
+            let mut command = std::process::Command::new(&exe);
+            command.arg("digest").arg(&loaded.path).arg("--seed").arg(seed.to_string());
+            for defect in defects.iter() {
+                command.arg("--defect").arg(defect.name());
+            }
+            let child = command.output().map_err(|error| BadInput(format!("cannot start a fresh process: {error}")))?;
+            let there = String::from_utf8_lossy(&child.stdout).trim().to_string();
+            let same = child.status.success() && there == here;
+            println!("{:<24} seed={seed} first={here} fresh_process={there} {}", loaded.scenario.name, if same { "same" } else { "DIVERGED" });
+            if !same {
+                diverged += 1;
+                println!("repro: {}", repro_line(loaded, seed, &defects));
+            }
+        }
+    }
+    println!("summary: runs={} diverged={diverged}", suite.len() * seeds.len());
+    Ok(diverged == 0)
+}

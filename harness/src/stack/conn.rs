@@ -1,0 +1,98 @@
+//! A connection with bounded, timed line and DATA reads. Hand-written rather than a codec crate
+//! because DATA must leave pipelined bytes after the terminator in the buffer, and every read
+//! needs its own RFC 5321 timeout.
+
+use super::net::BoxStream;
+use super::wire::DataDecoder;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const READ_CHUNK: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnError {
+    /// The peer closed the connection.
+    Closed,
+    Timeout,
+    Io(String),
+    /// A line longer than the limit; the rest of it has been discarded.
+    TooLong,
+}
+
+impl ConnError {
+    pub fn describe(&self) -> String {
+        match self {
+            ConnError::Closed => "connection closed".into(),
+            ConnError::Timeout => "timed out".into(),
+            ConnError::Io(text) => text.clone(),
+            ConnError::TooLong => "line too long".into(),
+        }
+    }
+}
+
+pub struct Conn {
+    stream: BoxStream,
+    buffer: Vec<u8>,
+}
+
+impl Conn {
+    pub fn new(stream: BoxStream) -> Conn {
+        Conn { stream, buffer: Vec::with_capacity(READ_CHUNK) }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
+        self.stream.write_all(bytes).await.map_err(|error| ConnError::Io(error.kind().to_string()))?;
+        self.stream.flush().await.map_err(|error| ConnError::Io(error.kind().to_string()))
+    }
+
+    async fn fill(&mut self, timeout: Duration) -> Result<(), ConnError> {
+        let mut chunk = [0u8; READ_CHUNK];
+        let read = tokio::time::timeout(timeout, self.stream.read(&mut chunk)).await;
+        match read {
+            Err(_) => Err(ConnError::Timeout),
+            Ok(Err(error)) => Err(ConnError::Io(error.kind().to_string())),
+            Ok(Ok(0)) => Err(ConnError::Closed),
+            Ok(Ok(count)) => {
+                self.buffer.extend_from_slice(&chunk[..count]);
+                Ok(())
+            }
+        }
+    }
+
+    /// One line without its line end. LF alone is accepted as a line end for commands, as
+    /// lenient servers do; DATA framing never goes through here.
+    pub async fn read_line(&mut self, max_len: usize, timeout: Duration) -> Result<Vec<u8>, ConnError> {
+        let mut discarding = false;
+        loop {
+            if let Some(position) = self.buffer.iter().position(|&byte| byte == b'\n') {
+                let mut line: Vec<u8> = self.buffer.drain(..=position).collect();
+                if discarding {
+                    return Err(ConnError::TooLong);
+                }
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return if line.len() > max_len { Err(ConnError::TooLong) } else { Ok(line) };
+            }
+            if self.buffer.len() > max_len {
+                // Keep memory bounded: drop what we have and remember to report the long line.
+                self.buffer.clear();
+                discarding = true;
+            }
+            self.fill(timeout).await?;
+        }
+    }
+
+    /// Feeds the connection into `decoder` until it has seen the terminator.
+    pub async fn read_data(&mut self, decoder: &mut DataDecoder, timeout: Duration) -> Result<(), ConnError> {
+        loop {
+            let consumed = decoder.feed(&self.buffer);
+            self.buffer.drain(..consumed);
+            if decoder.is_done() {
+                return Ok(());
+            }
+            self.fill(timeout).await?;
+        }
+    }
+}

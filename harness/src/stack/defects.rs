@@ -1,0 +1,86 @@
+//! Planted defects: switchable bugs, each reproducing one real bug class, all off by default.
+//! A checker is trusted only once a test shows it fires on its defect and stays silent without.
+
+use std::collections::BTreeSet;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Defect {
+    AckBeforeFsync,
+    NoDirFsync,
+    WriteIntoNew,
+    BounceOnStorageError,
+    DropOnLmtp4xx,
+    BounceABounce,
+    ReuseUidAfterRestart,
+    DeliverAfterRefusal,
+}
+
+impl Defect {
+    pub const ALL: &'static [Defect] = &[
+        Defect::AckBeforeFsync,
+        Defect::NoDirFsync,
+        Defect::WriteIntoNew,
+        Defect::BounceOnStorageError,
+        Defect::DropOnLmtp4xx,
+        Defect::BounceABounce,
+        Defect::ReuseUidAfterRestart,
+        Defect::DeliverAfterRefusal,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Defect::AckBeforeFsync => "ack-before-fsync",
+            Defect::NoDirFsync => "no-dir-fsync",
+            Defect::WriteIntoNew => "write-into-new",
+            Defect::BounceOnStorageError => "bounce-on-storage-error",
+            Defect::DropOnLmtp4xx => "drop-on-lmtp-4xx",
+            Defect::BounceABounce => "bounce-a-bounce",
+            Defect::ReuseUidAfterRestart => "reuse-uid-after-restart",
+            Defect::DeliverAfterRefusal => "deliver-after-refusal",
+        }
+    }
+
+    /// What the bug does, and the invariants expected to catch it.
+    pub fn description(self) -> &'static str {
+        match self {
+            Defect::AckBeforeFsync => "MX answers 250 before its queue file is fsynced (A1, A2)",
+            Defect::NoDirFsync => "store skips the directory fsync after renaming into new/ (A1, A15, A2)",
+            Defect::WriteIntoNew => "store writes the message straight into new/ instead of tmp/ then rename (A15)",
+            Defect::BounceOnStorageError => "MX answers a storage error with 554 5.3.0 instead of 451 4.3.0 (A12)",
+            Defect::DropOnLmtp4xx => "queue drops a recipient on an LMTP 4xx instead of retrying (A2)",
+            Defect::BounceABounce => "remote sender sends a DSN for a message whose reverse-path is <> (A9)",
+            Defect::ReuseUidAfterRestart => "store recomputes UIDNEXT from the files it finds after a restart (A19, A20)",
+            Defect::DeliverAfterRefusal => "MX leaves the queue file of a refused transaction in the queue (A4, A13)",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Defect> {
+        Defect::ALL.iter().copied().find(|defect| defect.name() == name)
+    }
+}
+
+/// The defects switched on for one run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Defects(BTreeSet<Defect>);
+
+impl Defects {
+    pub fn none() -> Defects {
+        Defects::default()
+    }
+
+    pub fn of(defects: &[Defect]) -> Defects {
+        Defects(defects.iter().copied().collect())
+    }
+
+    pub fn has(&self, defect: Defect) -> bool {
+        self.0.contains(&defect)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Defect> + '_ {
+        self.0.iter().copied()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}

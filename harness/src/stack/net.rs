@@ -1,0 +1,59 @@
+//! Sockets as the stack sees them: a [`Net`] opens connections and listeners by host name.
+//! The world provides one over turmoil's simulated network; [`LiveNet`] uses real TCP, so real
+//! clients can talk to the same stack.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub trait Stream: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Stream for T {}
+
+pub type BoxStream = Box<dyn Stream>;
+pub type NetFuture<'a, T> = Pin<Box<dyn Future<Output = io::Result<T>> + 'a>>;
+
+pub trait Listener {
+    /// The next connection, and the name of the peer (a host name, or an address).
+    fn accept(&self) -> NetFuture<'_, (BoxStream, String)>;
+}
+
+pub trait Net {
+    fn connect<'a>(&'a self, host: &'a str, port: u16) -> NetFuture<'a, BoxStream>;
+    fn listen(&self, port: u16) -> NetFuture<'_, Box<dyn Listener>>;
+}
+
+/// Real TCP on this machine. `host` names resolve through the system resolver; listeners bind
+/// `bind_ip:port` (use 127.0.0.1 in tests: nothing here is meant for another machine).
+pub struct LiveNet {
+    pub bind_ip: String,
+    /// Added to every port, so an unprivileged user can run the stack (25 → 2525 with 2500).
+    pub port_offset: u16,
+}
+
+struct LiveListener(tokio::net::TcpListener);
+
+impl Listener for LiveListener {
+    fn accept(&self) -> NetFuture<'_, (BoxStream, String)> {
+        Box::pin(async move {
+            let (stream, peer) = self.0.accept().await?;
+            Ok((Box::new(stream) as BoxStream, peer.to_string()))
+        })
+    }
+}
+
+impl Net for LiveNet {
+    fn connect<'a>(&'a self, host: &'a str, port: u16) -> NetFuture<'a, BoxStream> {
+        Box::pin(async move {
+            let stream = tokio::net::TcpStream::connect((host, port + self.port_offset)).await?;
+            Ok(Box::new(stream) as BoxStream)
+        })
+    }
+
+    fn listen(&self, port: u16) -> NetFuture<'_, Box<dyn Listener>> {
+        Box::pin(async move {
+            let listener = tokio::net::TcpListener::bind((self.bind_ip.as_str(), port + self.port_offset)).await?;
+            Ok(Box::new(LiveListener(listener)) as Box<dyn Listener>)
+        })
+    }
+}

@@ -1,0 +1,354 @@
+//! The store: an LMTP server (RFC 2033) that delivers into one maildir per mailbox.
+//!
+//! Delivery (maildir(5), as Dovecot and Postfix's local do it): write `tmp/NAME`, fsync it,
+//! rename it into `new/NAME`, fsync `new/`, and only then answer 2xx for that recipient. The
+//! file name carries the message's UID and a checksum (`,U=7,H=3fa9…`), so the index is rebuilt
+//! from what is durable after a restart. UIDNEXT is kept durably in `uidlist` and never goes
+//! back (RFC 3501 §2.3.1.1), even when the newest messages were deleted before a crash.
+
+use super::conn::{Conn, ConnError};
+use super::message;
+use super::wire::{self, Command, DataDecoder, Reply};
+use super::{Defect, Env, StackError, LMTP_PORT};
+use crate::crash_point;
+use crate::disk::DiskError;
+use crate::history::Event;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub hostname: String,
+    pub domains: Vec<String>,
+    pub users: BTreeSet<String>,
+    pub max_message_bytes: usize,
+    pub idle_timeout: Duration,
+}
+
+/// One message as the index knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub file: String,
+    pub size: u64,
+    /// The checksum stored in the file name: blake3 of the bytes, first 16 hex digits.
+    pub checksum: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Mailbox {
+    pub uidvalidity: u64,
+    pub uidnext: u64,
+    pub messages: BTreeMap<u64, Entry>,
+    /// A POP3 session holds the maildrop lock (RFC 1939 §8).
+    pub locked: bool,
+}
+
+/// The in-memory state of one store, shared by its LMTP and POP3 servers.
+#[derive(Default)]
+pub struct StoreState {
+    pub mailboxes: RefCell<BTreeMap<String, Mailbox>>,
+    /// Serialises UID reservations, so that `uidlist` on disk never goes backwards when
+    /// deliveries to one store overlap.
+    uid_lock: tokio::sync::Mutex<()>,
+}
+
+pub type Index = Rc<StoreState>;
+
+pub fn mailbox_dir(user: &str) -> String {
+    format!("mail/{user}")
+}
+
+pub fn checksum(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex()[..16].to_string()
+}
+
+/// Parses `…,U=<uid>,H=<checksum>` out of a maildir file name.
+pub fn parse_file_name(name: &str) -> Option<(u64, String)> {
+    let mut uid = None;
+    let mut sum = None;
+    for part in name.split(',') {
+        if let Some(value) = part.strip_prefix("U=") {
+            uid = value.parse::<u64>().ok();
+        } else if let Some(value) = part.strip_prefix("H=") {
+            sum = Some(value.to_string());
+        }
+    }
+    Some((uid?, sum?))
+}
+
+/// The store host's software: recover from what is durable, then serve LMTP and POP3.
+pub async fn run(env: Env, config: StoreConfig) {
+    let config = Rc::new(config);
+    let index = recover(&env, &config).await;
+    tokio::task::spawn_local(super::pop3::serve(env.clone(), config.clone(), index.clone()));
+    serve_lmtp(env, config, index).await;
+}
+
+/// Rebuilds the index from the durable state and removes tmp/ debris. Runs at every start.
+pub async fn recover(env: &Env, config: &StoreConfig) -> Index {
+    let mut index = BTreeMap::new();
+    for user in &config.users {
+        let mailbox = recover_mailbox(env, user).await;
+        index.insert(user.clone(), mailbox);
+    }
+    Rc::new(StoreState { mailboxes: RefCell::new(index), uid_lock: tokio::sync::Mutex::new(()) })
+}
+
+async fn recover_mailbox(env: &Env, user: &str) -> Mailbox {
+    let dir = mailbox_dir(user);
+    let mut debris_removed = 0;
+    for name in env.disk.list(&format!("{dir}/tmp")).await.unwrap_or_default() {
+        if env.disk.remove(&format!("{dir}/tmp/{name}")).await.is_ok() {
+            debris_removed += 1;
+        }
+    }
+    if debris_removed > 0 {
+        let _ = env.disk.fsync_dir(&format!("{dir}/tmp")).await;
+    }
+    let mut messages = BTreeMap::new();
+    for name in env.disk.list(&format!("{dir}/new")).await.unwrap_or_default() {
+        if let Some((uid, sum)) = parse_file_name(&name) {
+            let file = format!("{dir}/new/{name}");
+            let size = env.disk.read(&file).await.map(|bytes| bytes.len() as u64).unwrap_or(0);
+            messages.insert(uid, Entry { file, size, checksum: sum });
+        }
+    }
+    let stored = read_uidlist(env, &dir).await;
+    let highest_uid = messages.keys().next_back().copied().unwrap_or(0);
+    let (uidvalidity, stored_uidnext) = stored.unwrap_or((1 + env.journal.now_ms() / 1000, 1));
+    let uidnext = if env.defects.has(Defect::ReuseUidAfterRestart) {
+        // The planted bug: trust the files, forget the durable UIDNEXT.
+        highest_uid + 1
+    } else {
+        stored_uidnext.max(highest_uid + 1)
+    };
+    if stored.is_none() {
+        let _ = write_uidlist(env, &dir, uidvalidity, uidnext).await;
+    }
+    env.journal.record(Event::StoreRecovered {
+        mailbox: user.to_string(),
+        uidvalidity,
+        uidnext,
+        messages: messages.len() as u64,
+        debris_removed,
+    });
+    Mailbox { uidvalidity, uidnext, messages, locked: false }
+}
+
+async fn read_uidlist(env: &Env, dir: &str) -> Option<(u64, u64)> {
+    let bytes = env.disk.read(&format!("{dir}/uidlist")).await.ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let mut fields = text.split_whitespace().map(|field| field.parse::<u64>().ok());
+    Some((fields.next()??, fields.next()??))
+}
+
+/// Replaces `uidlist` atomically and durably.
+async fn write_uidlist(env: &Env, dir: &str, uidvalidity: u64, uidnext: u64) -> Result<(), DiskError> {
+    let temporary = format!("{dir}/uidlist.tmp");
+    env.disk.write(&temporary, format!("{uidvalidity} {uidnext}\n").as_bytes()).await?;
+    env.disk.fsync(&temporary).await?;
+    env.disk.rename(&temporary, &format!("{dir}/uidlist")).await?;
+    env.disk.fsync_dir(dir).await
+}
+
+/// Serves LMTP forever.
+pub async fn serve_lmtp(env: Env, config: Rc<StoreConfig>, index: Index) {
+    let Ok(listener) = env.net.listen(LMTP_PORT).await else { return };
+    let mut sequence = 0u64;
+    loop {
+        let Ok((stream, _peer)) = listener.accept().await else { continue };
+        sequence += 1;
+        let (env, config, index) = (env.clone(), config.clone(), index.clone());
+        tokio::task::spawn_local(async move {
+            let _ = lmtp_session(&env, &config, &index, Conn::new(stream), sequence).await;
+        });
+    }
+}
+
+async fn lmtp_session(env: &Env, config: &StoreConfig, index: &Index, mut conn: Conn, session: u64) -> Result<(), StackError> {
+    let send = |reply: Reply| reply.encode();
+    if conn.send(&send(Reply::new(220, "", &format!("{} LMTP mailchaos", config.hostname)))).await.is_err() {
+        return Ok(());
+    }
+    let mut lhlo = false;
+    let mut from: Option<String> = None;
+    let mut rcpts: Vec<String> = Vec::new();
+    let mut delivery = 0u64;
+    loop {
+        let line = match conn.read_line(wire::MAX_COMMAND_LINE - 2, config.idle_timeout).await {
+            Ok(line) => line,
+            Err(ConnError::TooLong) => {
+                let _ = conn.send(&send(Reply::new(500, "5.5.6", "line too long"))).await;
+                continue;
+            }
+            Err(_) => return Ok(()),
+        };
+        let reply = match wire::parse_command(&line) {
+            Ok(Command::Lhlo(_)) => {
+                lhlo = true;
+                let lines = vec![config.hostname.clone(), "PIPELINING".into(), "ENHANCEDSTATUSCODES".into(), "8BITMIME".into()];
+                Reply { code: 250, enhanced: None, lines }
+            }
+            Ok(Command::Mail { from: sender, .. }) if lhlo && from.is_none() => {
+                from = Some(sender);
+                Reply::new(250, "2.1.0", "sender ok")
+            }
+            Ok(Command::Mail { .. }) => Reply::new(503, "5.5.1", "bad sequence of commands"),
+            Ok(Command::Rcpt { to, .. }) if from.is_some() => match local_user(config, &to) {
+                Some(_) => {
+                    rcpts.push(to.to_ascii_lowercase());
+                    Reply::new(250, "2.1.5", "recipient ok")
+                }
+                None => Reply::new(550, "5.1.1", "no such mailbox"),
+            },
+            Ok(Command::Rcpt { .. }) => Reply::new(503, "5.5.1", "need MAIL before RCPT"),
+            Ok(Command::Data) if rcpts.is_empty() => Reply::new(503, "5.5.1", "no valid recipients"),
+            Ok(Command::Data) => {
+                if conn.send(&send(Reply::new(354, "", "go ahead"))).await.is_err() {
+                    return Ok(());
+                }
+                let mut decoder = DataDecoder::new(config.max_message_bytes);
+                if conn.read_data(&mut decoder, config.idle_timeout).await.is_err() {
+                    return Ok(());
+                }
+                let message = decoder.finish();
+                let sender = from.take().unwrap_or_default();
+                // RFC 2033 §4.2: exactly one reply per accepted recipient, in RCPT order.
+                for rcpt in std::mem::take(&mut rcpts) {
+                    delivery += 1;
+                    let reply = match &message {
+                        Ok(bytes) => {
+                            let unique = format!("{}.S{session}D{delivery}", env.journal.now_ms());
+                            deliver(env, config, index, &rcpt, &sender, bytes, &unique).await?
+                        }
+                        Err(_) => Reply::new(552, "5.3.4", "message too big or malformed"),
+                    };
+                    if conn.send(&send(reply)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                continue;
+            }
+            Ok(Command::Rset) => {
+                from = None;
+                rcpts.clear();
+                Reply::new(250, "2.0.0", "reset")
+            }
+            Ok(Command::Noop) => Reply::new(250, "2.0.0", "ok"),
+            Ok(Command::Quit) => {
+                let _ = conn.send(&send(Reply::new(221, "2.0.0", "bye"))).await;
+                return Ok(());
+            }
+            Ok(_) => Reply::new(500, "5.5.1", "command not supported by this LMTP server"),
+            Err(_) => Reply::new(500, "5.5.2", "syntax error"),
+        };
+        if conn.send(&send(reply)).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+fn local_user(config: &StoreConfig, address: &str) -> Option<String> {
+    let (local, domain) = address.rsplit_once('@')?;
+    let local = local.to_ascii_lowercase();
+    let own_domain = config.domains.iter().any(|own| own.eq_ignore_ascii_case(domain));
+    (own_domain && config.users.contains(&local)).then_some(local)
+}
+
+/// Delivers one copy into `rcpt`'s maildir and names the LMTP reply for that recipient.
+async fn deliver(
+    env: &Env,
+    config: &StoreConfig,
+    index: &Index,
+    rcpt: &str,
+    sender: &str,
+    message: &[u8],
+    unique: &str,
+) -> Result<Reply, StackError> {
+    let Some(user) = local_user(config, rcpt) else {
+        return Ok(Reply::new(550, "5.1.1", "no such mailbox"));
+    };
+    let mut bytes = format!("Return-Path: <{sender}>\r\n").into_bytes();
+    bytes.extend_from_slice(message);
+    let msg = message::message_id(message).unwrap_or_default();
+    match publish(env, index, &user, &bytes, unique).await {
+        Ok((uidvalidity, uid, file)) => {
+            let digest = message::content_digest(&bytes);
+            env.journal.record(Event::StoreDelivered { mailbox: user, msg, uidvalidity, uid, file, digest });
+            Ok(Reply::new(250, "2.0.0", &format!("<{rcpt}> delivered")))
+        }
+        Err(StackError::Disk(error)) => {
+            let reply = match error {
+                DiskError::NoSpace => Reply::new(452, "4.3.1", "insufficient system storage"),
+                _ => Reply::new(451, "4.3.0", "temporary storage error"),
+            };
+            env.journal.record(Event::StoreRefusal { mailbox: user, msg, reply: reply.summary() });
+            Ok(reply)
+        }
+        Err(crash) => Err(crash),
+    }
+}
+
+/// tmp/ → fsync → new/ → fsync dir. Returns (uidvalidity, uid, file) once durable.
+async fn publish(env: &Env, index: &Index, user: &str, bytes: &[u8], unique: &str) -> Result<(u64, u64, String), StackError> {
+    let dir = mailbox_dir(user);
+    let (uidvalidity, uid) = reserve_uid(env, index, user, &dir).await?;
+    let name = format!("{unique},U={uid},S={},H={}", bytes.len(), checksum(bytes));
+    let final_path = format!("{dir}/new/{name}");
+    if env.defects.has(Defect::WriteIntoNew) {
+        // The planted bug: the file is visible in new/ while it is still being written.
+        env.disk.write(&final_path, bytes).await?;
+        env.disk.fsync(&final_path).await?;
+    } else {
+        let temporary = format!("{dir}/tmp/{name}");
+        if let Err(error) = stage_file(env, &temporary, bytes).await {
+            let _ = env.disk.remove(&temporary).await;
+            return Err(error.into());
+        }
+        env.disk.rename(&temporary, &final_path).await?;
+    }
+    crash_point!(env, "store-after-rename-before-dirsync");
+    if !env.defects.has(Defect::NoDirFsync) {
+        env.disk.fsync_dir(&format!("{dir}/new")).await?;
+    }
+    let size = bytes.len() as u64;
+    let entry = Entry { file: final_path.clone(), size, checksum: checksum(bytes) };
+    if let Some(mailbox) = index.mailboxes.borrow_mut().get_mut(user) {
+        mailbox.messages.insert(uid, entry);
+    }
+    Ok((uidvalidity, uid, final_path))
+}
+
+async fn stage_file(env: &Env, path: &str, bytes: &[u8]) -> Result<(), DiskError> {
+    env.disk.write(path, bytes).await?;
+    env.disk.fsync(path).await
+}
+
+/// Takes the next UID and makes the new UIDNEXT durable before the UID is used, so no crash can
+/// hand the same UID to another message.
+async fn reserve_uid(env: &Env, index: &Index, user: &str, dir: &str) -> Result<(u64, u64), StackError> {
+    let _guard = index.uid_lock.lock().await;
+    let (uidvalidity, uid) = {
+        let mut mailboxes = index.mailboxes.borrow_mut();
+        let mailbox = mailboxes.get_mut(user).ok_or(StackError::Disk(DiskError::NotFound))?;
+        let uid = mailbox.uidnext;
+        mailbox.uidnext += 1;
+        (mailbox.uidvalidity, uid)
+    };
+    write_uidlist(env, dir, uidvalidity, uid + 1).await?;
+    Ok((uidvalidity, uid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_carry_uid_and_checksum() {
+        assert_eq!(parse_file_name("1200.S1D1,U=7,S=42,H=00ff00ff00ff00ff"), Some((7, "00ff00ff00ff00ff".to_string())));
+        assert_eq!(parse_file_name("1200.S1D1,S=42"), None);
+        assert_eq!(parse_file_name("garbage,U=x,H=1"), None);
+    }
+}

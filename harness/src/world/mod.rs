@@ -1,0 +1,419 @@
+//! The world: turmoil hosts running the stack, the fault scheduler, and the phases of a run
+//! (chaos → heal → quiesce → final sweep). The only module that knows turmoil.
+
+pub mod net;
+pub mod plan;
+
+use crate::disk::sim::{FaultKind as DiskFaultKind, FaultWindow, SimDisk};
+use crate::disk::Disk;
+use crate::history::{Event, History, Journal};
+use crate::scenario::{provider_domain, provider_host, FaultKind, Scenario};
+use crate::seed::Seed;
+use crate::stack::client::ClientConfig;
+use crate::stack::mx::MxConfig;
+use crate::stack::policy::RetryPolicy;
+use crate::stack::queue::RunnerConfig;
+use crate::stack::sender::ProviderConfig;
+use crate::stack::store::StoreConfig;
+use crate::stack::{self, Defects, Env};
+use plan::{Plan, PlannedFault, EPOCH_UNIX_S};
+use rand::RngCore;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// The hosts whose storage the stack depends on; only these get faults and crash semantics.
+pub const DISK_HOSTS: [&str; 2] = ["mx", "store"];
+
+/// Everything a run leaves for the checkers and the report.
+pub struct RunOutput {
+    pub history: History,
+    /// Per host with a disk: the files a crash at the end would leave (the durable image).
+    pub images: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// Each configured fault, described, with how often it touched the system.
+    pub faults: Vec<(String, u64)>,
+    /// When every queue had drained (None: the horizon came first).
+    pub drained_at_ms: Option<u64>,
+    pub ended_at_ms: u64,
+}
+
+/// Runs one scenario with one seed. Deterministic: same inputs, same history.
+pub fn run(scenario: &Scenario, seed: Seed, defects: &Defects) -> RunOutput {
+    // fail's registry is global to the process: start every run from a clean one.
+    let fail_scenario = fail::FailScenario::setup();
+    let output = World::new(scenario, seed, defects).run();
+    fail_scenario.teardown();
+    output
+}
+
+/// A scheduled change to the world.
+#[derive(Clone, Debug)]
+enum Action {
+    Note(String),
+    Partition(String, String),
+    Repair(String, String),
+    Crash(String),
+    Restart(String),
+    ArmPoint(String),
+}
+
+struct World<'a> {
+    scenario: &'a Scenario,
+    sim: turmoil::Sim<'a>,
+    history: Rc<RefCell<History>>,
+    now_ms: Rc<Cell<u64>>,
+    disks: BTreeMap<String, Rc<SimDisk>>,
+    world_journal: Journal,
+    /// (time, order, action), executed in time order.
+    schedule: Vec<(u64, usize, Action)>,
+    plan: Plan,
+    /// Restart delay per host for crashes triggered by a fail point.
+    point_restart_ms: BTreeMap<String, u64>,
+    /// How often each planned fault fired, for crashes and partitions (disk faults count in the disk).
+    fired: Vec<u64>,
+}
+
+impl<'a> World<'a> {
+    fn new(scenario: &'a Scenario, seed: Seed, defects: &Defects) -> World<'a> {
+        let plan = plan::make(scenario, seed);
+        let history = Rc::new(RefCell::new(History::default()));
+        let now_ms = Rc::new(Cell::new(0u64));
+        let clock: crate::history::Clock = {
+            let now_ms = now_ms.clone();
+            // Inside a host turmoil knows the time within the tick; outside, the world's step time.
+            Rc::new(move || turmoil::sim_elapsed().map(|elapsed| elapsed.as_millis() as u64).unwrap_or(now_ms.get()))
+        };
+        let journal_of = |host: &str| Journal::new(history.clone(), host, clock.clone());
+        let sim = build_sim(scenario, seed);
+        let mut disks = BTreeMap::new();
+        for host in scenario.hosts() {
+            let windows = if DISK_HOSTS.contains(&host.as_str()) { disk_windows(&plan.faults, &host) } else { Vec::new() };
+            disks.insert(host.clone(), Rc::new(SimDisk::new(journal_of(&host), windows)));
+        }
+        let world_journal = journal_of("world");
+        let fired = vec![0; plan.faults.len()];
+        let mut world = World { scenario, sim, history: history.clone(), now_ms, disks, world_journal, schedule: Vec::new(), plan, point_restart_ms: BTreeMap::new(), fired };
+        world.schedule_faults();
+        world.install_hosts(defects, &journal_of);
+        world
+    }
+
+    fn env(&self, host: &str, defects: &Defects, journal: Journal) -> Env {
+        let disk = self.disks.get(host).cloned().expect("every host has a disk");
+        Env { journal, disk: Disk::new(disk), net: Rc::new(net::SimNet), defects: defects.clone() }
+    }
+
+    fn install_hosts(&mut self, defects: &Defects, journal_of: &dyn Fn(&str) -> Journal) {
+        let scenario = self.scenario;
+        let users: BTreeSet<String> = scenario.mx.users.get_ref().iter().cloned().collect();
+        let mx_env = self.env("mx", defects, journal_of("mx"));
+        let mx_config = MxConfig {
+            hostname: "mx.libero.test".into(),
+            domains: scenario.mx.domains.clone(),
+            users: users.clone(),
+            max_message_bytes: scenario.mx.max_message_bytes,
+            max_recipients: scenario.mx.max_recipients,
+            idle_timeout: Duration::from_secs(300),
+            max_sessions: scenario.mx.max_sessions,
+            runner: RunnerConfig {
+                store_host: "store".into(),
+                hostname: "mx.libero.test".into(),
+                scan_interval: Duration::from_secs(5),
+                retry_base: Duration::from_secs(scenario.mx.retry_base_s),
+                retry_max: Duration::from_secs(scenario.mx.retry_max_s),
+                workers: scenario.mx.queue_workers.clamp(1, 16),
+            },
+        };
+        self.sim.host("mx", move || stack::mx::run(mx_env.clone(), mx_config.clone()).map_ok());
+
+        let store_env = self.env("store", defects, journal_of("store"));
+        let store_config = StoreConfig {
+            hostname: "store.libero.test".into(),
+            domains: scenario.mx.domains.clone(),
+            users: users.clone(),
+            max_message_bytes: scenario.mx.max_message_bytes + 4096,
+            idle_timeout: Duration::from_secs(600),
+        };
+        self.sim.host("store", move || stack::store::run(store_env.clone(), store_config.clone()).map_ok());
+
+        for (provider, planned) in scenario.providers.iter().zip(self.plan.workload.clone()) {
+            let name = provider.name.get_ref();
+            let host = provider_host(name);
+            let env = self.env(&host, defects, journal_of(&host));
+            let policy = RetryPolicy::built_in(provider.policy.get_ref(), provider.time_scale).expect("validated policy");
+            let config = ProviderConfig {
+                hostname: format!("mta.{}", provider_domain(name)),
+                mx_host: "mx".into(),
+                policy,
+                max_connections: provider.max_connections.clamp(1, 1000),
+                plan: planned,
+            };
+            self.sim.host(host.as_str(), move || stack::sender::run(env.clone(), config.clone()).map_ok());
+        }
+
+        let clients_env = self.env("clients", defects, journal_of("clients"));
+        let poll_s = *scenario.clients.poll_interval_s.get_ref();
+        let deleting = scenario.clients.delete_after_fetch.get_ref().clone();
+        let client_configs: Vec<ClientConfig> = users
+            .iter()
+            .enumerate()
+            .map(|(index, user)| ClientConfig {
+                store_host: "store".into(),
+                user: user.clone(),
+                password: stack::pop3::password_of(user),
+                // Spread the first polls so that clients do not all arrive in one tick.
+                first_poll: Duration::from_millis(1000 + (index as u64 * 997) % (poll_s * 1000)),
+                poll_interval: Duration::from_secs(poll_s),
+                delete_after_fetch: deleting.contains(user),
+            })
+            .collect();
+        self.sim.host("clients", move || {
+            let (env, configs) = (clients_env.clone(), client_configs.clone());
+            async move {
+                for config in configs {
+                    tokio::task::spawn_local(stack::client::run(env.clone(), config));
+                }
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+
+    fn at(&mut self, t_ms: u64, action: Action) {
+        let order = self.schedule.len();
+        self.schedule.push((t_ms, order, action));
+    }
+
+    fn schedule_faults(&mut self) {
+        for fault in self.plan.faults.clone() {
+            let description = fault.describe();
+            let hosts = fault.hosts.clone();
+            match fault.kind {
+                FaultKind::DiskStall | FaultKind::DiskEio | FaultKind::DiskFull => {
+                    self.at(fault.start_ms, Action::Note(format!("begin {description}")));
+                    self.at(fault.end_ms, Action::Note(format!("end {description}")));
+                }
+                FaultKind::Partition => {
+                    self.at(fault.start_ms, Action::Partition(hosts[0].clone(), hosts[1].clone()));
+                    self.at(fault.end_ms, Action::Repair(hosts[0].clone(), hosts[1].clone()));
+                }
+                FaultKind::Crash => match &fault.point {
+                    Some(point) => {
+                        self.point_restart_ms.insert(hosts[0].clone(), fault.end_ms - fault.start_ms);
+                        self.at(fault.start_ms, Action::ArmPoint(point.clone()));
+                    }
+                    None => {
+                        self.at(fault.start_ms, Action::Crash(hosts[0].clone()));
+                        self.at(fault.end_ms, Action::Restart(hosts[0].clone()));
+                    }
+                },
+            }
+        }
+        self.at(*self.scenario.chaos_s.get_ref() * 1000, Action::Note("heal: every fault is over".into()));
+        self.schedule.sort_by_key(|(t_ms, order, _)| (*t_ms, *order));
+        self.schedule.reverse(); // pop() takes the earliest
+    }
+
+    fn apply(&mut self, action: Action) {
+        let note = |world: &World, text: String| world.world_journal.record(Event::Fault { action: text });
+        match action {
+            Action::Note(text) => note(self, text),
+            Action::Partition(a, b) => {
+                note(self, format!("partition {a} {b}"));
+                self.count_fired(FaultKind::Partition, &a);
+                self.sim.partition(a.as_str(), b.as_str());
+            }
+            Action::Repair(a, b) => {
+                note(self, format!("repair {a} {b}"));
+                self.sim.repair(a.as_str(), b.as_str());
+            }
+            Action::Crash(host) => self.crash(&host),
+            Action::Restart(host) => {
+                self.disks[&host].journal_restart();
+                self.sim.bounce(host.as_str());
+            }
+            Action::ArmPoint(point) => {
+                note(self, format!("arm fail point {point}"));
+                // Deterministic: fire on the first hit only. Never a p% action (unseeded RNG).
+                let _ = fail::cfg(point.as_str(), "1*return");
+            }
+        }
+    }
+
+    fn count_fired(&mut self, kind: FaultKind, host: &str) {
+        if let Some(index) = self.plan.faults.iter().position(|fault| fault.kind == kind && fault.hosts[0] == host) {
+            self.fired[index] += 1;
+        }
+    }
+
+    /// Kills the host's software and loses what its disk had not made durable.
+    fn crash(&mut self, host: &str) {
+        self.count_fired(FaultKind::Crash, host);
+        self.sim.crash(host);
+        self.disks[host].crash();
+        self.disks[host].journal_crash();
+    }
+
+    fn run(mut self) -> RunOutput {
+        let tick_ms = *self.scenario.tick_ms.get_ref();
+        let horizon_ms = *self.scenario.horizon_s.get_ref() * 1000;
+        let chaos_end_ms = *self.scenario.chaos_s.get_ref() * 1000;
+        let sweep_ms = 2 * *self.scenario.clients.poll_interval_s.get_ref() * 1000 + 10_000;
+        let mut drain = Drain::new(self.plan.workload.iter().map(Vec::len).sum());
+        let mut scanned = 0usize;
+        let mut drained_at_ms = None;
+        let mut end_ms = horizon_ms;
+        self.world_journal.record(Event::Phase { name: "chaos".into() });
+        while self.now_ms.get() < end_ms {
+            let now_ms = self.now_ms.get();
+            while self.schedule.last().is_some_and(|(t_ms, _, _)| *t_ms <= now_ms) {
+                let (_, _, action) = self.schedule.pop().expect("checked above");
+                self.apply(action);
+            }
+            if self.sim.step().is_err() {
+                break;
+            }
+            self.now_ms.set(self.sim.elapsed().as_millis() as u64);
+            scanned = self.react(scanned, &mut drain);
+            if drained_at_ms.is_none() && self.now_ms.get() >= chaos_end_ms && self.schedule.is_empty() && drain.is_drained() {
+                drained_at_ms = Some(self.now_ms.get());
+                end_ms = (self.now_ms.get() + sweep_ms).min(horizon_ms);
+                self.world_journal.record(Event::Phase { name: "final-sweep".into() });
+            }
+            if self.history.borrow().overflowed {
+                break;
+            }
+            debug_assert!(tick_ms > 0);
+        }
+        self.world_journal.record(Event::Phase { name: if drained_at_ms.is_some() { "end".into() } else { "horizon".into() } });
+        self.finish(drained_at_ms)
+    }
+
+    /// Reads the events since `scanned`: crashes at fail points, and drain bookkeeping.
+    fn react(&mut self, scanned: usize, drain: &mut Drain) -> usize {
+        let records: Vec<(String, Event)> = {
+            let history = self.history.borrow();
+            history.records[scanned..].iter().map(|record| (record.host.clone(), record.event.clone())).collect()
+        };
+        for (host, event) in &records {
+            if let Event::CrashPoint { .. } = event {
+                let restart_ms = self.point_restart_ms.get(host).copied().unwrap_or(60_000);
+                self.crash(host);
+                self.at_sorted(self.now_ms.get() + restart_ms, Action::Restart(host.clone()));
+            }
+            drain.observe(event);
+        }
+        scanned + records.len()
+    }
+
+    fn at_sorted(&mut self, t_ms: u64, action: Action) {
+        self.at(t_ms, action);
+        self.schedule.sort_by_key(|(t_ms, order, _)| std::cmp::Reverse((*t_ms, *order)));
+    }
+
+    fn finish(self, drained_at_ms: Option<u64>) -> RunOutput {
+        let mut faults = Vec::new();
+        for (index, fault) in self.plan.faults.iter().enumerate() {
+            let fired = match fault.kind {
+                FaultKind::DiskStall | FaultKind::DiskEio | FaultKind::DiskFull => {
+                    let disk = &self.disks[&fault.hosts[0]];
+                    let windows_before = self.plan.faults[..index].iter().filter(|f| is_disk_fault(f) && f.hosts[0] == fault.hosts[0]).count();
+                    disk.fired_counts().get(windows_before).copied().unwrap_or(0)
+                }
+                _ => self.fired[index],
+            };
+            faults.push((fault.describe(), fired));
+        }
+        let images = DISK_HOSTS.iter().map(|host| (host.to_string(), self.disks[*host].durable_image())).collect();
+        let ended_at_ms = self.now_ms.get();
+        drop(self.sim);
+        let history = std::mem::take(&mut *self.history.borrow_mut());
+        RunOutput { history, images, faults, drained_at_ms, ended_at_ms }
+    }
+}
+
+fn is_disk_fault(fault: &PlannedFault) -> bool {
+    matches!(fault.kind, FaultKind::DiskStall | FaultKind::DiskEio | FaultKind::DiskFull)
+}
+
+fn disk_windows(faults: &[PlannedFault], host: &str) -> Vec<FaultWindow> {
+    faults
+        .iter()
+        .filter(|fault| is_disk_fault(fault) && fault.hosts[0] == host)
+        .map(|fault| FaultWindow {
+            kind: match fault.kind {
+                FaultKind::DiskStall => DiskFaultKind::Stall,
+                FaultKind::DiskEio => DiskFaultKind::Eio,
+                _ => DiskFaultKind::Full,
+            },
+            start_ms: fault.start_ms,
+            end_ms: fault.end_ms,
+            path_prefix: fault.path_prefix.clone(),
+            ops: fault.ops.clone(),
+        })
+        .collect()
+}
+
+fn build_sim<'a>(scenario: &Scenario, seed: Seed) -> turmoil::Sim<'a> {
+    let horizon = Duration::from_secs(*scenario.horizon_s.get_ref());
+    turmoil::Builder::new()
+        .simulation_duration(horizon * 2 + Duration::from_secs(60))
+        .tick_duration(Duration::from_millis(*scenario.tick_ms.get_ref()))
+        .min_message_latency(Duration::from_millis(scenario.network.min_latency_ms))
+        .max_message_latency(Duration::from_millis(*scenario.network.max_latency_ms.get_ref()))
+        .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_UNIX_S))
+        .rng_seed(seed.stream("turmoil").next_u64())
+        .tcp_capacity(4096)
+        .build()
+}
+
+/// Tracks, from the history alone, whether every queue has drained.
+struct Drain {
+    planned_messages: usize,
+    submitted: usize,
+    sender_open: usize,
+    /// Queue files the MX acknowledged and has not finished.
+    mx_open: BTreeSet<String>,
+}
+
+impl Drain {
+    fn new(planned_messages: usize) -> Drain {
+        Drain { planned_messages, submitted: 0, sender_open: 0, mx_open: BTreeSet::new() }
+    }
+
+    fn observe(&mut self, event: &Event) {
+        match event {
+            Event::Submit { rcpts, .. } => {
+                self.submitted += 1;
+                self.sender_open += rcpts.len();
+            }
+            Event::SenderOutcome { .. } => self.sender_open = self.sender_open.saturating_sub(1),
+            Event::MxDataEnd { queue_file: Some(file), reply, .. } if reply.starts_with('2') => {
+                self.mx_open.insert(file.clone());
+            }
+            Event::QueueRecorded { queue_file, remaining, .. } if remaining.is_empty() => {
+                self.mx_open.remove(queue_file);
+            }
+            _ => {}
+        }
+    }
+
+    fn is_drained(&self) -> bool {
+        self.submitted == self.planned_messages && self.sender_open == 0 && self.mx_open.is_empty()
+    }
+}
+
+/// Adapts the stack's never-ending host futures to turmoil's `Result` output.
+trait MapOk {
+    fn map_ok(self) -> impl std::future::Future<Output = turmoil::Result> + 'static;
+}
+
+impl<F: std::future::Future<Output = ()> + 'static> MapOk for F {
+    fn map_ok(self) -> impl std::future::Future<Output = turmoil::Result> + 'static {
+        async move {
+            self.await;
+            Ok(())
+        }
+    }
+}
