@@ -11,6 +11,18 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// Prints a line to stdout. A closed stdout (`mailchaos run | head`) ends the program quietly
+/// instead of panicking as `println!` would.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        if writeln!(stdout, $($arg)*).is_err() || stdout.flush().is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 /// The fast suite, embedded so that `mailchaos run` works from any directory.
 pub const EMBEDDED_FAST: &[(&str, &str)] = &[
     ("scenarios/fast/baseline.toml", include_str!("../../scenarios/fast/baseline.toml")),
@@ -92,7 +104,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
         Command::CheckDeterminism { paths, runs } => check_determinism(&paths, &runs),
         Command::ListDefects => {
             for defect in Defect::ALL {
-                println!("{} {}", defect.name(), defect.description());
+                say!("{} {}", defect.name(), defect.description());
             }
             Ok(true)
         }
@@ -171,8 +183,14 @@ pub fn judge(loaded: &Loaded, seed: Seed, defects: &Defects) -> Judged {
     Judged { output, violations }
 }
 
+/// The program as the user invoked it when that was a path (./target/release/mailchaos), so the
+/// repro line can be pasted as it is; otherwise plain `mailchaos`.
+fn program() -> String {
+    std::env::args().next().filter(|arg0| arg0.contains('/') && !arg0.contains("/deps/")).unwrap_or_else(|| "mailchaos".into())
+}
+
 fn repro_line(loaded: &Loaded, seed: Seed, defects: &Defects) -> String {
-    let mut line = format!("mailchaos repro {} --seed {seed}", loaded.path.display());
+    let mut line = format!("{} repro {} --seed {seed}", program(), loaded.path.display());
     for defect in defects.iter() {
         line.push_str(&format!(" --defect {}", defect.name()));
     }
@@ -205,7 +223,7 @@ fn run(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
         for &seed in &seeds {
             let judged = judge(loaded, seed, &defects);
             total += 1;
-            println!("{}", run_line(loaded, seed, &judged));
+            say!("{}", run_line(loaded, seed, &judged));
             if judged.violations.is_empty() {
                 continue;
             }
@@ -217,14 +235,14 @@ fn run(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
                 }
             }
             for violation in judged.violations.iter().take(3) {
-                println!("  {} {}: {}", violation.invariant, violation.subject, violation.explanation);
+                say!("  {} {}: {}", violation.invariant, violation.subject, violation.explanation);
             }
-            println!("repro: {}", repro_line(loaded, seed, &defects));
+            say!("repro: {}", repro_line(loaded, seed, &defects));
         }
     }
     let seconds = started.elapsed().as_secs_f64();
     let listing: Vec<String> = violated.iter().map(|(name, count)| format!("{name}:{count}")).collect();
-    println!(
+    say!(
         "summary: runs={total} ok={} violation={failed} violated=[{}] wall={seconds:.1}s runs_per_s={:.2}",
         total - failed,
         listing.join(" "),
@@ -246,29 +264,29 @@ fn repro(path: &Path, runs: &Runs, history_file: Option<&Path>) -> Result<bool, 
     let seed = single_seed(runs)?;
     let defects = parse_defects(&runs.defects)?;
     let judged = judge(&loaded, seed, &defects);
-    println!("scenario {} ({}) seed={seed}", loaded.scenario.name, loaded.path.display());
+    say!("scenario {} ({}) seed={seed}", loaded.scenario.name, loaded.path.display());
     let plan = world::plan::make(&loaded.scenario, seed);
     for fault in &plan.faults {
-        println!("fault: {}", fault.describe());
+        say!("fault: {}", fault.describe());
     }
     for (description, fired) in &judged.output.faults {
         if *fired == 0 {
-            println!("note: fault never fired: {description}");
+            say!("note: fault never fired: {description}");
         }
     }
-    print!("{}", report::numbered_history(&judged.output));
+    say!("{}", report::numbered_history(&judged.output).trim_end());
     if let Some(file) = history_file {
         let lines: String = judged.output.history.records.iter().map(|record| record.to_json() + "\n").collect();
         std::fs::write(file, lines).map_err(|error| BadInput(format!("{}: cannot write history: {error}", file.display())))?;
     }
-    println!("{}", run_line(&loaded, seed, &judged));
+    say!("{}", run_line(&loaded, seed, &judged));
     if judged.violations.is_empty() {
-        println!("verdict: ok — every invariant held");
+        say!("verdict: ok — every invariant held");
         return Ok(true);
     }
-    println!("verdict: violation");
-    print!("{}", report::explain(&judged.output, &judged.violations, 50));
-    println!("repro: {}", repro_line(&loaded, seed, &defects));
+    say!("verdict: violation");
+    say!("{}", report::explain(&judged.output, &judged.violations, 50).trim_end());
+    say!("repro: {}", repro_line(&loaded, seed, &defects));
     Ok(false)
 }
 
@@ -277,7 +295,7 @@ fn digest(path: &Path, runs: &Runs) -> Result<bool, BadInput> {
     let seed = single_seed(runs)?;
     let defects = parse_defects(&runs.defects)?;
     let output = world::run(&loaded.scenario, seed, &defects);
-    println!("{}", output.history.digest());
+    say!("{}", output.history.digest());
     Ok(true)
 }
 
@@ -298,13 +316,13 @@ fn check_determinism(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
             let child = command.output().map_err(|error| BadInput(format!("cannot start a fresh process: {error}")))?;
             let there = String::from_utf8_lossy(&child.stdout).trim().to_string();
             let same = child.status.success() && there == here;
-            println!("{:<24} seed={seed} first={here} fresh_process={there} {}", loaded.scenario.name, if same { "same" } else { "DIVERGED" });
+            say!("{:<24} seed={seed} first={here} fresh_process={there} {}", loaded.scenario.name, if same { "same" } else { "DIVERGED" });
             if !same {
                 diverged += 1;
-                println!("repro: {}", repro_line(loaded, seed, &defects));
+                say!("repro: {}", repro_line(loaded, seed, &defects));
             }
         }
     }
-    println!("summary: runs={} diverged={diverged}", suite.len() * seeds.len());
+    say!("summary: runs={} diverged={diverged}", suite.len() * seeds.len());
     Ok(diverged == 0)
 }

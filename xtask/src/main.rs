@@ -1,1 +1,90 @@
-fn main() {}
+//! Project tasks: `cargo xtask <task>`. Each calls cargo through $CARGO so the same toolchain
+//! builds everything.
+//!
+//!   ci                 the tests, then the determinism check (what .ci/run does)
+//!   suite [SEEDS]      the fast suite over SEEDS seeds (default 50), release build
+//!   check-determinism  every fast scenario, 10 seeds, second run in a fresh process
+//!   bench [SEEDS]      runs per second of the fast suite (default 20 seeds), release build
+//!   defects [SEEDS]    every planted defect must be caught by the fast suite
+
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn mailchaos(args: &[&str]) -> Command {
+    let mut command = cargo();
+    command.args(["run", "--quiet", "--release", "--package", "harness", "--bin", "mailchaos", "--"]).args(args);
+    command
+}
+
+fn status(mut command: Command) -> Result<bool, String> {
+    command.status().map(|status| status.success()).map_err(|error| format!("cannot run {command:?}: {error}"))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let task = args.first().map(String::as_str).unwrap_or("help");
+    let seeds = args.get(1).cloned();
+    let result = match task {
+        "ci" => ci(),
+        "suite" => status(mailchaos(&["run", "scenarios/fast", "--seeds", seeds.as_deref().unwrap_or("50")])),
+        "check-determinism" => status(mailchaos(&["check-determinism", "scenarios/fast", "--seeds", seeds.as_deref().unwrap_or("10")])),
+        "bench" => bench(seeds.as_deref().unwrap_or("20")),
+        "defects" => defects(seeds.as_deref().unwrap_or("50")),
+        _ => {
+            eprintln!("usage: cargo xtask ci | suite [SEEDS] | check-determinism [SEEDS] | bench [SEEDS] | defects [SEEDS]");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn ci() -> Result<bool, String> {
+    let mut tests = cargo();
+    tests.args(["nextest", "run", "--workspace", "--release"]);
+    Ok(status(tests)? && status(mailchaos(&["check-determinism", "scenarios/fast", "--seeds", "5"]))?)
+}
+
+/// Runs the fast suite and reports runs per second as measured around the process (the
+/// simulation itself never reads the wall clock).
+fn bench(seeds: &str) -> Result<bool, String> {
+    let mut build = cargo();
+    build.args(["build", "--quiet", "--release", "--package", "harness", "--bin", "mailchaos"]);
+    if !status(build)? {
+        return Ok(false);
+    }
+    let started = Instant::now();
+    let output = mailchaos(&["run", "scenarios/fast", "--seeds", seeds]).output().map_err(|error| error.to_string())?;
+    let seconds = started.elapsed().as_secs_f64();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let runs = text.lines().filter(|line| line.contains(" verdict=")).count();
+    println!("bench: fast suite, {runs} runs in {seconds:.2}s wall = {:.1} runs/s (seeds per scenario: {seeds})", runs as f64 / seconds);
+    if let Some(summary) = text.lines().find(|line| line.starts_with("summary:")) {
+        println!("{summary}");
+    }
+    Ok(output.status.success())
+}
+
+fn defects(seeds: &str) -> Result<bool, String> {
+    let listing = mailchaos(&["list-defects"]).output().map_err(|error| error.to_string())?;
+    let mut all_caught = true;
+    for name in String::from_utf8_lossy(&listing.stdout).lines().filter_map(|line| line.split_whitespace().next()) {
+        let output = mailchaos(&["run", "scenarios/fast", "--seeds", seeds, "--defect", name]).output().map_err(|error| error.to_string())?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let summary = text.lines().find(|line| line.starts_with("summary:")).unwrap_or("no summary");
+        let caught = output.status.code() == Some(1);
+        all_caught &= caught;
+        println!("{name:<26} {} {summary}", if caught { "caught" } else { "MISSED" });
+    }
+    Ok(all_caught)
+}
