@@ -79,6 +79,24 @@ pub enum Command {
     },
     /// List the planted defects, one per line, name first.
     ListDefects,
+    /// Live mode: run the MX (SMTP), store (LMTP) and POP3 server on real sockets, so real
+    /// clients can talk to the stack. Ports are 25, 24 and 110 plus --port-offset.
+    Serve {
+        /// Address to listen on; loopback unless you mean it.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+        /// Added to every port (2500 gives SMTP 2525, LMTP 2524, POP3 2610).
+        #[arg(long, default_value_t = 2500)]
+        port_offset: u16,
+        /// Mailboxes (the local parts accepted at RCPT); each user's POP3 password is pw-<user>.
+        #[arg(long, value_delimiter = ',', default_value = "anna,bruno,carla")]
+        users: Vec<String>,
+        #[arg(long, default_value = "libero.test")]
+        domain: String,
+        /// Stop after this many seconds (default: run until killed).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
     /// Print the history digest of one run (used by check-determinism).
     #[command(hide = true)]
     Digest {
@@ -109,6 +127,10 @@ pub fn main_with(cli: Cli) -> ExitCode {
             Ok(true)
         }
         Command::Digest { scenario, runs } => digest(&scenario, &runs),
+        Command::Serve { bind, port_offset, users, domain, seconds } => {
+            let options = crate::live::Options { bind, port_offset, users, domain, seconds };
+            crate::live::serve(&options).map_err(BadInput)
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

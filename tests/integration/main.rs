@@ -2,5 +2,6 @@
 
 mod checkers;
 mod cli;
+mod live;
 mod snapshot;
 mod support;

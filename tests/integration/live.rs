@@ -1,0 +1,125 @@
+//! Live mode: a real TCP client talks SMTP to the MX and POP3 to the store, over loopback.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(port_offset: u16) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailchaos"))
+        .args(["serve", "--port-offset", &port_offset.to_string(), "--users", "anna,bruno", "--seconds", "60"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("a first line");
+    assert!(line.starts_with("listening: smtp 127.0.0.1:"), "{line}");
+    Server(child)
+}
+
+struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    fn connect(port: u16) -> Client {
+        // The server announces itself as it starts listening; allow it a moment.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let stream = loop {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(stream) => break stream,
+                Err(error) if Instant::now() > deadline => panic!("cannot connect to {port}: {error}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Client { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream }
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("a reply line");
+        line
+    }
+
+    /// The last line of a (possibly multi-line) SMTP reply.
+    fn reply(&mut self) -> String {
+        loop {
+            let line = self.line();
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return line;
+            }
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    fn smtp(&mut self, command: &str) -> String {
+        self.send(format!("{command}\r\n").as_bytes());
+        self.reply()
+    }
+}
+
+#[test]
+fn a_real_client_sends_over_smtp_and_reads_over_pop3() {
+    let offset = 30_000 + (std::process::id() % 20_000) as u16;
+    let _server = start(offset);
+    let mut smtp = Client::connect(offset + 25);
+    assert!(smtp.reply().starts_with("220 "));
+    assert!(smtp.smtp("EHLO client.example").starts_with("250 "));
+    // Hostile input gets a reply, not a crash.
+    assert!(smtp.smtp(&"X".repeat(700)).starts_with("500 5.5.6"));
+    assert!(smtp.smtp("MAIL FROM:<sender@example.org> SIZE=999999999").starts_with("552 5.3.4"));
+    assert!(smtp.smtp("RCPT TO:<anna@libero.test>").starts_with("503 "));
+    assert!(smtp.smtp("MAIL FROM:<sender@example.org>").starts_with("250 "));
+    assert!(smtp.smtp("RCPT TO:<someone@elsewhere.example>").starts_with("550 5.7.1"));
+    assert!(smtp.smtp("RCPT TO:<nobody@libero.test>").starts_with("550 5.1.1"));
+    assert!(smtp.smtp("RCPT TO:<anna@libero.test>").starts_with("250 "));
+    assert!(smtp.smtp("DATA").starts_with("354 "));
+    // A smuggling attempt (bare-LF dot lines) stays inside the message; "..x" is unstuffed to ".x".
+    let body = "Message-ID: <live-1@example.org>\r\nSubject: live\r\n\r\nhello\n.\nnot the end\r\n..x\r\n";
+    smtp.send(format!("{body}.\r\n").as_bytes());
+    assert!(smtp.reply().starts_with("250 2.0.0"));
+    assert!(smtp.smtp("QUIT").starts_with("221 "));
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let message = loop {
+        let mut pop = Client::connect(offset + 110);
+        assert!(pop.line().starts_with("+OK"));
+        assert!(pop.smtp("USER anna").starts_with("+OK"));
+        assert!(pop.smtp("PASS pw-anna").starts_with("+OK"));
+        let stat = pop.smtp("STAT");
+        if stat.starts_with("+OK 1 ") {
+            assert!(pop.smtp("RETR 1").starts_with("+OK"));
+            let mut message = Vec::new();
+            loop {
+                let line = pop.line();
+                if line == ".\r\n" {
+                    break;
+                }
+                // RFC 1939 §3: a line that starts with the termination octet was stuffed.
+                message.extend_from_slice(line.strip_prefix('.').unwrap_or(&line).as_bytes());
+            }
+            let _ = pop.smtp("QUIT");
+            break String::from_utf8(message).unwrap();
+        }
+        let _ = pop.smtp("QUIT");
+        assert!(Instant::now() < deadline, "the message never reached the mailbox");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(message.starts_with("Return-Path: <sender@example.org>\r\nReceived: from sender by mx.libero.test"), "{message}");
+    // The bare-LF dot line did not end DATA; relayed over LMTP its line ends became CRLF.
+    assert!(message.ends_with("Subject: live\r\n\r\nhello\r\n.\r\nnot the end\r\n.x\r\n"), "{message:?}");
+}
