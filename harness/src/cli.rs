@@ -239,13 +239,14 @@ fn run(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
     let defects = parse_defects(&runs.defects)?;
     // Wall time is measured only for the rate in the summary; it never reaches a simulation.
     let started = std::time::Instant::now();
-    let (mut total, mut failed) = (0usize, 0usize);
+    let (mut total, mut failed, mut unfired) = (0usize, 0usize, 0usize);
     let mut violated: Vec<(&'static str, usize)> = Vec::new();
     for loaded in &suite {
         for &seed in &seeds {
             let judged = judge(loaded, seed, &defects);
             total += 1;
             say!("{}", run_line(loaded, seed, &judged));
+            unfired += usize::from(judged.output.faults.iter().any(|(_, fired)| *fired == 0));
             if judged.violations.is_empty() {
                 continue;
             }
@@ -265,7 +266,7 @@ fn run(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
     let seconds = started.elapsed().as_secs_f64();
     let listing: Vec<String> = violated.iter().map(|(name, count)| format!("{name}:{count}")).collect();
     say!(
-        "summary: runs={total} ok={} violation={failed} violated=[{}] wall={seconds:.1}s runs_per_s={:.2}",
+        "summary: runs={total} ok={} violation={failed} violated=[{}] runs_with_unfired_faults={unfired} wall={seconds:.1}s runs_per_s={:.2}",
         total - failed,
         listing.join(" "),
         total as f64 / seconds.max(1e-9)

@@ -51,11 +51,16 @@ pub fn run(scenario: &Scenario, seed: Seed, defects: &Defects) -> RunOutput {
 #[derive(Clone, Debug)]
 enum Action {
     Note(String),
-    Partition(String, String),
+    /// The end of the chaos phase: every fault is over, the run now waits for the queues to drain.
+    Heal,
+    /// Fault index, hosts.
+    Partition(usize, String, String),
     Repair(String, String),
-    Crash(String),
+    /// Fault index (None for a crash that a fail point triggered), host.
+    Crash(Option<usize>, String),
     Restart(String),
-    ArmPoint(String),
+    /// Fault index, fail point.
+    ArmPoint(usize, String),
 }
 
 struct World<'a> {
@@ -68,8 +73,8 @@ struct World<'a> {
     /// (time, order, action), executed in time order.
     schedule: Vec<(u64, usize, Action)>,
     plan: Plan,
-    /// Restart delay per host for crashes triggered by a fail point.
-    point_restart_ms: BTreeMap<String, u64>,
+    /// Per armed fail point: its fault index and the restart delay of the crash it triggers.
+    armed_points: BTreeMap<String, (usize, u64)>,
     /// How often each planned fault fired, for crashes and partitions (disk faults count in the disk).
     fired: Vec<u64>,
 }
@@ -93,7 +98,7 @@ impl<'a> World<'a> {
         }
         let world_journal = journal_of("world");
         let fired = vec![0; plan.faults.len()];
-        let mut world = World { scenario, sim, history: history.clone(), now_ms, disks, world_journal, schedule: Vec::new(), plan, point_restart_ms: BTreeMap::new(), fired };
+        let mut world = World { scenario, sim, history: history.clone(), now_ms, disks, world_journal, schedule: Vec::new(), plan, armed_points: BTreeMap::new(), fired };
         world.schedule_faults();
         world.install_hosts(defects, &journal_of);
         world
@@ -186,7 +191,7 @@ impl<'a> World<'a> {
     }
 
     fn schedule_faults(&mut self) {
-        for fault in self.plan.faults.clone() {
+        for (index, fault) in self.plan.faults.clone().into_iter().enumerate() {
             let description = fault.describe();
             let hosts = fault.hosts.clone();
             match fault.kind {
@@ -195,22 +200,19 @@ impl<'a> World<'a> {
                     self.at(fault.end_ms, Action::Note(format!("end {description}")));
                 }
                 FaultKind::Partition => {
-                    self.at(fault.start_ms, Action::Partition(hosts[0].clone(), hosts[1].clone()));
+                    self.at(fault.start_ms, Action::Partition(index, hosts[0].clone(), hosts[1].clone()));
                     self.at(fault.end_ms, Action::Repair(hosts[0].clone(), hosts[1].clone()));
                 }
                 FaultKind::Crash => match &fault.point {
-                    Some(point) => {
-                        self.point_restart_ms.insert(hosts[0].clone(), fault.end_ms - fault.start_ms);
-                        self.at(fault.start_ms, Action::ArmPoint(point.clone()));
-                    }
+                    Some(point) => self.at(fault.start_ms, Action::ArmPoint(index, point.clone())),
                     None => {
-                        self.at(fault.start_ms, Action::Crash(hosts[0].clone()));
+                        self.at(fault.start_ms, Action::Crash(Some(index), hosts[0].clone()));
                         self.at(fault.end_ms, Action::Restart(hosts[0].clone()));
                     }
                 },
             }
         }
-        self.at(*self.scenario.chaos_s.get_ref() * 1000, Action::Note("heal: every fault is over".into()));
+        self.at(*self.scenario.chaos_s.get_ref() * 1000, Action::Heal);
         self.schedule.sort_by_key(|(t_ms, order, _)| (*t_ms, *order));
         self.schedule.reverse(); // pop() takes the earliest
     }
@@ -219,37 +221,41 @@ impl<'a> World<'a> {
         let note = |world: &World, text: String| world.world_journal.record(Event::Fault { action: text });
         match action {
             Action::Note(text) => note(self, text),
-            Action::Partition(a, b) => {
+            Action::Heal => {
+                self.world_journal.record(Event::Phase { name: "heal".into() });
+                self.world_journal.record(Event::Phase { name: "quiesce".into() });
+            }
+            Action::Partition(index, a, b) => {
                 note(self, format!("partition {a} {b}"));
-                self.count_fired(FaultKind::Partition, &a);
+                self.fired[index] += 1;
                 self.sim.partition(a.as_str(), b.as_str());
             }
             Action::Repair(a, b) => {
                 note(self, format!("repair {a} {b}"));
                 self.sim.repair(a.as_str(), b.as_str());
             }
-            Action::Crash(host) => self.crash(&host),
+            Action::Crash(index, host) => {
+                if let Some(index) = index {
+                    self.fired[index] += 1;
+                }
+                self.crash(&host);
+            }
             Action::Restart(host) => {
                 self.disks[&host].journal_restart();
                 self.sim.bounce(host.as_str());
             }
-            Action::ArmPoint(point) => {
+            Action::ArmPoint(index, point) => {
                 note(self, format!("arm fail point {point}"));
+                let fault = &self.plan.faults[index];
+                self.armed_points.insert(point.clone(), (index, fault.end_ms - fault.start_ms));
                 // Deterministic: fire on the first hit only. Never a p% action (unseeded RNG).
                 let _ = fail::cfg(point.as_str(), "1*return");
             }
         }
     }
 
-    fn count_fired(&mut self, kind: FaultKind, host: &str) {
-        if let Some(index) = self.plan.faults.iter().position(|fault| fault.kind == kind && fault.hosts[0] == host) {
-            self.fired[index] += 1;
-        }
-    }
-
     /// Kills the host's software and loses what its disk had not made durable.
     fn crash(&mut self, host: &str) {
-        self.count_fired(FaultKind::Crash, host);
         self.sim.crash(host);
         self.disks[host].crash();
         self.disks[host].journal_crash();
@@ -297,8 +303,11 @@ impl<'a> World<'a> {
             history.records[scanned..].iter().map(|record| (record.host.clone(), record.event.clone())).collect()
         };
         for (host, event) in &records {
-            if let Event::CrashPoint { .. } = event {
-                let restart_ms = self.point_restart_ms.get(host).copied().unwrap_or(60_000);
+            if let Event::CrashPoint { point } = event {
+                let (index, restart_ms) = self.armed_points.get(point).copied().unwrap_or((usize::MAX, 60_000));
+                if let Some(fired) = self.fired.get_mut(index) {
+                    *fired += 1;
+                }
                 self.crash(host);
                 self.at_sorted(self.now_ms.get() + restart_ms, Action::Restart(host.clone()));
             }
