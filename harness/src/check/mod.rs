@@ -60,6 +60,9 @@ pub fn check_all(output: &RunOutput) -> Vec<Violation> {
     a15_atomic_publish::check(&facts, &mut violations);
     a19_uidl_stable::check(&facts, &mut violations);
     a20_client_complete::check(&facts, &mut violations);
+    if let Some(reason) = &output.aborted {
+        violations.push(Violation::new("L1", "simulation", reason.clone(), vec![]));
+    }
     if output.history.overflowed {
         violations.push(Violation::new("L1", "history", format!("the run produced more than {} events (a runaway loop)", crate::history::MAX_EVENTS), vec![]));
     }

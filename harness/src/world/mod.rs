@@ -36,6 +36,8 @@ pub struct RunOutput {
     /// When every queue had drained (None: the horizon came first).
     pub drained_at_ms: Option<u64>,
     pub ended_at_ms: u64,
+    /// Why the simulation stopped before its end, if it did.
+    pub aborted: Option<String>,
 }
 
 /// Runs one scenario with one seed. Deterministic: same inputs, same history.
@@ -262,7 +264,6 @@ impl<'a> World<'a> {
     }
 
     fn run(mut self) -> RunOutput {
-        let tick_ms = *self.scenario.tick_ms.get_ref();
         let horizon_ms = *self.scenario.horizon_s.get_ref() * 1000;
         let chaos_end_ms = *self.scenario.chaos_s.get_ref() * 1000;
         let sweep_ms = 2 * *self.scenario.clients.poll_interval_s.get_ref() * 1000 + 10_000;
@@ -270,6 +271,7 @@ impl<'a> World<'a> {
         let mut scanned = 0usize;
         let mut drained_at_ms = None;
         let mut end_ms = horizon_ms;
+        let mut aborted = None;
         self.world_journal.record(Event::Phase { name: "chaos".into() });
         while self.now_ms.get() < end_ms {
             let now_ms = self.now_ms.get();
@@ -277,7 +279,11 @@ impl<'a> World<'a> {
                 let (_, _, action) = self.schedule.pop().expect("checked above");
                 self.apply(action);
             }
-            if self.sim.step().is_err() {
+            if let Err(error) = self.sim.step() {
+                // A host's software returned an error: the run cannot be judged as complete.
+                let reason = format!("simulation stopped: {error}");
+                self.world_journal.record(Event::Phase { name: "aborted".into() });
+                aborted = Some(reason);
                 break;
             }
             self.now_ms.set(self.sim.elapsed().as_millis() as u64);
@@ -290,10 +296,9 @@ impl<'a> World<'a> {
             if self.history.borrow().overflowed {
                 break;
             }
-            debug_assert!(tick_ms > 0);
         }
         self.world_journal.record(Event::Phase { name: if drained_at_ms.is_some() { "end".into() } else { "horizon".into() } });
-        self.finish(drained_at_ms)
+        self.finish(drained_at_ms, aborted)
     }
 
     /// Reads the events since `scanned`: crashes at fail points, and drain bookkeeping.
@@ -321,7 +326,7 @@ impl<'a> World<'a> {
         self.schedule.sort_by_key(|(t_ms, order, _)| std::cmp::Reverse((*t_ms, *order)));
     }
 
-    fn finish(self, drained_at_ms: Option<u64>) -> RunOutput {
+    fn finish(self, drained_at_ms: Option<u64>, aborted: Option<String>) -> RunOutput {
         let mut faults = Vec::new();
         for (index, fault) in self.plan.faults.iter().enumerate() {
             let fired = match fault.kind {
@@ -338,7 +343,7 @@ impl<'a> World<'a> {
         let ended_at_ms = self.now_ms.get();
         drop(self.sim);
         let history = std::mem::take(&mut *self.history.borrow_mut());
-        RunOutput { history, images, faults, drained_at_ms, ended_at_ms }
+        RunOutput { history, images, faults, drained_at_ms, ended_at_ms, aborted }
     }
 }
 
