@@ -94,3 +94,21 @@ fn a13_accepts_the_duplicate_of_a_crash_between_fsync_and_250() {
     }
     assert!(justified > 0, "the scenario should produce at least one justified duplicate");
 }
+
+/// Found by a 2,100-run sweep: the store crashes between renaming a message into new/ and its
+/// directory fsync, a POP3 QUIT in the same tick fsyncs new/ and so makes the unacknowledged
+/// copy durable, and the queue (which never saw the 2xx) delivers again. The client then holds
+/// two copies: a justified duplicate, which A13 and A20 must accept.
+#[test]
+fn a20_accepts_a_copy_published_just_before_a_store_crash() {
+    let judged = judge(&fast("store-crash"), Seed(0x3f4), &Defects::none());
+    let copies = judged
+        .output
+        .history
+        .records
+        .iter()
+        .filter(|record| matches!(&record.event, Event::ClientFetched { mailbox, msg, .. } if mailbox == "dario" && msg == "15.provider-gmail@gmail.test"))
+        .count();
+    assert_eq!(copies, 2, "the scenario no longer produces the publish-then-crash duplicate");
+    assert!(judged.violations.is_empty(), "{:?}", judged.violations);
+}

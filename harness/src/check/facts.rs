@@ -70,6 +70,10 @@ pub struct Facts<'a> {
     pub queue_recorded: BTreeMap<(String, String), Vec<At>>,
     /// Per queue file: LMTP 2xx replies for it.
     pub lmtp_ok_by_file: BTreeMap<String, Vec<At>>,
+    /// Per (mailbox, checksum in the file name): files that appeared in the mailbox's new/ by
+    /// rename or write, acknowledged or not. A store that crashes after publishing a file but
+    /// before its 2xx leaves such a copy (and the sender's retry makes a justified duplicate).
+    pub published: BTreeMap<(String, String), BTreeSet<String>>,
 }
 
 impl<'a> Facts<'a> {
@@ -89,6 +93,7 @@ impl<'a> Facts<'a> {
             lmtp_ok: BTreeMap::new(),
             queue_recorded: BTreeMap::new(),
             lmtp_ok_by_file: BTreeMap::new(),
+            published: BTreeMap::new(),
         };
         // Per sender session: recipients that got 2xx at RCPT.
         let mut session_rcpts: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -159,6 +164,13 @@ impl<'a> Facts<'a> {
     }
 
     fn observe_disk(&mut self, at: At, record: &Record) {
+        if record.host == "store" {
+            if let Event::DiskRename { to: path, .. } | Event::DiskWrite { path, .. } = &record.event {
+                if let Some(key) = published_key(path) {
+                    self.published.entry(key).or_default().insert(path.clone());
+                }
+            }
+        }
         let disk = self.disks.entry(record.host.clone()).or_default();
         let mut op = |path: &str, kind: DiskOp| disk.by_path.entry(path.to_string()).or_default().push((at, kind));
         match &record.event {
@@ -204,4 +216,27 @@ impl<'a> Facts<'a> {
     pub fn digest_of_file(bytes: &[u8]) -> String {
         message::content_digest(bytes)
     }
+
+    /// How many distinct files of this message were published into the mailbox: at least the
+    /// acknowledged deliveries, plus copies published just before a crash.
+    pub fn published_copies(&self, mailbox: &str, msg: &str) -> usize {
+        let mut files = BTreeSet::new();
+        for delivery in self.deliveries.iter().filter(|d| d.mailbox == mailbox && d.msg == msg) {
+            files.insert(delivery.file.clone());
+            if let Some((_, checksum)) = published_key(&delivery.file) {
+                if let Some(same) = self.published.get(&(mailbox.to_string(), checksum)) {
+                    files.extend(same.iter().cloned());
+                }
+            }
+        }
+        files.len()
+    }
+}
+
+/// (mailbox, checksum) of a maildir file path `mail/<mailbox>/new/<name with ,H=checksum>`.
+fn published_key(path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix("mail/")?;
+    let (mailbox, name) = rest.split_once("/new/")?;
+    let (_, checksum) = crate::stack::store::parse_file_name(name)?;
+    Some((mailbox.to_string(), checksum))
 }
