@@ -79,6 +79,8 @@ pub enum Command {
     },
     /// List the planted defects, one per line, name first.
     ListDefects,
+    /// List the shipped sender retry policies, one per line, name first.
+    ListPolicies,
     /// Live mode: run the MX (SMTP), store (LMTP) and POP3 server on real sockets, so real
     /// clients can talk to the stack. Ports are 25, 24 and 110 plus --port-offset.
     Serve {
@@ -123,6 +125,13 @@ pub fn main_with(cli: Cli) -> ExitCode {
         Command::ListDefects => {
             for defect in Defect::ALL {
                 say!("{} {}", defect.name(), defect.description());
+            }
+            Ok(true)
+        }
+        Command::ListPolicies => {
+            for policy in crate::stack::policy::RetryPolicy::shipped() {
+                let flag = if policy.misbehaving { " [misbehaving]" } else { "" };
+                say!("{} lifetime={}s{flag} {}", policy.name, policy.lifetime_s, policy.description);
             }
             Ok(true)
         }

@@ -89,3 +89,10 @@ fn bad_flags_and_missing_files_exit_2_without_a_panic() {
         assert!(!error.contains("panicked"), "{args:?}: {error}");
     }
 }
+
+#[test]
+fn list_policies_prints_the_nine_shipped_policies() {
+    let text = stdout(&mailchaos(&["list-policies"]));
+    let names: Vec<&str> = text.lines().filter_map(|line| line.split_whitespace().next()).collect();
+    assert_eq!(names, ["rfc5321", "postfix", "exim", "exchange-server", "exchange-online", "gmail-like", "no-retry", "hammer", "dead-host-cutoff"]);
+}

@@ -71,6 +71,10 @@ pub enum Event {
     DiskError { op: String, path: String, error: String },
 
     // ----- remote senders -----
+    /// A provider's retry policy as it starts (durations already scaled by `time_scale`).
+    SenderPolicy { policy: String, time_scale: f64, min_interval_s: f64, lifetime_s: f64, retries: bool, delay_notice_s: Option<f64> },
+    /// A sender starts an SMTP attempt for these recipients of a message.
+    SmtpAttempt { session: String, msg: String, attempt: u32, rcpts: Vec<String> },
     /// A message enters a remote sender's queue: the workload hands it over.
     Submit { msg: String, from: String, rcpts: Vec<String>, digest: String, size: u64 },
     /// A reply as the SMTP client saw it. `rcpt` is set at the RCPT stage.
@@ -79,7 +83,8 @@ pub enum Event {
     SmtpFailure { session: String, msg: String, stage: Stage, error: String },
     SenderOutcome { msg: String, rcpt: String, outcome: Outcome, reply: String },
     /// A failure DSN handed to the original sender's mailbox at the provider.
-    DsnSent { msg: String, dsn: String, mail_from: String, to: String, rcpts: Vec<String>, status: String },
+    /// `kind` is "failure" or "delay"; `content` is the DSN as sent, for shape checks.
+    DsnSent { msg: String, dsn: String, kind: String, mail_from: String, to: String, rcpts: Vec<String>, status: String, content: String },
 
     // ----- MX (SMTP server and its queue) -----
     /// Server side: the reply the MX is about to send at end of data, and the queue file it names.

@@ -314,7 +314,7 @@ fn validate_people(scenario: &Scenario) -> Result<(), Invalid> {
         names.push(name.get_ref().clone());
         let policy = &provider.policy;
         let known = crate::stack::policy::RetryPolicy::names();
-        check(known.contains(&policy.get_ref().as_str()), policy.span(), || format!("unknown policy '{}'; expected one of: {}", policy.get_ref(), known.join(", ")))?;
+        check(known.contains(policy.get_ref()), policy.span(), || format!("unknown policy '{}'; expected one of: {}", policy.get_ref(), known.join(", ")))?;
         check(provider.time_scale > 0.0 && provider.time_scale <= 100.0, policy.span(), || "time_scale must be in (0, 100]".into())?;
     }
     let messages = &scenario.workload.messages;

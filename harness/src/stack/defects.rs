@@ -13,6 +13,10 @@ pub enum Defect {
     BounceABounce,
     ReuseUidAfterRestart,
     DeliverAfterRefusal,
+    RetryWithoutBackoff,
+    BounceOn4xx,
+    GiveUpEarly,
+    DsnNotMultipartReport,
 }
 
 impl Defect {
@@ -25,6 +29,10 @@ impl Defect {
         Defect::BounceABounce,
         Defect::ReuseUidAfterRestart,
         Defect::DeliverAfterRefusal,
+        Defect::RetryWithoutBackoff,
+        Defect::BounceOn4xx,
+        Defect::GiveUpEarly,
+        Defect::DsnNotMultipartReport,
     ];
 
     pub fn name(self) -> &'static str {
@@ -37,6 +45,10 @@ impl Defect {
             Defect::BounceABounce => "bounce-a-bounce",
             Defect::ReuseUidAfterRestart => "reuse-uid-after-restart",
             Defect::DeliverAfterRefusal => "deliver-after-refusal",
+            Defect::RetryWithoutBackoff => "retry-without-backoff",
+            Defect::BounceOn4xx => "bounce-on-4xx",
+            Defect::GiveUpEarly => "give-up-early",
+            Defect::DsnNotMultipartReport => "dsn-not-multipart-report",
         }
     }
 
@@ -51,6 +63,10 @@ impl Defect {
             Defect::BounceABounce => "remote sender sends a DSN for a message whose reverse-path is <> (A9)",
             Defect::ReuseUidAfterRestart => "store recomputes UIDNEXT from the files it finds after a restart (A19, A20)",
             Defect::DeliverAfterRefusal => "MX leaves the queue file of a refused transaction in the queue (A4, A13)",
+            Defect::RetryWithoutBackoff => "remote sender retries every minute (scaled) whatever its policy says (A6)",
+            Defect::BounceOn4xx => "remote sender treats a 4xx or a lost connection as permanent and bounces (A5)",
+            Defect::GiveUpEarly => "remote sender gives up after a quarter of its queue lifetime (A7)",
+            Defect::DsnNotMultipartReport => "remote sender returns mail as a plain-text note, not an RFC 3464 report (A10)",
         }
     }
 

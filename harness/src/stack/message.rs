@@ -347,9 +347,19 @@ pub struct DsnRecipient {
     pub diagnostic: String,
 }
 
-/// What a reporting MTA knows when it gives up on a message.
+/// What a DSN reports (RFC 3464 §2.3.3 Action): the MTA gave up, or it is still trying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DsnKind {
+    /// Action: failed, with 5.x.x statuses.
+    Failure,
+    /// Action: delayed, with 4.x.x statuses: a warning while retries go on.
+    Delay,
+}
+
+/// What a reporting MTA knows when it gives up on a message (or warns that it is late).
 #[derive(Debug, Clone, Copy)]
 pub struct DsnRequest<'a> {
+    pub kind: DsnKind,
     pub reporting_mta: &'a str,
     /// Without the angle brackets.
     pub dsn_message_id: &'a str,
@@ -372,7 +382,7 @@ pub struct DsnRequest<'a> {
 /// blake3 digest of the inputs and Date and Message-ID are set explicitly.
 /// Every recipient gets Action: failed as given; a status that is not 5.x.x
 /// (or no recipient at all) yields a DSN that `parse_dsn` rejects.
-pub fn build_failure_dsn(request: &DsnRequest) -> Vec<u8> {
+pub fn build_dsn(request: &DsnRequest) -> Vec<u8> {
     let human = human_readable_text(request);
     let status = delivery_status_text(request);
     let headers = header_section(request.original);
@@ -402,7 +412,10 @@ fn dsn_headers<'x>(request: &DsnRequest) -> MessageBuilder<'x> {
     MessageBuilder::new()
         .header("From", Raw::new(from))
         .header("To", to)
-        .subject("Undelivered Mail Returned to Sender")
+        .subject(match request.kind {
+            DsnKind::Failure => "Undelivered Mail Returned to Sender",
+            DsnKind::Delay => "Delayed Mail (still being retried)",
+        })
         .message_id(id_text(request.dsn_message_id))
         .header("Date", Raw::new(rfc5322_date(request.date_unix_s)))
         .header("MIME-Version", Raw::new("1.0"))
@@ -421,9 +434,13 @@ fn verbatim_part(content_type: &'static str, bytes: Vec<u8>) -> MimePart<'static
 fn human_readable_text(request: &DsnRequest) -> String {
     let mut text = format!(
         "This is the mail system at host {}.\r\n\r\n\
-         Your message could not be delivered to one or more recipients.\r\n\
+         {}\r\n\
          Its header section is attached below.\r\n\r\n",
-        one_line(request.reporting_mta)
+        one_line(request.reporting_mta),
+        match request.kind {
+            DsnKind::Failure => "Your message could not be delivered to one or more recipients.",
+            DsnKind::Delay => "Your message has not been delivered yet; the mail system keeps trying.",
+        }
     );
     for r in request.recipients {
         let reason = match r.diagnostic.is_empty() {
@@ -456,7 +473,11 @@ fn delivery_status_text(request: &DsnRequest) -> String {
             "Final-Recipient",
             &format!("rfc822; {}", r.address),
         );
-        push_field(&mut text, "Action", "failed");
+        let action = match request.kind {
+            DsnKind::Failure => "failed",
+            DsnKind::Delay => "delayed",
+        };
+        push_field(&mut text, "Action", action);
         push_field(&mut text, "Status", &r.status);
         if !r.diagnostic.is_empty() {
             push_field(
@@ -772,7 +793,8 @@ mod tests {
     }
 
     fn dsn(original: &[u8], recipients: &[DsnRecipient]) -> Vec<u8> {
-        build_failure_dsn(&DsnRequest {
+        build_dsn(&DsnRequest {
+            kind: DsnKind::Failure,
             reporting_mta: "mx.b.test",
             dsn_message_id: "dsn.1@mx.b.test",
             to: "alice@a.test",
@@ -1010,7 +1032,8 @@ Status: 4.4.1\r\n\
             status: "".into(),
             diagnostic: "\n".into(),
         }];
-        let bytes = build_failure_dsn(&DsnRequest {
+        let bytes = build_dsn(&DsnRequest {
+            kind: DsnKind::Failure,
             reporting_mta: "",
             dsn_message_id: "",
             to: "",

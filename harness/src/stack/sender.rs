@@ -7,11 +7,12 @@
 //! reverse-path is <> (A9, RFC 5321 §6.1).
 
 use super::conn::Conn;
-use super::message::{self, DsnRecipient, DsnRequest};
+use super::message::{self, DsnKind, DsnRecipient, DsnRequest};
 use super::policy::RetryPolicy;
 use super::wire::{self, Reply, ReplyParser};
 use super::{Defect, Env, SMTP_PORT};
 use crate::history::{Event, Outcome, Stage};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -40,6 +41,8 @@ pub struct ProviderConfig {
     pub hostname: String,
     pub mx_host: String,
     pub policy: RetryPolicy,
+    /// The factor the policy's durations were scaled by (recorded for the checkers).
+    pub time_scale: f64,
     /// SMTP connections open at once from this provider.
     pub max_connections: usize,
     pub plan: Vec<PlannedMessage>,
@@ -48,20 +51,36 @@ pub struct ProviderConfig {
 /// The provider host's software: one task per planned message.
 pub async fn run(env: Env, config: ProviderConfig) {
     let config = Rc::new(config);
-    let connections = Rc::new(Semaphore::new(config.max_connections.max(1)));
+    let policy = &config.policy;
+    env.journal.record(Event::SenderPolicy {
+        policy: policy.name.clone(),
+        time_scale: config.time_scale,
+        min_interval_s: policy.min_interval_s(),
+        lifetime_s: policy.lifetime_s,
+        retries: policy.retries,
+        delay_notice_s: policy.delay_notice_s,
+    });
+    let provider = Rc::new(Provider { connections: Semaphore::new(config.max_connections.max(1)), failing_since_ms: Cell::new(None) });
     let mut tasks = Vec::new();
     for planned in config.plan.clone() {
-        let (env, config, connections) = (env.clone(), config.clone(), connections.clone());
+        let (env, config, provider) = (env.clone(), config.clone(), provider.clone());
         tasks.push(tokio::task::spawn_local(async move {
             let wait = planned.at_ms.saturating_sub(env.journal.now_ms());
             tokio::time::sleep(Duration::from_millis(wait)).await;
-            deliver(&env, &config, &connections, &planned).await;
+            deliver(&env, &config, &provider, &planned).await;
         }));
     }
     for task in tasks {
         let _ = task.await;
     }
     std::future::pending::<()>().await;
+}
+
+/// What the tasks of one provider share.
+struct Provider {
+    connections: Semaphore,
+    /// Since when every attempt to the MX has failed transiently (None: the last one worked).
+    failing_since_ms: Cell<Option<u64>>,
 }
 
 #[derive(Debug)]
@@ -71,7 +90,7 @@ enum Verdict {
     Transient(String),
 }
 
-async fn deliver(env: &Env, config: &ProviderConfig, connections: &Semaphore, planned: &PlannedMessage) {
+async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, planned: &PlannedMessage) {
     env.journal.record(Event::Submit {
         msg: planned.msg.clone(),
         from: planned.from.clone(),
@@ -79,13 +98,26 @@ async fn deliver(env: &Env, config: &ProviderConfig, connections: &Semaphore, pl
         digest: message::content_digest(&planned.bytes),
         size: planned.bytes.len() as u64,
     });
+    let policy = &config.policy;
     let started_ms = env.journal.now_ms();
+    let age_s = || (env.journal.now_ms() - started_ms) as f64 / 1000.0;
+    if let (Some(cutoff_s), Some(since_ms)) = (policy.dead_host_cutoff_s, provider.failing_since_ms.get()) {
+        // Exim-style: a destination that has failed for long enough gets no new attempts.
+        if (env.journal.now_ms() - since_ms) as f64 / 1000.0 >= cutoff_s {
+            let failed: Vec<(String, String)> = planned.rcpts.iter().map(|rcpt| (rcpt.clone(), "destination host has been failing; not tried".to_string())).collect();
+            give_up(env, config, planned, &failed, Outcome::Expired).await;
+            return;
+        }
+    }
     let mut pending = planned.rcpts.clone();
     let mut last_error = String::new();
+    let mut delay_notified = false;
+    let (mut stage, mut attempts_in_stage) = (0usize, 0u32);
     for attempt in 1..=MAX_ATTEMPTS {
         let session = format!("{}-{}-{attempt}", config.hostname, planned.msg);
         let verdicts = {
-            let Ok(_permit) = connections.acquire().await else { return };
+            let Ok(_permit) = provider.connections.acquire().await else { return };
+            env.journal.record(Event::SmtpAttempt { session: session.clone(), msg: planned.msg.clone(), attempt, rcpts: pending.clone() });
             try_once(env, config, planned, &pending, &session).await
         };
         let mut failed = Vec::new();
@@ -94,27 +126,44 @@ async fn deliver(env: &Env, config: &ProviderConfig, connections: &Semaphore, pl
             match verdict {
                 Verdict::Delivered(reply) => outcome(env, planned, &rcpt, Outcome::Delivered, reply),
                 Verdict::Permanent(reply) => failed.push((rcpt, reply)),
+                Verdict::Transient(reply) if env.defects.has(Defect::BounceOn4xx) => failed.push((rcpt, reply)),
                 Verdict::Transient(reply) => {
                     last_error = reply;
                     pending.push(rcpt);
                 }
             }
         }
+        let all_transient = !pending.is_empty() && failed.is_empty();
+        let now_ms = env.journal.now_ms();
+        provider.failing_since_ms.set(if all_transient { provider.failing_since_ms.get().or(Some(now_ms)) } else { None });
         give_up(env, config, planned, &failed, Outcome::Bounced).await;
-        if pending.is_empty() {
-            return;
-        }
-        if !config.policy.retries {
+        if pending.is_empty() || !policy.retries {
             break;
         }
-        tokio::time::sleep(config.policy.delay_after(attempt)).await;
-        let age = Duration::from_millis(env.journal.now_ms() - started_ms);
-        if age >= config.policy.lifetime() {
+        let index = policy.stage_index(age_s());
+        attempts_in_stage = if index == stage { attempts_in_stage + 1 } else { 1 };
+        stage = index;
+        let delay = if env.defects.has(Defect::RetryWithoutBackoff) {
+            Duration::from_millis((60_000.0 * config.time_scale) as u64).max(Duration::from_secs(1))
+        } else {
+            policy.next_delay(age_s(), attempts_in_stage)
+        };
+        tokio::time::sleep(delay).await;
+        if !delay_notified && policy.delay_notice_s.is_some_and(|notice_s| age_s() >= notice_s) {
+            delay_notified = true;
+            let delayed: Vec<(String, String)> = pending.iter().map(|rcpt| (rcpt.clone(), last_error.clone())).collect();
+            send_dsn(env, config, planned, &delayed, DsnKind::Delay);
+        }
+        let lifetime_s = if env.defects.has(Defect::GiveUpEarly) { policy.lifetime_s / 4.0 } else { policy.lifetime_s };
+        if age_s() >= lifetime_s {
             break;
         }
     }
-    let expired: Vec<(String, String)> =
-        pending.into_iter().map(|rcpt| (rcpt, format!("queue lifetime expired; last error: {last_error}"))).collect();
+    if pending.is_empty() {
+        return;
+    }
+    let reason = if policy.retries { "queue lifetime expired" } else { "this sender does not retry" };
+    let expired: Vec<(String, String)> = pending.into_iter().map(|rcpt| (rcpt, format!("{reason}; last error: {last_error}"))).collect();
     give_up(env, config, planned, &expired, Outcome::Expired).await;
 }
 
@@ -130,16 +179,23 @@ async fn give_up(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, f
     for (rcpt, reply) in failed {
         outcome(env, planned, rcpt, how, reply.clone());
     }
+    send_dsn(env, config, planned, failed, DsnKind::Failure);
+}
+
+/// Sends a DSN about these recipients to the message's sender (RFC 3464), with MAIL FROM:<>.
+fn send_dsn(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, rcpts: &[(String, String)], kind: DsnKind) {
     // RFC 5321 §6.1 / RFC 3464 §2: never a DSN for a message whose reverse-path is null.
-    if planned.from.is_empty() && !env.defects.has(Defect::BounceABounce) {
+    if rcpts.is_empty() || (planned.from.is_empty() && !env.defects.has(Defect::BounceABounce)) {
         return;
     }
-    let recipients: Vec<DsnRecipient> = failed
+    let recipients: Vec<DsnRecipient> = rcpts
         .iter()
-        .map(|(rcpt, reply)| DsnRecipient { address: rcpt.clone(), status: failure_status(how, reply), diagnostic: reply.clone() })
+        .map(|(rcpt, reply)| DsnRecipient { address: rcpt.clone(), status: dsn_status(kind, reply), diagnostic: reply.clone() })
         .collect();
-    let dsn_id = format!("dsn.{}.{}", env.journal.now_ms(), planned.msg);
+    let kind_name = if kind == DsnKind::Failure { "failure" } else { "delay" };
+    let dsn_id = format!("dsn.{kind_name}.{}.{}", env.journal.now_ms(), planned.msg);
     let request = DsnRequest {
+        kind,
         reporting_mta: &config.hostname,
         dsn_message_id: &dsn_id,
         to: &planned.from,
@@ -147,26 +203,34 @@ async fn give_up(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, f
         recipients: &recipients,
         date_unix_s: env.journal.now_ms() / 1000,
     };
-    let dsn = message::build_failure_dsn(&request);
-    let status = recipients.first().map(|r| r.status.clone()).unwrap_or_default();
+    let dsn = if env.defects.has(Defect::DsnNotMultipartReport) {
+        // The planted bug: a human note only, which no program can read (RFC 3464 ignored).
+        format!("Message-ID: <{dsn_id}>\r\nFrom: MAILER-DAEMON@{}\r\nSubject: failure notice\r\n\r\nSorry, your mail could not be delivered.\r\n", config.hostname).into_bytes()
+    } else {
+        message::build_dsn(&request)
+    };
     env.journal.record(Event::DsnSent {
         msg: planned.msg.clone(),
         dsn: message::message_id(&dsn).unwrap_or(dsn_id),
+        kind: kind_name.to_string(),
         mail_from: String::new(),
         to: planned.from.clone(),
-        rcpts: failed.iter().map(|(rcpt, _)| rcpt.clone()).collect(),
-        status,
+        rcpts: rcpts.iter().map(|(rcpt, _)| rcpt.clone()).collect(),
+        status: recipients.first().map(|r| r.status.clone()).unwrap_or_default(),
+        content: String::from_utf8_lossy(&dsn).to_string(),
     });
 }
 
-/// The RFC 3463 status of a failure: the reply's own 5.x.x when it has one; 5.4.7 (delivery
-/// time expired) for an expiry.
-fn failure_status(how: Outcome, reply: &str) -> String {
-    let enhanced = reply.split_whitespace().nth(1).filter(|code| code.starts_with("5.") && code.split('.').count() == 3);
-    match (how, enhanced) {
-        (Outcome::Bounced, Some(code)) => code.to_string(),
-        (Outcome::Bounced, None) => "5.0.0".to_string(),
-        _ => "5.4.7".to_string(),
+/// The RFC 3463 status of a DSN: a failure carries the reply's own 5.x.x when it has one, else
+/// 5.4.7 (delivery time expired) or 5.0.0; a delay carries the reply's 4.x.x, else 4.4.7.
+fn dsn_status(kind: DsnKind, reply: &str) -> String {
+    let enhanced = reply.split_whitespace().nth(1).filter(|code| code.split('.').count() == 3 && code.split('.').all(|part| part.parse::<u16>().is_ok()));
+    match (kind, enhanced) {
+        (DsnKind::Failure, Some(code)) if code.starts_with("5.") => code.to_string(),
+        (DsnKind::Failure, _) if reply.starts_with('5') => "5.0.0".to_string(),
+        (DsnKind::Failure, _) => "5.4.7".to_string(),
+        (DsnKind::Delay, Some(code)) if code.starts_with("4.") => code.to_string(),
+        (DsnKind::Delay, _) => "4.4.7".to_string(),
     }
 }
 

@@ -153,6 +153,7 @@ impl<'a> World<'a> {
                 hostname: format!("mta.{}", provider_domain(name)),
                 mx_host: "mx".into(),
                 policy,
+                time_scale: provider.time_scale,
                 max_connections: provider.max_connections.clamp(1, 1000),
                 plan: planned,
             };
