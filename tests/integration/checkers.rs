@@ -56,8 +56,42 @@ fn a12_catches_a_storage_error_answered_with_5xx() {
 }
 
 #[test]
-fn a2_catches_a_recipient_dropped_on_an_lmtp_4xx() {
-    check("store-stall", 3, Defect::DropOnLmtp4xx, &["A2"]);
+fn a2_and_a16_catch_a_recipient_dropped_on_an_lmtp_4xx() {
+    check("store-stall", 3, Defect::DropOnLmtp4xx, &["A2", "A16"]);
+}
+
+#[test]
+fn a5_catches_a_bounce_on_a_transient_failure() {
+    check("mx-queue-eio", 3, Defect::BounceOn4xx, &["A5"]);
+}
+
+#[test]
+fn a6_catches_retries_without_backoff() {
+    check("mx-queue-eio", 3, Defect::RetryWithoutBackoff, &["A6"]);
+}
+
+#[test]
+fn a7_catches_a_sender_that_gives_up_early() {
+    check("mx-queue-eio", 3, Defect::GiveUpEarly, &["A7"]);
+}
+
+#[test]
+fn a10_catches_a_bounce_that_is_not_a_multipart_report() {
+    check("baseline", 2, Defect::DsnNotMultipartReport, &["A10"]);
+}
+
+/// The two misbehaving shipped policies are caught as such: `hammer` storms a partitioned MX
+/// (A6), `dead-host-cutoff` bounces new mail without trying once the MX has failed a while (A7).
+#[test]
+fn misbehaving_policies_are_caught() {
+    let text = EMBEDDED_FAST.iter().find(|(path, _)| path.ends_with("partition-sender-mx.toml")).map(|(_, text)| *text).unwrap();
+    for (policy, expected) in [("hammer", "A6"), ("dead-host-cutoff", "A7")] {
+        let text = text.replacen("policy = \"postfix\"", &format!("policy = \"{policy}\""), 1).replacen("duration_s = [120, 900]", "duration_s = 900", 1);
+        let mut loaded = fast("partition-sender-mx");
+        loaded.scenario = harness::scenario::parse("misbehaving.toml", &text).unwrap();
+        let fired: std::collections::BTreeSet<&str> = (1..=3).flat_map(|seed| judge(&loaded, Seed(seed), &Defects::none()).violations).map(|v| v.invariant).collect();
+        assert!(fired.contains(expected), "{policy}: {fired:?}");
+    }
 }
 
 #[test]
@@ -98,17 +132,24 @@ fn a13_accepts_the_duplicate_of_a_crash_between_fsync_and_250() {
 /// Found by a 2,100-run sweep: the store crashes between renaming a message into new/ and its
 /// directory fsync, a POP3 QUIT in the same tick fsyncs new/ and so makes the unacknowledged
 /// copy durable, and the queue (which never saw the 2xx) delivers again. The client then holds
-/// two copies: a justified duplicate, which A13 and A20 must accept.
+/// two copies: a justified duplicate, which A13 and A20 must accept. The seeds that produce it
+/// move when the workload changes, so the test searches a range for them.
 #[test]
 fn a20_accepts_a_copy_published_just_before_a_store_crash() {
-    let judged = judge(&fast("store-crash"), Seed(0x3f4), &Defects::none());
-    let copies = judged
-        .output
-        .history
-        .records
-        .iter()
-        .filter(|record| matches!(&record.event, Event::ClientFetched { mailbox, msg, .. } if mailbox == "dario" && msg == "15.provider-gmail@gmail.test"))
-        .count();
-    assert_eq!(copies, 2, "the scenario no longer produces the publish-then-crash duplicate");
-    assert!(judged.violations.is_empty(), "{:?}", judged.violations);
+    let loaded = fast("store-crash");
+    let mut found = 0;
+    for seed in 1190..1300 {
+        let judged = judge(&loaded, Seed(seed), &Defects::none());
+        let mut fetched: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for record in &judged.output.history.records {
+            if let Event::ClientFetched { mailbox, msg, .. } = &record.event {
+                *fetched.entry((mailbox.clone(), msg.clone())).or_default() += 1;
+            }
+        }
+        if fetched.values().any(|count| *count > 1) {
+            found += 1;
+            assert!(judged.violations.is_empty(), "seed {seed}: {:?}", judged.violations);
+        }
+    }
+    assert!(found > 0, "no seed in the range produces the publish-then-crash duplicate any more");
 }

@@ -47,8 +47,23 @@ pub struct Fetch {
     pub size: u64,
 }
 
+/// A sender's policy as its provider recorded it when it started.
+#[derive(Clone, Debug)]
+pub struct SenderPolicy {
+    pub name: String,
+    pub time_scale: f64,
+    pub min_interval_s: f64,
+    pub lifetime_s: f64,
+    pub retries: bool,
+    pub delay_notice_s: Option<f64>,
+}
+
 pub struct Facts<'a> {
     pub records: &'a [Record],
+    /// Per provider host: its policy.
+    pub policies: BTreeMap<String, SenderPolicy>,
+    /// Per message: the host that submitted it.
+    pub submitted_by: BTreeMap<String, String>,
     pub images: &'a BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     /// Submit per message: (at, from, rcpts, digest).
     pub submitted: BTreeMap<String, (At, String, Vec<String>, String)>,
@@ -80,6 +95,8 @@ impl<'a> Facts<'a> {
     pub fn build(output: &'a RunOutput) -> Facts<'a> {
         let mut facts = Facts {
             records: &output.history.records,
+            policies: BTreeMap::new(),
+            submitted_by: BTreeMap::new(),
             images: &output.images,
             submitted: BTreeMap::new(),
             mx_data_ends: Vec::new(),
@@ -107,6 +124,18 @@ impl<'a> Facts<'a> {
         match &record.event {
             Event::Submit { msg, from, rcpts, digest, .. } => {
                 self.submitted.insert(msg.clone(), (at, from.clone(), rcpts.clone(), digest.clone()));
+                self.submitted_by.insert(msg.clone(), record.host.clone());
+            }
+            Event::SenderPolicy { policy, time_scale, min_interval_s, lifetime_s, retries, delay_notice_s } => {
+                let policy = SenderPolicy {
+                    name: policy.clone(),
+                    time_scale: *time_scale,
+                    min_interval_s: *min_interval_s,
+                    lifetime_s: *lifetime_s,
+                    retries: *retries,
+                    delay_notice_s: *delay_notice_s,
+                };
+                self.policies.insert(record.host.clone(), policy);
             }
             Event::SmtpReply { session, msg, stage, rcpt, reply } => {
                 let ok = reply.starts_with('2');
@@ -200,6 +229,21 @@ impl<'a> Facts<'a> {
     /// Whether a store delivery's file survives in the final durable image.
     pub fn survives(&self, delivery: &Delivery) -> bool {
         self.image("store").is_some_and(|image| image.contains_key(&delivery.file))
+    }
+
+    /// The retry policy of the sender that submitted this message.
+    pub fn policy_of_message(&self, msg: &str) -> Option<&SenderPolicy> {
+        self.submitted_by.get(msg).and_then(|host| self.policies.get(host))
+    }
+
+    /// Failure DSNs sent about (msg, rcpt).
+    pub fn failure_dsns(&self, msg: &str, rcpt: &str) -> Vec<At> {
+        self.records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(&r.event, Event::DsnSent { msg: m, kind, rcpts, .. } if m == msg && kind == "failure" && rcpts.iter().any(|x| x == rcpt)))
+            .map(|(at, _)| at)
+            .collect()
     }
 
     /// Mailbox of a local recipient address.

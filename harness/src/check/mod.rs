@@ -4,7 +4,14 @@
 //! A violation names its invariant, the message and recipient (or mailbox), and the history
 //! records that prove it (their indices, rendered by the report).
 
+mod a10_dsn_shape;
+mod a11_dsn_cardinality;
+mod a16_handoff;
 mod a1_durable_before_ack;
+mod a5_transient_requeued;
+mod a6_retry_spacing;
+mod a7_explicit_give_up;
+mod a8_5xx_final;
 mod a12_transient_for_infrastructure;
 mod a13_justified_duplicates;
 mod a15_atomic_publish;
@@ -23,12 +30,20 @@ pub const INVARIANTS: &[(&str, &str)] = &[
     ("A1", "durable-before-ack"),
     ("A2", "no-loss"),
     ("A4", "no-deliver-after-refusal"),
+    ("A5", "transient-requeued"),
+    ("A6", "retry-spacing"),
+    ("A7", "explicit-give-up"),
+    ("A8", "5xx-final"),
     ("A9", "no-bounce-of-bounce"),
+    ("A10", "dsn-shape"),
+    ("A11", "dsn-cardinality"),
     ("A12", "transient-for-infrastructure"),
     ("A13", "justified-duplicates"),
     ("A15", "atomic-publish"),
+    ("A16", "handoff"),
     ("A19", "uidl-stable"),
     ("A20", "client-complete"),
+    ("L1", "drains"),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,12 +69,23 @@ pub fn check_all(output: &RunOutput) -> Vec<Violation> {
     a1_durable_before_ack::check(&facts, &mut violations);
     a2_no_loss::check(&facts, &mut violations);
     a4_no_deliver_after_refusal::check(&facts, &mut violations);
+    a5_transient_requeued::check(&facts, &mut violations);
+    a6_retry_spacing::check(&facts, &mut violations);
+    a7_explicit_give_up::check(&facts, &mut violations);
+    a8_5xx_final::check(&facts, &mut violations);
     a9_no_bounce_of_bounce::check(&facts, &mut violations);
+    a10_dsn_shape::check(&facts, &mut violations);
+    a11_dsn_cardinality::check(&facts, &mut violations);
     a12_transient_for_infrastructure::check(&facts, &mut violations);
     a13_justified_duplicates::check(&facts, &mut violations);
     a15_atomic_publish::check(&facts, &mut violations);
+    a16_handoff::check(&facts, &mut violations);
     a19_uidl_stable::check(&facts, &mut violations);
     a20_client_complete::check(&facts, &mut violations);
+    if output.drained_at_ms.is_none() && output.aborted.is_none() {
+        // L1 drains: every queue must be empty and every message terminal within the horizon.
+        violations.push(Violation::new("L1", "queues", format!("the backlog had not drained when the run reached its horizon at {}s", output.ended_at_ms / 1000), vec![]));
+    }
     if let Some(reason) = &output.aborted {
         violations.push(Violation::new("L1", "simulation", reason.clone(), vec![]));
     }
