@@ -249,6 +249,7 @@ fn run(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
     // Wall time is measured only for the rate in the summary; it never reaches a simulation.
     let started = std::time::Instant::now();
     let (mut total, mut failed, mut unfired) = (0usize, 0usize, 0usize);
+    let mut outcomes: std::collections::BTreeMap<String, report::PolicyOutcomes> = std::collections::BTreeMap::new();
     let mut violated: Vec<(&'static str, usize)> = Vec::new();
     for loaded in &suite {
         for &seed in &seeds {
@@ -256,6 +257,9 @@ fn run(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
             total += 1;
             say!("{}", run_line(loaded, seed, &judged));
             unfired += usize::from(judged.output.faults.iter().any(|(_, fired)| *fired == 0));
+            for (policy, row) in report::outcomes_by_policy(&judged.output.history.records) {
+                outcomes.entry(policy).or_default().add(&row);
+            }
             if judged.violations.is_empty() {
                 continue;
             }
@@ -273,6 +277,9 @@ fn run(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    for (policy, row) in &outcomes {
+        say!("outcomes: policy={policy} {}", row.render());
+    }
     let listing: Vec<String> = violated.iter().map(|(name, count)| format!("{name}:{count}")).collect();
     say!(
         "summary: runs={total} ok={} violation={failed} violated=[{}] runs_with_unfired_faults={unfired} wall={seconds:.1}s runs_per_s={:.2}",
@@ -310,6 +317,9 @@ fn repro(path: &Path, runs: &Runs, history_file: Option<&Path>) -> Result<bool, 
     if let Some(file) = history_file {
         let lines: String = judged.output.history.records.iter().map(|record| record.to_json() + "\n").collect();
         std::fs::write(file, lines).map_err(|error| BadInput(format!("{}: cannot write history: {error}", file.display())))?;
+    }
+    for (policy, row) in report::outcomes_by_policy(&judged.output.history.records) {
+        say!("outcomes: policy={policy} {}", row.render());
     }
     say!("{}", run_line(&loaded, seed, &judged));
     if judged.violations.is_empty() {

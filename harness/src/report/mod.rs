@@ -3,7 +3,7 @@
 use crate::check::Violation;
 use crate::history::{render_record, Event, Outcome, Record};
 use crate::world::RunOutput;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 /// Counts that characterise a run.
@@ -77,4 +77,91 @@ pub fn numbered_history(output: &RunOutput) -> String {
         let _ = writeln!(text, "#{at:<6} {}", render_record(record));
     }
     text
+}
+
+/// What became of the (message, recipient) pairs of one sender policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyOutcomes {
+    pub delivered: usize,
+    pub bounced_5xx: usize,
+    pub bounced_expiry: usize,
+    pub delay_notified: usize,
+    /// Pairs with more than one copy in the mailbox.
+    pub duplicated: usize,
+    /// Pairs the MX accepted that never reached the mailbox.
+    pub lost: usize,
+}
+
+impl PolicyOutcomes {
+    pub fn add(&mut self, other: &PolicyOutcomes) {
+        self.delivered += other.delivered;
+        self.bounced_5xx += other.bounced_5xx;
+        self.bounced_expiry += other.bounced_expiry;
+        self.delay_notified += other.delay_notified;
+        self.duplicated += other.duplicated;
+        self.lost += other.lost;
+    }
+
+    pub fn render(&self) -> String {
+        format!(
+            "delivered={} bounced_5xx={} bounced_expiry={} delay_notified={} duplicated={} lost={}",
+            self.delivered, self.bounced_5xx, self.bounced_expiry, self.delay_notified, self.duplicated, self.lost
+        )
+    }
+}
+
+/// Outcome accounting per sender policy, from the history alone.
+pub fn outcomes_by_policy(records: &[Record]) -> BTreeMap<String, PolicyOutcomes> {
+    let mut policy_of_host: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut policy_of_msg: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut accepted: BTreeSet<(&str, String)> = BTreeSet::new();
+    let mut copies: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let mut table: BTreeMap<String, PolicyOutcomes> = BTreeMap::new();
+    for record in records {
+        match &record.event {
+            Event::SenderPolicy { policy, .. } => {
+                policy_of_host.insert(&record.host, policy);
+            }
+            Event::Submit { msg, .. } => {
+                policy_of_msg.insert(msg, policy_of_host.get(record.host.as_str()).copied().unwrap_or("?"));
+            }
+            Event::MxDataEnd { msg, rcpts, reply, .. } if reply.starts_with('2') => {
+                for rcpt in rcpts {
+                    accepted.insert((msg, mailbox_of(rcpt)));
+                }
+            }
+            Event::StoreDelivered { msg, mailbox, .. } => *copies.entry((msg, mailbox)).or_default() += 1,
+            _ => {}
+        }
+    }
+    let policy = |msg: &str| policy_of_msg.get(msg).copied().unwrap_or("?").to_string();
+    for record in records {
+        match &record.event {
+            Event::SenderOutcome { msg, outcome, .. } => {
+                let row = table.entry(policy(msg)).or_default();
+                match outcome {
+                    Outcome::Delivered => row.delivered += 1,
+                    Outcome::Bounced => row.bounced_5xx += 1,
+                    Outcome::Expired => row.bounced_expiry += 1,
+                }
+            }
+            Event::DsnSent { msg, kind, rcpts, .. } if kind == "delay" => table.entry(policy(msg)).or_default().delay_notified += rcpts.len(),
+            _ => {}
+        }
+    }
+    for ((msg, _), count) in &copies {
+        if *count > 1 {
+            table.entry(policy(msg)).or_default().duplicated += 1;
+        }
+    }
+    for (msg, mailbox) in &accepted {
+        if !copies.contains_key(&(*msg, mailbox.as_str())) {
+            table.entry(policy(msg)).or_default().lost += 1;
+        }
+    }
+    table
+}
+
+fn mailbox_of(rcpt: &str) -> String {
+    rcpt.rsplit_once('@').map(|(local, _)| local).unwrap_or(rcpt).to_ascii_lowercase()
 }
