@@ -26,6 +26,8 @@ macro_rules! say {
 /// The fast suite, embedded so that `mailchaos run` works from any directory.
 pub const EMBEDDED_FAST: &[(&str, &str)] = &[
     ("scenarios/fast/baseline.toml", include_str!("../../scenarios/fast/baseline.toml")),
+    ("scenarios/fast/cuts.toml", include_str!("../../scenarios/fast/cuts.toml")),
+    ("scenarios/fast/network.toml", include_str!("../../scenarios/fast/network.toml")),
     ("scenarios/fast/store-stall.toml", include_str!("../../scenarios/fast/store-stall.toml")),
     ("scenarios/fast/mx-queue-eio.toml", include_str!("../../scenarios/fast/mx-queue-eio.toml")),
     ("scenarios/fast/partition-mx-store.toml", include_str!("../../scenarios/fast/partition-mx-store.toml")),

@@ -153,3 +153,28 @@ fn a20_accepts_a_copy_published_just_before_a_store_crash() {
     }
     assert!(found > 0, "no seed in the range produces the publish-then-crash duplicate any more");
 }
+
+/// The RFC 1047 window: a cut after the final dot makes the sender time out on a 250 it never
+/// reads and send again. The second copy is justified; no invariant may fire.
+#[test]
+fn a13_accepts_the_duplicate_of_a_cut_after_the_final_dot() {
+    let loaded = fast("cuts");
+    let mut unseen_then_resent = 0;
+    for seed in 1..=5 {
+        let judged = judge(&loaded, Seed(seed), &Defects::none());
+        assert!(judged.violations.is_empty(), "seed {seed}: {:?}", judged.violations);
+        let records = &judged.output.history.records;
+        let timed_out: Vec<&str> = records
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::SmtpFailure { msg, stage: harness::history::Stage::DataEnd, error, .. } if error == "timed out" => Some(msg.as_str()),
+                _ => None,
+            })
+            .collect();
+        for msg in timed_out {
+            let acks = records.iter().filter(|r| matches!(&r.event, Event::MxDataEnd { msg: m, reply, .. } if m == msg && reply.starts_with('2'))).count();
+            unseen_then_resent += usize::from(acks >= 2);
+        }
+    }
+    assert!(unseen_then_resent > 0, "the cut should make a sender re-send a message the MX had accepted");
+}

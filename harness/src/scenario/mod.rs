@@ -180,8 +180,20 @@ pub enum FaultKind {
     DiskEio,
     DiskFull,
     Partition,
+    /// Traffic from `hosts[0]` to `hosts[1]` is lost; the other way works.
+    PartitionOneway,
+    /// The link between `hosts` freezes right after `stage` of a transaction, for `duration_s`:
+    /// with a duration past the client's timeout the reply is never read (RFC 1047).
+    Cut,
+    /// `host` (a provider) cannot resolve the MX: connections fail like a SERVFAIL.
+    DnsFailure,
+    /// The MX's SMTP port refuses connections, as the 2023 operator did.
+    PortClosed,
     Crash,
 }
+
+/// The stages after which a `cut` can freeze a link.
+pub const CUT_STAGES: &[&str] = &["greeting", "ehlo", "mail", "rcpt", "data", "data-end"];
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -209,6 +221,9 @@ pub struct Fault {
     /// Crashes: down time before the host restarts.
     #[serde(default)]
     pub restart_after_s: Option<Spanned<u64>>,
+    /// Cuts: the stage after which the link freezes (see CUT_STAGES).
+    #[serde(default)]
+    pub stage: Option<Spanned<String>>,
 }
 
 /// A scenario and where it came from.
@@ -344,7 +359,29 @@ fn validate_fault(scenario: &Scenario, fault: &Fault) -> Result<(), Invalid> {
             known_host(host, &["mx", "store"])?;
             check(fault.duration_s.is_some(), at.span(), || "a disk fault needs duration_s".into())?;
         }
-        FaultKind::Partition => {
+        FaultKind::Cut => {
+            let pair = fault.hosts.as_ref().ok_or((at.span(), "a cut needs hosts = [\"provider-x\", \"mx\"] or [\"mx\", \"store\"]".to_string()))?;
+            let first = pair.get_ref().first().map(String::as_str).unwrap_or("");
+            let smtp = first.starts_with("provider-") && pair.get_ref().get(1).is_some_and(|h| h == "mx") && hosts.iter().any(|h| h == first);
+            let lmtp = pair.get_ref() == &["mx".to_string(), "store".to_string()];
+            check(smtp || lmtp, pair.span(), || "a cut is between a provider and the MX ([\"provider-x\", \"mx\"]) or the MX and the store ([\"mx\", \"store\"])".into())?;
+            let stage = fault.stage.as_ref().ok_or((at.span(), format!("a cut needs stage = one of: {}", CUT_STAGES.join(", "))))?;
+            check(CUT_STAGES.contains(&stage.get_ref().as_str()), stage.span(), || format!("unknown stage '{}'; expected one of: {}", stage.get_ref(), CUT_STAGES.join(", ")))?;
+            check(smtp || stage.get_ref() == "data-end", stage.span(), || "between the MX and the store only stage = \"data-end\" is supported".into())?;
+            check(fault.duration_s.is_some(), at.span(), || "a cut needs duration_s (how long the link stays frozen)".into())?;
+        }
+        FaultKind::DnsFailure => {
+            let host = fault.host.as_ref().ok_or((at.span(), "an MX lookup failure needs host = \"provider-x\"".to_string()))?;
+            let providers: Vec<&str> = hosts.iter().map(String::as_str).filter(|h| h.starts_with("provider-")).collect();
+            known_host(host, &providers)?;
+            check(fault.duration_s.is_some(), at.span(), || "an MX lookup failure needs duration_s".into())?;
+        }
+        FaultKind::PortClosed => {
+            let host = fault.host.as_ref().ok_or((at.span(), "a closed port needs host = \"mx\"".to_string()))?;
+            known_host(host, &["mx"])?;
+            check(fault.duration_s.is_some(), at.span(), || "a closed port needs duration_s".into())?;
+        }
+        FaultKind::Partition | FaultKind::PartitionOneway => {
             let pair = fault.hosts.as_ref().ok_or((at.span(), "a partition needs hosts = [\"a\", \"b\"]".to_string()))?;
             check(pair.get_ref().len() == 2 && pair.get_ref()[0] != pair.get_ref()[1], pair.span(), || "hosts must name two different hosts".into())?;
             for host in pair.get_ref() {
@@ -424,6 +461,18 @@ poll_interval_s = 60
         let text = MINIMAL.replace("messages = 3", "messages = = 3");
         let error = error_of(&text);
         assert!(error.starts_with("bad.toml:12:12:"), "{error}");
+    }
+
+    #[test]
+    fn network_faults_are_validated() {
+        let cut = |hosts: &str, stage: &str| error_of(&format!("{MINIMAL}[[fault]]\nkind = \"cut\"\nhosts = {hosts}\nstage = \"{stage}\"\nat_s = 10\nduration_s = 60\n"));
+        assert!(cut("[\"provider-gmail\", \"store\"]", "rcpt").contains("a cut is between a provider and the MX"));
+        assert!(cut("[\"provider-gmail\", \"mx\"]", "helo").contains("unknown stage 'helo'"));
+        assert!(cut("[\"mx\", \"store\"]", "rcpt").contains("only stage = \"data-end\""));
+        let ok = format!("{MINIMAL}[[fault]]\nkind = \"cut\"\nhosts = [\"provider-gmail\", \"mx\"]\nstage = \"data-end\"\nat_s = 10\nduration_s = 660\n");
+        assert!(parse("ok.toml", &ok).is_ok());
+        let dns = error_of(&format!("{MINIMAL}[[fault]]\nkind = \"dns-failure\"\nhost = \"mx\"\nat_s = 10\nduration_s = 60\n"));
+        assert!(dns.contains("unknown host 'mx'"), "{dns}");
     }
 
     #[test]

@@ -196,7 +196,7 @@ async fn try_open_lmtp(env: &Env, config: &RunnerConfig) -> Result<Conn, Failure
     let connect = env.net.connect(&config.store_host, LMTP_PORT);
     let stream = match tokio::time::timeout(Duration::from_secs(60), connect).await {
         Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => return Err((Stage::Connect, error.kind().to_string())),
+        Ok(Err(error)) => return Err((Stage::Connect, error.to_string())),
         Err(_) => return Err((Stage::Connect, "timed out".into())),
     };
     let mut conn = Conn::new(stream);

@@ -303,7 +303,7 @@ async fn transaction(
     let connect = env.net.connect(&config.mx_host, SMTP_PORT);
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => return Err((Stage::Connect, error.kind().to_string())),
+        Ok(Err(error)) => return Err((Stage::Connect, error.to_string())),
         Err(_) => return Err((Stage::Connect, "timed out".into())),
     };
     let mut client = Client { env, conn: Conn::new(stream), session, msg: &planned.msg };

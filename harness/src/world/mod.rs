@@ -63,6 +63,18 @@ enum Action {
     Restart(String),
     /// Fault index, fail point.
     ArmPoint(usize, String),
+    /// Fault index, from, to.
+    PartitionOneway(usize, String, String),
+    RepairOneway(String, String),
+    /// Fault index: watch for the fault's stage and freeze the link when it comes.
+    ArmCut(usize),
+    Release(String, String),
+    /// Fault index, host; and the end of it.
+    DnsDown(usize, String),
+    DnsUp(String),
+    /// Fault index, host: its SMTP port refuses connections; and the end of it.
+    ClosePort(usize, String),
+    OpenPort(String),
 }
 
 struct World<'a> {
@@ -79,6 +91,11 @@ struct World<'a> {
     armed_points: BTreeMap<String, (usize, u64)>,
     /// How often each planned fault fired, for crashes and partitions (disk faults count in the disk).
     fired: Vec<u64>,
+    net_faults: Rc<net::NetFaults>,
+    /// Cuts waiting for their stage: fault indices.
+    armed_cuts: Vec<usize>,
+    /// Which provider host sent each message (to aim cuts at one provider's sessions).
+    provider_of_msg: BTreeMap<String, String>,
 }
 
 impl<'a> World<'a> {
@@ -100,7 +117,13 @@ impl<'a> World<'a> {
         }
         let world_journal = journal_of("world");
         let fired = vec![0; plan.faults.len()];
-        let mut world = World { scenario, sim, history: history.clone(), now_ms, disks, world_journal, schedule: Vec::new(), plan, armed_points: BTreeMap::new(), fired };
+        let mut provider_of_msg = BTreeMap::new();
+        for (provider, messages) in scenario.providers.iter().zip(&plan.workload) {
+            for planned in messages {
+                provider_of_msg.insert(planned.msg.clone(), provider_host(provider.name.get_ref()));
+            }
+        }
+        let mut world = World { scenario, sim, history: history.clone(), now_ms, disks, world_journal, schedule: Vec::new(), plan, armed_points: BTreeMap::new(), fired, net_faults: Rc::default(), armed_cuts: Vec::new(), provider_of_msg };
         world.schedule_faults();
         world.install_hosts(defects, &journal_of);
         world
@@ -108,7 +131,8 @@ impl<'a> World<'a> {
 
     fn env(&self, host: &str, defects: &Defects, journal: Journal) -> Env {
         let disk = self.disks.get(host).cloned().expect("every host has a disk");
-        Env { journal, disk: Disk::new(disk), net: Rc::new(net::SimNet), defects: defects.clone() }
+        let net = net::SimNet { host: host.to_string(), faults: self.net_faults.clone() };
+        Env { journal, disk: Disk::new(disk), net: Rc::new(net), defects: defects.clone() }
     }
 
     fn install_hosts(&mut self, defects: &Defects, journal_of: &dyn Fn(&str) -> Journal) {
@@ -206,6 +230,19 @@ impl<'a> World<'a> {
                     self.at(fault.start_ms, Action::Partition(index, hosts[0].clone(), hosts[1].clone()));
                     self.at(fault.end_ms, Action::Repair(hosts[0].clone(), hosts[1].clone()));
                 }
+                FaultKind::PartitionOneway => {
+                    self.at(fault.start_ms, Action::PartitionOneway(index, hosts[0].clone(), hosts[1].clone()));
+                    self.at(fault.end_ms, Action::RepairOneway(hosts[0].clone(), hosts[1].clone()));
+                }
+                FaultKind::Cut => self.at(fault.start_ms, Action::ArmCut(index)),
+                FaultKind::DnsFailure => {
+                    self.at(fault.start_ms, Action::DnsDown(index, hosts[0].clone()));
+                    self.at(fault.end_ms, Action::DnsUp(hosts[0].clone()));
+                }
+                FaultKind::PortClosed => {
+                    self.at(fault.start_ms, Action::ClosePort(index, hosts[0].clone()));
+                    self.at(fault.end_ms, Action::OpenPort(hosts[0].clone()));
+                }
                 FaultKind::Crash => match &fault.point {
                     Some(point) => self.at(fault.start_ms, Action::ArmPoint(index, point.clone())),
                     None => {
@@ -246,6 +283,41 @@ impl<'a> World<'a> {
             Action::Restart(host) => {
                 self.disks[&host].journal_restart();
                 self.sim.bounce(host.as_str());
+            }
+            Action::PartitionOneway(index, from, to) => {
+                note(self, format!("partition-oneway {from} -> {to}"));
+                self.fired[index] += 1;
+                self.sim.partition_oneway(from.as_str(), to.as_str());
+            }
+            Action::RepairOneway(from, to) => {
+                note(self, format!("repair-oneway {from} -> {to}"));
+                self.sim.repair_oneway(from.as_str(), to.as_str());
+            }
+            Action::ArmCut(index) => {
+                note(self, format!("arm {}", self.plan.faults[index].describe()));
+                self.armed_cuts.push(index);
+            }
+            Action::Release(a, b) => {
+                note(self, format!("release {a} {b}"));
+                self.sim.release(a.as_str(), b.as_str());
+            }
+            Action::DnsDown(index, host) => {
+                note(self, format!("dns-failure begins for {host}"));
+                self.fired[index] += 1;
+                self.net_faults.dns_down.borrow_mut().insert(host);
+            }
+            Action::DnsUp(host) => {
+                note(self, format!("dns-failure ends for {host}"));
+                self.net_faults.dns_down.borrow_mut().remove(&host);
+            }
+            Action::ClosePort(index, host) => {
+                note(self, format!("port {} of {host} closed", stack::SMTP_PORT));
+                self.fired[index] += 1;
+                self.net_faults.closed.borrow_mut().insert((host, stack::SMTP_PORT));
+            }
+            Action::OpenPort(host) => {
+                note(self, format!("port {} of {host} open again", stack::SMTP_PORT));
+                self.net_faults.closed.borrow_mut().remove(&(host, stack::SMTP_PORT));
             }
             Action::ArmPoint(index, point) => {
                 note(self, format!("arm fail point {point}"));
@@ -317,9 +389,35 @@ impl<'a> World<'a> {
                 self.crash(host);
                 self.at_sorted(self.now_ms.get() + restart_ms, Action::Restart(host.clone()));
             }
+            self.maybe_cut(host, event);
             drain.observe(event);
         }
         scanned + records.len()
+    }
+
+    /// Freezes a link when an armed cut's stage has just happened on it.
+    fn maybe_cut(&mut self, host: &str, event: &Event) {
+        let Some(position) = self.armed_cuts.iter().position(|&index| self.cut_matches(index, host, event)) else { return };
+        let index = self.armed_cuts.remove(position);
+        let fault = self.plan.faults[index].clone();
+        let (a, b) = (fault.hosts[0].clone(), fault.hosts[1].clone());
+        self.fired[index] += 1;
+        self.world_journal.record(Event::Fault { action: format!("cut {a} {b} after stage {}", fault.stage.clone().unwrap_or_default()) });
+        self.sim.hold(a.as_str(), b.as_str());
+        self.at_sorted(self.now_ms.get() + (fault.end_ms - fault.start_ms), Action::Release(a, b));
+    }
+
+    fn cut_matches(&self, index: usize, host: &str, event: &Event) -> bool {
+        let fault = &self.plan.faults[index];
+        let stage = fault.stage.as_deref().unwrap_or("");
+        let provider = fault.hosts[0].as_str();
+        let from_provider = |msg: &str| self.provider_of_msg.get(msg).is_some_and(|p| p == provider);
+        match (provider, stage, event) {
+            ("mx", "data-end", Event::StoreDelivered { .. }) => host == "store",
+            (_, "data-end", Event::MxDataEnd { msg, reply, .. }) => host == "mx" && reply.starts_with('2') && from_provider(msg),
+            (_, _, Event::SmtpReply { stage: seen, .. }) => host == provider && stage_name(*seen) == stage,
+            _ => false,
+        }
     }
 
     fn at_sorted(&mut self, t_ms: u64, action: Action) {
@@ -345,6 +443,21 @@ impl<'a> World<'a> {
         drop(self.sim);
         let history = std::mem::take(&mut *self.history.borrow_mut());
         RunOutput { history, images, faults, drained_at_ms, ended_at_ms, aborted }
+    }
+}
+
+fn stage_name(stage: crate::history::Stage) -> &'static str {
+    use crate::history::Stage;
+    match stage {
+        Stage::Connect => "connect",
+        Stage::Greeting => "greeting",
+        Stage::Ehlo => "ehlo",
+        Stage::Mail => "mail",
+        Stage::Rcpt => "rcpt",
+        Stage::Data => "data",
+        Stage::DataEnd => "data-end",
+        Stage::Quit => "quit",
+        Stage::Other => "other",
     }
 }
 

@@ -23,6 +23,7 @@ pub struct PlannedFault {
     pub path_prefix: String,
     pub ops: Vec<OpKind>,
     pub point: Option<String>,
+    pub stage: Option<String>,
 }
 
 impl PlannedFault {
@@ -32,9 +33,14 @@ impl PlannedFault {
             FaultKind::DiskEio => "disk-eio",
             FaultKind::DiskFull => "disk-full",
             FaultKind::Partition => "partition",
+            FaultKind::PartitionOneway => "partition-oneway",
+            FaultKind::Cut => "cut",
+            FaultKind::DnsFailure => "dns-failure",
+            FaultKind::PortClosed => "port-closed",
             FaultKind::Crash => "crash",
         };
         let point = self.point.as_ref().map(|point| format!(" at fail point {point}")).unwrap_or_default();
+        let point = point + &self.stage.as_ref().map(|stage| format!(" after stage {stage}")).unwrap_or_default();
         let ops = if self.ops.is_empty() { String::new() } else { format!(" ops={:?}", self.ops) };
         let prefix = if self.path_prefix.is_empty() { String::new() } else { format!(" path={}", self.path_prefix) };
         format!(
@@ -85,6 +91,7 @@ fn plan_faults(scenario: &Scenario, seed: Seed) -> Vec<PlannedFault> {
                 path_prefix: fault.path_prefix.clone(),
                 ops: fault.ops.clone(),
                 point: fault.point.as_ref().map(|point| point.get_ref().clone()),
+                stage: fault.stage.as_ref().map(|stage| stage.get_ref().clone()),
             }
         })
         .collect()
