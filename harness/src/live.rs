@@ -49,6 +49,7 @@ async fn run(options: &Options, users: BTreeSet<String>) -> Result<bool, String>
         Env { journal, disk, net: net.clone(), defects: Defects::none() }
     };
     let mx_config = MxConfig {
+        operator: Rc::new(std::cell::Cell::new(stack::mx::OperatorMode::Normal)),
         hostname: format!("mx.{}", options.domain),
         domains: vec![options.domain.clone()],
         users: users.clone(),

@@ -3,5 +3,6 @@
 mod checkers;
 mod cli;
 mod live;
+mod outage;
 mod snapshot;
 mod support;

@@ -57,6 +57,10 @@ pub enum Event {
     // ----- world -----
     Phase { name: String },
     Fault { action: String },
+    /// The MX's operator changes what it answers: normal, 4xx-tempfail, 5xx-bounce, closed-port.
+    Operator { mode: String },
+    /// The store's storage is down (`down`) or back; what A22 judges the MX's answers against.
+    Outage { down: bool },
     Crash,
     Restart,
     /// A stack fail point fired and the world will crash the host now.

@@ -90,6 +90,9 @@ pub struct PolicyOutcomes {
     pub duplicated: usize,
     /// Pairs the MX accepted that never reached the mailbox.
     pub lost: usize,
+    /// In an outage: pairs whose sender's policy predicts delivery after recovery, or expiry.
+    pub expected_delivered: usize,
+    pub expected_expired: usize,
 }
 
 impl PolicyOutcomes {
@@ -100,13 +103,19 @@ impl PolicyOutcomes {
         self.delay_notified += other.delay_notified;
         self.duplicated += other.duplicated;
         self.lost += other.lost;
+        self.expected_delivered += other.expected_delivered;
+        self.expected_expired += other.expected_expired;
     }
 
     pub fn render(&self) -> String {
-        format!(
+        let mut text = format!(
             "delivered={} bounced_5xx={} bounced_expiry={} delay_notified={} duplicated={} lost={}",
             self.delivered, self.bounced_5xx, self.bounced_expiry, self.delay_notified, self.duplicated, self.lost
-        )
+        );
+        if self.expected_delivered + self.expected_expired > 0 {
+            text.push_str(&format!(" | sent during the outage: expected_delivered={} expected_expired={}", self.expected_delivered, self.expected_expired));
+        }
+        text
     }
 }
 
@@ -135,6 +144,7 @@ pub fn outcomes_by_policy(records: &[Record]) -> BTreeMap<String, PolicyOutcomes
         }
     }
     let policy = |msg: &str| policy_of_msg.get(msg).copied().unwrap_or("?").to_string();
+    add_expected_fates(records, &mut table);
     for record in records {
         match &record.event {
             Event::SenderOutcome { msg, outcome, .. } => {
@@ -160,6 +170,38 @@ pub fn outcomes_by_policy(records: &[Record]) -> BTreeMap<String, PolicyOutcomes
         }
     }
     table
+}
+
+/// In an outage, what each sender's policy predicts for the mail sent while the store was down.
+fn add_expected_fates(records: &[Record], table: &mut BTreeMap<String, PolicyOutcomes>) {
+    use crate::check::a22_outage_answer::{expected_fate, outage, Fate};
+    let Some(outage) = outage(records) else { return };
+    let mut policies: BTreeMap<&str, crate::check::facts::SenderPolicy> = BTreeMap::new();
+    for record in records {
+        match &record.event {
+            Event::SenderPolicy { policy, time_scale, min_interval_s, lifetime_s, retries, delay_notice_s } => {
+                let policy = crate::check::facts::SenderPolicy {
+                    name: policy.clone(),
+                    time_scale: *time_scale,
+                    min_interval_s: *min_interval_s,
+                    lifetime_s: *lifetime_s,
+                    retries: *retries,
+                    delay_notice_s: *delay_notice_s,
+                };
+                policies.insert(&record.host, policy);
+            }
+            Event::Submit { rcpts, .. } if (outage.down_ms..outage.up_ms).contains(&record.t_ms) => {
+                let Some(policy) = policies.get(record.host.as_str()) else { continue };
+                let row = table.entry(policy.name.clone()).or_default();
+                match expected_fate(policy, record.t_ms, outage) {
+                    Fate::Delivered => row.expected_delivered += rcpts.len(),
+                    Fate::Expired => row.expected_expired += rcpts.len(),
+                    Fate::Unclear => {}
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 fn mailbox_of(rcpt: &str) -> String {

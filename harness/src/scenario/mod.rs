@@ -189,6 +189,9 @@ pub enum FaultKind {
     DnsFailure,
     /// The MX's SMTP port refuses connections, as the 2023 operator did.
     PortClosed,
+    /// The store's storage stalls for `duration_s` (every operation hangs, then all resumes)
+    /// and the MX's operator answers as `answer` says meanwhile: the 2023 incident.
+    Outage,
     Crash,
 }
 
@@ -224,7 +227,13 @@ pub struct Fault {
     /// Cuts: the stage after which the link freezes (see CUT_STAGES).
     #[serde(default)]
     pub stage: Option<Spanned<String>>,
+    /// Outages: what the MX's operator answers meanwhile (see OUTAGE_ANSWERS).
+    #[serde(default)]
+    pub answer: Option<Spanned<String>>,
 }
+
+/// The operator's choices during an outage.
+pub const OUTAGE_ANSWERS: &[&str] = &["5xx-bounce", "4xx-tempfail", "closed-port"];
 
 /// A scenario and where it came from.
 #[derive(Clone, Debug)]
@@ -369,6 +378,11 @@ fn validate_fault(scenario: &Scenario, fault: &Fault) -> Result<(), Invalid> {
             check(CUT_STAGES.contains(&stage.get_ref().as_str()), stage.span(), || format!("unknown stage '{}'; expected one of: {}", stage.get_ref(), CUT_STAGES.join(", ")))?;
             check(smtp || stage.get_ref() == "data-end", stage.span(), || "between the MX and the store only stage = \"data-end\" is supported".into())?;
             check(fault.duration_s.is_some(), at.span(), || "a cut needs duration_s (how long the link stays frozen)".into())?;
+        }
+        FaultKind::Outage => {
+            let answer = fault.answer.as_ref().ok_or((at.span(), format!("an outage needs answer = one of: {}", OUTAGE_ANSWERS.join(", "))))?;
+            check(OUTAGE_ANSWERS.contains(&answer.get_ref().as_str()), answer.span(), || format!("unknown answer '{}'; expected one of: {}", answer.get_ref(), OUTAGE_ANSWERS.join(", ")))?;
+            check(fault.duration_s.is_some(), at.span(), || "an outage needs duration_s".into())?;
         }
         FaultKind::DnsFailure => {
             let host = fault.host.as_ref().ok_or((at.span(), "an MX lookup failure needs host = \"provider-x\"".to_string()))?;

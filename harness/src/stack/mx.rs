@@ -16,8 +16,21 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::time::Duration;
 
+/// What the MX's operator has told it to answer: the admin control of a real MX (Postfix's
+/// `defer`/`reject` settings). The stack does not know why; an operator sets it during an outage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperatorMode {
+    Normal,
+    /// 421 4.3.2 at the greeting: senders keep the mail and retry.
+    TempFail,
+    /// 550 5.2.1 at RCPT: senders bounce the mail at once (what was done in January 2023).
+    Bounce,
+}
+
 #[derive(Clone, Debug)]
 pub struct MxConfig {
+    /// The operator's control; shared with whoever operates the MX.
+    pub operator: Rc<std::cell::Cell<OperatorMode>>,
     pub hostname: String,
     pub domains: Vec<String>,
     /// Local parts that have a mailbox (the same in every local domain).
@@ -82,6 +95,10 @@ struct Session<'a> {
 
 impl Session<'_> {
     async fn run(mut self, mut conn: Conn) -> Result<(), StackError> {
+        if self.config.operator.get() == OperatorMode::TempFail {
+            self.send(&mut conn, Stage::Greeting, Reply::new(421, "4.3.2", "mail system temporarily unavailable, try again later")).await;
+            return Ok(());
+        }
         let greeting = Reply::new(220, "", &format!("{} ESMTP mailchaos", self.config.hostname));
         if conn.send(&greeting.encode()).await.is_err() {
             return Ok(());
@@ -185,6 +202,9 @@ impl Session<'_> {
         let Some(txn) = self.txn.as_mut() else {
             return Reply::new(503, "5.5.1", "need MAIL before RCPT");
         };
+        if self.config.operator.get() == OperatorMode::Bounce {
+            return Reply::new(550, "5.2.1", "mailbox unavailable");
+        }
         let (local, domain) = to.rsplit_once('@').unwrap_or((to.as_str(), ""));
         if !self.config.domains.iter().any(|own| own.eq_ignore_ascii_case(domain)) {
             return Reply::new(550, "5.7.1", "relaying denied");

@@ -75,6 +75,9 @@ enum Action {
     /// Fault index, host: its SMTP port refuses connections; and the end of it.
     ClosePort(usize, String),
     OpenPort(String),
+    /// Fault index: the storage goes down and the operator answers as planned; and the end.
+    OutageBegins(usize),
+    OutageEnds,
 }
 
 struct World<'a> {
@@ -92,6 +95,7 @@ struct World<'a> {
     /// How often each planned fault fired, for crashes and partitions (disk faults count in the disk).
     fired: Vec<u64>,
     net_faults: Rc<net::NetFaults>,
+    operator: Rc<Cell<stack::mx::OperatorMode>>,
     /// Cuts waiting for their stage: fault indices.
     armed_cuts: Vec<usize>,
     /// Which provider host sent each message (to aim cuts at one provider's sessions).
@@ -123,7 +127,7 @@ impl<'a> World<'a> {
                 provider_of_msg.insert(planned.msg.clone(), provider_host(provider.name.get_ref()));
             }
         }
-        let mut world = World { scenario, sim, history: history.clone(), now_ms, disks, world_journal, schedule: Vec::new(), plan, armed_points: BTreeMap::new(), fired, net_faults: Rc::default(), armed_cuts: Vec::new(), provider_of_msg };
+        let mut world = World { scenario, sim, history: history.clone(), now_ms, disks, world_journal, schedule: Vec::new(), plan, armed_points: BTreeMap::new(), fired, net_faults: Rc::default(), operator: Rc::new(Cell::new(stack::mx::OperatorMode::Normal)), armed_cuts: Vec::new(), provider_of_msg };
         world.schedule_faults();
         world.install_hosts(defects, &journal_of);
         world
@@ -140,6 +144,7 @@ impl<'a> World<'a> {
         let users: BTreeSet<String> = scenario.mx.users.get_ref().iter().cloned().collect();
         let mx_env = self.env("mx", defects, journal_of("mx"));
         let mx_config = MxConfig {
+            operator: self.operator.clone(),
             hostname: "mx.libero.test".into(),
             domains: scenario.mx.domains.clone(),
             users: users.clone(),
@@ -235,6 +240,10 @@ impl<'a> World<'a> {
                     self.at(fault.end_ms, Action::RepairOneway(hosts[0].clone(), hosts[1].clone()));
                 }
                 FaultKind::Cut => self.at(fault.start_ms, Action::ArmCut(index)),
+                FaultKind::Outage => {
+                    self.at(fault.start_ms, Action::OutageBegins(index));
+                    self.at(fault.end_ms, Action::OutageEnds);
+                }
                 FaultKind::DnsFailure => {
                     self.at(fault.start_ms, Action::DnsDown(index, hosts[0].clone()));
                     self.at(fault.end_ms, Action::DnsUp(hosts[0].clone()));
@@ -319,6 +328,16 @@ impl<'a> World<'a> {
                 note(self, format!("port {} of {host} open again", stack::SMTP_PORT));
                 self.net_faults.closed.borrow_mut().remove(&(host, stack::SMTP_PORT));
             }
+            Action::OutageBegins(index) => {
+                self.fired[index] += 1;
+                self.world_journal.record(Event::Outage { down: true });
+                let answer = self.plan.faults[index].answer.clone().unwrap_or_default();
+                self.set_operator(&answer);
+            }
+            Action::OutageEnds => {
+                self.world_journal.record(Event::Outage { down: false });
+                self.set_operator("normal");
+            }
             Action::ArmPoint(index, point) => {
                 note(self, format!("arm fail point {point}"));
                 let fault = &self.plan.faults[index];
@@ -395,6 +414,23 @@ impl<'a> World<'a> {
         scanned + records.len()
     }
 
+    /// The operator turns the MX's control (or closes its port) to answer as `mode` says.
+    fn set_operator(&mut self, mode: &str) {
+        use stack::mx::OperatorMode;
+        self.world_journal.record(Event::Operator { mode: mode.to_string() });
+        self.operator.set(match mode {
+            "4xx-tempfail" => OperatorMode::TempFail,
+            "5xx-bounce" => OperatorMode::Bounce,
+            _ => OperatorMode::Normal,
+        });
+        let port = ("mx".to_string(), stack::SMTP_PORT);
+        if mode == "closed-port" {
+            self.net_faults.closed.borrow_mut().insert(port);
+        } else {
+            self.net_faults.closed.borrow_mut().remove(&port);
+        }
+    }
+
     /// Freezes a link when an armed cut's stage has just happened on it.
     fn maybe_cut(&mut self, host: &str, event: &Event) {
         let Some(position) = self.armed_cuts.iter().position(|&index| self.cut_matches(index, host, event)) else { return };
@@ -462,7 +498,7 @@ fn stage_name(stage: crate::history::Stage) -> &'static str {
 }
 
 fn is_disk_fault(fault: &PlannedFault) -> bool {
-    matches!(fault.kind, FaultKind::DiskStall | FaultKind::DiskEio | FaultKind::DiskFull)
+    matches!(fault.kind, FaultKind::DiskStall | FaultKind::DiskEio | FaultKind::DiskFull | FaultKind::Outage)
 }
 
 fn disk_windows(faults: &[PlannedFault], host: &str) -> Vec<FaultWindow> {
@@ -471,7 +507,7 @@ fn disk_windows(faults: &[PlannedFault], host: &str) -> Vec<FaultWindow> {
         .filter(|fault| is_disk_fault(fault) && fault.hosts[0] == host)
         .map(|fault| FaultWindow {
             kind: match fault.kind {
-                FaultKind::DiskStall => DiskFaultKind::Stall,
+                FaultKind::DiskStall | FaultKind::Outage => DiskFaultKind::Stall,
                 FaultKind::DiskEio => DiskFaultKind::Eio,
                 _ => DiskFaultKind::Full,
             },

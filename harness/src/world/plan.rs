@@ -24,6 +24,7 @@ pub struct PlannedFault {
     pub ops: Vec<OpKind>,
     pub point: Option<String>,
     pub stage: Option<String>,
+    pub answer: Option<String>,
 }
 
 impl PlannedFault {
@@ -37,10 +38,12 @@ impl PlannedFault {
             FaultKind::Cut => "cut",
             FaultKind::DnsFailure => "dns-failure",
             FaultKind::PortClosed => "port-closed",
+            FaultKind::Outage => "outage",
             FaultKind::Crash => "crash",
         };
         let point = self.point.as_ref().map(|point| format!(" at fail point {point}")).unwrap_or_default();
         let point = point + &self.stage.as_ref().map(|stage| format!(" after stage {stage}")).unwrap_or_default();
+        let point = point + &self.answer.as_ref().map(|answer| format!(" answered {answer}")).unwrap_or_default();
         let ops = if self.ops.is_empty() { String::new() } else { format!(" ops={:?}", self.ops) };
         let prefix = if self.path_prefix.is_empty() { String::new() } else { format!(" path={}", self.path_prefix) };
         format!(
@@ -79,6 +82,7 @@ fn plan_faults(scenario: &Scenario, seed: Seed) -> Vec<PlannedFault> {
                 (None, None) => 0,
             };
             let hosts = match (&fault.host, &fault.hosts) {
+                _ if fault.kind == FaultKind::Outage => vec!["store".to_string()],
                 (Some(host), _) => vec![host.get_ref().clone()],
                 (None, Some(pair)) => pair.get_ref().clone(),
                 (None, None) => Vec::new(),
@@ -92,6 +96,7 @@ fn plan_faults(scenario: &Scenario, seed: Seed) -> Vec<PlannedFault> {
                 ops: fault.ops.clone(),
                 point: fault.point.as_ref().map(|point| point.get_ref().clone()),
                 stage: fault.stage.as_ref().map(|stage| stage.get_ref().clone()),
+                answer: fault.answer.as_ref().map(|answer| answer.get_ref().clone()),
             }
         })
         .collect()
