@@ -76,6 +76,21 @@ fn a7_catches_a_sender_that_gives_up_early() {
 }
 
 #[test]
+fn a8_catches_a_retry_after_a_permanent_failure() {
+    check("baseline", 2, Defect::RetryAfter5xx, &["A8"]);
+}
+
+#[test]
+fn a11_catches_a_failure_dsn_sent_twice() {
+    check("baseline", 2, Defect::DuplicateDsn, &["A11"]);
+}
+
+#[test]
+fn a14_catches_a_sender_that_times_out_too_soon() {
+    check("cuts", 3, Defect::ImpatientSender, &["A14"]);
+}
+
+#[test]
 fn a10_catches_a_bounce_that_is_not_a_multipart_report() {
     check("baseline", 2, Defect::DsnNotMultipartReport, &["A10"]);
 }

@@ -6,6 +6,7 @@
 
 mod a10_dsn_shape;
 mod a11_dsn_cardinality;
+mod a14_timeouts;
 mod a16_handoff;
 mod a1_durable_before_ack;
 mod a5_transient_requeued;
@@ -40,6 +41,7 @@ pub const INVARIANTS: &[(&str, &str)] = &[
     ("A11", "dsn-cardinality"),
     ("A12", "transient-for-infrastructure"),
     ("A13", "justified-duplicates"),
+    ("A14", "timeouts"),
     ("A15", "atomic-publish"),
     ("A16", "handoff"),
     ("A19", "uidl-stable"),
@@ -80,6 +82,7 @@ pub fn check_all(output: &RunOutput) -> Vec<Violation> {
     a11_dsn_cardinality::check(&facts, &mut violations);
     a12_transient_for_infrastructure::check(&facts, &mut violations);
     a13_justified_duplicates::check(&facts, &mut violations);
+    a14_timeouts::check(&facts, &mut violations);
     a15_atomic_publish::check(&facts, &mut violations);
     a16_handoff::check(&facts, &mut violations);
     a19_uidl_stable::check(&facts, &mut violations);

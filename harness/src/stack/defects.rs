@@ -17,6 +17,9 @@ pub enum Defect {
     BounceOn4xx,
     GiveUpEarly,
     DsnNotMultipartReport,
+    RetryAfter5xx,
+    DuplicateDsn,
+    ImpatientSender,
 }
 
 impl Defect {
@@ -33,6 +36,9 @@ impl Defect {
         Defect::BounceOn4xx,
         Defect::GiveUpEarly,
         Defect::DsnNotMultipartReport,
+        Defect::RetryAfter5xx,
+        Defect::DuplicateDsn,
+        Defect::ImpatientSender,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +55,9 @@ impl Defect {
             Defect::BounceOn4xx => "bounce-on-4xx",
             Defect::GiveUpEarly => "give-up-early",
             Defect::DsnNotMultipartReport => "dsn-not-multipart-report",
+            Defect::RetryAfter5xx => "retry-after-5xx",
+            Defect::DuplicateDsn => "duplicate-dsn",
+            Defect::ImpatientSender => "impatient-sender",
         }
     }
 
@@ -67,6 +76,9 @@ impl Defect {
             Defect::BounceOn4xx => "remote sender treats a 4xx or a lost connection as permanent and bounces (A5)",
             Defect::GiveUpEarly => "remote sender gives up after a quarter of its queue lifetime (A7)",
             Defect::DsnNotMultipartReport => "remote sender returns mail as a plain-text note, not an RFC 3464 report (A10)",
+            Defect::RetryAfter5xx => "remote sender retries a recipient the MX refused with 5xx once before bouncing it (A8)",
+            Defect::DuplicateDsn => "remote sender sends every failure DSN twice (A11)",
+            Defect::ImpatientSender => "remote sender's SMTP timeouts are a tenth of RFC 5321's (A14)",
         }
     }
 

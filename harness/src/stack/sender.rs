@@ -110,6 +110,7 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, planne
         }
     }
     let mut pending = planned.rcpts.clone();
+    let mut retried_permanent: Vec<String> = Vec::new();
     let mut last_error = String::new();
     let mut delay_notified = false;
     let (mut stage, mut attempts_in_stage) = (0usize, 0u32);
@@ -125,6 +126,11 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, planne
         for (rcpt, verdict) in verdicts {
             match verdict {
                 Verdict::Delivered(reply) => outcome(env, planned, &rcpt, Outcome::Delivered, reply),
+                Verdict::Permanent(_) if env.defects.has(Defect::RetryAfter5xx) && !retried_permanent.contains(&rcpt) => {
+                    // The planted bug: one more try after a permanent refusal.
+                    retried_permanent.push(rcpt.clone());
+                    pending.push(rcpt);
+                }
                 Verdict::Permanent(reply) => failed.push((rcpt, reply)),
                 Verdict::Transient(reply) if env.defects.has(Defect::BounceOn4xx) => failed.push((rcpt, reply)),
                 Verdict::Transient(reply) => {
@@ -180,6 +186,9 @@ async fn give_up(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, f
         outcome(env, planned, rcpt, how, reply.clone());
     }
     send_dsn(env, config, planned, failed, DsnKind::Failure);
+    if env.defects.has(Defect::DuplicateDsn) {
+        send_dsn(env, config, planned, failed, DsnKind::Failure);
+    }
 }
 
 /// Sends a DSN about these recipients to the message's sender (RFC 3464), with MAIL FROM:<>.
@@ -250,6 +259,11 @@ async fn try_once(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, 
     verdicts
 }
 
+/// RFC 5321 §4.5.3.2 timeouts, or a tenth of them under the planted `impatient-sender` bug.
+fn timeout(env: &Env, rfc: Duration) -> Duration {
+    if env.defects.has(Defect::ImpatientSender) { rfc / 10 } else { rfc }
+}
+
 struct Client<'a> {
     env: &'a Env,
     conn: Conn,
@@ -258,7 +272,8 @@ struct Client<'a> {
 }
 
 impl Client<'_> {
-    async fn reply(&mut self, stage: Stage, rcpt: Option<&str>, timeout: Duration) -> Result<Reply, Failure> {
+    async fn reply(&mut self, stage: Stage, rcpt: Option<&str>, rfc_timeout: Duration) -> Result<Reply, Failure> {
+        let timeout = timeout(self.env, rfc_timeout);
         let mut parser = ReplyParser::default();
         let reply = loop {
             let line = self.conn.read_line(wire::MAX_TEXT_LINE, timeout).await.map_err(|error| (stage, error.describe()))?;
