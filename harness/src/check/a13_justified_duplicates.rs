@@ -21,9 +21,12 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
             continue;
         }
         let rcpt_key = |rcpt: &String| Facts::mailbox_of(rcpt) == mailbox;
-        let acks = facts.mx_acks().filter(|(_, m, rcpts, ..)| m == &msg && rcpts.iter().any(rcpt_key)).count();
-        let seen: usize = facts.sender_saw_ack.iter().filter(|((m, rcpt), _)| m == &msg && rcpt_key(rcpt)).map(|(_, count)| count).sum();
-        let recorded: Vec<usize> = facts.queue_recorded.iter().filter(|((m, rcpt), _)| m == &msg && rcpt_key(rcpt)).flat_map(|(_, ats)| ats.clone()).collect();
+        let acks = facts.acks_of_message(&msg).filter(|(_, _, rcpts, ..)| rcpts.iter().any(rcpt_key)).count();
+        let of_msg = |key: &(String, String)| key.0 == msg;
+        let range = (msg.clone(), String::new())..;
+        let seen: usize = facts.sender_saw_ack.range(range.clone()).take_while(|(key, _)| of_msg(key)).filter(|((_, rcpt), _)| rcpt_key(rcpt)).map(|(_, count)| count).sum();
+        let recorded: Vec<usize> =
+            facts.queue_recorded.range(range).take_while(|(key, _)| of_msg(key)).filter(|((_, rcpt), _)| rcpt_key(rcpt)).flat_map(|(_, ats)| ats.clone()).collect();
         let unseen_acks = acks.saturating_sub(seen);
         if recorded.len() > 1 + unseen_acks {
             let mut evidence = ats.clone();

@@ -4,7 +4,6 @@
 
 use super::facts::Facts;
 use super::Violation;
-use crate::history::Event;
 use std::collections::BTreeSet;
 
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
@@ -37,7 +36,7 @@ fn check_mx_acceptances(facts: &Facts, out: &mut Vec<Violation>) {
 }
 
 fn dsn_covers(facts: &Facts, msg: &str, rcpt: &str) -> bool {
-    facts.records.iter().any(|record| matches!(&record.event, Event::DsnSent { msg: m, rcpts, .. } if m == msg && rcpts.iter().any(|r| r == rcpt)))
+    !facts.failure_dsns(msg, rcpt).is_empty()
 }
 
 fn check_sender_queues(facts: &Facts, out: &mut Vec<Violation>) {

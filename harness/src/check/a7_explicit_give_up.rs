@@ -16,7 +16,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
         if policy.retries && age_s + 1.0 < policy.lifetime_s {
             out.push(Violation::new("A7", subject.clone(), format!("gave up after {age_s:.0}s, before the policy's queue lifetime of {:.0}s", policy.lifetime_s), vec![*submitted, at]));
         }
-        let tried = facts.records[..at].iter().any(|r| matches!(&r.event, Event::SmtpAttempt { msg: m, rcpts, .. } if m == msg && rcpts.contains(rcpt)));
+        let tried = facts.attempted_between(msg, rcpt, 0, at).is_some();
         if !tried {
             out.push(Violation::new("A7", subject.clone(), "gave up without a single delivery attempt", vec![*submitted, at]));
         }

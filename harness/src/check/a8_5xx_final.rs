@@ -31,9 +31,8 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
 
 fn judge(facts: &Facts, at: usize, msg: &str, rcpt: &str, reply: &str, out: &mut Vec<Violation>) {
     let subject = format!("msg {msg} rcpt {rcpt}");
-    let retried = facts.records[at..].iter().position(|r| matches!(&r.event, Event::SmtpAttempt { msg: m, rcpts, .. } if m == msg && rcpts.iter().any(|r| r == rcpt)));
-    if let Some(offset) = retried {
-        out.push(Violation::new("A8", subject.clone(), format!("retried after a permanent failure ({reply})"), vec![at, at + offset]));
+    if let Some(retried_at) = facts.attempted_between(msg, rcpt, at, usize::MAX) {
+        out.push(Violation::new("A8", subject.clone(), format!("retried after a permanent failure ({reply})"), vec![at, retried_at]));
     }
     let is_bounce = facts.submitted.get(msg).is_some_and(|(_, from, ..)| from.is_empty());
     if !is_bounce && facts.failure_dsns(msg, rcpt).is_empty() {

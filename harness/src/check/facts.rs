@@ -85,6 +85,16 @@ pub struct Facts<'a> {
     pub queue_recorded: BTreeMap<(String, String), Vec<At>>,
     /// Per queue file: LMTP 2xx replies for it.
     pub lmtp_ok_by_file: BTreeMap<String, Vec<At>>,
+    /// Per (msg, rcpt): the failure DSNs sent about it.
+    pub failure_dsns_of: BTreeMap<(String, String), Vec<At>>,
+    /// Per (msg, rcpt): any DSN (failure or delay) sent about it.
+    pub any_dsns_of: BTreeMap<(String, String), Vec<At>>,
+    /// Per message: its sender's attempts (where, and for which recipients).
+    pub attempts_of: BTreeMap<String, Vec<(At, Vec<String>)>>,
+    /// Per (queue file, rcpt): where the store's first 2xx for it was seen.
+    pub first_lmtp_ok: BTreeMap<(String, String), At>,
+    /// Per message: indices into `mx_data_ends` of its 2xx acknowledgements.
+    pub acks_of: BTreeMap<String, Vec<usize>>,
     /// Per (mailbox, checksum in the file name): files that appeared in the mailbox's new/ by
     /// rename or write, acknowledged or not. A store that crashes after publishing a file but
     /// before its 2xx leaves such a copy (and the sender's retry makes a justified duplicate).
@@ -111,6 +121,11 @@ impl<'a> Facts<'a> {
             queue_recorded: BTreeMap::new(),
             lmtp_ok_by_file: BTreeMap::new(),
             published: BTreeMap::new(),
+            failure_dsns_of: BTreeMap::new(),
+            any_dsns_of: BTreeMap::new(),
+            attempts_of: BTreeMap::new(),
+            first_lmtp_ok: BTreeMap::new(),
+            acks_of: BTreeMap::new(),
         };
         // Per sender session: recipients that got 2xx at RCPT.
         let mut session_rcpts: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -153,11 +168,27 @@ impl<'a> Facts<'a> {
                 self.outcomes.entry((msg.clone(), rcpt.clone())).or_default().push((at, *outcome));
             }
             Event::MxDataEnd { msg, rcpts, queue_file, reply, .. } => {
+                if reply.starts_with('2') {
+                    self.acks_of.entry(msg.clone()).or_default().push(self.mx_data_ends.len());
+                }
                 self.mx_data_ends.push((at, msg.clone(), rcpts.clone(), queue_file.clone(), reply.clone()));
             }
             Event::LmtpReply { queue_file, msg, rcpt, reply } if reply.starts_with('2') => {
                 self.lmtp_ok.entry((msg.clone(), rcpt.clone())).or_default().push(at);
                 self.lmtp_ok_by_file.entry(queue_file.clone()).or_default().push(at);
+                self.first_lmtp_ok.entry((queue_file.clone(), rcpt.clone())).or_insert(at);
+            }
+            Event::SmtpAttempt { msg, rcpts, .. } => {
+                self.attempts_of.entry(msg.clone()).or_default().push((at, rcpts.clone()));
+            }
+            Event::DsnSent { msg, kind, rcpts, .. } => {
+                for rcpt in rcpts {
+                    let key = (msg.clone(), rcpt.clone());
+                    if kind == "failure" {
+                        self.failure_dsns_of.entry(key.clone()).or_default().push(at);
+                    }
+                    self.any_dsns_of.entry(key).or_default().push(at);
+                }
             }
             Event::QueueRecorded { msg, done, .. } => {
                 for rcpt in done {
@@ -237,13 +268,19 @@ impl<'a> Facts<'a> {
     }
 
     /// Failure DSNs sent about (msg, rcpt).
-    pub fn failure_dsns(&self, msg: &str, rcpt: &str) -> Vec<At> {
-        self.records
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| matches!(&r.event, Event::DsnSent { msg: m, kind, rcpts, .. } if m == msg && kind == "failure" && rcpts.iter().any(|x| x == rcpt)))
-            .map(|(at, _)| at)
-            .collect()
+    pub fn failure_dsns(&self, msg: &str, rcpt: &str) -> &[At] {
+        self.failure_dsns_of.get(&(msg.to_string(), rcpt.to_string())).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Whether the sender attempted (msg, rcpt) in [from, to).
+    pub fn attempted_between(&self, msg: &str, rcpt: &str, from: At, to: At) -> Option<At> {
+        let attempts = self.attempts_of.get(msg)?;
+        attempts.iter().find(|(at, rcpts)| (from..to).contains(at) && rcpts.iter().any(|r| r == rcpt)).map(|(at, _)| *at)
+    }
+
+    /// The MX's 2xx acknowledgements of a message: (at, rcpts).
+    pub fn acks_of_message(&self, msg: &str) -> impl Iterator<Item = &(At, String, Vec<String>, Option<String>, String)> {
+        self.acks_of.get(msg).into_iter().flatten().filter_map(|&index| self.mx_data_ends.get(index))
     }
 
     /// Mailbox of a local recipient address.
