@@ -47,9 +47,8 @@ pub struct MxConfig {
 /// The MX host's software: recover, then serve SMTP and run the queue.
 pub async fn run(env: Env, config: MxConfig) {
     let config = Rc::new(config);
-    for worker in 0..config.runner.workers.max(1) {
-        tokio::task::spawn_local(queue::run_worker(env.clone(), config.runner.clone(), worker));
-    }
+    let gauge: queue::QueueGauge = Rc::new(std::cell::Cell::new(0));
+    tokio::task::spawn_local(queue::run(env.clone(), config.runner.clone(), gauge.clone()));
     let listener = match env.net.listen(SMTP_PORT).await {
         Ok(listener) => listener,
         Err(_) => return,

@@ -12,7 +12,9 @@ use super::{Defect, Env, StackError, LMTP_PORT};
 use crate::crash_point;
 use crate::disk::DiskError;
 use crate::history::{Event, Stage};
-use std::collections::BTreeMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use std::time::Duration;
 
 pub const INCOMING_DIR: &str = "incoming";
@@ -21,6 +23,8 @@ const MAGIC: &str = "MAILCHAOS-QUEUE/1";
 /// Queue files the runner looks at per scan: bounds the work of one pass.
 const MAX_FILES_PER_SCAN: usize = 1000;
 const LMTP_TIMEOUT: Duration = Duration::from_secs(300);
+/// A worker's connection idle longer than this is reopened (the store's idle timeout is longer).
+const IDLE_RECONNECT_MS: u64 = 120_000;
 
 /// A queued message: envelope and bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,9 +71,12 @@ pub struct RunnerConfig {
     pub scan_interval: Duration,
     pub retry_base: Duration,
     pub retry_max: Duration,
-    /// Parallel LMTP connections; queue files are split between them by name.
+    /// Delivery workers, each with its own LMTP connection.
     pub workers: usize,
 }
+
+/// How many files the queue holds, as last counted (the MX reads it to push back).
+pub type QueueGauge = Rc<Cell<usize>>;
 
 /// Per-file retry state, kept in memory: after a restart every file is due at once.
 #[derive(Default)]
@@ -78,33 +85,116 @@ struct Backoff {
     due_ms: u64,
 }
 
-/// Runs one worker of the queue runner forever.
-pub async fn run_worker(env: Env, config: RunnerConfig, worker: usize) {
-    if worker == 0 {
-        recover(&env).await;
+#[derive(Default)]
+struct RunnerState {
+    /// Files handed to a worker and not finished yet.
+    in_flight: BTreeSet<String>,
+    backoff: BTreeMap<String, Backoff>,
+}
+
+type Pickup = Rc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<String>>>;
+
+/// The queue manager: rescans the queue and hands due files to the workers, fresh and retried
+/// mail alternately, so that a backlog of deferred mail cannot starve new mail or the reverse.
+pub async fn run(env: Env, config: RunnerConfig, gauge: QueueGauge) {
+    recover(&env).await;
+    let workers = config.workers.clamp(1, 64);
+    let (handoff, pickup) = tokio::sync::mpsc::channel::<String>(workers * 2);
+    let pickup: Pickup = Rc::new(tokio::sync::Mutex::new(pickup));
+    let state = Rc::new(RefCell::new(RunnerState::default()));
+    for _ in 0..workers {
+        tokio::task::spawn_local(worker(env.clone(), config.clone(), pickup.clone(), state.clone()));
     }
-    let mut backoff: BTreeMap<String, Backoff> = BTreeMap::new();
     loop {
         if let Ok(names) = env.disk.list(QUEUE_DIR).await {
-            let mine: Vec<String> = names
-                .into_iter()
-                .filter(|name| !name.ends_with(".tmp") && shard(name, config.workers) == worker)
-                .take(MAX_FILES_PER_SCAN)
-                .collect();
-            backoff.retain(|name, _| mine.contains(name));
-            let now_ms = env.journal.now_ms();
-            let due: Vec<String> = mine.into_iter().filter(|name| backoff.get(name).is_none_or(|b| b.due_ms <= now_ms)).collect();
-            if !due.is_empty() {
-                deliver_batch(&env, &config, &due, &mut backoff).await;
+            let names: Vec<String> = names.into_iter().filter(|name| !name.ends_with(".tmp")).collect();
+            gauge.set(names.len());
+            for name in admission_order(&env, &state, names) {
+                state.borrow_mut().in_flight.insert(name.clone());
+                if handoff.send(name).await.is_err() {
+                    return;
+                }
             }
         }
         tokio::time::sleep(config.scan_interval).await;
     }
 }
 
-fn shard(name: &str, workers: usize) -> usize {
-    let hash = blake3::hash(name.as_bytes());
-    (hash.as_bytes()[0] as usize) % workers.max(1)
+/// Due files not in flight, fresh and retried alternately, each group oldest first.
+fn admission_order(env: &Env, state: &Rc<RefCell<RunnerState>>, names: Vec<String>) -> Vec<String> {
+    let now_ms = env.journal.now_ms();
+    let mut state = state.borrow_mut();
+    let present: BTreeSet<&String> = names.iter().collect();
+    state.backoff.retain(|name, _| present.contains(name));
+    let (mut fresh, mut retried) = (Vec::new(), Vec::new());
+    for name in names.iter().take(MAX_FILES_PER_SCAN) {
+        if state.in_flight.contains(name) {
+            continue;
+        }
+        match state.backoff.get(name) {
+            None => fresh.push(name.clone()),
+            Some(backoff) if backoff.due_ms <= now_ms => retried.push(name.clone()),
+            Some(_) => {}
+        }
+    }
+    let mut order = Vec::with_capacity(fresh.len() + retried.len());
+    let (mut fresh, mut retried) = (fresh.into_iter(), retried.into_iter());
+    loop {
+        match (fresh.next(), retried.next()) {
+            (None, None) => return order,
+            (first, second) => order.extend(first.into_iter().chain(second)),
+        }
+    }
+}
+
+/// A delivery agent: takes files from the queue manager and delivers them over its own LMTP
+/// connection, reopening it when it failed or sat idle.
+async fn worker(env: Env, config: RunnerConfig, pickup: Pickup, state: Rc<RefCell<RunnerState>>) {
+    let mut session: Option<(Conn, u64)> = None;
+    loop {
+        let Some(name) = pickup.lock().await.recv().await else { return };
+        if session.as_ref().is_some_and(|(_, last_ms)| env.journal.now_ms().saturating_sub(*last_ms) > IDLE_RECONNECT_MS) {
+            session = None; // the store may have timed the idle connection out
+        }
+        let delivered = deliver_one(&env, &config, &name, &mut session).await;
+        let mut state = state.borrow_mut();
+        state.in_flight.remove(&name);
+        match delivered {
+            Ok(true) => {
+                state.backoff.remove(&name);
+            }
+            Ok(false) => defer(&env, &config, &mut state.backoff, &name),
+            Err(()) => return, // a crash point: the host is about to be crashed
+        }
+    }
+}
+
+/// Delivers one queue file. Ok(true) when nothing is left to retry, Ok(false) to retry later.
+async fn deliver_one(env: &Env, config: &RunnerConfig, name: &str, session: &mut Option<(Conn, u64)>) -> Result<bool, ()> {
+    let path = format!("{QUEUE_DIR}/{name}");
+    let Ok(bytes) = env.disk.read(&path).await else { return Ok(false) };
+    let Some(queued) = QueuedMessage::decode(&bytes) else { return Ok(true) };
+    if session.is_none() {
+        *session = open_lmtp(env, config, &path, &queued.msg).await.map(|conn| (conn, 0));
+    }
+    let Some((conn, last_ms)) = session.as_mut() else { return Ok(false) };
+    *last_ms = env.journal.now_ms();
+    let Some(replies) = transact(env, conn, &path, &queued).await else {
+        *session = None;
+        return Ok(false);
+    };
+    if record_outcome(env, &path, &queued, &replies).await.is_err() {
+        return Err(());
+    }
+    Ok(replies.values().all(|reply| reply.class() == 2))
+}
+
+fn defer(env: &Env, config: &RunnerConfig, backoff: &mut BTreeMap<String, Backoff>, name: &str) {
+    let entry = backoff.entry(name.to_string()).or_default();
+    entry.failures += 1;
+    let factor = 2u32.saturating_pow(entry.failures.saturating_sub(1).min(16));
+    let delay = config.retry_base.saturating_mul(factor).min(config.retry_max);
+    entry.due_ms = env.journal.now_ms() + delay.as_millis() as u64;
 }
 
 /// After a restart: `incoming/` holds only files that were never acknowledged; remove them.
@@ -120,48 +210,6 @@ async fn recover(env: &Env) {
         files = names.len() as u64;
     }
     env.journal.record(Event::QueueRecovered { files });
-}
-
-/// Delivers due files over one LMTP connection; a connection failure defers the rest.
-async fn deliver_batch(env: &Env, config: &RunnerConfig, due: &[String], backoff: &mut BTreeMap<String, Backoff>) {
-    let mut session: Option<Conn> = None;
-    for name in due {
-        let path = format!("{QUEUE_DIR}/{name}");
-        let Ok(bytes) = env.disk.read(&path).await else { continue };
-        let Some(queued) = QueuedMessage::decode(&bytes) else { continue };
-        if session.is_none() {
-            session = open_lmtp(env, config, &path, &queued.msg).await;
-        }
-        let Some(conn) = session.as_mut() else {
-            defer(env, config, backoff, name);
-            continue;
-        };
-        match transact(env, conn, &path, &queued).await {
-            Some(replies) => {
-                if record_outcome(env, &path, &queued, &replies).await.is_err() {
-                    return; // a crash point: the host is about to be crashed
-                }
-                if replies.values().any(|reply| reply.class() != 2) {
-                    defer(env, config, backoff, name);
-                }
-            }
-            None => {
-                session = None;
-                defer(env, config, backoff, name);
-            }
-        }
-    }
-    if let Some(mut conn) = session {
-        let _ = conn.send(&wire_line("QUIT")).await;
-    }
-}
-
-fn defer(env: &Env, config: &RunnerConfig, backoff: &mut BTreeMap<String, Backoff>, name: &str) {
-    let entry = backoff.entry(name.to_string()).or_default();
-    entry.failures += 1;
-    let factor = 2u32.saturating_pow(entry.failures.saturating_sub(1).min(16));
-    let delay = config.retry_base.saturating_mul(factor).min(config.retry_max);
-    entry.due_ms = env.journal.now_ms() + delay.as_millis() as u64;
 }
 
 fn wire_line(text: &str) -> Vec<u8> {
@@ -247,22 +295,35 @@ async fn try_transact(
             reply: reply.summary(),
         });
     };
-    expect(conn, format!("MAIL FROM:<{}>", queued.from), Stage::Mail, 2).await?;
+    // PIPELINING (RFC 2920; every LMTP server supports it, RFC 2033 §4.1): MAIL, every RCPT
+    // and DATA go out together, and their replies come back in order.
+    let mut batch = format!("MAIL FROM:<{}>\r\n", queued.from);
+    for rcpt in &queued.rcpts {
+        batch.push_str(&format!("RCPT TO:<{rcpt}>\r\n"));
+    }
+    batch.push_str("DATA\r\n");
+    conn.send(batch.as_bytes()).await.map_err(|error| (Stage::Mail, error.describe()))?;
+    let mail = read_reply(conn).await.map_err(|error| (Stage::Mail, error))?;
     let mut accepted = Vec::new();
     for rcpt in &queued.rcpts {
-        let reply = command(conn, format!("RCPT TO:<{rcpt}>")).await.map_err(|error| (Stage::Rcpt, error))?;
-        if reply.class() == 2 {
+        let reply = read_reply(conn).await.map_err(|error| (Stage::Rcpt, error))?;
+        if reply.class() == 2 && mail.class() == 2 {
             accepted.push(rcpt.clone());
-        } else {
+        } else if mail.class() == 2 {
             record(rcpt, &reply);
             replies.insert(rcpt.clone(), reply);
         }
     }
+    let data = read_reply(conn).await.map_err(|error| (Stage::Data, error))?;
+    if mail.class() != 2 {
+        return Err((Stage::Mail, mail.summary()));
+    }
     if accepted.is_empty() {
-        expect(conn, "RSET".into(), Stage::Other, 2).await?;
         return Ok(());
     }
-    expect(conn, "DATA".into(), Stage::Data, 3).await?;
+    if data.code != 354 {
+        return Err((Stage::Data, data.summary()));
+    }
     conn.send(&wire::dot_stuff(&queued.body)).await.map_err(|error| (Stage::DataEnd, error.describe()))?;
     // RFC 2033 §4.2: one reply per accepted recipient, in RCPT order.
     for rcpt in &accepted {
