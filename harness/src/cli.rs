@@ -234,12 +234,13 @@ fn run_line(loaded: &Loaded, seed: Seed, judged: &Judged) -> String {
     let counts = report::counts(&judged.output.history.records);
     let verdict = if judged.violations.is_empty() { "ok".to_string() } else { format!("violation({})", report::violated(&judged.violations).join(",")) };
     format!(
-        "{:<24} seed={seed} verdict={verdict} accepted={} delivered={} bounced={} deferred={} digest={}",
+        "{:<24} seed={seed} verdict={verdict} accepted={} delivered={} bounced={} deferred={} simulated_s={} digest={}",
         loaded.scenario.name,
         counts.accepted,
         counts.delivered,
         counts.bounced,
         counts.deferred,
+        judged.output.ended_at_ms / 1000,
         judged.output.history.digest()
     )
 }

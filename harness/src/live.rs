@@ -57,6 +57,9 @@ async fn run(options: &Options, users: BTreeSet<String>) -> Result<bool, String>
         max_recipients: 100,
         idle_timeout: Duration::from_secs(300),
         max_sessions: 100,
+        max_sessions_per_client: 20,
+        max_queue_files: 10_000,
+        tarpit: Duration::from_millis(500),
         runner: RunnerConfig {
             store_host: options.bind.clone(),
             hostname: format!("mx.{}", options.domain),

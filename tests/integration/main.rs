@@ -5,4 +5,5 @@ mod cli;
 mod live;
 mod outage;
 mod snapshot;
+mod surge;
 mod support;

@@ -6,6 +6,8 @@
 //!   check-determinism  every fast scenario, 10 seeds, second run in a fresh process
 //!   bench [SEEDS]      runs per second of the fast suite (default 20 seeds), release build
 //!   defects [SEEDS]    every planted defect must be caught by the fast suite
+//!   surge              the 20,000-message surge, clean and with accept-beyond-capacity
+//!   outage             the four-day outage under each operator answer
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -34,8 +36,10 @@ fn main() -> ExitCode {
         "check-determinism" => status(mailchaos(&["check-determinism", "scenarios/fast", "--seeds", seeds.as_deref().unwrap_or("10")])),
         "bench" => bench(seeds.as_deref().unwrap_or("20")),
         "defects" => defects(seeds.as_deref().unwrap_or("50")),
+        "surge" => surge(),
+        "outage" => status(mailchaos(&["run", "scenarios/outage", "--seed", "1"])).map(|_| true),
         _ => {
-            eprintln!("usage: cargo xtask ci | suite [SEEDS] | check-determinism [SEEDS] | bench [SEEDS] | defects [SEEDS]");
+            eprintln!("usage: cargo xtask ci | suite [SEEDS] | check-determinism [SEEDS] | bench [SEEDS] | defects [SEEDS] | surge | outage");
             return ExitCode::from(2);
         }
     };
@@ -83,12 +87,32 @@ fn defects(seeds: &str) -> Result<bool, String> {
     let listing = mailchaos(&["list-defects"]).output().map_err(|error| error.to_string())?;
     let mut all_caught = true;
     for name in String::from_utf8_lossy(&listing.stdout).lines().filter_map(|line| line.split_whitespace().next()) {
-        let output = mailchaos(&["run", "scenarios/fast", "--seeds", seeds, "--defect", name]).output().map_err(|error| error.to_string())?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        let summary = text.lines().find(|line| line.starts_with("summary:")).unwrap_or("no summary");
-        let caught = output.status.code() == Some(1);
+        // The fast suite first; load defects only show under the surge suite.
+        let mut verdict = None;
+        for (suite, suite_seeds) in [("scenarios/fast", seeds), ("scenarios/surge", "1")] {
+            let output = mailchaos(&["run", suite, "--seeds", suite_seeds, "--defect", name]).output().map_err(|error| error.to_string())?;
+            let text = String::from_utf8_lossy(&output.stdout).to_string();
+            let summary = text.lines().find(|line| line.starts_with("summary:")).unwrap_or("no summary").to_string();
+            verdict = Some((suite, output.status.code() == Some(1), summary));
+            if output.status.code() == Some(1) {
+                break;
+            }
+        }
+        let (suite, caught, summary) = verdict.unwrap_or(("none", false, String::new()));
         all_caught &= caught;
-        println!("{name:<26} {} {summary}", if caught { "caught" } else { "MISSED" });
+        println!("{name:<26} {} by {suite}: {summary}", if caught { "caught" } else { "MISSED" });
     }
     Ok(all_caught)
+}
+
+/// The surge must pass on the clean stack and fail with the MX that accepts beyond capacity.
+fn surge() -> Result<bool, String> {
+    let scenario = "scenarios/surge/reintegration-20k.toml";
+    let started = Instant::now();
+    let clean = status(mailchaos(&["run", scenario, "--seed", "1"]))?;
+    println!("surge: clean run {} in {:.1}s wall", if clean { "passed" } else { "FAILED" }, started.elapsed().as_secs_f64());
+    let planted = mailchaos(&["run", scenario, "--seed", "1", "--defect", "accept-beyond-capacity"]).output().map_err(|error| error.to_string())?;
+    let caught = planted.status.code() == Some(1);
+    println!("surge: accept-beyond-capacity {}", if caught { "caught" } else { "MISSED" });
+    Ok(clean && caught)
 }

@@ -18,6 +18,7 @@ mod a13_justified_duplicates;
 mod a15_atomic_publish;
 mod a19_uidl_stable;
 mod a20_client_complete;
+mod a21_overload;
 pub mod a22_outage_answer;
 mod a2_no_loss;
 mod a4_no_deliver_after_refusal;
@@ -46,6 +47,7 @@ pub const INVARIANTS: &[(&str, &str)] = &[
     ("A16", "handoff"),
     ("A19", "uidl-stable"),
     ("A20", "client-complete"),
+    ("A21", "overload-degrades-to-4xx"),
     ("A22", "outage-answer"),
     ("L1", "drains"),
 ];
@@ -87,6 +89,7 @@ pub fn check_all(output: &RunOutput) -> Vec<Violation> {
     a16_handoff::check(&facts, &mut violations);
     a19_uidl_stable::check(&facts, &mut violations);
     a20_client_complete::check(&facts, &mut violations);
+    a21_overload::check(&facts, &mut violations);
     a22_outage_answer::check(&facts, &mut violations);
     if output.drained_at_ms.is_none() && output.aborted.is_none() {
         // L1 drains: every queue must be empty and every message terminal within the horizon.

@@ -93,6 +93,13 @@ pub struct Mx {
     pub max_recipients: usize,
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
+    #[serde(default = "default_max_sessions_per_client")]
+    pub max_sessions_per_client: usize,
+    #[serde(default = "default_max_queue_files")]
+    pub max_queue_files: usize,
+    /// Greeting delay while the MX is near its session limit.
+    #[serde(default = "default_tarpit_ms")]
+    pub tarpit_ms: u64,
     #[serde(default = "default_queue_workers")]
     pub queue_workers: usize,
     #[serde(default = "default_retry_base_s")]
@@ -110,8 +117,17 @@ fn default_max_recipients() -> usize {
 fn default_max_sessions() -> usize {
     100
 }
+fn default_max_sessions_per_client() -> usize {
+    50
+}
+fn default_max_queue_files() -> usize {
+    20_000
+}
+fn default_tarpit_ms() -> u64 {
+    1000
+}
 fn default_queue_workers() -> usize {
-    2
+    4
 }
 fn default_retry_base_s() -> u64 {
     10

@@ -20,6 +20,7 @@ pub enum Defect {
     RetryAfter5xx,
     DuplicateDsn,
     ImpatientSender,
+    AcceptBeyondCapacity,
 }
 
 impl Defect {
@@ -39,6 +40,7 @@ impl Defect {
         Defect::RetryAfter5xx,
         Defect::DuplicateDsn,
         Defect::ImpatientSender,
+        Defect::AcceptBeyondCapacity,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +60,7 @@ impl Defect {
             Defect::RetryAfter5xx => "retry-after-5xx",
             Defect::DuplicateDsn => "duplicate-dsn",
             Defect::ImpatientSender => "impatient-sender",
+            Defect::AcceptBeyondCapacity => "accept-beyond-capacity",
         }
     }
 
@@ -79,6 +82,7 @@ impl Defect {
             Defect::RetryAfter5xx => "remote sender retries a recipient the MX refused with 5xx once before bouncing it (A8)",
             Defect::DuplicateDsn => "remote sender sends every failure DSN twice (A11)",
             Defect::ImpatientSender => "remote sender's SMTP timeouts are a tenth of RFC 5321's (A14)",
+            Defect::AcceptBeyondCapacity => "MX with a full queue answers 250 and drops the message instead of 452 (A21, A2)",
         }
     }
 

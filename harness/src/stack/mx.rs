@@ -12,7 +12,8 @@ use super::{Defect, Env, StackError, SMTP_PORT};
 use crate::crash_point;
 use crate::disk::DiskError;
 use crate::history::{Event, Stage};
-use std::collections::BTreeSet;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -41,6 +42,12 @@ pub struct MxConfig {
     pub idle_timeout: Duration,
     /// Sessions served at once; beyond it new connections get 421 4.7.0 and are closed.
     pub max_sessions: usize,
+    /// Sessions from one client host at once; beyond it 421 4.7.0.
+    pub max_sessions_per_client: usize,
+    /// Files in the queue beyond which MAIL gets 452 4.3.1 (backpressure when the store is slow).
+    pub max_queue_files: usize,
+    /// Delay of the greeting while the MX is near its session limit (tarpitting).
+    pub tarpit: Duration,
     pub runner: RunnerConfig,
 }
 
@@ -49,32 +56,72 @@ pub async fn run(env: Env, config: MxConfig) {
     let config = Rc::new(config);
     let gauge: queue::QueueGauge = Rc::new(std::cell::Cell::new(0));
     tokio::task::spawn_local(queue::run(env.clone(), config.runner.clone(), gauge.clone()));
+    let load = Rc::new(Load { gauge, sessions: std::cell::Cell::new(0), per_client: RefCell::new(BTreeMap::new()) });
     let listener = match env.net.listen(SMTP_PORT).await {
         Ok(listener) => listener,
         Err(_) => return,
     };
-    serve(env, config, listener).await;
+    serve(env, config, listener, load).await;
 }
 
-async fn serve(env: Env, config: Rc<MxConfig>, listener: Box<dyn Listener>) {
-    let sessions = Rc::new(std::cell::Cell::new(0usize));
+/// What the MX knows about its own load.
+struct Load {
+    gauge: queue::QueueGauge,
+    sessions: std::cell::Cell<usize>,
+    per_client: RefCell<BTreeMap<String, usize>>,
+}
+
+impl Load {
+    /// Takes a session slot for `peer`, or names the reply that refuses it.
+    fn admit(&self, config: &MxConfig, peer: &str) -> Result<(), Reply> {
+        if self.sessions.get() >= config.max_sessions {
+            return Err(Reply::new(421, "4.7.0", "too many connections, try again later"));
+        }
+        let mut per_client = self.per_client.borrow_mut();
+        let count = per_client.entry(peer.to_string()).or_default();
+        if *count >= config.max_sessions_per_client {
+            return Err(Reply::new(421, "4.7.0", "too many connections from your host, try again later"));
+        }
+        *count += 1;
+        self.sessions.set(self.sessions.get() + 1);
+        Ok(())
+    }
+
+    fn release(&self, peer: &str) {
+        self.sessions.set(self.sessions.get().saturating_sub(1));
+        if let Some(count) = self.per_client.borrow_mut().get_mut(peer) {
+            *count = count.saturating_sub(1);
+        }
+    }
+
+    fn stressed(&self, config: &MxConfig) -> bool {
+        self.sessions.get() * 10 >= config.max_sessions * 8
+    }
+
+    fn queue_full(&self, config: &MxConfig) -> bool {
+        self.gauge.get() >= config.max_queue_files
+    }
+}
+
+async fn serve(env: Env, config: Rc<MxConfig>, listener: Box<dyn Listener>, load: Rc<Load>) {
     let mut session_number = 0u64;
     loop {
-        let Ok((stream, _peer)) = listener.accept().await else { continue };
+        let Ok((stream, peer)) = listener.accept().await else { continue };
         session_number += 1;
         let id = format!("mx-{}-{session_number}", env.journal.now_ms());
         let mut conn = Conn::new(stream);
-        if sessions.get() >= config.max_sessions {
-            let reply = Reply::new(421, "4.7.0", "too many connections, try again later");
+        if let Err(reply) = load.admit(&config, &peer) {
             env.journal.record(Event::MxRefusal { session: id, stage: Stage::Greeting, reply: reply.summary() });
             let _ = conn.send(&reply.encode()).await;
             continue;
         }
-        sessions.set(sessions.get() + 1);
-        let (env, config, sessions) = (env.clone(), config.clone(), sessions.clone());
+        let (env, config, load) = (env.clone(), config.clone(), load.clone());
         tokio::task::spawn_local(async move {
-            let _ = Session { env: &env, config: &config, id, helo: false, txn: None }.run(conn).await;
-            sessions.set(sessions.get() - 1);
+            if load.stressed(&config) {
+                tokio::time::sleep(config.tarpit).await;
+            }
+            let _ = Session { env: &env, config: &config, load: &load, id, helo: false, txn: None }.run(conn).await;
+            load.release(&peer);
         });
     }
 }
@@ -87,6 +134,7 @@ struct Transaction {
 struct Session<'a> {
     env: &'a Env,
     config: &'a MxConfig,
+    load: &'a Load,
     id: String,
     helo: bool,
     txn: Option<Transaction>,
@@ -180,6 +228,10 @@ impl Session<'_> {
         if self.txn.is_some() {
             return Reply::new(503, "5.5.1", "nested MAIL command");
         }
+        if self.load.queue_full(self.config) && !self.env.defects.has(Defect::AcceptBeyondCapacity) {
+            // Backpressure: the sender keeps the message until the queue has room (RFC 5321 §4.5.3.1.10).
+            return Reply::new(452, "4.3.1", "insufficient system storage, try again later");
+        }
         for (key, value) in params {
             match (key.as_str(), value.as_deref()) {
                 ("SIZE", Some(size)) => match size.parse::<usize>() {
@@ -256,7 +308,15 @@ impl Session<'_> {
         let mut body = received.into_bytes();
         body.extend_from_slice(&message);
         let queued = QueuedMessage { msg: msg.clone(), from: txn.from.clone(), rcpts: txn.rcpts.clone(), body };
-        let (queue_file, result) = self.enqueue(&name, &queued).await;
+        let (queue_file, result) = if self.load.queue_full(self.config) && self.env.defects.has(Defect::AcceptBeyondCapacity) {
+            // The planted bug: no room, so the message is acknowledged and silently dropped.
+            (None, Ok(()))
+        } else {
+            self.enqueue(&name, &queued).await
+        };
+        if result.is_ok() && queue_file.is_some() {
+            self.load.gauge.set(self.load.gauge.get() + 1);
+        }
         let reply = match result {
             Ok(()) => Reply::new(250, "2.0.0", &format!("Ok: queued as {name}")),
             Err(StackError::CrashPoint(point)) => return Err(StackError::CrashPoint(point)),

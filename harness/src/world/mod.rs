@@ -152,6 +152,9 @@ impl<'a> World<'a> {
             max_recipients: scenario.mx.max_recipients,
             idle_timeout: Duration::from_secs(300),
             max_sessions: scenario.mx.max_sessions,
+            max_sessions_per_client: scenario.mx.max_sessions_per_client.max(1),
+            max_queue_files: scenario.mx.max_queue_files.max(1),
+            tarpit: Duration::from_millis(scenario.mx.tarpit_ms),
             runner: RunnerConfig {
                 store_host: "store".into(),
                 hostname: "mx.libero.test".into(),
@@ -357,6 +360,7 @@ impl<'a> World<'a> {
 
     fn run(mut self) -> RunOutput {
         let horizon_ms = *self.scenario.horizon_s.get_ref() * 1000;
+        let tick_ms = *self.scenario.tick_ms.get_ref();
         let chaos_end_ms = *self.scenario.chaos_s.get_ref() * 1000;
         let sweep_ms = 2 * *self.scenario.clients.poll_interval_s.get_ref() * 1000 + 10_000;
         let mut drain = Drain::new(self.plan.workload.iter().map(Vec::len).sum());
@@ -384,6 +388,10 @@ impl<'a> World<'a> {
                 drained_at_ms = Some(self.now_ms.get());
                 end_ms = (self.now_ms.get() + sweep_ms).min(horizon_ms);
                 self.world_journal.record(Event::Phase { name: "final-sweep".into() });
+            }
+            // The final sweep lasts at least two polls, and until every client has caught up.
+            if drained_at_ms.is_some() && self.now_ms.get() + tick_ms >= end_ms && !drain.clients_caught_up() {
+                end_ms = (end_ms + tick_ms).min(horizon_ms);
             }
             if self.history.borrow().overflowed {
                 break;
@@ -532,18 +540,21 @@ fn build_sim<'a>(scenario: &Scenario, seed: Seed) -> turmoil::Sim<'a> {
         .build()
 }
 
-/// Tracks, from the history alone, whether every queue has drained.
+/// Tracks, from the history alone, whether every queue has drained and every client has
+/// downloaded what was delivered to it.
 struct Drain {
     planned_messages: usize,
     submitted: usize,
     sender_open: usize,
     /// Queue files the MX acknowledged and has not finished.
     mx_open: BTreeSet<String>,
+    /// (mailbox, uidl) delivered and not yet downloaded by the mailbox's client.
+    unfetched: BTreeSet<(String, String)>,
 }
 
 impl Drain {
     fn new(planned_messages: usize) -> Drain {
-        Drain { planned_messages, submitted: 0, sender_open: 0, mx_open: BTreeSet::new() }
+        Drain { planned_messages, submitted: 0, sender_open: 0, mx_open: BTreeSet::new(), unfetched: BTreeSet::new() }
     }
 
     fn observe(&mut self, event: &Event) {
@@ -559,12 +570,22 @@ impl Drain {
             Event::QueueRecorded { queue_file, remaining, .. } if remaining.is_empty() => {
                 self.mx_open.remove(queue_file);
             }
+            Event::StoreDelivered { mailbox, uidvalidity, uid, .. } => {
+                self.unfetched.insert((mailbox.clone(), format!("{uidvalidity}.{uid}")));
+            }
+            Event::ClientFetched { mailbox, uidl, .. } => {
+                self.unfetched.remove(&(mailbox.clone(), uidl.clone()));
+            }
             _ => {}
         }
     }
 
     fn is_drained(&self) -> bool {
         self.submitted == self.planned_messages && self.sender_open == 0 && self.mx_open.is_empty()
+    }
+
+    fn clients_caught_up(&self) -> bool {
+        self.unfetched.is_empty()
     }
 }
 
