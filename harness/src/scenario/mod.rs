@@ -67,6 +67,18 @@ pub struct Scenario {
     pub clients: Clients,
     #[serde(default, rename = "fault")]
     pub faults: Vec<Fault>,
+    /// Per-link latency and jitter, beyond the [network] defaults.
+    #[serde(default, rename = "link")]
+    pub links: Vec<Link>,
+}
+
+/// One link's latency: each message takes between min and max (the spread is the jitter).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    pub hosts: Spanned<Vec<String>>,
+    pub min_latency_ms: u64,
+    pub max_latency_ms: Spanned<u64>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -326,6 +338,13 @@ fn validate(scenario: &Scenario) -> Result<(), Invalid> {
     for fault in &scenario.faults {
         validate_fault(scenario, fault)?;
     }
+    let hosts = scenario.hosts();
+    for link in &scenario.links {
+        let pair = link.hosts.get_ref();
+        check(pair.len() == 2 && pair[0] != pair[1] && pair.iter().all(|h| hosts.contains(h)), link.hosts.span(), || format!("a link names two different hosts of: {}", hosts.join(", ")))?;
+        let max = &link.max_latency_ms;
+        check(*max.get_ref() >= link.min_latency_ms && *max.get_ref() <= 600_000, max.span(), || "max_latency_ms must be at least min_latency_ms and at most 600000".into())?;
+    }
     Ok(())
 }
 
@@ -503,6 +522,16 @@ poll_interval_s = 60
         assert!(parse("ok.toml", &ok).is_ok());
         let dns = error_of(&format!("{MINIMAL}[[fault]]\nkind = \"dns-failure\"\nhost = \"mx\"\nat_s = 10\nduration_s = 60\n"));
         assert!(dns.contains("unknown host 'mx'"), "{dns}");
+    }
+
+    #[test]
+    fn links_are_validated() {
+        let link = |body: &str| parse("l.toml", &format!("{MINIMAL}[[link]]\n{body}\n"));
+        assert!(link("hosts = [\"provider-gmail\", \"mx\"]\nmin_latency_ms = 10\nmax_latency_ms = 900").is_ok());
+        let error = link("hosts = [\"provider-gmail\", \"dns\"]\nmin_latency_ms = 10\nmax_latency_ms = 900").unwrap_err().to_string();
+        assert!(error.contains(":17:9: a link names two different hosts"), "{error}");
+        let error = link("hosts = [\"mx\", \"store\"]\nmin_latency_ms = 10\nmax_latency_ms = 5").unwrap_err().to_string();
+        assert!(error.contains(":19:18: max_latency_ms must be at least"), "{error}");
     }
 
     #[test]

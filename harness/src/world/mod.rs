@@ -130,6 +130,11 @@ impl<'a> World<'a> {
         let mut world = World { scenario, sim, history: history.clone(), now_ms, disks, world_journal, schedule: Vec::new(), plan, armed_points: BTreeMap::new(), fired, net_faults: Rc::default(), operator: Rc::new(Cell::new(stack::mx::OperatorMode::Normal)), armed_cuts: Vec::new(), provider_of_msg };
         world.schedule_faults();
         world.install_hosts(defects, &journal_of);
+        for link in &scenario.links {
+            let (a, b) = (link.hosts.get_ref()[0].as_str(), link.hosts.get_ref()[1].as_str());
+            world.sim.set_link_latency(a, b, Duration::from_millis(link.min_latency_ms));
+            world.sim.set_link_max_message_latency(a, b, Duration::from_millis(*link.max_latency_ms.get_ref()));
+        }
         world
     }
 
