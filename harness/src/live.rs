@@ -75,6 +75,7 @@ async fn run(options: &Options, users: BTreeSet<String>) -> Result<bool, String>
         users,
         max_message_bytes: 10 * 1024 * 1024 + 4096,
         idle_timeout: Duration::from_secs(600),
+        pop3_max_sessions: 100,
     };
     tokio::task::spawn_local(stack::store::run(env_of("store"), store_config));
     tokio::task::spawn_local(stack::mx::run(env_of("mx"), mx_config));

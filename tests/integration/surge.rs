@@ -29,3 +29,20 @@ fn accepting_beyond_capacity_is_caught() {
     let fired: std::collections::BTreeSet<&str> = judged.violations.iter().map(|v| v.invariant).collect();
     assert!(fired.contains("A21") && fired.contains("A2"), "{fired:?}");
 }
+
+/// 400 clients in lockstep reconnect at once after a store stall, against 50 POP3 sessions: many
+/// are refused, and still every client ends up with every message of its mailbox once.
+#[test]
+fn a_pop3_reconnection_storm_loses_and_repeats_nothing() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/surge/pop3-reconnect-storm.toml");
+    let judged = judge(&scenario::load(&path).unwrap(), Seed(1), &Defects::none());
+    assert!(judged.violations.is_empty(), "{:?}", &judged.violations[..judged.violations.len().min(3)]);
+    let refused = judged
+        .output
+        .history
+        .records
+        .iter()
+        .filter(|r| matches!(&r.event, harness::history::Event::ClientFailure { error, .. } if error.contains("too many connections")))
+        .count();
+    assert!(refused > 100, "the scenario should produce a reconnection storm, saw {refused} refusals");
+}

@@ -199,6 +199,17 @@ pub struct Clients {
     /// Users whose client deletes what it fetched (the others leave mail on the server).
     #[serde(default = "no_users")]
     pub delete_after_fetch: Spanned<Vec<String>>,
+    /// When set, every client polls first at this moment and then in lockstep (a reconnection
+    /// storm); otherwise first polls are spread over one interval.
+    #[serde(default)]
+    pub first_poll_s: Option<u64>,
+    /// The store's POP3 session limit.
+    #[serde(default = "default_pop3_max_sessions")]
+    pub pop3_max_sessions: usize,
+}
+
+fn default_pop3_max_sessions() -> usize {
+    200
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

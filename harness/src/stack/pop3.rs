@@ -20,13 +20,22 @@ pub fn password_of(user: &str) -> String {
 
 pub async fn serve(env: Env, config: Rc<StoreConfig>, index: Index) {
     let Ok(listener) = env.net.listen(POP3_PORT).await else { return };
+    let sessions = Rc::new(std::cell::Cell::new(0usize));
     loop {
         let Ok((stream, _peer)) = listener.accept().await else { continue };
-        let (env, config, index) = (env.clone(), config.clone(), index.clone());
+        let mut conn = Conn::new(stream);
+        if sessions.get() >= config.pop3_max_sessions {
+            // RFC 2449 §8.1.2: a temporary condition; the client should try again later.
+            let _ = conn.send(&err("[SYS/TEMP] too many connections, try again later")).await;
+            continue;
+        }
+        sessions.set(sessions.get() + 1);
+        let (env, config, index, sessions) = (env.clone(), config.clone(), index.clone(), sessions.clone());
         tokio::task::spawn_local(async move {
             let mut session = Session { env: &env, config: &config, index: &index, user: None, locked: None, view: Vec::new(), deleted: BTreeSet::new() };
-            session.run(Conn::new(stream)).await;
+            session.run(conn).await;
             session.unlock();
+            sessions.set(sessions.get() - 1);
         });
     }
 }

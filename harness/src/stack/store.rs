@@ -25,6 +25,8 @@ pub struct StoreConfig {
     pub users: BTreeSet<String>,
     pub max_message_bytes: usize,
     pub idle_timeout: Duration,
+    /// POP3 sessions at once; beyond it clients get -ERR [SYS/TEMP] and try again later.
+    pub pop3_max_sessions: usize,
 }
 
 /// One message as the index knows it.

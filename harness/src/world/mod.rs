@@ -178,6 +178,7 @@ impl<'a> World<'a> {
             users: users.clone(),
             max_message_bytes: scenario.mx.max_message_bytes + 4096,
             idle_timeout: Duration::from_secs(600),
+            pop3_max_sessions: scenario.clients.pop3_max_sessions.max(1),
         };
         self.sim.host("store", move || stack::store::run(store_env.clone(), store_config.clone()).map_ok());
 
@@ -207,8 +208,12 @@ impl<'a> World<'a> {
                 store_host: "store".into(),
                 user: user.clone(),
                 password: stack::pop3::password_of(user),
-                // Spread the first polls so that clients do not all arrive in one tick.
-                first_poll: Duration::from_millis(1000 + (index as u64 * 997) % (poll_s * 1000)),
+                // Spread the first polls so that clients do not all arrive in one tick, unless the
+                // scenario wants them in lockstep.
+                first_poll: match scenario.clients.first_poll_s {
+                    Some(first_s) => Duration::from_secs(first_s),
+                    None => Duration::from_millis(1000 + (index as u64 * 997) % (poll_s * 1000)),
+                },
                 poll_interval: Duration::from_secs(poll_s),
                 delete_after_fetch: deleting.contains(user),
             })
