@@ -76,6 +76,13 @@ fn a7_catches_a_sender_that_gives_up_early() {
 }
 
 #[test]
+fn a3_catches_an_lmtp_server_that_replies_once_per_transaction() {
+    let fired = violated("baseline", 1, &[Defect::LmtpSingleReply]);
+    assert!(fired.contains("A3"), "{fired:?}");
+    assert_eq!(violated("baseline", 1, &[]), set(&[]));
+}
+
+#[test]
 fn a8_catches_a_retry_after_a_permanent_failure() {
     check("baseline", 2, Defect::RetryAfter5xx, &["A8"]);
 }

@@ -9,6 +9,7 @@ mod a11_dsn_cardinality;
 mod a14_timeouts;
 mod a16_handoff;
 mod a1_durable_before_ack;
+mod a3_one_reply;
 mod a5_transient_requeued;
 mod a6_retry_spacing;
 mod a7_explicit_give_up;
@@ -32,6 +33,7 @@ pub use facts::Facts;
 pub const INVARIANTS: &[(&str, &str)] = &[
     ("A1", "durable-before-ack"),
     ("A2", "no-loss"),
+    ("A3", "one-reply"),
     ("A4", "no-deliver-after-refusal"),
     ("A5", "transient-requeued"),
     ("A6", "retry-spacing"),
@@ -74,6 +76,7 @@ pub fn check_all(output: &RunOutput) -> Vec<Violation> {
     let mut violations = Vec::new();
     a1_durable_before_ack::check(&facts, &mut violations);
     a2_no_loss::check(&facts, &mut violations);
+    a3_one_reply::check(&facts, &mut violations);
     a4_no_deliver_after_refusal::check(&facts, &mut violations);
     a5_transient_requeued::check(&facts, &mut violations);
     a6_retry_spacing::check(&facts, &mut violations);

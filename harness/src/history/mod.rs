@@ -106,6 +106,10 @@ pub enum Event {
     /// The store is about to answer 2xx for this recipient: the message sits at `file`.
     StoreDelivered { mailbox: String, msg: String, uidvalidity: u64, uid: u64, file: String, digest: String },
     StoreRefusal { mailbox: String, msg: String, reply: String },
+    /// The store's account of an LMTP data phase: the recipients it had accepted, and those it
+    /// sent a reply for, in the order it sent them.
+    /// `connection_lost` when a reply could not be sent.
+    LmtpDataEnd { session: String, accepted: Vec<String>, replied: Vec<String>, connection_lost: bool },
     StoreRecovered { mailbox: String, uidvalidity: u64, uidnext: u64, messages: u64, debris_removed: u64 },
 
     // ----- POP3 clients -----

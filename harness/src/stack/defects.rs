@@ -21,6 +21,7 @@ pub enum Defect {
     DuplicateDsn,
     ImpatientSender,
     AcceptBeyondCapacity,
+    LmtpSingleReply,
 }
 
 impl Defect {
@@ -41,6 +42,7 @@ impl Defect {
         Defect::DuplicateDsn,
         Defect::ImpatientSender,
         Defect::AcceptBeyondCapacity,
+        Defect::LmtpSingleReply,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +63,7 @@ impl Defect {
             Defect::DuplicateDsn => "duplicate-dsn",
             Defect::ImpatientSender => "impatient-sender",
             Defect::AcceptBeyondCapacity => "accept-beyond-capacity",
+            Defect::LmtpSingleReply => "lmtp-single-reply",
         }
     }
 
@@ -83,6 +86,7 @@ impl Defect {
             Defect::DuplicateDsn => "remote sender sends every failure DSN twice (A11)",
             Defect::ImpatientSender => "remote sender's SMTP timeouts are a tenth of RFC 5321's (A14)",
             Defect::AcceptBeyondCapacity => "MX with a full queue answers 250 and drops the message instead of 452 (A21, A2)",
+            Defect::LmtpSingleReply => "store answers LMTP's end of data once, like SMTP, instead of once per recipient (A3)",
         }
     }
 

@@ -218,18 +218,32 @@ async fn lmtp_session(env: &Env, config: &StoreConfig, index: &Index, mut conn: 
                 let message = decoder.finish();
                 let sender = from.take().unwrap_or_default();
                 // RFC 2033 §4.2: exactly one reply per accepted recipient, in RCPT order.
-                for rcpt in std::mem::take(&mut rcpts) {
+                let accepted = std::mem::take(&mut rcpts);
+                let single_reply = env.defects.has(Defect::LmtpSingleReply);
+                let mut replied = Vec::new();
+                let mut connection_lost = false;
+                for (position, rcpt) in accepted.iter().enumerate() {
                     delivery += 1;
                     let reply = match &message {
                         Ok(bytes) => {
                             let unique = format!("{}.S{session}D{delivery}", env.journal.now_ms());
-                            deliver(env, config, index, &rcpt, &sender, bytes, &unique).await?
+                            deliver(env, config, index, rcpt, &sender, bytes, &unique).await?
                         }
                         Err(_) => Reply::new(552, "5.3.4", "message too big or malformed"),
                     };
-                    if conn.send(&send(reply)).await.is_err() {
-                        return Ok(());
+                    if single_reply && position > 0 {
+                        continue; // the planted bug: one reply for the whole transaction
                     }
+                    if conn.send(&send(reply)).await.is_err() {
+                        connection_lost = true;
+                        break;
+                    }
+                    replied.push(rcpt.clone());
+                }
+                let session = format!("lmtp-{session}");
+                env.journal.record(Event::LmtpDataEnd { session, accepted, replied, connection_lost });
+                if connection_lost {
+                    return Ok(());
                 }
                 continue;
             }
