@@ -58,6 +58,21 @@ pub struct SenderPolicy {
     pub delay_notice_s: Option<f64>,
 }
 
+impl SenderPolicy {
+    /// The policy a `SenderPolicy` event records.
+    pub fn of(event: &Event) -> Option<SenderPolicy> {
+        let Event::SenderPolicy { policy, time_scale, min_interval_s, lifetime_s, retries, delay_notice_s } = event else { return None };
+        Some(SenderPolicy {
+            name: policy.clone(),
+            time_scale: *time_scale,
+            min_interval_s: *min_interval_s,
+            lifetime_s: *lifetime_s,
+            retries: *retries,
+            delay_notice_s: *delay_notice_s,
+        })
+    }
+}
+
 pub struct Facts<'a> {
     pub records: &'a [Record],
     /// Per provider host: its policy.
@@ -141,16 +156,10 @@ impl<'a> Facts<'a> {
                 self.submitted.insert(msg.clone(), (at, from.clone(), rcpts.clone(), digest.clone()));
                 self.submitted_by.insert(msg.clone(), record.host.clone());
             }
-            Event::SenderPolicy { policy, time_scale, min_interval_s, lifetime_s, retries, delay_notice_s } => {
-                let policy = SenderPolicy {
-                    name: policy.clone(),
-                    time_scale: *time_scale,
-                    min_interval_s: *min_interval_s,
-                    lifetime_s: *lifetime_s,
-                    retries: *retries,
-                    delay_notice_s: *delay_notice_s,
-                };
-                self.policies.insert(record.host.clone(), policy);
+            Event::SenderPolicy { .. } => {
+                if let Some(policy) = SenderPolicy::of(&record.event) {
+                    self.policies.insert(record.host.clone(), policy);
+                }
             }
             Event::SmtpReply { session, msg, stage, rcpt, reply } => {
                 let ok = reply.starts_with('2');

@@ -179,16 +179,10 @@ fn add_expected_fates(records: &[Record], table: &mut BTreeMap<String, PolicyOut
     let mut policies: BTreeMap<&str, crate::check::facts::SenderPolicy> = BTreeMap::new();
     for record in records {
         match &record.event {
-            Event::SenderPolicy { policy, time_scale, min_interval_s, lifetime_s, retries, delay_notice_s } => {
-                let policy = crate::check::facts::SenderPolicy {
-                    name: policy.clone(),
-                    time_scale: *time_scale,
-                    min_interval_s: *min_interval_s,
-                    lifetime_s: *lifetime_s,
-                    retries: *retries,
-                    delay_notice_s: *delay_notice_s,
-                };
-                policies.insert(&record.host, policy);
+            Event::SenderPolicy { .. } => {
+                if let Some(policy) = crate::check::facts::SenderPolicy::of(&record.event) {
+                    policies.insert(&record.host, policy);
+                }
             }
             Event::Submit { rcpts, .. } if (outage.down_ms..outage.up_ms).contains(&record.t_ms) => {
                 let Some(policy) = policies.get(record.host.as_str()) else { continue };
