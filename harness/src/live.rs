@@ -39,6 +39,7 @@ pub fn serve(options: &Options) -> Result<bool, String> {
 }
 
 async fn run(options: &Options, users: BTreeSet<String>) -> Result<bool, String> {
+    // Live mode is not a simulation: real time is the right clock, and nothing here is replayed.
     let started = Instant::now();
     let history = Rc::new(RefCell::new(History::default()));
     let clock: crate::history::Clock = Rc::new(move || started.elapsed().as_millis() as u64);
