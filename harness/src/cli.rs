@@ -6,7 +6,8 @@ use crate::report;
 use crate::scenario::{self, Loaded, ScenarioError};
 use crate::seed::Seed;
 use crate::stack::{Defect, Defects};
-use crate::world::{self, RunOutput};
+use crate::disk::profile::Profile;
+use crate::world::{self, RunOptions, RunOutput};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -54,6 +55,10 @@ pub struct Runs {
     /// Switch on a planted defect (see list-defects); repeatable.
     #[arg(long = "defect")]
     pub defects: Vec<String>,
+    /// Persistence profile of the MX's and the store's disks: a shipped name (see list-profiles)
+    /// or a profile file. Default: posix-strict.
+    #[arg(long)]
+    pub profile: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -83,6 +88,8 @@ pub enum Command {
     ListDefects,
     /// List the shipped sender retry policies, one per line, name first.
     ListPolicies,
+    /// List the shipped persistence profiles, one per line, name first.
+    ListProfiles,
     /// Live mode: run the MX (SMTP), store (LMTP) and POP3 server on real sockets, so real
     /// clients can talk to the stack. Ports are 25, 24 and 110 plus --port-offset.
     Serve {
@@ -134,6 +141,12 @@ pub fn main_with(cli: Cli) -> ExitCode {
             for policy in crate::stack::policy::RetryPolicy::shipped() {
                 let flag = if policy.misbehaving { " [misbehaving]" } else { "" };
                 say!("{} lifetime={}s{flag} {}", policy.name, policy.lifetime_s, policy.description);
+            }
+            Ok(true)
+        }
+        Command::ListProfiles => {
+            for profile in Profile::shipped() {
+                say!("{} {}", profile.name(), profile.summary());
             }
             Ok(true)
         }
@@ -211,9 +224,22 @@ pub struct Judged {
 }
 
 pub fn judge(loaded: &Loaded, seed: Seed, defects: &Defects) -> Judged {
-    let output = world::run(&loaded.scenario, seed, defects);
+    judge_with(loaded, seed, defects, &RunOptions::default())
+}
+
+pub fn judge_with(loaded: &Loaded, seed: Seed, defects: &Defects, options: &RunOptions) -> Judged {
+    let output = world::run_with(&loaded.scenario, seed, defects, options);
     let violations = check::check_all(&output);
     Judged { output, violations }
+}
+
+/// The run options a command line asks for (bad profile files are reported with file:line:col).
+fn options_of(runs: &Runs) -> Result<RunOptions, BadInput> {
+    let profile = match &runs.profile {
+        Some(name_or_file) => Profile::resolve(name_or_file)?,
+        None => Profile::default(),
+    };
+    Ok(RunOptions { profile: std::rc::Rc::new(profile) })
 }
 
 /// The program as the user invoked it when that was a path (./target/release/mailchaos), so the
@@ -222,10 +248,13 @@ fn program() -> String {
     std::env::args().next().filter(|arg0| arg0.contains('/') && !arg0.contains("/deps/")).unwrap_or_else(|| "mailchaos".into())
 }
 
-fn repro_line(loaded: &Loaded, seed: Seed, defects: &Defects) -> String {
+fn repro_line(loaded: &Loaded, seed: Seed, defects: &Defects, runs: &Runs) -> String {
     let mut line = format!("{} repro {} --seed {seed}", program(), loaded.path.display());
     for defect in defects.iter() {
         line.push_str(&format!(" --defect {}", defect.name()));
+    }
+    if let Some(profile) = &runs.profile {
+        line.push_str(&format!(" --profile {profile}"));
     }
     line
 }
@@ -249,6 +278,7 @@ fn run(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
     let suite = load_all(paths)?;
     let seeds = seeds_of(runs)?;
     let defects = parse_defects(&runs.defects)?;
+    let options = options_of(runs)?;
     // Wall time is measured only for the rate in the summary; it never reaches a simulation.
     let started = std::time::Instant::now();
     let (mut total, mut failed, mut unfired) = (0usize, 0usize, 0usize);
@@ -256,7 +286,7 @@ fn run(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
     let mut violated: Vec<(&'static str, usize)> = Vec::new();
     for loaded in &suite {
         for &seed in &seeds {
-            let judged = judge(loaded, seed, &defects);
+            let judged = judge_with(loaded, seed, &defects, &options);
             total += 1;
             say!("{}", run_line(loaded, seed, &judged));
             unfired += usize::from(judged.output.faults.iter().any(|(_, fired)| *fired == 0));
@@ -276,7 +306,7 @@ fn run(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
             for violation in judged.violations.iter().take(3) {
                 say!("  {} {}: {}", violation.invariant, violation.subject, violation.explanation);
             }
-            say!("repro: {}", repro_line(loaded, seed, &defects));
+            say!("repro: {}", repro_line(loaded, seed, &defects, runs));
         }
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -305,7 +335,7 @@ fn repro(path: &Path, runs: &Runs, history_file: Option<&Path>) -> Result<bool, 
     let loaded = load_one(path)?;
     let seed = single_seed(runs)?;
     let defects = parse_defects(&runs.defects)?;
-    let judged = judge(&loaded, seed, &defects);
+    let judged = judge_with(&loaded, seed, &defects, &options_of(runs)?);
     say!("scenario {} ({}) seed={seed}", loaded.scenario.name, loaded.path.display());
     let plan = world::plan::make(&loaded.scenario, seed);
     for fault in &plan.faults {
@@ -331,7 +361,7 @@ fn repro(path: &Path, runs: &Runs, history_file: Option<&Path>) -> Result<bool, 
     }
     say!("verdict: violation");
     say!("{}", report::explain(&judged.output, &judged.violations, 50).trim_end());
-    say!("repro: {}", repro_line(&loaded, seed, &defects));
+    say!("repro: {}", repro_line(&loaded, seed, &defects, runs));
     Ok(false)
 }
 
@@ -339,7 +369,7 @@ fn digest(path: &Path, runs: &Runs) -> Result<bool, BadInput> {
     let loaded = load_one(path)?;
     let seed = single_seed(runs)?;
     let defects = parse_defects(&runs.defects)?;
-    let output = world::run(&loaded.scenario, seed, &defects);
+    let output = world::run_with(&loaded.scenario, seed, &defects, &options_of(runs)?);
     say!("{}", output.history.digest());
     Ok(true)
 }
@@ -348,15 +378,19 @@ fn check_determinism(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
     let suite = load_all(paths)?;
     let seeds = seeds_of(runs)?;
     let defects = parse_defects(&runs.defects)?;
+    let options = options_of(runs)?;
     let exe = std::env::current_exe().map_err(|error| BadInput(format!("cannot find own executable: {error}")))?;
     let mut diverged = 0;
     for loaded in &suite {
         for &seed in &seeds {
-            let here = world::run(&loaded.scenario, seed, &defects).history.digest();
+            let here = world::run_with(&loaded.scenario, seed, &defects, &options).history.digest();
             let mut command = std::process::Command::new(&exe);
             command.arg("digest").arg(&loaded.path).arg("--seed").arg(seed.to_string());
             for defect in defects.iter() {
                 command.arg("--defect").arg(defect.name());
+            }
+            if let Some(profile) = &runs.profile {
+                command.arg("--profile").arg(profile);
             }
             let child = command.output().map_err(|error| BadInput(format!("cannot start a fresh process: {error}")))?;
             let there = String::from_utf8_lossy(&child.stdout).trim().to_string();
@@ -364,7 +398,7 @@ fn check_determinism(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
             say!("{:<24} seed={seed} first={here} fresh_process={there} {}", loaded.scenario.name, if same { "same" } else { "DIVERGED" });
             if !same {
                 diverged += 1;
-                say!("repro: {}", repro_line(loaded, seed, &defects));
+                say!("repro: {}", repro_line(loaded, seed, &defects, runs));
             }
         }
     }

@@ -46,7 +46,8 @@ async fn run(options: &Options, users: BTreeSet<String>) -> Result<bool, String>
     let net = Rc::new(LiveNet { bind_ip: options.bind.clone(), port_offset: options.port_offset });
     let env_of = |host: &str| {
         let journal = Journal::new(history.clone(), host, clock.clone());
-        let disk = Disk::new(Rc::new(SimDisk::new(journal.clone(), Vec::new())));
+        let rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+        let disk = Disk::new(Rc::new(SimDisk::new(journal.clone(), Rc::new(Default::default()), Vec::new(), rng)));
         Env { journal, disk, net: net.clone(), defects: Defects::none() }
     };
     let mx_config = MxConfig {
@@ -71,6 +72,7 @@ async fn run(options: &Options, users: BTreeSet<String>) -> Result<bool, String>
         },
     };
     let store_config = StoreConfig {
+        restored: Rc::default(),
         hostname: format!("store.{}", options.domain),
         domains: vec![options.domain.clone()],
         users,

@@ -10,6 +10,8 @@
 //! before an operation (a stall that lasts days, a latency spike). That keeps devices simple and
 //! lets the stack `await` storage like real I/O.
 
+pub mod crash;
+pub mod profile;
 pub mod sim;
 
 use std::fmt;
@@ -77,8 +79,8 @@ impl fmt::Display for DiskError {
     }
 }
 
-/// A storage device. Implementations: [`sim::SimDisk`] (in memory, with faults and crash
-/// semantics). A real-directory device belongs beside it (see ARCHITECTURE.md).
+/// A storage device. Implementations: [`sim::SimDisk`] (in memory, a persistence profile's
+/// crash semantics and targeted faults).
 pub trait Device {
     /// How long an operation must wait before it is carried out (a stall window, a latency
     /// spike), or `None` to go ahead now. Asked again after the wait.

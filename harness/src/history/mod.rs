@@ -73,6 +73,12 @@ pub enum Event {
     DiskRename { from: String, to: String },
     DiskRemove { path: String },
     DiskError { op: String, path: String, error: String },
+    /// The device injected a fault into this operation (or did something by itself: a failover,
+    /// a rollback, the hidden-limit stall).
+    DiskFault { fault: String, op: String, path: String },
+    /// A crash or failover lost an operation a sync had acknowledged as durable: the device broke
+    /// its promise (a lying fsync, a lost cache write), not the stack.
+    DiskDropped { op: String, path: String },
 
     // ----- remote senders -----
     /// A provider's retry policy as it starts (durations already scaled by `time_scale`).
@@ -110,7 +116,10 @@ pub enum Event {
     /// sent a reply for, in the order it sent them.
     /// `connection_lost` when a reply could not be sent.
     LmtpDataEnd { session: String, accepted: Vec<String>, replied: Vec<String>, connection_lost: bool },
-    StoreRecovered { mailbox: String, uidvalidity: u64, uidnext: u64, messages: u64, debris_removed: u64 },
+    /// `restored`: the operator said the storage came back from a backup.
+    StoreRecovered { mailbox: String, uidvalidity: u64, uidnext: u64, messages: u64, debris_removed: u64, restored: bool },
+    /// A read found a message's bytes differ from the checksum in its name: not served (A23).
+    StoreCorruption { mailbox: String, uid: u64, file: String },
 
     // ----- POP3 clients -----
     /// The listing changed since this client's previous poll: (uidl, size) pairs in listing order.

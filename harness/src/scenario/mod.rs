@@ -232,6 +232,75 @@ pub enum FaultKind {
     /// and the MX's operator answers as `answer` says meanwhile: the 2023 incident.
     Outage,
     Crash,
+    /// fsync of matching files fails with EIO and drops the dirty pages (fsyncgate).
+    FsyncFail,
+    /// fsync answers Ok and makes nothing durable.
+    LyingFsync,
+    /// Writes are acknowledged and readable but never reach the media.
+    LostWrite,
+    /// Writes that a crash finds unsynced survive torn.
+    TornWrite,
+    /// Writes land in another file of the same directory.
+    MisdirectedWrite,
+    /// Reads find a persistent bit flip.
+    BitRot,
+    /// Mutating operations fail with EROFS (errors=remount-ro) until the window ends.
+    ReadOnly,
+    /// A crash inside the window loses one durable directory entry under the prefix.
+    DirentLoss,
+    /// The storage controller fails over at `at_s`: unflushed writes are lost, reads go stale.
+    Failover,
+    /// The store is restored from the backup taken at `snapshot_s`: crash, restore, restart.
+    Rollback,
+    /// Matching operations take `latency_ms` longer.
+    LatencySpike,
+}
+
+impl FaultKind {
+    /// The storage faults: aimed at the disk of `host`, by path prefix, operations and `nth`.
+    pub fn is_storage(self) -> bool {
+        matches!(
+            self,
+            FaultKind::DiskStall
+                | FaultKind::DiskEio
+                | FaultKind::DiskFull
+                | FaultKind::FsyncFail
+                | FaultKind::LyingFsync
+                | FaultKind::LostWrite
+                | FaultKind::TornWrite
+                | FaultKind::MisdirectedWrite
+                | FaultKind::BitRot
+                | FaultKind::ReadOnly
+                | FaultKind::DirentLoss
+                | FaultKind::LatencySpike
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::DiskStall => "disk-stall",
+            FaultKind::DiskEio => "disk-eio",
+            FaultKind::DiskFull => "disk-full",
+            FaultKind::Partition => "partition",
+            FaultKind::PartitionOneway => "partition-oneway",
+            FaultKind::Cut => "cut",
+            FaultKind::DnsFailure => "dns-failure",
+            FaultKind::PortClosed => "port-closed",
+            FaultKind::Outage => "outage",
+            FaultKind::Crash => "crash",
+            FaultKind::FsyncFail => "fsync-fail",
+            FaultKind::LyingFsync => "lying-fsync",
+            FaultKind::LostWrite => "lost-write",
+            FaultKind::TornWrite => "torn-write",
+            FaultKind::MisdirectedWrite => "misdirected-write",
+            FaultKind::BitRot => "bit-rot",
+            FaultKind::ReadOnly => "read-only",
+            FaultKind::DirentLoss => "dirent-loss",
+            FaultKind::Failover => "failover",
+            FaultKind::Rollback => "rollback",
+            FaultKind::LatencySpike => "latency-spike",
+        }
+    }
 }
 
 /// The stages after which a `cut` can freeze a link.
@@ -269,6 +338,20 @@ pub struct Fault {
     /// Outages: what the MX's operator answers meanwhile (see OUTAGE_ANSWERS).
     #[serde(default)]
     pub answer: Option<Spanned<String>>,
+    /// Storage faults: hit only the Nth matching call (1-based) inside the window.
+    #[serde(default)]
+    pub nth: Option<Spanned<u64>>,
+    /// disk-full: ENOSPC once the disk holds more bytes / files than this (unset: always).
+    #[serde(default)]
+    pub bytes: Option<u64>,
+    #[serde(default)]
+    pub files: Option<u64>,
+    /// latency-spike: how much longer each matching operation takes.
+    #[serde(default)]
+    pub latency_ms: Option<Spanned<u64>>,
+    /// rollback: when the backup that is restored was taken (before `at_s`).
+    #[serde(default)]
+    pub snapshot_s: Option<Spanned<u64>>,
 }
 
 /// The operator's choices during an outage.
@@ -323,7 +406,7 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
 }
 
 /// 1-based line and column (in characters) of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map(|tail| tail.chars().count()).unwrap_or(0) + 1;
@@ -409,10 +492,31 @@ fn validate_fault(scenario: &Scenario, fault: &Fault) -> Result<(), Invalid> {
         check(allowed.contains(&host.get_ref().as_str()), host.span(), || format!("unknown host '{}' for this fault; expected one of: {}", host.get_ref(), allowed.join(", ")))
     };
     match fault.kind {
-        FaultKind::DiskStall | FaultKind::DiskEio | FaultKind::DiskFull => {
-            let host = fault.host.as_ref().ok_or((at.span(), "a disk fault needs host = \"mx\" or \"store\"".to_string()))?;
+        kind if kind.is_storage() => {
+            let host = fault.host.as_ref().ok_or((at.span(), "a storage fault needs host = \"mx\" or \"store\"".to_string()))?;
             known_host(host, &["mx", "store"])?;
-            check(fault.duration_s.is_some(), at.span(), || "a disk fault needs duration_s".into())?;
+            check(fault.duration_s.is_some(), at.span(), || "a storage fault needs duration_s (its window)".into())?;
+            if let Some(nth) = &fault.nth {
+                check(*nth.get_ref() >= 1, nth.span(), || "nth counts from 1".into())?;
+            }
+            if kind == FaultKind::LatencySpike {
+                let latency = fault.latency_ms.as_ref().ok_or((at.span(), "a latency-spike needs latency_ms".to_string()))?;
+                check((1..=3_600_000).contains(latency.get_ref()), latency.span(), || "latency_ms must be between 1 and 3600000".into())?;
+            }
+        }
+        FaultKind::Failover => {
+            let host = fault.host.as_ref().ok_or((at.span(), "a failover needs host = \"mx\" or \"store\"".to_string()))?;
+            known_host(host, &["mx", "store"])?;
+        }
+        FaultKind::Rollback => {
+            let host = fault.host.as_ref().ok_or((at.span(), "a rollback needs host = \"store\"".to_string()))?;
+            // A restore is modelled for the mail store; restoring the MX queue would need the
+            // senders to learn which acknowledgements were undone.
+            known_host(host, &["store"])?;
+            let snapshot = fault.snapshot_s.as_ref().ok_or((at.span(), "a rollback needs snapshot_s (when the restored backup was taken)".to_string()))?;
+            check(*snapshot.get_ref() < low, snapshot.span(), || "snapshot_s must come before at_s".into())?;
+            let restart = fault.restart_after_s.as_ref().ok_or((at.span(), "a rollback needs restart_after_s".to_string()))?;
+            check(high + restart.get_ref() <= *scenario.chaos_s.get_ref(), restart.span(), || "the store must restart within chaos_s".into())?;
         }
         FaultKind::Cut => {
             let pair = fault.hosts.as_ref().ok_or((at.span(), "a cut needs hosts = [\"provider-x\", \"mx\"] or [\"mx\", \"store\"]".to_string()))?;
@@ -459,6 +563,7 @@ fn validate_fault(scenario: &Scenario, fault: &Fault) -> Result<(), Invalid> {
             let restart = fault.restart_after_s.as_ref().ok_or((at.span(), "a crash needs restart_after_s".to_string()))?;
             check(high + restart.get_ref() <= *scenario.chaos_s.get_ref(), restart.span(), || "the host must restart within chaos_s".into())?;
         }
+        _ => {}
     }
     Ok(())
 }

@@ -22,6 +22,10 @@ pub enum Defect {
     ImpatientSender,
     AcceptBeyondCapacity,
     LmtpSingleReply,
+    FsyncErrorIgnored,
+    NoChecksum,
+    KeepUidvalidityOnRollback,
+    RecoverTmpIntoNew,
 }
 
 impl Defect {
@@ -43,6 +47,10 @@ impl Defect {
         Defect::ImpatientSender,
         Defect::AcceptBeyondCapacity,
         Defect::LmtpSingleReply,
+        Defect::FsyncErrorIgnored,
+        Defect::NoChecksum,
+        Defect::KeepUidvalidityOnRollback,
+        Defect::RecoverTmpIntoNew,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +72,10 @@ impl Defect {
             Defect::ImpatientSender => "impatient-sender",
             Defect::AcceptBeyondCapacity => "accept-beyond-capacity",
             Defect::LmtpSingleReply => "lmtp-single-reply",
+            Defect::FsyncErrorIgnored => "fsync-error-ignored",
+            Defect::NoChecksum => "no-checksum",
+            Defect::KeepUidvalidityOnRollback => "keep-uidvalidity-on-rollback",
+            Defect::RecoverTmpIntoNew => "recover-tmp-into-new",
         }
     }
 
@@ -87,6 +99,10 @@ impl Defect {
             Defect::ImpatientSender => "remote sender's SMTP timeouts are a tenth of RFC 5321's (A14)",
             Defect::AcceptBeyondCapacity => "MX with a full queue answers 250 and drops the message instead of 452 (A21, A2)",
             Defect::LmtpSingleReply => "store answers LMTP's end of data once, like SMTP, instead of once per recipient (A3)",
+            Defect::FsyncErrorIgnored => "MX and store retry a failed fsync and trust its Ok, which on Linux means nothing was written (A1, A2)",
+            Defect::NoChecksum => "POP3 serves a message without checking its bytes against the checksum in its name (A23)",
+            Defect::KeepUidvalidityOnRollback => "after a restore from backup the store keeps UIDVALIDITY and the old UIDNEXT (A17, A18, A19)",
+            Defect::RecoverTmpIntoNew => "store recovery publishes what it finds in tmp/ into new/ instead of removing it (A15, A23)",
         }
     }
 

@@ -63,6 +63,16 @@ macro_rules! crash_point {
     };
 }
 
+/// fsync of one file. An error means the data may never reach the disk — Linux drops the dirty
+/// pages and the next fsync answers Ok ("fsyncgate", PostgreSQL 2018) — so the caller must fail
+/// its transaction, never retry the fsync and trust it.
+pub async fn fsync_file(env: &Env, path: &str) -> Result<(), crate::disk::DiskError> {
+    match env.disk.fsync(path).await {
+        Err(_) if env.defects.has(Defect::FsyncErrorIgnored) => env.disk.fsync(path).await,
+        result => result,
+    }
+}
+
 /// Every fail point of the stack, for the CLI and for scenarios to name.
 pub const CRASH_POINTS: &[&str] = &[
     "mx-after-queue-write",

@@ -369,7 +369,7 @@ impl Session<'_> {
             disk.write(&incoming, &bytes).await?;
             crash_point!(self.env, "mx-after-queue-write");
             if !skip_syncs {
-                disk.fsync(&incoming).await?;
+                super::fsync_file(&self.env, &incoming).await?;
             }
             Ok::<(), StackError>(())
         };

@@ -8,7 +8,8 @@
 use super::conn::{Conn, ConnError};
 use super::store::{checksum, Entry, Index, StoreConfig};
 use super::wire::{self, Pop3Command};
-use super::{Env, POP3_PORT};
+use super::{Defect, Env, POP3_PORT};
+use crate::history::Event;
 use crate::disk::parent;
 use std::collections::BTreeSet;
 use std::rc::Rc;
@@ -197,14 +198,19 @@ impl Session<'_> {
     }
 
     async fn retrieve(&self, number: u32) -> Vec<u8> {
-        let Some((_, entry)) = self.message(number) else { return err("no such message") };
+        let Some((uid, entry)) = self.message(number) else { return err("no such message") };
+        let trust = self.env.defects.has(Defect::NoChecksum); // the planted bug: serve unchecked
         match self.env.disk.read(&entry.file).await {
-            Ok(bytes) if checksum(&bytes) == entry.checksum => {
+            Ok(bytes) if trust || checksum(&bytes) == entry.checksum => {
                 let mut response = ok(&format!("{} octets", bytes.len()));
                 response.extend_from_slice(&wire::dot_stuff(&bytes));
                 response
             }
-            Ok(_) => err("[SYS/TEMP] message damaged on storage, not served"),
+            Ok(_) => {
+                let mailbox = self.locked.clone().unwrap_or_default();
+                self.env.journal.record(Event::StoreCorruption { mailbox, uid, file: entry.file.clone() });
+                err("[SYS/PERM] message damaged on storage, not served")
+            }
             Err(_) => err("[SYS/TEMP] storage error, try again later"),
         }
     }

@@ -13,7 +13,7 @@ use super::{Defect, Env, StackError, LMTP_PORT};
 use crate::crash_point;
 use crate::disk::DiskError;
 use crate::history::Event;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
@@ -27,6 +27,9 @@ pub struct StoreConfig {
     pub idle_timeout: Duration,
     /// POP3 sessions at once; beyond it clients get -ERR [SYS/TEMP] and try again later.
     pub pop3_max_sessions: usize,
+    /// The operator's notice that the storage was restored from a backup: the next recovery
+    /// starts a new UIDVALIDITY (RFC 3501 §2.3.1.1) and clears the notice.
+    pub restored: Rc<Cell<bool>>,
 }
 
 /// One message as the index knows it.
@@ -90,25 +93,18 @@ pub async fn run(env: Env, config: StoreConfig) {
 
 /// Rebuilds the index from the durable state and removes tmp/ debris. Runs at every start.
 pub async fn recover(env: &Env, config: &StoreConfig) -> Index {
+    let restored = config.restored.replace(false);
     let mut index = BTreeMap::new();
     for user in &config.users {
-        let mailbox = recover_mailbox(env, user).await;
+        let mailbox = recover_mailbox(env, user, restored).await;
         index.insert(user.clone(), mailbox);
     }
     Rc::new(StoreState { mailboxes: RefCell::new(index), uid_lock: tokio::sync::Mutex::new(()) })
 }
 
-async fn recover_mailbox(env: &Env, user: &str) -> Mailbox {
+async fn recover_mailbox(env: &Env, user: &str, restored: bool) -> Mailbox {
     let dir = mailbox_dir(user);
-    let mut debris_removed = 0;
-    for name in env.disk.list(&format!("{dir}/tmp")).await.unwrap_or_default() {
-        if env.disk.remove(&format!("{dir}/tmp/{name}")).await.is_ok() {
-            debris_removed += 1;
-        }
-    }
-    if debris_removed > 0 {
-        let _ = env.disk.fsync_dir(&format!("{dir}/tmp")).await;
-    }
+    let debris_removed = remove_debris(env, &dir).await;
     let mut messages = BTreeMap::new();
     for name in env.disk.list(&format!("{dir}/new")).await.unwrap_or_default() {
         if let Some((uid, sum)) = parse_file_name(&name) {
@@ -119,14 +115,21 @@ async fn recover_mailbox(env: &Env, user: &str) -> Mailbox {
     }
     let stored = read_uidlist(env, &dir).await;
     let highest_uid = messages.keys().next_back().copied().unwrap_or(0);
-    let (uidvalidity, stored_uidnext) = stored.unwrap_or((1 + env.journal.now_ms() / 1000, 1));
+    let fresh_uidvalidity = 1 + env.journal.now_ms() / 1000;
+    let (mut uidvalidity, stored_uidnext) = stored.unwrap_or((fresh_uidvalidity, 1));
     let uidnext = if env.defects.has(Defect::ReuseUidAfterRestart) {
         // The planted bug: trust the files, forget the durable UIDNEXT.
         highest_uid + 1
     } else {
         stored_uidnext.max(highest_uid + 1)
     };
-    if stored.is_none() {
+    // After a restore, UIDs issued since the backup may name other messages at clients: only a
+    // new UIDVALIDITY keeps (mailbox, UIDVALIDITY, UID) naming one message (A17, A18).
+    let renew = restored && !env.defects.has(Defect::KeepUidvalidityOnRollback);
+    if renew {
+        uidvalidity = fresh_uidvalidity.max(uidvalidity + 1);
+    }
+    if stored.is_none() || renew {
         let _ = write_uidlist(env, &dir, uidvalidity, uidnext).await;
     }
     env.journal.record(Event::StoreRecovered {
@@ -135,8 +138,29 @@ async fn recover_mailbox(env: &Env, user: &str) -> Mailbox {
         uidnext,
         messages: messages.len() as u64,
         debris_removed,
+        restored,
     });
     Mailbox { uidvalidity, uidnext, messages, locked: false }
+}
+
+/// tmp/ holds only deliveries that were never acknowledged (maildir(5)): remove them.
+async fn remove_debris(env: &Env, dir: &str) -> u64 {
+    let mut debris_removed = 0;
+    for name in env.disk.list(&format!("{dir}/tmp")).await.unwrap_or_default() {
+        let path = format!("{dir}/tmp/{name}");
+        let gone = if env.defects.has(Defect::RecoverTmpIntoNew) {
+            // The planted bug: "rescue" whatever tmp/ holds, complete or not.
+            env.disk.rename(&path, &format!("{dir}/new/{name}")).await
+        } else {
+            env.disk.remove(&path).await
+        };
+        debris_removed += u64::from(gone.is_ok());
+    }
+    if debris_removed > 0 {
+        let _ = env.disk.fsync_dir(&format!("{dir}/tmp")).await;
+        let _ = env.disk.fsync_dir(&format!("{dir}/new")).await;
+    }
+    debris_removed
 }
 
 async fn read_uidlist(env: &Env, dir: &str) -> Option<(u64, u64)> {
@@ -339,7 +363,7 @@ async fn publish(env: &Env, index: &Index, user: &str, bytes: &[u8], unique: &st
 
 async fn stage_file(env: &Env, path: &str, bytes: &[u8]) -> Result<(), DiskError> {
     env.disk.write(path, bytes).await?;
-    env.disk.fsync(path).await
+    super::fsync_file(env, path).await
 }
 
 /// Takes the next UID and makes the new UIDNEXT durable before the UID is used, so no crash can

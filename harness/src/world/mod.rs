@@ -5,6 +5,7 @@ pub mod net;
 pub mod plan;
 
 use crate::disk::sim::{FaultKind as DiskFaultKind, FaultWindow, SimDisk};
+use crate::disk::profile::Profile;
 use crate::disk::Disk;
 use crate::history::{Event, History, Journal};
 use crate::scenario::{provider_domain, provider_host, FaultKind, Scenario};
@@ -40,11 +41,28 @@ pub struct RunOutput {
     pub aborted: Option<String>,
 }
 
-/// Runs one scenario with one seed. Deterministic: same inputs, same history.
+/// How a run is set up beyond its scenario and seed.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// The persistence profile of the MX's and the store's disks.
+    pub profile: Rc<Profile>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { profile: Rc::new(Profile::default()) }
+    }
+}
+
+/// Runs one scenario with one seed on the default profile. Deterministic: same inputs, same history.
 pub fn run(scenario: &Scenario, seed: Seed, defects: &Defects) -> RunOutput {
+    run_with(scenario, seed, defects, &RunOptions::default())
+}
+
+pub fn run_with(scenario: &Scenario, seed: Seed, defects: &Defects, options: &RunOptions) -> RunOutput {
     // fail's registry is global to the process: start every run from a clean one.
     let fail_scenario = fail::FailScenario::setup();
-    let output = World::new(scenario, seed, defects).run();
+    let output = World::new(scenario, seed, defects, options).run();
     fail_scenario.teardown();
     output
 }
@@ -78,6 +96,12 @@ enum Action {
     /// Fault index: the storage goes down and the operator answers as planned; and the end.
     OutageBegins(usize),
     OutageEnds,
+    /// Fault index, host: the storage controller fails over.
+    Failover(usize, String),
+    /// Fault index, host: the backup is taken; later restored (the host crashes, the disk
+    /// returns to the backup, the operator tells the store it was restored).
+    Snapshot(String),
+    Rollback(usize, String),
 }
 
 struct World<'a> {
@@ -100,10 +124,12 @@ struct World<'a> {
     armed_cuts: Vec<usize>,
     /// Which provider host sent each message (to aim cuts at one provider's sessions).
     provider_of_msg: BTreeMap<String, String>,
+    /// The operator's notice to the store that its storage was restored from a backup.
+    restored: Rc<Cell<bool>>,
 }
 
 impl<'a> World<'a> {
-    fn new(scenario: &'a Scenario, seed: Seed, defects: &Defects) -> World<'a> {
+    fn new(scenario: &'a Scenario, seed: Seed, defects: &Defects, options: &RunOptions) -> World<'a> {
         let plan = plan::make(scenario, seed);
         let history = Rc::new(RefCell::new(History::default()));
         let now_ms = Rc::new(Cell::new(0u64));
@@ -116,8 +142,13 @@ impl<'a> World<'a> {
         let sim = build_sim(scenario, seed);
         let mut disks = BTreeMap::new();
         for host in scenario.hosts() {
-            let windows = if DISK_HOSTS.contains(&host.as_str()) { disk_windows(&plan.faults, &host) } else { Vec::new() };
-            disks.insert(host.clone(), Rc::new(SimDisk::new(journal_of(&host), windows)));
+            let rng = seed.stream(&format!("disk/{host}"));
+            let disk = if DISK_HOSTS.contains(&host.as_str()) {
+                SimDisk::new(journal_of(&host), options.profile.clone(), disk_windows(&plan.faults, &host), rng)
+            } else {
+                SimDisk::new(journal_of(&host), Rc::new(Profile::default()), Vec::new(), rng)
+            };
+            disks.insert(host.clone(), Rc::new(disk));
         }
         let world_journal = journal_of("world");
         let fired = vec![0; plan.faults.len()];
@@ -127,7 +158,7 @@ impl<'a> World<'a> {
                 provider_of_msg.insert(planned.msg.clone(), provider_host(provider.name.get_ref()));
             }
         }
-        let mut world = World { scenario, sim, history: history.clone(), now_ms, disks, world_journal, schedule: Vec::new(), plan, armed_points: BTreeMap::new(), fired, net_faults: Rc::default(), operator: Rc::new(Cell::new(stack::mx::OperatorMode::Normal)), armed_cuts: Vec::new(), provider_of_msg };
+        let mut world = World { restored: Rc::new(Cell::new(false)), scenario, sim, history: history.clone(), now_ms, disks, world_journal, schedule: Vec::new(), plan, armed_points: BTreeMap::new(), fired, net_faults: Rc::default(), operator: Rc::new(Cell::new(stack::mx::OperatorMode::Normal)), armed_cuts: Vec::new(), provider_of_msg };
         world.schedule_faults();
         world.install_hosts(defects, &journal_of);
         for link in &scenario.links {
@@ -179,6 +210,7 @@ impl<'a> World<'a> {
             max_message_bytes: scenario.mx.max_message_bytes + 4096,
             idle_timeout: Duration::from_secs(600),
             pop3_max_sessions: scenario.clients.pop3_max_sessions.max(1),
+            restored: self.restored.clone(),
         };
         self.sim.host("store", move || stack::store::run(store_env.clone(), store_config.clone()).map_ok());
 
@@ -240,9 +272,15 @@ impl<'a> World<'a> {
             let description = fault.describe();
             let hosts = fault.hosts.clone();
             match fault.kind {
-                FaultKind::DiskStall | FaultKind::DiskEio | FaultKind::DiskFull => {
+                kind if kind.is_storage() => {
                     self.at(fault.start_ms, Action::Note(format!("begin {description}")));
                     self.at(fault.end_ms, Action::Note(format!("end {description}")));
+                }
+                FaultKind::Failover => self.at(fault.start_ms, Action::Failover(index, hosts[0].clone())),
+                FaultKind::Rollback => {
+                    self.at(fault.snapshot_ms.unwrap_or(0), Action::Snapshot(hosts[0].clone()));
+                    self.at(fault.start_ms, Action::Rollback(index, hosts[0].clone()));
+                    self.at(fault.end_ms, Action::Restart(hosts[0].clone()));
                 }
                 FaultKind::Partition => {
                     self.at(fault.start_ms, Action::Partition(index, hosts[0].clone(), hosts[1].clone()));
@@ -272,6 +310,7 @@ impl<'a> World<'a> {
                         self.at(fault.end_ms, Action::Restart(hosts[0].clone()));
                     }
                 },
+                _ => {} // every storage fault is a window of the disk, scheduled above
             }
         }
         self.at(*self.scenario.chaos_s.get_ref() * 1000, Action::Heal);
@@ -350,6 +389,22 @@ impl<'a> World<'a> {
             Action::OutageEnds => {
                 self.world_journal.record(Event::Outage { down: false });
                 self.set_operator("normal");
+            }
+            Action::Failover(index, host) => {
+                note(self, format!("failover of {host}'s storage controller"));
+                self.fired[index] += 1;
+                self.disks[&host].failover();
+            }
+            Action::Snapshot(host) => {
+                note(self, format!("backup of {host}'s storage taken"));
+                self.disks[&host].snapshot();
+            }
+            Action::Rollback(index, host) => {
+                note(self, format!("{host} restored from its backup"));
+                self.fired[index] += 1;
+                self.crash(&host);
+                self.disks[&host].rollback("");
+                self.restored.set(true);
             }
             Action::ArmPoint(index, point) => {
                 note(self, format!("arm fail point {point}"));
@@ -483,7 +538,7 @@ impl<'a> World<'a> {
         let mut faults = Vec::new();
         for (index, fault) in self.plan.faults.iter().enumerate() {
             let fired = match fault.kind {
-                FaultKind::DiskStall | FaultKind::DiskEio | FaultKind::DiskFull => {
+                kind if kind.is_storage() => {
                     let disk = &self.disks[&fault.hosts[0]];
                     let windows_before = self.plan.faults[..index].iter().filter(|f| is_disk_fault(f) && f.hosts[0] == fault.hosts[0]).count();
                     disk.fired_counts().get(windows_before).copied().unwrap_or(0)
@@ -515,8 +570,9 @@ fn stage_name(stage: crate::history::Stage) -> &'static str {
     }
 }
 
+/// The faults that become a window of the host's disk.
 fn is_disk_fault(fault: &PlannedFault) -> bool {
-    matches!(fault.kind, FaultKind::DiskStall | FaultKind::DiskEio | FaultKind::DiskFull | FaultKind::Outage)
+    fault.kind.is_storage() || fault.kind == FaultKind::Outage
 }
 
 fn disk_windows(faults: &[PlannedFault], host: &str) -> Vec<FaultWindow> {
@@ -525,14 +581,24 @@ fn disk_windows(faults: &[PlannedFault], host: &str) -> Vec<FaultWindow> {
         .filter(|fault| is_disk_fault(fault) && fault.hosts[0] == host)
         .map(|fault| FaultWindow {
             kind: match fault.kind {
-                FaultKind::DiskStall | FaultKind::Outage => DiskFaultKind::Stall,
                 FaultKind::DiskEio => DiskFaultKind::Eio,
-                _ => DiskFaultKind::Full,
+                FaultKind::DiskFull => DiskFaultKind::Full { max_bytes: fault.bytes.unwrap_or(0), max_files: fault.files.unwrap_or(0) },
+                FaultKind::FsyncFail => DiskFaultKind::FsyncFail,
+                FaultKind::LyingFsync => DiskFaultKind::LyingFsync,
+                FaultKind::LostWrite => DiskFaultKind::LostWrite,
+                FaultKind::TornWrite => DiskFaultKind::TornWrite,
+                FaultKind::MisdirectedWrite => DiskFaultKind::MisdirectedWrite,
+                FaultKind::BitRot => DiskFaultKind::BitRot,
+                FaultKind::ReadOnly => DiskFaultKind::ReadOnly,
+                FaultKind::DirentLoss => DiskFaultKind::DirentLoss,
+                FaultKind::LatencySpike => DiskFaultKind::Latency { ms: fault.latency_ms.unwrap_or(0) },
+                _ => DiskFaultKind::Stall,
             },
             start_ms: fault.start_ms,
             end_ms: fault.end_ms,
             path_prefix: fault.path_prefix.clone(),
             ops: fault.ops.clone(),
+            nth: fault.nth,
         })
         .collect()
 }
@@ -585,6 +651,11 @@ impl Drain {
             }
             Event::ClientFetched { mailbox, uidl, .. } => {
                 self.unfetched.remove(&(mailbox.clone(), uidl.clone()));
+            }
+            // A damaged message is reported, not served: no client will ever fetch it.
+            Event::StoreCorruption { mailbox, uid, .. } => {
+                let suffix = format!(".{uid}");
+                self.unfetched.retain(|(owner, uidl)| owner != mailbox || !uidl.ends_with(&suffix));
             }
             _ => {}
         }

@@ -25,25 +25,21 @@ pub struct PlannedFault {
     pub point: Option<String>,
     pub stage: Option<String>,
     pub answer: Option<String>,
+    pub nth: Option<u64>,
+    pub bytes: Option<u64>,
+    pub files: Option<u64>,
+    pub latency_ms: Option<u64>,
+    pub snapshot_ms: Option<u64>,
 }
 
 impl PlannedFault {
     pub fn describe(&self) -> String {
-        let what = match self.kind {
-            FaultKind::DiskStall => "disk-stall",
-            FaultKind::DiskEio => "disk-eio",
-            FaultKind::DiskFull => "disk-full",
-            FaultKind::Partition => "partition",
-            FaultKind::PartitionOneway => "partition-oneway",
-            FaultKind::Cut => "cut",
-            FaultKind::DnsFailure => "dns-failure",
-            FaultKind::PortClosed => "port-closed",
-            FaultKind::Outage => "outage",
-            FaultKind::Crash => "crash",
-        };
+        let what = self.kind.name();
         let point = self.point.as_ref().map(|point| format!(" at fail point {point}")).unwrap_or_default();
         let point = point + &self.stage.as_ref().map(|stage| format!(" after stage {stage}")).unwrap_or_default();
         let point = point + &self.answer.as_ref().map(|answer| format!(" answered {answer}")).unwrap_or_default();
+        let point = point + &self.nth.map(|nth| format!(" call #{nth}")).unwrap_or_default();
+        let point = point + &self.snapshot_ms.map(|at| format!(" to the backup of {:.1}s", at as f64 / 1000.0)).unwrap_or_default();
         let ops = if self.ops.is_empty() { String::new() } else { format!(" ops={:?}", self.ops) };
         let prefix = if self.path_prefix.is_empty() { String::new() } else { format!(" path={}", self.path_prefix) };
         format!(
@@ -97,6 +93,11 @@ fn plan_faults(scenario: &Scenario, seed: Seed) -> Vec<PlannedFault> {
                 point: fault.point.as_ref().map(|point| point.get_ref().clone()),
                 stage: fault.stage.as_ref().map(|stage| stage.get_ref().clone()),
                 answer: fault.answer.as_ref().map(|answer| answer.get_ref().clone()),
+                nth: fault.nth.as_ref().map(|nth| *nth.get_ref()),
+                bytes: fault.bytes,
+                files: fault.files,
+                latency_ms: fault.latency_ms.as_ref().map(|latency| *latency.get_ref()),
+                snapshot_ms: fault.snapshot_s.as_ref().map(|at| at.get_ref() * 1000),
             }
         })
         .collect()
