@@ -10,6 +10,7 @@
 //! before an operation (a stall that lasts days, a latency spike). That keeps devices simple and
 //! lets the stack `await` storage like real I/O.
 
+pub mod dir;
 pub mod sim;
 
 use std::fmt;
@@ -78,7 +79,7 @@ impl fmt::Display for DiskError {
 }
 
 /// A storage device. Implementations: [`sim::SimDisk`] (in memory, with faults and crash
-/// semantics). A real-directory device belongs beside it (see ARCHITECTURE.md).
+/// semantics) and [`dir::DirDisk`] (a real directory, with errors injected by fail points).
 pub trait Device {
     /// How long an operation must wait before it is carried out (a stall window, a latency
     /// spike), or `None` to go ahead now. Asked again after the wait.
