@@ -9,6 +9,7 @@ pub mod check;
 pub mod cli;
 pub mod disk;
 pub mod history;
+pub mod ledger;
 pub mod live;
 pub mod report;
 pub mod scenario;
