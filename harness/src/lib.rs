@@ -15,4 +15,5 @@ pub mod report;
 pub mod scenario;
 pub mod seed;
 pub mod stack;
+pub mod verify;
 pub mod world;
