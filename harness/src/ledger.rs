@@ -1,12 +1,12 @@
 //! The ledger: the harness's durable account of what a store acknowledged, kept outside the
 //! store so a real store directory can be judged after a power cut (see [`crate::verify`]).
 //!
-//! An append-only text file, one entry per line, fields separated by tabs:
+//! An append-only text file, one entry per line, fields separated by tabs (shown as `\t`):
 //!
 //! ```text
 //! # mailchaos ledger v1
-//! delivered	<mailbox>	<uidvalidity>	<uid>	<file>	<checksum>
-//! expunging	<mailbox>	<uidvalidity>	<uid>	<file>
+//! delivered\t<mailbox>\t<uidvalidity>\t<uid>\t<file>\t<checksum>
+//! expunging\t<mailbox>\t<uidvalidity>\t<uid>\t<file>
 //! ```
 //!
 //! `delivered` is written after the store acknowledged the message; `<file>` is relative to the
