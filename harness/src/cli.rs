@@ -108,6 +108,15 @@ pub enum Command {
         #[arg(long)]
         seconds: Option<u64>,
     },
+    /// Judge a real store directory against the ledger of what it acknowledged (after a power
+    /// cut, say): lost or damaged messages, partial messages visible, UIDs used twice.
+    VerifyStore {
+        /// The store's directory (the one holding mail/).
+        dir: PathBuf,
+        /// The ledger the harness wrote while the store ran.
+        #[arg(long)]
+        ledger: PathBuf,
+    },
     /// Print the history digest of one run (used by check-determinism).
     #[command(hide = true)]
     Digest {
@@ -151,6 +160,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
             Ok(true)
         }
         Command::Digest { scenario, runs } => digest(&scenario, &runs),
+        Command::VerifyStore { dir, ledger } => verify_store(&dir, &ledger),
         Command::Serve { bind, port_offset, users, domain, seconds } => {
             let options = crate::live::Options { bind, port_offset, users, domain, seconds };
             crate::live::serve(&options).map_err(BadInput)
@@ -404,4 +414,18 @@ fn check_determinism(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
     }
     say!("summary: runs={} diverged={diverged}", suite.len() * seeds.len());
     Ok(diverged == 0)
+}
+
+/// One line per problem, then the verdict with its counts.
+fn verify_store(dir: &Path, ledger: &Path) -> Result<bool, BadInput> {
+    if !dir.is_dir() {
+        return Err(BadInput(format!("{}: no such store directory", dir.display())));
+    }
+    let entries = crate::ledger::read_ledger(ledger).map_err(|error| BadInput(error.to_string()))?;
+    let verdict = crate::verify::verify_store(dir, &entries);
+    for problem in &verdict.problems {
+        say!("{problem}");
+    }
+    say!("{}", verdict.summary());
+    Ok(verdict.is_ok())
 }

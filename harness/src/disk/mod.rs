@@ -11,6 +11,7 @@
 //! lets the stack `await` storage like real I/O.
 
 pub mod crash;
+pub mod dir;
 pub mod profile;
 pub mod sim;
 
@@ -80,7 +81,8 @@ impl fmt::Display for DiskError {
 }
 
 /// A storage device. Implementations: [`sim::SimDisk`] (in memory, a persistence profile's
-/// crash semantics and targeted faults).
+/// crash semantics and targeted faults) and [`dir::DirDisk`] (a real directory, with errors
+/// injected by fail points).
 pub trait Device {
     /// How long an operation must wait before it is carried out (a stall window, a latency
     /// spike), or `None` to go ahead now. Asked again after the wait.

@@ -1,0 +1,291 @@
+//! The ledger: the harness's durable account of what a store acknowledged, kept outside the
+//! store so a real store directory can be judged after a power cut (see [`crate::verify`]).
+//!
+//! An append-only text file, one entry per line, fields separated by tabs (shown as `\t`):
+//!
+//! ```text
+//! # mailchaos ledger v1
+//! delivered\t<mailbox>\t<uidvalidity>\t<uid>\t<file>\t<checksum>
+//! expunging\t<mailbox>\t<uidvalidity>\t<uid>\t<file>
+//! ```
+//!
+//! `delivered` is written after the store acknowledged the message; `<file>` is relative to the
+//! store directory and `<checksum>` is the store's (first 16 hex digits of blake3). `expunging`
+//! is written before the store is asked to remove a message, so from that line on its absence is
+//! expected. Each line is durable (`sync_data`) before the append returns; a power cut can only
+//! leave a last line without its newline, which was never acknowledged and is ignored on reading.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write as _};
+use std::path::{Component, Path};
+
+pub const HEADER: &str = "# mailchaos ledger v1";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// The store acknowledged the message; its bytes have this checksum.
+    Delivered { checksum: String },
+    /// A client deleted the message; the store may remove it from here on.
+    Expunging,
+}
+
+/// One line of the ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// 1-based line number in the ledger file, for reports.
+    pub line: usize,
+    pub kind: EntryKind,
+    pub mailbox: String,
+    pub uidvalidity: u64,
+    pub uid: u64,
+    /// Path relative to the store directory, e.g. `mail/anna/new/…`.
+    pub file: String,
+}
+
+impl LedgerEntry {
+    /// The message's identity: IMAP names a message by mailbox, UIDVALIDITY and UID.
+    pub fn key(&self) -> (&str, u64, u64) {
+        (&self.mailbox, self.uidvalidity, self.uid)
+    }
+}
+
+/// Appends entries durably.
+pub struct Ledger {
+    file: File,
+}
+
+impl Ledger {
+    /// Starts a new ledger at `path` (replacing any old one) and makes its name durable.
+    pub fn create(path: &Path) -> io::Result<Ledger> {
+        let file = OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
+        let mut ledger = Ledger { file };
+        ledger.append_line(HEADER)?;
+        let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        File::open(dir)?.sync_all()?;
+        Ok(ledger)
+    }
+
+    pub fn append_delivered(&mut self, mailbox: &str, uidvalidity: u64, uid: u64, file: &str, checksum: &str) -> io::Result<()> {
+        check_entry(mailbox, uidvalidity, uid, file)?;
+        if !is_checksum(checksum) {
+            return Err(invalid(format!("checksum must be 16 lowercase hex digits, got '{checksum}'")));
+        }
+        self.append_line(&format!("delivered\t{mailbox}\t{uidvalidity}\t{uid}\t{file}\t{checksum}"))
+    }
+
+    pub fn append_expunging(&mut self, mailbox: &str, uidvalidity: u64, uid: u64, file: &str) -> io::Result<()> {
+        check_entry(mailbox, uidvalidity, uid, file)?;
+        self.append_line(&format!("expunging\t{mailbox}\t{uidvalidity}\t{uid}\t{file}"))
+    }
+
+    /// One write for the whole line, then `sync_data`: the entry is durable on return.
+    fn append_line(&mut self, line: &str) -> io::Result<()> {
+        self.file.write_all(format!("{line}\n").as_bytes())?;
+        self.file.sync_data()
+    }
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
+
+/// Refuses what the reader would reject, so the writer can never produce an unreadable ledger.
+fn check_entry(mailbox: &str, uidvalidity: u64, uid: u64, file: &str) -> io::Result<()> {
+    let problem = check_mailbox(mailbox)
+        .or_else(|| (uidvalidity == 0).then(|| "uidvalidity must be positive".to_string()))
+        .or_else(|| (uid == 0).then(|| "uid must be positive".to_string()))
+        .or_else(|| check_file(file));
+    problem.map_or(Ok(()), |message| Err(invalid(message)))
+}
+
+fn check_mailbox(mailbox: &str) -> Option<String> {
+    let bad = mailbox.is_empty() || mailbox.contains(['\t', '\n', '\r', '/']);
+    bad.then(|| format!("mailbox must be a non-empty name without tabs, line breaks or '/', got {mailbox:?}"))
+}
+
+/// A file must be a relative path inside the store: no root, no `..`, no tabs or line breaks.
+fn check_file(file: &str) -> Option<String> {
+    let inside = !file.is_empty() && Path::new(file).components().all(|part| matches!(part, Component::Normal(_)));
+    let bad = !inside || file.contains(['\t', '\n', '\r']);
+    bad.then(|| format!("file must be a relative path inside the store, got {file:?}"))
+}
+
+pub fn is_checksum(text: &str) -> bool {
+    text.len() == 16 && text.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Why a ledger could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LedgerError {
+    Unreadable { file: String, error: String },
+    /// `line` and `col` are 1-based; `col` counts characters.
+    Malformed { file: String, line: usize, col: usize, what: String },
+}
+
+impl fmt::Display for LedgerError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LedgerError::Unreadable { file, error } => write!(formatter, "{file}: cannot read ledger: {error}"),
+            LedgerError::Malformed { file, line, col, what } => write!(formatter, "{file}:{line}:{col}: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for LedgerError {}
+
+pub fn read_ledger(path: &Path) -> Result<Vec<LedgerEntry>, LedgerError> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|error| LedgerError::Unreadable { file: name.clone(), error: error.to_string() })?;
+    parse_ledger(&name, &bytes)
+}
+
+/// Parses a ledger's bytes; `name` is used in errors.
+pub fn parse_ledger(name: &str, bytes: &[u8]) -> Result<Vec<LedgerEntry>, LedgerError> {
+    let malformed = |line: usize, col: usize, what: String| LedgerError::Malformed { file: name.to_string(), line, col, what };
+    // Only newline-terminated lines were acknowledged: a torn last append is not part of it.
+    let complete = match bytes.iter().rposition(|&byte| byte == b'\n') {
+        Some(end) => &bytes[..end],
+        // A header torn by a power cut during `create`; anything else is not a ledger.
+        None if HEADER.as_bytes().starts_with(bytes) => return Ok(Vec::new()),
+        None => return Err(malformed(1, 1, format!("expected the header '{HEADER}'"))),
+    };
+    let mut entries = Vec::new();
+    for (index, raw) in complete.split(|&byte| byte == b'\n').enumerate() {
+        let number = index + 1;
+        let text = std::str::from_utf8(raw).map_err(|error| {
+            let col = String::from_utf8_lossy(&raw[..error.valid_up_to()]).chars().count() + 1;
+            malformed(number, col, "not UTF-8".into())
+        })?;
+        if number == 1 {
+            if text != HEADER {
+                return Err(malformed(1, 1, format!("expected the header '{HEADER}'")));
+            }
+            continue;
+        }
+        if text.starts_with('#') {
+            continue;
+        }
+        let entry = parse_line(number, text).map_err(|(col, what)| malformed(number, col, what))?;
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// One tab-separated field and the column (1-based, in characters) where it starts.
+struct Field<'a> {
+    text: &'a str,
+    col: usize,
+}
+
+fn fields_of(line: &str) -> Vec<Field<'_>> {
+    let mut col = 1;
+    line.split('\t')
+        .map(|text| {
+            let field = Field { text, col };
+            col += text.chars().count() + 1;
+            field
+        })
+        .collect()
+}
+
+fn parse_line(line: usize, text: &str) -> Result<LedgerEntry, (usize, String)> {
+    let fields = fields_of(text);
+    let wanted = match fields[0].text {
+        "delivered" => 6,
+        "expunging" => 5,
+        "" => return Err((1, "empty line".into())),
+        other => return Err((1, format!("unknown entry '{other}'; expected 'delivered' or 'expunging'"))),
+    };
+    if fields.len() != wanted {
+        let col = fields.get(wanted).map_or(text.chars().count() + 1, |extra| extra.col);
+        return Err((col, format!("'{}' needs {wanted} tab-separated fields, found {}", fields[0].text, fields.len())));
+    }
+    let mailbox = &fields[1];
+    if let Some(what) = check_mailbox(mailbox.text) {
+        return Err((mailbox.col, what));
+    }
+    let uidvalidity = positive(&fields[2], "uidvalidity")?;
+    let uid = positive(&fields[3], "uid")?;
+    let file = &fields[4];
+    if let Some(what) = check_file(file.text) {
+        return Err((file.col, what));
+    }
+    let kind = match fields.get(5) {
+        Some(sum) if is_checksum(sum.text) => EntryKind::Delivered { checksum: sum.text.to_string() },
+        Some(sum) => return Err((sum.col, format!("checksum must be 16 lowercase hex digits, got {:?}", sum.text))),
+        None => EntryKind::Expunging,
+    };
+    Ok(LedgerEntry { line, kind, mailbox: mailbox.text.to_string(), uidvalidity, uid, file: file.text.to_string() })
+}
+
+fn positive(field: &Field<'_>, what: &str) -> Result<u64, (usize, String)> {
+    match field.text.parse::<u64>() {
+        Ok(value) if value > 0 && !field.text.starts_with('+') => Ok(value),
+        _ => Err((field.col, format!("{what} must be a positive integer, got {:?}", field.text))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUM: &str = "00ff00ff00ff00ff";
+
+    #[test]
+    fn entries_written_are_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger");
+        let mut ledger = Ledger::create(&path).unwrap();
+        ledger.append_delivered("anna", 7, 1, "mail/anna/new/a,U=1,H=00ff00ff00ff00ff", SUM).unwrap();
+        ledger.append_expunging("anna", 7, 1, "mail/anna/new/a,U=1,H=00ff00ff00ff00ff").unwrap();
+        let entries = read_ledger(&path).unwrap();
+        let file = "mail/anna/new/a,U=1,H=00ff00ff00ff00ff".to_string();
+        let delivered = EntryKind::Delivered { checksum: SUM.into() };
+        assert_eq!(
+            entries,
+            vec![
+                LedgerEntry { line: 2, kind: delivered, mailbox: "anna".into(), uidvalidity: 7, uid: 1, file: file.clone() },
+                LedgerEntry { line: 3, kind: EntryKind::Expunging, mailbox: "anna".into(), uidvalidity: 7, uid: 1, file },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_writer_refuses_what_the_reader_would_reject() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::create(&dir.path().join("ledger")).unwrap();
+        assert!(ledger.append_delivered("an\tna", 7, 1, "mail/x", SUM).is_err());
+        assert!(ledger.append_delivered("anna", 7, 1, "../x", SUM).is_err());
+        assert!(ledger.append_delivered("anna", 7, 1, "mail/x", "XYZ").is_err());
+        assert!(ledger.append_expunging("anna", 0, 1, "mail/x").is_err());
+        assert_eq!(read_ledger(&dir.path().join("ledger")).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_torn_last_line_was_never_acknowledged_and_is_ignored() {
+        let text = format!("{HEADER}\ndelivered\tanna\t7\t1\tmail/a\t{SUM}\ndelivered\tanna\t7\t2\tmail/");
+        let entries = parse_ledger("l", text.as_bytes()).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(parse_ledger("l", b"").unwrap(), vec![]);
+        assert_eq!(parse_ledger("l", b"# mailchaos le").unwrap(), vec![]);
+        assert!(parse_ledger("l", b"not a ledger").is_err());
+    }
+
+    #[test]
+    fn a_malformed_line_is_reported_with_line_and_column() {
+        let error = |text: String| parse_ledger("ledger.txt", text.as_bytes()).unwrap_err().to_string();
+        assert_eq!(
+            error(format!("{HEADER}\ndelivered\tanna\t7\tseven\tmail/a\t{SUM}\n")),
+            "ledger.txt:2:18: uid must be a positive integer, got \"seven\""
+        );
+        assert_eq!(error(format!("{HEADER}\n# note\ndelivred\tanna\n")), "ledger.txt:3:1: unknown entry 'delivred'; expected 'delivered' or 'expunging'");
+        assert_eq!(error(format!("{HEADER}\nexpunging\tanna\t7\t1\n")), "ledger.txt:2:19: 'expunging' needs 5 tab-separated fields, found 4");
+        assert_eq!(error(format!("{HEADER}\ndelivered\tanna\t7\t1\tmail/a\tABC\n")), "ledger.txt:2:27: checksum must be 16 lowercase hex digits, got \"ABC\"");
+        assert_eq!(error(format!("{HEADER}\nexpunging\tanna\t7\t1\t/etc/passwd\n")), "ledger.txt:2:20: file must be a relative path inside the store, got \"/etc/passwd\"");
+        assert_eq!(error("delivered\n".into()), "ledger.txt:1:1: expected the header '# mailchaos ledger v1'");
+        let not_utf8 = [format!("{HEADER}\nexpunging\tann\u{e9}\t").as_bytes(), b"\xff\n"].concat();
+        assert_eq!(parse_ledger("ledger.txt", &not_utf8).unwrap_err().to_string(), "ledger.txt:2:16: not UTF-8");
+        assert_eq!(error(format!("{HEADER}\n\n")), "ledger.txt:2:1: empty line");
+    }
+}
