@@ -44,6 +44,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The storage suite, embedded for `vendor-compare` (see scenarios/storage/).
+pub const EMBEDDED_STORAGE: &[(&str, &str)] = &[];
+
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct Runs {
     /// First seed (decimal or 0x-hex). Alone, it runs just that seed.
@@ -83,6 +86,40 @@ pub enum Command {
         paths: Vec<PathBuf>,
         #[command(flatten)]
         runs: Runs,
+    },
+    /// Crash at every crash moment of one run (the scenario's crashes and the first hits of
+    /// every fail point of the stack), take every disk state the profile allows there, recover
+    /// the host on each and judge it against what had been acknowledged.
+    CrashExplore {
+        scenario: PathBuf,
+        #[command(flatten)]
+        runs: Runs,
+        /// States per moment at most. Up to 12 unsynced operations every allowed state is
+        /// taken; beyond, every prefix, single omission and single torn write, then samples.
+        #[arg(long, default_value_t = 2000)]
+        max_states: usize,
+    },
+    /// Run a suite (default: the storage suite) under a baseline and a candidate persistence
+    /// profile and compare, invariant by invariant. Exit 1 when the candidate breaks an
+    /// invariant that the baseline keeps.
+    VendorCompare {
+        /// Scenario files or folders (default: the embedded fast and storage suites).
+        paths: Vec<PathBuf>,
+        /// The profile the device is compared against: a shipped name or a file.
+        #[arg(long)]
+        baseline: String,
+        /// The profile under test (a new device, a firmware update): a shipped name or a file.
+        #[arg(long)]
+        candidate: String,
+        /// First seed (default 1).
+        #[arg(long)]
+        seed: Option<String>,
+        /// Seeds per scenario (default 20).
+        #[arg(long)]
+        seeds: Option<u64>,
+        /// Switch on a planted defect in both runs; repeatable.
+        #[arg(long = "defect")]
+        defects: Vec<String>,
     },
     /// List the planted defects, one per line, name first.
     ListDefects,
@@ -140,6 +177,11 @@ pub fn main_with(cli: Cli) -> ExitCode {
         Command::Run { paths, runs } => run(&paths, &runs),
         Command::Repro { scenario, runs, history } => repro(&scenario, &runs, history.as_deref()),
         Command::CheckDeterminism { paths, runs } => check_determinism(&paths, &runs),
+        Command::CrashExplore { scenario, runs, max_states } => crash_explore(&scenario, &runs, max_states),
+        Command::VendorCompare { paths, baseline, candidate, seed, seeds, defects } => {
+            let runs = Runs { seed, seeds, defects, profile: None };
+            vendor_compare(&paths, &baseline, &candidate, &runs)
+        }
         Command::ListDefects => {
             for defect in Defect::ALL {
                 say!("{} {}", defect.name(), defect.description());
@@ -249,7 +291,7 @@ fn options_of(runs: &Runs) -> Result<RunOptions, BadInput> {
         Some(name_or_file) => Profile::resolve(name_or_file)?,
         None => Profile::default(),
     };
-    Ok(RunOptions { profile: std::rc::Rc::new(profile) })
+    Ok(RunOptions { profile: std::rc::Rc::new(profile), explore: false })
 }
 
 /// The program as the user invoked it when that was a path (./target/release/mailchaos), so the
@@ -373,6 +415,135 @@ fn repro(path: &Path, runs: &Runs, history_file: Option<&Path>) -> Result<bool, 
     say!("{}", report::explain(&judged.output, &judged.violations, 50).trim_end());
     say!("repro: {}", repro_line(&loaded, seed, &defects, runs));
     Ok(false)
+}
+
+/// Per invariant: violations, failing runs, and the first failing run's repro line.
+#[derive(Default, Clone)]
+struct Column {
+    runs: usize,
+    failed_runs: usize,
+    per_invariant: std::collections::BTreeMap<&'static str, (usize, usize, String)>,
+}
+
+fn vendor_compare(paths: &[PathBuf], baseline: &str, candidate: &str, runs: &Runs) -> Result<bool, BadInput> {
+    let suite = if paths.is_empty() { load_storage_suite()? } else { load_all(paths)? };
+    let seeds = seeds_of(runs)?;
+    let defects = parse_defects(&runs.defects)?;
+    let mut columns = Vec::new();
+    for name in [baseline, candidate] {
+        let profile = std::rc::Rc::new(Profile::resolve(name)?);
+        let options = RunOptions { profile, explore: false };
+        let profile_runs = Runs { profile: Some(name.to_string()), ..runs.clone() };
+        let mut column = Column::default();
+        for loaded in &suite {
+            for &seed in &seeds {
+                let judged = judge_with(loaded, seed, &defects, &options);
+                column.runs += 1;
+                column.failed_runs += usize::from(!judged.violations.is_empty());
+                for invariant in report::violated(&judged.violations) {
+                    let count = judged.violations.iter().filter(|v| v.invariant == invariant).count();
+                    let cell = column.per_invariant.entry(invariant).or_insert_with(|| (0, 0, repro_line(loaded, seed, &defects, &profile_runs)));
+                    cell.0 += count;
+                    cell.1 += 1;
+                }
+            }
+        }
+        columns.push(column);
+    }
+    let (base, cand) = (&columns[0], &columns[1]);
+    say!("vendor-compare: {} scenarios x {} seeds; baseline={baseline} candidate={candidate}", suite.len(), seeds.len());
+    say!("{:<36} | {:<34} | {}", "invariant", baseline, candidate);
+    let cell = |column: &Column, invariant: &str| match column.per_invariant.get(invariant) {
+        Some((violations, failed, _)) => format!("{violations} violations in {failed}/{} runs", column.runs),
+        None => format!("kept in {} runs", column.runs),
+    };
+    let mut broken = Vec::new();
+    for (invariant, name) in check::INVARIANTS {
+        let label = format!("{invariant} {name}");
+        say!("{label:<36} | {:<34} | {}", cell(base, invariant), cell(cand, invariant));
+        if cand.per_invariant.contains_key(invariant) && !base.per_invariant.contains_key(invariant) {
+            broken.push(*invariant);
+        }
+    }
+    for (label, column) in [("baseline", base), ("candidate", cand)] {
+        for (invariant, (_, _, repro)) in &column.per_invariant {
+            say!("first {invariant} under the {label}: {repro}");
+        }
+    }
+    if broken.is_empty() {
+        say!("verdict: ok — the candidate keeps every invariant the baseline keeps ({} of {} candidate runs failed, {} of {} baseline runs)", cand.failed_runs, cand.runs, base.failed_runs, base.runs);
+        return Ok(true);
+    }
+    say!("verdict: violation — the candidate breaks {} which the baseline keeps", broken.join(", "));
+    Ok(false)
+}
+
+/// The default suite of storage comparisons: the embedded fast suite (its crashes) and the
+/// storage scenarios.
+fn load_storage_suite() -> Result<Vec<Loaded>, BadInput> {
+    let mut suite = load_all(&[])?;
+    for (name, text) in EMBEDDED_STORAGE {
+        suite.push(Loaded { path: PathBuf::from(name), scenario: scenario::parse(name, text)? });
+    }
+    Ok(suite)
+}
+
+fn crash_explore(path: &Path, runs: &Runs, max_states: usize) -> Result<bool, BadInput> {
+    let loaded = load_one(path)?;
+    let seed = match &runs.seed {
+        Some(_) => single_seed(runs)?,
+        None => Seed(1),
+    };
+    if !(1..=1_000_000).contains(&max_states) {
+        return Err(BadInput(format!("--max-states must be between 1 and 1000000, got {max_states}")));
+    }
+    let defects = parse_defects(&runs.defects)?;
+    let options = RunOptions { explore: true, ..options_of(runs)? };
+    // Wall time is measured only for the rate in the summary; it never reaches a simulation.
+    let started = std::time::Instant::now();
+    let output = world::run_with(&loaded.scenario, seed, &defects, &options);
+    let moments = crate::explore::take();
+    let exploring = std::time::Instant::now();
+    say!("crash-explore {} seed={seed} profile={} moments={}", loaded.scenario.name, options.profile.name(), moments.len());
+    let (mut states, mut exhaustive, mut violating) = (0usize, 0usize, 0usize);
+    for (number, moment) in moments.iter().enumerate() {
+        let report = crate::explore::explore_moment(moment, &output.history.records, &loaded.scenario, &defects, max_states, seed);
+        states += report.states;
+        exhaustive += usize::from(report.exhaustive);
+        violating += report.findings.len();
+        let how = if report.exhaustive { "exhaustive" } else { "sampled" };
+        say!(
+            "moment {}: {} at {} t={:.1}s unsynced_ops={} states={} {how} violating={}",
+            number + 1,
+            moment.host,
+            moment.label,
+            moment.at_ms as f64 / 1000.0,
+            moment.frontier.log.len(),
+            report.states,
+            report.findings.len()
+        );
+        for finding in report.findings.iter().take(2) {
+            say!("  {} {}: {}", finding.invariant, finding.subject, finding.explanation);
+            say!("  state {}", finding.state);
+        }
+    }
+    let (seconds, explore_s) = (started.elapsed().as_secs_f64(), exploring.elapsed().as_secs_f64());
+    say!(
+        "summary: moments={} states={states} exhaustive_moments={exhaustive} violating_states={violating} wall={seconds:.2}s exploring={explore_s:.2}s states_per_s={:.0}",
+        moments.len(),
+        states as f64 / explore_s.max(1e-9)
+    );
+    if violating > 0 {
+        let mut line = format!("{} crash-explore {} --seed {seed} --max-states {max_states}", program(), loaded.path.display());
+        for defect in defects.iter() {
+            line.push_str(&format!(" --defect {}", defect.name()));
+        }
+        if let Some(profile) = &runs.profile {
+            line.push_str(&format!(" --profile {profile}"));
+        }
+        say!("repro: {line}");
+    }
+    Ok(violating == 0)
 }
 
 fn digest(path: &Path, runs: &Runs) -> Result<bool, BadInput> {

@@ -8,6 +8,7 @@
 pub mod check;
 pub mod cli;
 pub mod disk;
+pub mod explore;
 pub mod history;
 pub mod ledger;
 pub mod live;

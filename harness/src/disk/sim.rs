@@ -292,6 +292,12 @@ impl SimDisk {
         image
     }
 
+    /// What the running system sees now: every name with its current contents.
+    pub fn view(&self) -> BTreeMap<String, Vec<u8>> {
+        let state = self.state.borrow();
+        state.names.iter().map(|(path, inode)| (path.clone(), state.data.get(inode).cloned().unwrap_or_default())).collect()
+    }
+
     /// How many operations each configured fault window touched.
     pub fn fired_counts(&self) -> Vec<u64> {
         self.fired.borrow().clone()

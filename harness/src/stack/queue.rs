@@ -198,7 +198,7 @@ fn defer(env: &Env, config: &RunnerConfig, backoff: &mut BTreeMap<String, Backof
 }
 
 /// After a restart: `incoming/` holds only files that were never acknowledged; remove them.
-async fn recover(env: &Env) {
+pub async fn recover(env: &Env) {
     let mut files = 0;
     if let Ok(names) = env.disk.list(INCOMING_DIR).await {
         for name in names {

@@ -46,11 +46,14 @@ pub struct RunOutput {
 pub struct RunOptions {
     /// The persistence profile of the MX's and the store's disks.
     pub profile: Rc<Profile>,
+    /// Record the crash frontier at every crash and at the first hits of every fail point
+    /// (see `explore`).
+    pub explore: bool,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { profile: Rc::new(Profile::default()) }
+        RunOptions { profile: Rc::new(Profile::default()), explore: false }
     }
 }
 
@@ -157,6 +160,10 @@ impl<'a> World<'a> {
             for planned in messages {
                 provider_of_msg.insert(planned.msg.clone(), provider_host(provider.name.get_ref()));
             }
+        }
+        if options.explore {
+            let explored = DISK_HOSTS.iter().map(|host| (host.to_string(), disks[*host].clone())).collect();
+            crate::explore::install(explored, history.clone());
         }
         let mut world = World { restored: Rc::new(Cell::new(false)), scenario, sim, history: history.clone(), now_ms, disks, world_journal, schedule: Vec::new(), plan, armed_points: BTreeMap::new(), fired, net_faults: Rc::default(), operator: Rc::new(Cell::new(stack::mx::OperatorMode::Normal)), armed_cuts: Vec::new(), provider_of_msg };
         world.schedule_faults();
@@ -418,6 +425,7 @@ impl<'a> World<'a> {
 
     /// Kills the host's software and loses what its disk had not made durable.
     fn crash(&mut self, host: &str) {
+        crate::explore::capture(host, &format!("crash of {host}"));
         self.sim.crash(host);
         self.disks[host].crash();
         self.disks[host].journal_crash();
