@@ -44,6 +44,20 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Running the store on real storage (one scenario, one seed).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RealStore {
+    /// The store's disk is this real directory (created; must be empty): a vendor's mount.
+    #[arg(long, requires = "ledger")]
+    pub store_dir: Option<PathBuf>,
+    /// Every acknowledged message is appended here durably, for `verify-store` after a power cut.
+    #[arg(long, requires = "store_dir")]
+    pub ledger: Option<PathBuf>,
+    /// End the run abruptly at this simulated second, unjudged (a power cut of the harness).
+    #[arg(long, hide = true)]
+    pub stop_after_s: Option<u64>,
+}
+
 /// The storage suite, embedded for `vendor-compare` (see scenarios/storage/).
 pub const EMBEDDED_STORAGE: &[(&str, &str)] = &[];
 
@@ -71,6 +85,8 @@ pub enum Command {
         paths: Vec<PathBuf>,
         #[command(flatten)]
         runs: Runs,
+        #[command(flatten)]
+        real: RealStore,
     },
     /// Replay one run exactly, print its history, and explain each violation.
     Repro {
@@ -174,7 +190,10 @@ impl From<ScenarioError> for BadInput {
 
 pub fn main_with(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Run { paths, runs } => run(&paths, &runs),
+        Command::Run { paths, runs, real } => match real.store_dir.is_some() {
+            true => run_on_real_store(&paths, &runs, &real),
+            false => run(&paths, &runs),
+        },
         Command::Repro { scenario, runs, history } => repro(&scenario, &runs, history.as_deref()),
         Command::CheckDeterminism { paths, runs } => check_determinism(&paths, &runs),
         Command::CrashExplore { scenario, runs, max_states } => crash_explore(&scenario, &runs, max_states),
@@ -291,7 +310,7 @@ fn options_of(runs: &Runs) -> Result<RunOptions, BadInput> {
         Some(name_or_file) => Profile::resolve(name_or_file)?,
         None => Profile::default(),
     };
-    Ok(RunOptions { profile: std::rc::Rc::new(profile), explore: false })
+    Ok(RunOptions { profile: std::rc::Rc::new(profile), ..RunOptions::default() })
 }
 
 /// The program as the user invoked it when that was a path (./target/release/mailchaos), so the
@@ -375,6 +394,44 @@ fn run(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
     Ok(failed == 0)
 }
 
+/// One run with the store on a real directory and a ledger of what it acknowledged.
+fn run_on_real_store(paths: &[PathBuf], runs: &Runs, real: &RealStore) -> Result<bool, BadInput> {
+    let [path] = paths else { return Err(BadInput("--store-dir runs one scenario file".into())) };
+    let loaded = load_one(path)?;
+    let seed = match &runs.seed {
+        Some(_) => single_seed(runs)?,
+        None => Seed(1),
+    };
+    let defects = parse_defects(&runs.defects)?;
+    let (Some(dir), Some(ledger_path)) = (&real.store_dir, &real.ledger) else { return Err(BadInput("--store-dir needs --ledger".into())) };
+    if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Err(BadInput(format!("{}: the store directory must be empty or absent (a fresh mount)", dir.display())));
+    }
+    let ledger = crate::ledger::Ledger::create(ledger_path).map_err(|error| BadInput(format!("{}: cannot create the ledger: {error}", ledger_path.display())))?;
+    let options = RunOptions {
+        store_dir: Some(dir.clone()),
+        ledger: Some(std::rc::Rc::new(std::cell::RefCell::new(ledger))),
+        stop_after_s: real.stop_after_s,
+        ..options_of(runs)?
+    };
+    let judged = judge_with(&loaded, seed, &defects, &options);
+    say!("{}", run_line(&loaded, seed, &judged));
+    let verify = format!("{} verify-store {} --ledger {}", program(), dir.display(), ledger_path.display());
+    match &judged.output.aborted {
+        Some(reason) if reason.starts_with("cannot") || reason.contains("cannot use") => return Err(BadInput(reason.clone())),
+        Some(reason) if real.stop_after_s.is_some() => {
+            say!("note: {reason}; check what the store kept with: {verify}");
+            return Ok(true);
+        }
+        _ => {}
+    }
+    for violation in judged.violations.iter().take(5) {
+        say!("  {} {}: {}", violation.invariant, violation.subject, violation.explanation);
+    }
+    say!("after a power cut, check what the store kept with: {verify}");
+    Ok(judged.violations.is_empty())
+}
+
 fn single_seed(runs: &Runs) -> Result<Seed, BadInput> {
     let text = runs.seed.as_ref().ok_or_else(|| BadInput("--seed is required".into()))?;
     if runs.seeds.is_some_and(|count| count != 1) {
@@ -432,7 +489,7 @@ fn vendor_compare(paths: &[PathBuf], baseline: &str, candidate: &str, runs: &Run
     let mut columns = Vec::new();
     for name in [baseline, candidate] {
         let profile = std::rc::Rc::new(Profile::resolve(name)?);
-        let options = RunOptions { profile, explore: false };
+        let options = RunOptions { profile, ..RunOptions::default() };
         let profile_runs = Runs { profile: Some(name.to_string()), ..runs.clone() };
         let mut column = Column::default();
         for loaded in &suite {

@@ -5,5 +5,6 @@ mod cli;
 mod live;
 mod outage;
 mod snapshot;
+mod storage_cli;
 mod surge;
 mod support;

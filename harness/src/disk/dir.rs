@@ -35,6 +35,28 @@ impl DirDisk {
         &self.root
     }
 
+    /// Every file under the root with its contents, by device path: what checkers judge.
+    /// Bounded by the simulated disk's file limit, so a huge directory cannot exhaust memory.
+    pub fn image(&self) -> std::collections::BTreeMap<String, Vec<u8>> {
+        let mut image = std::collections::BTreeMap::new();
+        let mut pending = vec![self.root.clone()];
+        while let Some(dir) = pending.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else if image.len() < super::sim::MAX_FILES {
+                    let Ok(relative) = path.strip_prefix(&self.root) else { continue };
+                    if let (Some(name), Ok(bytes)) = (relative.to_str(), fs::read(&path)) {
+                        image.insert(name.to_string(), bytes);
+                    }
+                }
+            }
+        }
+        image
+    }
+
     /// The real path of a device path, or EIO when it would leave the root.
     fn resolve(&self, path: &str) -> Result<PathBuf, DiskError> {
         let inside = Path::new(path).components().all(|part| matches!(part, Component::Normal(_) | Component::CurDir));

@@ -118,6 +118,8 @@ pub enum Event {
     LmtpDataEnd { session: String, accepted: Vec<String>, replied: Vec<String>, connection_lost: bool },
     /// `restored`: the operator said the storage came back from a backup.
     StoreRecovered { mailbox: String, uidvalidity: u64, uidnext: u64, messages: u64, debris_removed: u64, restored: bool },
+    /// The store is about to remove a message its owner deleted (POP3 UPDATE state).
+    StoreExpunging { mailbox: String, uidvalidity: u64, uid: u64, file: String },
     /// A read found a message's bytes differ from the checksum in its name: not served (A23).
     StoreCorruption { mailbox: String, uid: u64, file: String },
 
@@ -144,6 +146,9 @@ pub struct History {
     pub records: Vec<Record>,
     /// Set when MAX_EVENTS was reached; later events are dropped and the run is judged broken.
     pub overflowed: bool,
+    /// Called with each record as it is appended, before the recording host goes on: how the
+    /// ledger of a real store directory stays ahead of the store.
+    pub observer: Option<Rc<dyn Fn(&Record)>>,
 }
 
 impl History {
@@ -216,5 +221,12 @@ impl Journal {
             return;
         }
         history.records.push(Record { t_ms, host: self.host.to_string(), event });
+        if let Some(observer) = history.observer.clone() {
+            let record = history.records.last().cloned();
+            drop(history);
+            if let Some(record) = record {
+                observer(&record);
+            }
+        }
     }
 }

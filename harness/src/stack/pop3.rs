@@ -223,8 +223,12 @@ impl Session<'_> {
         // Remove what can be removed; the index forgets exactly what is gone.
         let mut removed = Vec::new();
         let mut failed = false;
+        let user = self.locked.clone().unwrap_or_default();
+        let uidvalidity = self.index.mailboxes.borrow().get(&user).map_or(0, |mailbox| mailbox.uidvalidity);
         for number in self.deleted.clone() {
             let Some((uid, entry)) = self.view.get(number - 1).cloned() else { continue };
+            // Said before the file goes, so that an account of the store is never behind it.
+            self.env.journal.record(Event::StoreExpunging { mailbox: user.clone(), uidvalidity, uid, file: entry.file.clone() });
             match self.env.disk.remove(&entry.file).await {
                 Ok(()) => removed.push((uid, entry)),
                 Err(_) => failed = true,

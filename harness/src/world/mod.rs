@@ -6,7 +6,10 @@ pub mod plan;
 
 use crate::disk::sim::{FaultKind as DiskFaultKind, FaultWindow, SimDisk};
 use crate::disk::profile::Profile;
-use crate::disk::Disk;
+use crate::disk::dir::DirDisk;
+use crate::disk::{Device, Disk};
+use crate::ledger::Ledger;
+use std::path::PathBuf;
 use crate::history::{Event, History, Journal};
 use crate::scenario::{provider_domain, provider_host, FaultKind, Scenario};
 use crate::seed::Seed;
@@ -49,12 +52,37 @@ pub struct RunOptions {
     /// Record the crash frontier at every crash and at the first hits of every fail point
     /// (see `explore`).
     pub explore: bool,
+    /// Run the store's disk on this real directory (a vendor's mount) instead of SimDisk.
+    pub store_dir: Option<PathBuf>,
+    /// Append every acknowledged message (and every expunge, before it happens) to this ledger.
+    pub ledger: Option<Rc<RefCell<Ledger>>>,
+    /// End the run abruptly at this simulated second, unjudged: a power cut of the harness.
+    pub stop_after_s: Option<u64>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { profile: Rc::new(Profile::default()), explore: false }
+        RunOptions { profile: Rc::new(Profile::default()), explore: false, store_dir: None, ledger: None, stop_after_s: None }
     }
+}
+
+/// Keeps the ledger one step ahead of the store: deliveries once durable and acknowledged,
+/// expunges before the file goes. A write failure stops the run (the ledger must be complete).
+fn ledger_observer(ledger: Rc<RefCell<Ledger>>, failure: Rc<RefCell<Option<String>>>) -> Rc<dyn Fn(&crate::history::Record)> {
+    Rc::new(move |record| {
+        let result = match &record.event {
+            Event::StoreDelivered { mailbox, uidvalidity, uid, file, .. } => {
+                let name = file.rsplit('/').next().unwrap_or_default();
+                let checksum = crate::stack::store::parse_file_name(name).map(|(_, sum)| sum).unwrap_or_default();
+                ledger.borrow_mut().append_delivered(mailbox, *uidvalidity, *uid, file, &checksum)
+            }
+            Event::StoreExpunging { mailbox, uidvalidity, uid, file } => ledger.borrow_mut().append_expunging(mailbox, *uidvalidity, *uid, file),
+            _ => Ok(()),
+        };
+        if let Err(error) = result {
+            failure.borrow_mut().get_or_insert(format!("cannot append to the ledger: {error}"));
+        }
+    })
 }
 
 /// Runs one scenario with one seed on the default profile. Deterministic: same inputs, same history.
@@ -129,6 +157,11 @@ struct World<'a> {
     provider_of_msg: BTreeMap<String, String>,
     /// The operator's notice to the store that its storage was restored from a backup.
     restored: Rc<Cell<bool>>,
+    /// The store's real directory, when the run uses one.
+    store_dir: Option<Rc<DirDisk>>,
+    /// Why the run cannot go on (a real directory that cannot be opened, a ledger that fails).
+    setup_failure: Rc<RefCell<Option<String>>>,
+    stop_after_ms: Option<u64>,
 }
 
 impl<'a> World<'a> {
@@ -161,11 +194,26 @@ impl<'a> World<'a> {
                 provider_of_msg.insert(planned.msg.clone(), provider_host(provider.name.get_ref()));
             }
         }
+        let setup_failure = Rc::new(RefCell::new(None));
+        let store_dir = match &options.store_dir {
+            Some(dir) => match DirDisk::new(dir, journal_of("store")) {
+                Ok(disk) => Some(Rc::new(disk)),
+                Err(error) => {
+                    *setup_failure.borrow_mut() = Some(format!("{}: cannot use as the store's directory: {error}", dir.display()));
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(ledger) = &options.ledger {
+            history.borrow_mut().observer = Some(ledger_observer(ledger.clone(), setup_failure.clone()));
+        }
         if options.explore {
             let explored = DISK_HOSTS.iter().map(|host| (host.to_string(), disks[*host].clone())).collect();
             crate::explore::install(explored, history.clone());
         }
-        let mut world = World { restored: Rc::new(Cell::new(false)), scenario, sim, history: history.clone(), now_ms, disks, world_journal, schedule: Vec::new(), plan, armed_points: BTreeMap::new(), fired, net_faults: Rc::default(), operator: Rc::new(Cell::new(stack::mx::OperatorMode::Normal)), armed_cuts: Vec::new(), provider_of_msg };
+        let stop_after_ms = options.stop_after_s.map(|s| s * 1000);
+        let mut world = World { store_dir, setup_failure, stop_after_ms, restored: Rc::new(Cell::new(false)), scenario, sim, history: history.clone(), now_ms, disks, world_journal, schedule: Vec::new(), plan, armed_points: BTreeMap::new(), fired, net_faults: Rc::default(), operator: Rc::new(Cell::new(stack::mx::OperatorMode::Normal)), armed_cuts: Vec::new(), provider_of_msg };
         world.schedule_faults();
         world.install_hosts(defects, &journal_of);
         for link in &scenario.links {
@@ -177,7 +225,10 @@ impl<'a> World<'a> {
     }
 
     fn env(&self, host: &str, defects: &Defects, journal: Journal) -> Env {
-        let disk = self.disks.get(host).cloned().expect("every host has a disk");
+        let disk: Rc<dyn Device> = match (&self.store_dir, host) {
+            (Some(real), "store") => real.clone(),
+            _ => self.disks.get(host).cloned().expect("every host has a disk"),
+        };
         let net = net::SimNet { host: host.to_string(), faults: self.net_faults.clone() };
         Env { journal, disk: Disk::new(disk), net: Rc::new(net), defects: defects.clone() }
     }
@@ -444,6 +495,14 @@ impl<'a> World<'a> {
         self.world_journal.record(Event::Phase { name: "chaos".into() });
         while self.now_ms.get() < end_ms {
             let now_ms = self.now_ms.get();
+            if let Some(failure) = self.setup_failure.borrow().clone() {
+                aborted = Some(failure);
+                break;
+            }
+            if self.stop_after_ms.is_some_and(|stop_ms| now_ms >= stop_ms) {
+                aborted = Some(format!("stopped at {}s as asked (a simulated power cut): not judged", now_ms / 1000));
+                break;
+            }
             while self.schedule.last().is_some_and(|(t_ms, _, _)| *t_ms <= now_ms) {
                 let (_, _, action) = self.schedule.pop().expect("checked above");
                 self.apply(action);
@@ -555,7 +614,11 @@ impl<'a> World<'a> {
             };
             faults.push((fault.describe(), fired));
         }
-        let images = DISK_HOSTS.iter().map(|host| (host.to_string(), self.disks[*host].durable_image())).collect();
+        let image_of = |host: &str| match (&self.store_dir, host) {
+            (Some(real), "store") => real.image(),
+            _ => self.disks[host].durable_image(),
+        };
+        let images = DISK_HOSTS.iter().map(|host| (host.to_string(), image_of(host))).collect();
         let ended_at_ms = self.now_ms.get();
         drop(self.sim);
         let history = std::mem::take(&mut *self.history.borrow_mut());
