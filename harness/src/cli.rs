@@ -307,10 +307,10 @@ pub fn judge_with(loaded: &Loaded, seed: Seed, defects: &Defects, options: &RunO
 /// The run options a command line asks for (bad profile files are reported with file:line:col).
 fn options_of(runs: &Runs) -> Result<RunOptions, BadInput> {
     let profile = match &runs.profile {
-        Some(name_or_file) => Profile::resolve(name_or_file)?,
-        None => Profile::default(),
+        Some(name_or_file) => Some(std::rc::Rc::new(Profile::resolve(name_or_file)?)),
+        None => None,
     };
-    Ok(RunOptions { profile: std::rc::Rc::new(profile), ..RunOptions::default() })
+    Ok(RunOptions { profile, ..RunOptions::default() })
 }
 
 /// The program as the user invoked it when that was a path (./target/release/mailchaos), so the
@@ -489,7 +489,7 @@ fn vendor_compare(paths: &[PathBuf], baseline: &str, candidate: &str, runs: &Run
     let mut columns = Vec::new();
     for name in [baseline, candidate] {
         let profile = std::rc::Rc::new(Profile::resolve(name)?);
-        let options = RunOptions { profile, ..RunOptions::default() };
+        let options = RunOptions { profile: Some(profile), ..RunOptions::default() };
         let profile_runs = Runs { profile: Some(name.to_string()), ..runs.clone() };
         let mut column = Column::default();
         for loaded in &suite {
@@ -561,7 +561,8 @@ fn crash_explore(path: &Path, runs: &Runs, max_states: usize) -> Result<bool, Ba
     let output = world::run_with(&loaded.scenario, seed, &defects, &options);
     let moments = crate::explore::take();
     let exploring = std::time::Instant::now();
-    say!("crash-explore {} seed={seed} profile={} moments={}", loaded.scenario.name, options.profile.name(), moments.len());
+    let profile = options.profile.as_ref().map_or_else(|| world::profile_of(&loaded.scenario).name().to_string(), |profile| profile.name().to_string());
+    say!("crash-explore {} seed={seed} profile={profile} moments={}", loaded.scenario.name, moments.len());
     let (mut states, mut exhaustive, mut violating) = (0usize, 0usize, 0usize);
     for (number, moment) in moments.iter().enumerate() {
         let report = crate::explore::explore_moment(moment, &output.history.records, &loaded.scenario, &defects, max_states, seed);

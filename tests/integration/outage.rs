@@ -40,3 +40,15 @@ fn answering_5xx_as_in_2023_is_flagged() {
     let bounced: usize = outcomes_by_policy(&judged.output.history.records).values().map(|row| row.bounced_5xx).sum();
     assert!(bounced > 100, "every sender bounces what it holds: {bounced}");
 }
+
+#[test]
+fn the_libero_2023_device_stalls_for_days_at_its_hidden_limit_and_loses_nothing() {
+    use harness::history::Event;
+    let judged = outage("hidden-limit");
+    assert!(judged.violations.is_empty(), "{:?}", judged.violations);
+    let records = &judged.output.history.records;
+    let stall = records.iter().find(|r| matches!(&r.event, Event::DiskFault { fault, .. } if fault == "hidden-limit-stall")).expect("the hidden limit was reached");
+    assert!(judged.output.ended_at_ms >= stall.t_ms + 4 * 86_400_000, "the stall lasted four days");
+    let delivered = records.iter().filter(|r| matches!(r.event, Event::StoreDelivered { .. })).count();
+    assert!(delivered > 5000, "the backlog drained after the stall: {delivered}");
+}

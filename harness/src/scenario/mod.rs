@@ -70,6 +70,10 @@ pub struct Scenario {
     /// Per-link latency and jitter, beyond the [network] defaults.
     #[serde(default, rename = "link")]
     pub links: Vec<Link>,
+    /// The persistence profile of the MX's and the store's disks (a shipped name), unless the
+    /// command line names one.
+    #[serde(default)]
+    pub profile: Option<Spanned<String>>,
 }
 
 /// One link's latency: each message takes between min and max (the spread is the jitter).
@@ -429,6 +433,10 @@ fn validate(scenario: &Scenario) -> Result<(), Invalid> {
     let latency = &scenario.network.max_latency_ms;
     check(*latency.get_ref() >= scenario.network.min_latency_ms, latency.span(), || "max_latency_ms must be at least min_latency_ms".into())?;
     validate_people(scenario)?;
+    if let Some(profile) = &scenario.profile {
+        let shipped = crate::disk::profile::Profile::shipped_names();
+        check(shipped.contains(&profile.get_ref().as_str()), profile.span(), || format!("unknown profile '{}'; expected one of: {}", profile.get_ref(), shipped.join(", ")))?;
+    }
     for fault in &scenario.faults {
         validate_fault(scenario, fault)?;
     }

@@ -47,8 +47,9 @@ pub struct RunOutput {
 /// How a run is set up beyond its scenario and seed.
 #[derive(Clone)]
 pub struct RunOptions {
-    /// The persistence profile of the MX's and the store's disks.
-    pub profile: Rc<Profile>,
+    /// The persistence profile of the MX's and the store's disks; `None`: the scenario's, or
+    /// the default.
+    pub profile: Option<Rc<Profile>>,
     /// Record the crash frontier at every crash and at the first hits of every fail point
     /// (see `explore`).
     pub explore: bool,
@@ -62,8 +63,13 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { profile: Rc::new(Profile::default()), explore: false, store_dir: None, ledger: None, stop_after_s: None }
+        RunOptions { profile: None, explore: false, store_dir: None, ledger: None, stop_after_s: None }
     }
+}
+
+/// The profile a scenario names (validated when it was loaded), or the default.
+pub fn profile_of(scenario: &Scenario) -> Profile {
+    scenario.profile.as_ref().and_then(|name| Profile::resolve(name.get_ref()).ok()).unwrap_or_default()
 }
 
 /// Keeps the ledger one step ahead of the store: deliveries once durable and acknowledged,
@@ -177,10 +183,11 @@ impl<'a> World<'a> {
         let journal_of = |host: &str| Journal::new(history.clone(), host, clock.clone());
         let sim = build_sim(scenario, seed);
         let mut disks = BTreeMap::new();
+        let profile = options.profile.clone().unwrap_or_else(|| Rc::new(profile_of(scenario)));
         for host in scenario.hosts() {
             let rng = seed.stream(&format!("disk/{host}"));
             let disk = if DISK_HOSTS.contains(&host.as_str()) {
-                SimDisk::new(journal_of(&host), options.profile.clone(), disk_windows(&plan.faults, &host), rng)
+                SimDisk::new(journal_of(&host), profile.clone(), disk_windows(&plan.faults, &host), rng)
             } else {
                 SimDisk::new(journal_of(&host), Rc::new(Profile::default()), Vec::new(), rng)
             };
