@@ -5,5 +5,6 @@ mod cli;
 mod live;
 mod outage;
 mod snapshot;
+mod storage;
 mod surge;
 mod support;
