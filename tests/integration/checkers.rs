@@ -123,8 +123,8 @@ fn a9_catches_a_bounce_of_a_bounce() {
 }
 
 #[test]
-fn a19_and_a20_catch_a_uid_reused_after_a_restart() {
-    check("store-crash", 12, Defect::ReuseUidAfterRestart, &["A19", "A20"]);
+fn a17_a19_and_a20_catch_a_uid_reused_after_a_restart() {
+    check("store-crash", 12, Defect::ReuseUidAfterRestart, &["A17", "A19", "A20"]);
 }
 
 #[test]

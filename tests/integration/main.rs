@@ -5,6 +5,7 @@ mod cli;
 mod live;
 mod outage;
 mod snapshot;
+mod storage;
 mod storage_cli;
 mod surge;
 mod support;

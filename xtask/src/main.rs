@@ -87,9 +87,9 @@ fn defects(seeds: &str) -> Result<bool, String> {
     let listing = mailchaos(&["list-defects"]).output().map_err(|error| error.to_string())?;
     let mut all_caught = true;
     for name in String::from_utf8_lossy(&listing.stdout).lines().filter_map(|line| line.split_whitespace().next()) {
-        // The fast suite first; load defects only show under the surge suite.
+        // The fast suite first, then the storage faults; load defects only show under the surge suite.
         let mut verdict = None;
-        for (suite, suite_seeds) in [("scenarios/fast", seeds), ("scenarios/surge", "1")] {
+        for (suite, suite_seeds) in [("scenarios/fast", seeds), ("scenarios/storage", seeds), ("scenarios/surge", "1")] {
             let output = mailchaos(&["run", suite, "--seeds", suite_seeds, "--defect", name]).output().map_err(|error| error.to_string())?;
             let text = String::from_utf8_lossy(&output.stdout).to_string();
             let summary = text.lines().find(|line| line.starts_with("summary:")).unwrap_or("no summary").to_string();

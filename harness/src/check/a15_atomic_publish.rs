@@ -5,6 +5,11 @@
 
 use super::facts::{DiskOp, Facts};
 use super::Violation;
+use crate::history::Event;
+use std::collections::BTreeSet;
+
+/// Device faults that damage a file's bytes behind the store's back.
+const DAMAGING: &[&str] = &["bit-rot", "misdirected-write", "torn-write"];
 
 fn in_published_dir(path: &str) -> bool {
     path.starts_with("mail/") && (path.contains("/new/") || path.contains("/cur/"))
@@ -28,7 +33,15 @@ fn check_writes(facts: &Facts, out: &mut Vec<Violation>) {
 fn check_image(facts: &Facts, out: &mut Vec<Violation>) {
     let Some(image) = facts.image("store") else { return };
     let accepted = facts.accepted_digests();
-    for (path, bytes) in image.iter().filter(|(path, _)| in_published_dir(path)) {
+    // Files the device damaged after the store published them (it recorded the fault on the
+    // name), and files the store itself found damaged and refused to serve: A23's business.
+    let name = |path: &str| path.rsplit('/').next().unwrap_or(path).to_string();
+    let mut damaged: BTreeSet<String> = facts.corruptions.iter().map(|(_, _, _, file)| name(file)).collect();
+    damaged.extend(facts.records.iter().filter_map(|record| match &record.event {
+        Event::DiskFault { fault, path, .. } if record.host == "store" && DAMAGING.contains(&fault.as_str()) => Some(name(path)),
+        _ => None,
+    }));
+    for (path, bytes) in image.iter().filter(|(path, _)| in_published_dir(path) && !damaged.contains(&name(path))) {
         let digest = Facts::digest_of_file(bytes);
         if !accepted.contains(digest.as_str()) {
             let evidence = facts.deliveries.iter().filter(|d| &d.file == path).map(|d| d.at).collect();
@@ -48,7 +61,9 @@ fn check_acknowledged_present(facts: &Facts, out: &mut Vec<Violation>) {
     }
     for delivery in &facts.deliveries {
         let deleted = facts.deleted.contains_key(&(delivery.mailbox.clone(), delivery.uidl.clone()));
-        if !deleted && !facts.survives(delivery) {
+        // A restore from backup took it away: A18 judges that (re-delivery or reported loss).
+        let erased = facts.erased_by_rollback(delivery);
+        if !deleted && !erased && !facts.survives(delivery) {
             out.push(Violation::new(
                 "A15",
                 format!("msg {} mailbox {}", delivery.msg, delivery.mailbox),

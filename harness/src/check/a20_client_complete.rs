@@ -1,6 +1,8 @@
 //! A20 client-complete: at the end every client holds every message delivered to its mailbox,
 //! at most once per copy the mailbox had (duplicates only where A13 allows them: a copy
 //! published just before a store crash counts), byte-identical to what the sender handed over.
+//! After a restore from backup with a new UIDVALIDITY, a POP3 client downloads the mailbox again
+//! under the new UIDLs: such a second copy is justified. A reported loss is not a violation.
 
 use super::facts::Facts;
 use super::Violation;
@@ -16,8 +18,16 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
         }
     }
     let mut fetched: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    // (mailbox, msg) → (at, uidl) of every fetch, to recognise re-downloads after a restore.
+    let mut earlier: BTreeMap<(String, String), Vec<(usize, &str)>> = BTreeMap::new();
     for fetch in &facts.fetches {
-        fetched.entry((fetch.mailbox.clone(), fetch.msg.clone())).or_default().push(fetch.at);
+        let key = (fetch.mailbox.clone(), fetch.msg.clone());
+        let before = earlier.entry(key.clone()).or_default();
+        let justified = before.iter().any(|(at, uidl)| uidvalidity(uidl) != uidvalidity(&fetch.uidl) && facts.restored_between(&fetch.mailbox, *at, fetch.at));
+        before.push((fetch.at, &fetch.uidl));
+        if !justified {
+            fetched.entry(key).or_default().push(fetch.at);
+        }
         let submitted = facts.submitted.get(&fetch.msg).map(|(_, _, _, digest)| digest);
         if submitted.is_some_and(|digest| digest != &fetch.digest) {
             out.push(Violation::new("A20", format!("msg {} mailbox {}", fetch.msg, fetch.mailbox), "the client received bytes that differ from what the sender submitted", vec![fetch.at]));
@@ -27,6 +37,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
         let copies = fetched.get(&(mailbox.clone(), msg.clone()));
         let subject = format!("msg {msg} mailbox {mailbox}");
         match copies.map(Vec::len).unwrap_or(0) {
+            0 if facts.reported.covers(mailbox, msg) => {}
             0 => out.push(Violation::new("A20", subject, "delivered to the mailbox but its client never downloaded it", delivered.clone())),
             count if count > facts.published_copies(mailbox, msg).max(delivered.len()) => out.push(Violation::new(
                 "A20",
@@ -37,4 +48,9 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
             _ => {}
         }
     }
+}
+
+/// The UIDVALIDITY part of a UIDL `uidvalidity.uid`.
+pub fn uidvalidity(uidl: &str) -> &str {
+    uidl.split_once('.').map(|(validity, _)| validity).unwrap_or(uidl)
 }

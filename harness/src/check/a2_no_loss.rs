@@ -1,6 +1,8 @@
 //! A2 no-loss: every accepted (message, recipient) ends in exactly one terminal state: in the
 //! mailbox (durably, or already downloaded by its owner), or a failure DSN to its sender.
 //! Judged at the end of the run, which the world lets drain first. RFC 5321 §6.1, RFC 2033 §4.2.
+//! A loss the run reported (erased by a restore from backup, or detected as damaged: see
+//! `ReportedLosses`) is not hidden, and so not a violation here; the report counts it.
 
 use super::facts::Facts;
 use super::Violation;
@@ -26,7 +28,7 @@ fn check_mx_acceptances(facts: &Facts, out: &mut Vec<Violation>) {
             let subject = format!("msg {msg} rcpt {rcpt}");
             if deliveries.is_empty() && !bounced {
                 out.push(Violation::new("A2", subject, "accepted by the MX (250) but never delivered to the mailbox nor returned with a DSN", vec![*at]));
-            } else if !deliveries.is_empty() && !kept && !fetched && !bounced {
+            } else if !deliveries.is_empty() && !kept && !fetched && !bounced && !facts.reported.covers(&mailbox, msg) {
                 let mut evidence = vec![*at];
                 evidence.extend(deliveries.iter().map(|delivery| delivery.at));
                 out.push(Violation::new("A2", subject, "delivered (LMTP 250) but gone from the durable store, and never downloaded", evidence));

@@ -114,6 +114,93 @@ pub struct Facts<'a> {
     /// rename or write, acknowledged or not. A store that crashes after publishing a file but
     /// before its 2xx leaves such a copy (and the sender's retry makes a justified duplicate).
     pub published: BTreeMap<(String, String), BTreeSet<String>>,
+    /// Every `StoreRecovered`, in history order.
+    pub recoveries: Vec<Recovery>,
+    /// Every `StoreCorruption`: (at, mailbox, uid, file).
+    pub corruptions: Vec<(At, String, u64, String)>,
+    /// Every `DiskDropped`: (at, host, op, path): a promise the device broke.
+    pub dropped: Vec<(At, String, String, String)>,
+    /// Rollbacks of the store: (snapshot at, rollback at), both world `Fault` records.
+    pub rollbacks: Vec<(Option<At>, At)>,
+    /// Losses the run reported instead of hiding, per (mailbox, msg).
+    pub reported: ReportedLosses,
+}
+
+pub struct Recovery {
+    pub at: At,
+    pub mailbox: String,
+    pub uidvalidity: u64,
+    pub uidnext: u64,
+    pub restored: bool,
+}
+
+/// Messages whose loss is reported rather than hidden: erased by a restore from backup (and never
+/// downloaded nor delivered again), or found damaged on storage (`StoreCorruption`). Both sets
+/// hold (mailbox, msg); the checkers of loss (A2, A20) exclude exactly these.
+#[derive(Default, Debug, Clone)]
+pub struct ReportedLosses {
+    pub lost_to_rollback: BTreeSet<(String, String)>,
+    pub damaged: BTreeSet<(String, String)>,
+}
+
+impl ReportedLosses {
+    pub fn covers(&self, mailbox: &str, msg: &str) -> bool {
+        let key = (mailbox.to_string(), msg.to_string());
+        self.lost_to_rollback.contains(&key) || self.damaged.contains(&key)
+    }
+
+    /// From the history alone (the report uses it too).
+    pub fn of(records: &[Record]) -> ReportedLosses {
+        let mut reported = ReportedLosses::default();
+        let mut snapshot_at = None;
+        let mut rollbacks = Vec::new();
+        // (mailbox, file) → msg; (mailbox, msg) → delivery and fetch positions.
+        let mut msg_of_file: BTreeMap<(String, String), String> = BTreeMap::new();
+        let mut delivered: BTreeMap<(String, String), Vec<At>> = BTreeMap::new();
+        let mut fetched: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut corrupt: Vec<(String, String)> = Vec::new();
+        for (at, record) in records.iter().enumerate() {
+            match &record.event {
+                Event::Fault { action } if is_snapshot(action) => snapshot_at = Some(at),
+                Event::Fault { action } if is_rollback(action) => rollbacks.push((snapshot_at, at)),
+                Event::StoreDelivered { mailbox, msg, file, .. } => {
+                    msg_of_file.insert((mailbox.clone(), file.clone()), msg.clone());
+                    delivered.entry((mailbox.clone(), msg.clone())).or_default().push(at);
+                }
+                Event::ClientFetched { mailbox, msg, .. } => {
+                    fetched.insert((mailbox.clone(), msg.clone()));
+                }
+                Event::StoreCorruption { mailbox, file, .. } => corrupt.push((mailbox.clone(), file.clone())),
+                _ => {}
+            }
+        }
+        for key in corrupt {
+            if let Some(msg) = msg_of_file.get(&key) {
+                reported.damaged.insert((key.0, msg.clone()));
+            }
+        }
+        for (key, ats) in &delivered {
+            if fetched.contains(key) {
+                continue;
+            }
+            // Every copy was delivered after a backup and erased by the restore to it.
+            let erased = |at: &At| rollbacks.iter().any(|(snapshot, rollback)| snapshot.is_none_or(|s| s < *at) && at < rollback);
+            if ats.iter().all(erased) {
+                reported.lost_to_rollback.insert(key.clone());
+            }
+        }
+        reported
+    }
+}
+
+/// The world's note of a backup (`Action::Snapshot`).
+pub fn is_snapshot(action: &str) -> bool {
+    action.starts_with("backup of store")
+}
+
+/// The world's note of a restore from backup (`Action::Rollback`).
+pub fn is_rollback(action: &str) -> bool {
+    action.starts_with("store restored from its backup")
 }
 
 impl<'a> Facts<'a> {
@@ -141,12 +228,18 @@ impl<'a> Facts<'a> {
             attempts_of: BTreeMap::new(),
             first_lmtp_ok: BTreeMap::new(),
             acks_of: BTreeMap::new(),
+            recoveries: Vec::new(),
+            corruptions: Vec::new(),
+            dropped: Vec::new(),
+            rollbacks: Vec::new(),
+            reported: ReportedLosses::of(&output.history.records),
         };
         // Per sender session: recipients that got 2xx at RCPT.
         let mut session_rcpts: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (at, record) in output.history.records.iter().enumerate() {
             facts.observe(at, record, &mut session_rcpts);
         }
+        facts.rollbacks.retain(|(_, rollback)| *rollback != usize::MAX);
         facts
     }
 
@@ -228,6 +321,16 @@ impl<'a> Facts<'a> {
                     }
                 }
             }
+            Event::StoreRecovered { mailbox, uidvalidity, uidnext, restored, .. } => {
+                self.recoveries.push(Recovery { at, mailbox: mailbox.clone(), uidvalidity: *uidvalidity, uidnext: *uidnext, restored: *restored })
+            }
+            Event::StoreCorruption { mailbox, uid, file } => self.corruptions.push((at, mailbox.clone(), *uid, file.clone())),
+            Event::DiskDropped { op, path } => self.dropped.push((at, record.host.clone(), op.clone(), path.clone())),
+            Event::Fault { action } if is_snapshot(action) => self.rollbacks.push((Some(at), usize::MAX)),
+            Event::Fault { action } if is_rollback(action) => match self.rollbacks.last_mut() {
+                Some(last) if last.1 == usize::MAX => last.1 = at,
+                _ => self.rollbacks.push((None, at)),
+            },
             _ => self.observe_disk(at, record),
         }
     }
@@ -305,6 +408,18 @@ impl<'a> Facts<'a> {
 
     pub fn digest_of_file(bytes: &[u8]) -> String {
         message::content_digest(bytes)
+    }
+
+    /// Whether a restore from backup erased this delivery: it came after the backup the store
+    /// was restored to, and before the restore.
+    pub fn erased_by_rollback(&self, delivery: &Delivery) -> bool {
+        self.rollbacks.iter().any(|(snapshot, rollback)| snapshot.is_none_or(|s| s < delivery.at) && delivery.at < *rollback)
+    }
+
+    /// Whether a restore from backup (a `StoreRecovered{restored}` of this mailbox) lies between
+    /// two records.
+    pub fn restored_between(&self, mailbox: &str, from: At, to: At) -> bool {
+        self.recoveries.iter().any(|r| r.restored && r.mailbox == mailbox && from < r.at && r.at < to)
     }
 
     /// How many distinct files of this message were published into the mailbox: at least the

@@ -1,5 +1,6 @@
 //! What a person reads: one line per run, a summary, and the explained history of a repro.
 
+use crate::check::facts::ReportedLosses;
 use crate::check::Violation;
 use crate::history::{render_record, Event, Outcome, Record};
 use crate::world::RunOutput;
@@ -17,6 +18,11 @@ pub struct Counts {
     pub bounced: usize,
     /// Transient failures the senders saw (4xx, refused, cut or timed-out sessions).
     pub deferred: usize,
+    /// (message, mailbox) pairs a restore from backup erased before anyone downloaded them: a
+    /// loss the run reports (A18), not one it hides.
+    pub lost_to_rollback: usize,
+    /// (message, mailbox) pairs the store found damaged on storage and refused to serve (A23).
+    pub damaged_reported: usize,
 }
 
 pub fn counts(records: &[Record]) -> Counts {
@@ -39,6 +45,9 @@ pub fn counts(records: &[Record]) -> Counts {
     }
     counts.accepted = accepted.len();
     counts.delivered = delivered.len();
+    let reported = ReportedLosses::of(records);
+    counts.lost_to_rollback = reported.lost_to_rollback.len();
+    counts.damaged_reported = reported.damaged.len();
     counts
 }
 
@@ -93,6 +102,9 @@ pub struct PolicyOutcomes {
     /// In an outage: pairs whose sender's policy predicts delivery after recovery, or expiry.
     pub expected_delivered: usize,
     pub expected_expired: usize,
+    /// Reported losses (see `Counts`): erased by a restore, or found damaged and not served.
+    pub lost_to_rollback: usize,
+    pub damaged_reported: usize,
 }
 
 impl PolicyOutcomes {
@@ -105,6 +117,8 @@ impl PolicyOutcomes {
         self.lost += other.lost;
         self.expected_delivered += other.expected_delivered;
         self.expected_expired += other.expected_expired;
+        self.lost_to_rollback += other.lost_to_rollback;
+        self.damaged_reported += other.damaged_reported;
     }
 
     pub fn render(&self) -> String {
@@ -112,6 +126,9 @@ impl PolicyOutcomes {
             "delivered={} bounced_5xx={} bounced_expiry={} delay_notified={} duplicated={} lost={}",
             self.delivered, self.bounced_5xx, self.bounced_expiry, self.delay_notified, self.duplicated, self.lost
         );
+        if self.lost_to_rollback + self.damaged_reported > 0 {
+            text.push_str(&format!(" | reported: lost_to_rollback={} damaged_reported={}", self.lost_to_rollback, self.damaged_reported));
+        }
         if self.expected_delivered + self.expected_expired > 0 {
             text.push_str(&format!(" | sent during the outage: expected_delivered={} expected_expired={}", self.expected_delivered, self.expected_expired));
         }
@@ -168,6 +185,13 @@ pub fn outcomes_by_policy(records: &[Record]) -> BTreeMap<String, PolicyOutcomes
         if !copies.contains_key(&(*msg, mailbox.as_str())) {
             table.entry(policy(msg)).or_default().lost += 1;
         }
+    }
+    let reported = ReportedLosses::of(records);
+    for (_, msg) in &reported.lost_to_rollback {
+        table.entry(policy(msg)).or_default().lost_to_rollback += 1;
+    }
+    for (_, msg) in &reported.damaged {
+        table.entry(policy(msg)).or_default().damaged_reported += 1;
     }
     table
 }

@@ -29,6 +29,9 @@ struct Cache {
     /// UIDLs this client has downloaded.
     known: BTreeSet<String>,
     last_listing: Vec<(String, u64)>,
+    /// UIDLs the server refused for good (`-ERR [SYS/PERM]`, RFC 3206: damaged on storage):
+    /// skipped, so that one damaged message does not block the rest of the mailbox.
+    refused: BTreeSet<String>,
 }
 
 /// The client host's software for one mailbox: poll forever.
@@ -127,9 +130,17 @@ async fn poll(env: &Env, config: &ClientConfig, cache: &mut Cache) -> Result<(),
         cache.last_listing = listing.clone();
     }
     let mut deleted = Vec::new();
-    let new: Vec<(u32, String)> = uidls.into_iter().filter(|(_, uidl)| !cache.known.contains(uidl)).take(MAX_FETCH_PER_POLL).collect();
+    let new: Vec<(u32, String)> = uidls.into_iter().filter(|(_, uidl)| !cache.known.contains(uidl) && !cache.refused.contains(uidl)).take(MAX_FETCH_PER_POLL).collect();
     for (number, uidl) in new {
-        let bytes = session.multi_line(&format!("RETR {number}")).await?;
+        let bytes = match session.multi_line(&format!("RETR {number}")).await {
+            Ok(bytes) => bytes,
+            Err(error) if error.starts_with("-ERR [SYS/PERM]") => {
+                env.journal.record(Event::ClientFailure { mailbox: config.user.clone(), error: format!("RETR {uidl}: {}", error.trim_end()) });
+                cache.refused.insert(uidl);
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         env.journal.record(Event::ClientFetched {
             mailbox: config.user.clone(),
             uidl: uidl.clone(),

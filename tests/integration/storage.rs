@@ -1,0 +1,69 @@
+//! The storage-fault defects are caught by their checkers on `scenarios/storage`, and the clean
+//! stack passes the same scenarios and seeds.
+
+use harness::cli::judge;
+use harness::scenario::{self, Loaded};
+use harness::seed::Seed;
+use harness::stack::{Defect, Defects};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+fn storage(name: &str) -> Loaded {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../scenarios/storage/{name}.toml"));
+    scenario::load(&path).unwrap_or_else(|error| panic!("scenarios/storage/{name}.toml: {error:?}"))
+}
+
+/// Searches seeds 1..=50 for the first where the defect makes all of `expected` fire; asserts
+/// that the clean stack is silent on every seed up to that one. Returns the seed.
+fn caught(name: &str, defect: Defect, expected: &[&str]) -> u64 {
+    let loaded = storage(name);
+    for seed in 1..=50 {
+        let clean = judge(&loaded, Seed(seed), &Defects::none()).violations;
+        assert!(clean.is_empty(), "clean stack on {name} seed {seed}: {:?}", &clean[..clean.len().min(3)]);
+        let fired: BTreeSet<&str> = judge(&loaded, Seed(seed), &Defects::of(&[defect])).violations.iter().map(|v| v.invariant).collect();
+        if expected.iter().all(|invariant| fired.contains(invariant)) {
+            return seed;
+        }
+    }
+    panic!("{} on {name}: {expected:?} never all fired in seeds 1..=50", defect.name());
+}
+
+#[test]
+fn an_fsync_error_retried_and_trusted_is_caught() {
+    caught("fsync-fail", Defect::FsyncErrorIgnored, &["A2", "A15"]);
+}
+
+#[test]
+fn a23_catches_a_damaged_message_served_without_a_checksum() {
+    caught("bit-rot", Defect::NoChecksum, &["A23"]);
+    caught("torn-and-lost", Defect::NoChecksum, &["A23"]);
+}
+
+#[test]
+fn a17_a18_a19_catch_uidvalidity_kept_after_a_rollback() {
+    caught("rollback", Defect::KeepUidvalidityOnRollback, &["A17", "A18", "A19"]);
+}
+
+/// A clean run of the rollback scenario reports its losses instead of hiding them, and a
+/// clean run of bit-rot reports the damage it refused to serve.
+#[test]
+fn losses_to_a_rollback_and_damage_are_reported_not_violations() {
+    let (mut lost, mut damaged) = (0, 0);
+    for seed in 1..=5 {
+        for (name, counter) in [("rollback", &mut lost), ("bit-rot", &mut damaged)] {
+            let judged = judge(&storage(name), Seed(seed), &Defects::none());
+            assert!(judged.violations.is_empty(), "{name} seed {seed}: {:?}", &judged.violations[..judged.violations.len().min(3)]);
+            let counts = harness::report::counts(&judged.output.history.records);
+            *counter += if name == "rollback" { counts.lost_to_rollback } else { counts.damaged_reported };
+        }
+    }
+    assert!(lost > 0 && damaged > 0, "lost_to_rollback={lost} damaged_reported={damaged}");
+}
+
+/// Violations name who broke the promise.
+#[test]
+fn violations_carry_a_blame() {
+    let judged = judge(&storage("fsync-fail"), Seed(1), &Defects::of(&[Defect::FsyncErrorIgnored]));
+    let a2 = judged.violations.iter().find(|v| v.invariant == "A2").expect("A2 fires");
+    assert!(a2.explanation.contains("[blame: stack"), "{}", a2.explanation);
+}
