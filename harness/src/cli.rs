@@ -59,7 +59,13 @@ pub struct RealStore {
 }
 
 /// The storage suite, embedded for `vendor-compare` (see scenarios/storage/).
-pub const EMBEDDED_STORAGE: &[(&str, &str)] = &[];
+pub const EMBEDDED_STORAGE: &[(&str, &str)] = &[
+    ("scenarios/storage/bit-rot.toml", include_str!("../../scenarios/storage/bit-rot.toml")),
+    ("scenarios/storage/fsync-fail.toml", include_str!("../../scenarios/storage/fsync-fail.toml")),
+    ("scenarios/storage/read-only-and-full.toml", include_str!("../../scenarios/storage/read-only-and-full.toml")),
+    ("scenarios/storage/rollback.toml", include_str!("../../scenarios/storage/rollback.toml")),
+    ("scenarios/storage/torn-and-lost.toml", include_str!("../../scenarios/storage/torn-and-lost.toml")),
+];
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct Runs {
@@ -265,7 +271,7 @@ fn seeds_of(runs: &Runs) -> Result<Vec<Seed>, BadInput> {
 fn load_one(path: &Path) -> Result<Loaded, BadInput> {
     if !path.exists() {
         let wanted = path.to_string_lossy();
-        if let Some((name, text)) = EMBEDDED_FAST.iter().find(|(name, _)| wanted.ends_with(name)) {
+        if let Some((name, text)) = EMBEDDED_FAST.iter().chain(EMBEDDED_STORAGE).find(|(name, _)| wanted.ends_with(name)) {
             let scenario = scenario::parse(name, text)?;
             return Ok(Loaded { path: PathBuf::from(name), scenario });
         }
