@@ -92,3 +92,14 @@ fn a_store_on_a_real_directory_survives_a_stop_and_verify_store_catches_a_tamper
     let again = mailchaos(&["run", "scenarios/fast/store-crash.toml", "--store-dir", store_arg, "--ledger", ledger_arg]);
     assert_eq!(again.status.code(), Some(2), "a used directory is refused, nothing is overwritten");
 }
+
+#[test]
+fn crash_explore_catches_recovery_that_publishes_tmp_debris() {
+    let args = ["crash-explore", "scenarios/storage/fsync-fail.toml"];
+    let clean = mailchaos(&args);
+    assert_eq!(clean.status.code(), Some(0), "{}", stdout(&clean));
+    let broken = mailchaos(&[&args[..], &["--defect", "recover-tmp-into-new"]].concat());
+    assert_eq!(broken.status.code(), Some(1));
+    let text = stdout(&broken);
+    assert!(text.lines().any(|line| line.trim_start().starts_with("A15 ") && line.contains("visible in new/")), "{text}");
+}

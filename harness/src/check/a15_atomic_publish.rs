@@ -5,11 +5,6 @@
 
 use super::facts::{DiskOp, Facts};
 use super::Violation;
-use crate::history::Event;
-use std::collections::BTreeSet;
-
-/// Device faults that damage a file's bytes behind the store's back.
-const DAMAGING: &[&str] = &["bit-rot", "misdirected-write", "torn-write"];
 
 fn in_published_dir(path: &str) -> bool {
     path.starts_with("mail/") && (path.contains("/new/") || path.contains("/cur/"))
@@ -33,14 +28,10 @@ fn check_writes(facts: &Facts, out: &mut Vec<Violation>) {
 fn check_image(facts: &Facts, out: &mut Vec<Violation>) {
     let Some(image) = facts.image("store") else { return };
     let accepted = facts.accepted_digests();
-    // Files the device damaged after the store published them (it recorded the fault on the
-    // name), and files the store itself found damaged and refused to serve: A23's business.
+    // Files the device damaged behind the store's back (it recorded the fault on the name):
+    // A23 judges whether they were served. Damage the stack caused itself stays here.
     let name = |path: &str| path.rsplit('/').next().unwrap_or(path).to_string();
-    let mut damaged: BTreeSet<String> = facts.corruptions.iter().map(|(_, _, _, file)| name(file)).collect();
-    damaged.extend(facts.records.iter().filter_map(|record| match &record.event {
-        Event::DiskFault { fault, path, .. } if record.host == "store" && DAMAGING.contains(&fault.as_str()) => Some(name(path)),
-        _ => None,
-    }));
+    let damaged = super::facts::device_damaged_names(facts.records);
     for (path, bytes) in image.iter().filter(|(path, _)| in_published_dir(path) && !damaged.contains(&name(path))) {
         let digest = Facts::digest_of_file(bytes);
         if !accepted.contains(digest.as_str()) {

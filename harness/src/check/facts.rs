@@ -174,7 +174,13 @@ impl ReportedLosses {
                 _ => {}
             }
         }
+        // Damage is a reported loss only when the device caused it; damage the stack caused
+        // itself (a partial file it published) stays a violation.
+        let by_device = device_damaged_names(records);
         for key in corrupt {
+            if !by_device.contains(file_name(&key.1)) {
+                continue;
+            }
             if let Some(msg) = msg_of_file.get(&key) {
                 reported.damaged.insert((key.0, msg.clone()));
             }
@@ -191,6 +197,26 @@ impl ReportedLosses {
         }
         reported
     }
+}
+
+/// Device faults that damage a file's bytes behind the store's back.
+pub const DAMAGING_FAULTS: &[&str] = &["bit-rot", "misdirected-write", "torn-write", "lost-write"];
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Names of the store's files whose bytes the device damaged or dropped after acknowledging them.
+pub fn device_damaged_names(records: &[Record]) -> BTreeSet<String> {
+    records
+        .iter()
+        .filter(|record| record.host == "store")
+        .filter_map(|record| match &record.event {
+            Event::DiskFault { fault, path, .. } if DAMAGING_FAULTS.contains(&fault.as_str()) => Some(file_name(path).to_string()),
+            Event::DiskDropped { path, .. } => Some(file_name(path).to_string()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The world's note of a backup (`Action::Snapshot`).

@@ -555,6 +555,10 @@ impl Device for SimDisk {
             // A misdirected write lands on another file of the directory (or nowhere).
             let target = if misdirected { misdirection_target(&state.names, path) } else { Some((path.to_string(), inode)) };
             let Some((target_path, target_inode)) = target else { return Ok(()) };
+            if misdirected {
+                // The victim's name too, so that a checker can tell whose bytes the device moved.
+                disk.journal.record(Event::DiskFault { fault: "misdirected-write".into(), op: "write".into(), path: target_path.clone() });
+            }
             let old_len = state.data.get(&target_inode).map_or(0, |data| data.len() as u64);
             state.used_bytes = state.used_bytes + bytes.len() as u64 - old_len.min(state.used_bytes);
             state.data.insert(target_inode, bytes.to_vec());
