@@ -129,11 +129,15 @@ struct Expected {
     mailbox_files: BTreeMap<String, (String, u64, u64, String)>,
     /// The highest UID issued per (mailbox, uidvalidity).
     highest_uid: BTreeMap<(String, u64), u64>,
+    /// Files whose bytes the device itself damaged or dropped (an injected fault): not the
+    /// stack's doing, and A23 judges how the store serves them.
+    damaged_by_device: BTreeSet<String>,
 }
 
 impl Expected {
     fn from_history(host: &str, records: &[Record]) -> Expected {
-        let mut expected = Expected { queue_files: BTreeMap::new(), mailbox_files: BTreeMap::new(), highest_uid: BTreeMap::new() };
+        let damaged_by_device = crate::check::facts::device_damaged_names(records);
+        let mut expected = Expected { queue_files: BTreeMap::new(), mailbox_files: BTreeMap::new(), highest_uid: BTreeMap::new(), damaged_by_device };
         let mut removed = BTreeSet::new();
         for record in records {
             match &record.event {
@@ -179,7 +183,8 @@ fn judge_state(moment: &Moment, image: &Image, expected: &Expected, scenario: &S
         }
         return findings;
     }
-    for (file, (mailbox, _, uid, digest)) in &expected.mailbox_files {
+    let by_device = |path: &str| expected.damaged_by_device.contains(path.rsplit('/').next().unwrap_or(path));
+    for (file, (mailbox, _, uid, digest)) in expected.mailbox_files.iter().filter(|(file, _)| !by_device(file)) {
         match recovered.get(file) {
             Some(bytes) if &message::content_digest(bytes) == digest => {}
             Some(_) => findings.push(("A1", format!("mailbox {mailbox} uid {uid}"), format!("delivered (LMTP 250), but {file} came back damaged"))),
@@ -188,7 +193,7 @@ fn judge_state(moment: &Moment, image: &Image, expected: &Expected, scenario: &S
     }
     for (path, bytes) in &recovered {
         let Some((dir, name)) = path.rsplit_once('/') else { continue };
-        if !dir.ends_with("/new") {
+        if !dir.ends_with("/new") || by_device(path) {
             continue;
         }
         if let Some((_, sum)) = store::parse_file_name(name) {

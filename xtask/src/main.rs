@@ -4,6 +4,7 @@
 //!   ci                 the tests, then the determinism check (what .ci/run does)
 //!   suite [SEEDS]      the fast suite over SEEDS seeds (default 50), release build
 //!   check-determinism  every fast scenario, 10 seeds, second run in a fresh process
+//!   crash-explore      every fast and storage scenario under every honest profile
 //!   bench [SEEDS]      runs per second of the fast suite (default 20 seeds), release build
 //!   defects [SEEDS]    every planted defect must be caught by the fast suite
 //!   surge              the 20,000-message surge, clean and with accept-beyond-capacity
@@ -37,9 +38,10 @@ fn main() -> ExitCode {
         "bench" => bench(seeds.as_deref().unwrap_or("20")),
         "defects" => defects(seeds.as_deref().unwrap_or("50")),
         "surge" => surge(),
+        "crash-explore" => crash_explore(),
         "outage" => status(mailchaos(&["run", "scenarios/outage", "--seed", "1"])).map(|_| true),
         _ => {
-            eprintln!("usage: cargo xtask ci | suite [SEEDS] | check-determinism [SEEDS] | bench [SEEDS] | defects [SEEDS] | surge | outage");
+            eprintln!("usage: cargo xtask ci | suite [SEEDS] | check-determinism [SEEDS] | bench [SEEDS] | defects [SEEDS] | surge | outage | crash-explore");
             return ExitCode::from(2);
         }
     };
@@ -55,7 +57,13 @@ fn main() -> ExitCode {
 
 fn ci() -> Result<bool, String> {
     // The determinism check first, so that the test runner's summary closes the output.
-    if !status(mailchaos(&["check-determinism", "scenarios/fast", "--seeds", "5"]))? {
+    if !status(mailchaos(&["check-determinism", "scenarios/fast", "scenarios/storage", "--seeds", "5"]))? {
+        return Ok(false);
+    }
+    // Crash states are drawn from the disk's own stream: prove that too, on a profile that
+    // leaves many unsynced operations to choose from.
+    let lying = ["check-determinism", "scenarios/fast/store-crash.toml", "scenarios/fast/mx-crash.toml", "--seeds", "3", "--profile", "lying-fsync"];
+    if !status(mailchaos(&lying))? {
         return Ok(false);
     }
     let mut tests = cargo();
@@ -103,6 +111,38 @@ fn defects(seeds: &str) -> Result<bool, String> {
         println!("{name:<26} {} by {suite}: {summary}", if caught { "caught" } else { "MISSED" });
     }
     Ok(all_caught)
+}
+
+/// Every fast and storage scenario under every honest profile: crash-explore must find no
+/// violating state. Prints the states explored and the rate.
+fn crash_explore() -> Result<bool, String> {
+    let mut files = Vec::new();
+    for folder in ["scenarios/fast", "scenarios/storage"] {
+        let entries = std::fs::read_dir(folder).map_err(|error| format!("{folder}: {error}"))?;
+        let mut names: Vec<String> = entries.flatten().map(|entry| entry.path().display().to_string()).filter(|path| path.ends_with(".toml")).collect();
+        names.sort();
+        files.extend(names);
+    }
+    let mut all_clean = true;
+    // The honest profiles must leave no violating state; lying-fsync leaves long logs of
+    // unsynced operations, which makes it the throughput measure (its violations are expected).
+    for profile in ["posix-strict", "linux-ext4-ordered", "linux-xfs", "libero-2023", "lying-fsync"] {
+        let (mut states, mut seconds, mut failing) = (0u64, 0f64, 0usize);
+        for file in &files {
+            let output = mailchaos(&["crash-explore", file, "--profile", profile]).output().map_err(|error| error.to_string())?;
+            let text = String::from_utf8_lossy(&output.stdout).to_string();
+            let summary = text.lines().find(|line| line.starts_with("summary:")).unwrap_or("no summary").to_string();
+            let field = |name: &str| summary.split_whitespace().find_map(|word| word.strip_prefix(name)).map(|value| value.trim_end_matches('s').to_string());
+            states += field("states=").and_then(|value| value.parse().ok()).unwrap_or(0);
+            seconds += field("exploring=").and_then(|value| value.parse().ok()).unwrap_or(0.0);
+            failing += usize::from(!output.status.success());
+        }
+        let honest = profile != "lying-fsync";
+        all_clean &= !honest || failing == 0;
+        let rate = if seconds > 0.0 { format!("{:.0} states/s", states as f64 / seconds) } else { "too fast to time".into() };
+        println!("crash-explore {profile:<20} {} scenarios: {states} states, {seconds:.2}s exploring ({rate}), {failing} scenarios with violating states{}", files.len(), if honest { "" } else { " (expected)" });
+    }
+    Ok(all_clean)
 }
 
 /// The surge must pass on the clean stack and fail with the MX that accepts beyond capacity.
