@@ -423,8 +423,10 @@ fn run_on_real_store(paths: &[PathBuf], runs: &Runs, real: &RealStore) -> Result
     let judged = judge_with(&loaded, seed, &defects, &options);
     say!("{}", run_line(&loaded, seed, &judged));
     let verify = format!("{} verify-store {} --ledger {}", program(), dir.display(), ledger_path.display());
+    if let Some(failure) = &judged.output.environment_failure {
+        return Err(BadInput(failure.clone()));
+    }
     match &judged.output.aborted {
-        Some(reason) if reason.starts_with("cannot") || reason.contains("cannot use") => return Err(BadInput(reason.clone())),
         Some(reason) if real.stop_after_s.is_some() => {
             say!("note: {reason}; check what the store kept with: {verify}");
             return Ok(true);

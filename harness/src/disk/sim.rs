@@ -130,7 +130,7 @@ struct State {
     read_only: bool,
     bytes_written: u64,
     stalled_until_ms: Option<u64>,
-    /// Latencies granted, so that the second ask after the wait goes ahead.
+    /// Waits granted (stalls, latency spikes), so that the ask after the wait goes ahead.
     latency_until_ms: BTreeMap<(OpKind, String), u64>,
     snapshot: Option<Image>,
 }
@@ -308,7 +308,7 @@ impl SimDisk {
     }
 
     /// The first fault window that hits this call, counting calls for Nth-call faults.
-    fn hit(&self, op: OpKind, path: &str, wanted: impl Fn(FaultKind) -> bool) -> Option<FaultKind> {
+    fn hit(&self, op: OpKind, path: &str, wanted: impl Fn(FaultKind) -> bool) -> Option<&FaultWindow> {
         let now_ms = self.now_ms();
         for (index, window) in self.faults.iter().enumerate() {
             if !wanted(window.kind) || !window.matches(now_ms, op, path) {
@@ -326,7 +326,7 @@ impl SimDisk {
             if !matches!(window.kind, FaultKind::Stall | FaultKind::Latency { .. }) {
                 self.journal.record(Event::DiskFault { fault: window.kind.name().into(), op: op.name().into(), path: path.to_string() });
             }
-            return Some(window.kind);
+            return Some(window);
         }
         None
     }
@@ -336,8 +336,8 @@ impl SimDisk {
         if op.mutates() && self.state.borrow().read_only {
             return Some(DiskError::ReadOnly);
         }
-        let kind = self.hit(op, path, |kind| matches!(kind, FaultKind::Eio | FaultKind::Full { .. } | FaultKind::ReadOnly))?;
-        Some(match kind {
+        let window = self.hit(op, path, |kind| matches!(kind, FaultKind::Eio | FaultKind::Full { .. } | FaultKind::ReadOnly))?;
+        Some(match window.kind {
             FaultKind::Eio => DiskError::Io,
             FaultKind::ReadOnly => DiskError::ReadOnly,
             FaultKind::Full { max_bytes, max_files } => {
@@ -449,20 +449,15 @@ impl SimDisk {
     /// or only caches them.
     fn sync(&self, chosen: Vec<usize>, lying: bool) {
         let mut state = self.state.borrow_mut();
-        let closed = crash::closure(&state.log, &chosen, &self.profile);
-        let cached = self.profile.failover.write_back_cache;
-        if lying || cached || closed.iter().any(|&index| state.log[index].lost) {
-            for &index in &closed {
-                state.log[index].promised = true;
-            }
-            if !lying && !cached {
-                // Only the lost writes stay behind; the rest is honest.
-                let honest: Vec<usize> = closed.into_iter().filter(|&index| !state.log[index].lost).collect();
-                persist(&mut state, &honest, &self.profile);
-            }
-            return;
+        // Everything this sync acknowledges: the closure, and the lost writes it claims too.
+        let mut acknowledged = crash::closure(&state.log, &chosen, &self.profile);
+        acknowledged.extend(chosen.iter().copied().filter(|&index| state.log[index].lost));
+        for &index in &acknowledged {
+            state.log[index].promised = true;
         }
-        persist(&mut state, &closed, &self.profile);
+        if !lying && !self.profile.failover.write_back_cache {
+            persist(&mut state, &acknowledged, &self.profile); // lost writes stay in the log
+        }
     }
 
     fn corrupt(&self, inode: u64) {
@@ -516,18 +511,14 @@ impl Device for SimDisk {
         if let Some(until_ms) = self.state.borrow_mut().latency_until_ms.remove(&key) {
             return (until_ms > now_ms).then(|| Duration::from_millis(until_ms - now_ms));
         }
-        let now_ms = self.now_ms();
-        for window in &self.faults {
-            if window.kind == FaultKind::Stall && window.matches(now_ms, op, path) && window.nth.is_none() {
-                self.hit(op, path, |kind| kind == FaultKind::Stall);
-                return Some(Duration::from_millis(window.end_ms - now_ms));
-            }
-        }
-        if let Some(FaultKind::Latency { ms }) = self.hit(op, path, |kind| matches!(kind, FaultKind::Latency { .. })) {
-            self.state.borrow_mut().latency_until_ms.insert(key, now_ms + ms);
-            return Some(Duration::from_millis(ms));
-        }
-        None
+        let window = self.hit(op, path, |kind| matches!(kind, FaultKind::Stall | FaultKind::Latency { .. }))?;
+        let until_ms = match window.kind {
+            FaultKind::Latency { ms } => now_ms + ms,
+            _ => window.end_ms,
+        };
+        // Asked again once the wait is over: let the operation through then.
+        self.state.borrow_mut().latency_until_ms.insert(key, until_ms);
+        Some(Duration::from_millis(until_ms - now_ms))
     }
 
     fn write(&self, path: &str, bytes: &[u8]) -> Result<(), DiskError> {
@@ -787,6 +778,20 @@ mod tests {
         assert_eq!(disk.list("q").unwrap(), Vec::<String>::new());
         let dropped = history.borrow().records.iter().filter(|r| matches!(r.event, Event::DiskDropped { .. })).count();
         assert_eq!(dropped, 2, "the name and the data were promised");
+    }
+
+    #[test]
+    fn a_lost_write_that_fsync_acknowledged_is_reported_as_dropped_by_the_device() {
+        let lost = FaultWindow { nth: Some(1), ..FaultWindow::new(FaultKind::LostWrite, 0, 1000) };
+        let (disk, history) = disk_with(Rc::new(Cell::new(0)), "posix-strict", vec![lost]);
+        disk.write("q/a", b"alpha").unwrap();
+        disk.fsync("q/a").unwrap();
+        disk.fsync_dir("q").unwrap();
+        assert_eq!(disk.read("q/a").unwrap(), b"alpha"); // readable from the cache
+        disk.crash();
+        assert_eq!(disk.read("q/a").unwrap(), b"", "the name survived, the data never reached the media");
+        let dropped: Vec<String> = history.borrow().records.iter().filter_map(|r| match &r.event { Event::DiskDropped { op, path } => Some(format!("{op} {path}")), _ => None }).collect();
+        assert_eq!(dropped, ["write q/a"]);
     }
 
     #[test]

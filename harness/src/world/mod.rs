@@ -42,6 +42,9 @@ pub struct RunOutput {
     pub ended_at_ms: u64,
     /// Why the simulation stopped before its end, if it did.
     pub aborted: Option<String>,
+    /// The run's real storage (a store directory, the ledger) failed: a fault of the machine,
+    /// not a verdict on the stack.
+    pub environment_failure: Option<String>,
 }
 
 /// How a run is set up beyond its scenario and seed.
@@ -629,7 +632,8 @@ impl<'a> World<'a> {
         let ended_at_ms = self.now_ms.get();
         drop(self.sim);
         let history = std::mem::take(&mut *self.history.borrow_mut());
-        RunOutput { history, images, faults, drained_at_ms, ended_at_ms, aborted }
+        let environment_failure = self.setup_failure.borrow().clone();
+        RunOutput { history, images, faults, drained_at_ms, ended_at_ms, aborted, environment_failure }
     }
 }
 
