@@ -2,10 +2,10 @@
 //! passes the same scenarios and seeds.
 
 use crate::support::{fast, set, violated};
-use harness::cli::{judge, EMBEDDED_FAST};
-use harness::history::Event;
-use harness::seed::Seed;
-use harness::stack::{Defect, Defects};
+use mailchaos::cli::{judge, EMBEDDED_FAST};
+use history::Event;
+use sim::seed::Seed;
+use stack::{Defect, Defects};
 use std::collections::BTreeMap;
 
 #[test]
@@ -111,7 +111,7 @@ fn misbehaving_policies_are_caught() {
     for (policy, expected) in [("hammer", "A6"), ("dead-host-cutoff", "A7")] {
         let text = text.replacen("policy = \"postfix\"", &format!("policy = \"{policy}\""), 1).replacen("duration_s = [120, 900]", "duration_s = 900", 1);
         let mut loaded = fast("partition-sender-mx");
-        loaded.scenario = harness::scenario::parse("misbehaving.toml", &text).unwrap();
+        loaded.scenario = sim::scenario::parse("misbehaving.toml", &text).unwrap();
         let fired: std::collections::BTreeSet<&str> = (1..=3).flat_map(|seed| judge(&loaded, Seed(seed), &Defects::none()).violations).map(|v| v.invariant).collect();
         assert!(fired.contains(expected), "{policy}: {fired:?}");
     }
@@ -190,7 +190,7 @@ fn a13_accepts_the_duplicate_of_a_cut_after_the_final_dot() {
         let timed_out: Vec<&str> = records
             .iter()
             .filter_map(|r| match &r.event {
-                Event::SmtpFailure { msg, stage: harness::history::Stage::DataEnd, error, .. } if error == "timed out" => Some(msg.as_str()),
+                Event::SmtpFailure { msg, stage: history::Stage::DataEnd, error, .. } if error == "timed out" => Some(msg.as_str()),
                 _ => None,
             })
             .collect();

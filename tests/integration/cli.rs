@@ -3,7 +3,7 @@
 use std::process::{Command, Output};
 
 fn mailchaos(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mailchaos")).args(args).current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).output().expect("runs")
+    Command::new(env!("CARGO_BIN_EXE_mailchaos")).args(args).current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).output().expect("runs")
 }
 
 fn stdout(output: &Output) -> String {
@@ -57,7 +57,7 @@ fn list_defects_prints_one_name_per_line() {
     let text = stdout(&mailchaos(&["list-defects"]));
     let names: Vec<&str> = text.lines().filter_map(|line| line.split_whitespace().next()).collect();
     assert!(names.contains(&"ack-before-fsync") && names.contains(&"reuse-uid-after-restart"), "{names:?}");
-    assert_eq!(names.len(), harness::stack::Defect::ALL.len());
+    assert_eq!(names.len(), stack::Defect::ALL.len());
 }
 
 #[test]

@@ -1,14 +1,14 @@
 //! The 2023 incident replayed in real time: a four-day store outage under each operator answer.
 
-use harness::cli::judge;
-use harness::report::outcomes_by_policy;
-use harness::scenario;
-use harness::seed::Seed;
-use harness::stack::Defects;
+use mailchaos::cli::judge;
+use mailchaos::report::outcomes_by_policy;
+use sim::scenario;
+use sim::seed::Seed;
+use stack::Defects;
 use std::path::Path;
 
-fn outage(answer: &str) -> harness::cli::Judged {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../scenarios/outage/libero-2023-{answer}.toml"));
+fn outage(answer: &str) -> mailchaos::cli::Judged {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../scenarios/outage/libero-2023-{answer}.toml"));
     judge(&scenario::load(&path).expect("valid scenario"), Seed(1), &Defects::none())
 }
 
@@ -43,7 +43,7 @@ fn answering_5xx_as_in_2023_is_flagged() {
 
 #[test]
 fn the_libero_2023_device_stalls_for_days_at_its_hidden_limit_and_loses_nothing() {
-    use harness::history::Event;
+    use history::Event;
     let judged = outage("hidden-limit");
     assert!(judged.violations.is_empty(), "{:?}", judged.violations);
     let records = &judged.output.history.records;

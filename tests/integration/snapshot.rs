@@ -1,9 +1,9 @@
 //! One short history, pinned: any change to what the stack does or records shows up here.
 
-use harness::cli::judge;
-use harness::scenario::{self, Loaded};
-use harness::seed::Seed;
-use harness::stack::Defects;
+use mailchaos::cli::judge;
+use sim::scenario::{self, Loaded};
+use sim::seed::Seed;
+use stack::Defects;
 use std::path::PathBuf;
 
 const TINY: &str = r#"

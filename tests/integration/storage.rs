@@ -1,15 +1,15 @@
 //! The storage-fault defects are caught by their checkers on `scenarios/storage`, and the clean
 //! stack passes the same scenarios and seeds.
 
-use harness::cli::judge;
-use harness::scenario::{self, Loaded};
-use harness::seed::Seed;
-use harness::stack::{Defect, Defects};
+use mailchaos::cli::judge;
+use sim::scenario::{self, Loaded};
+use sim::seed::Seed;
+use stack::{Defect, Defects};
 use std::collections::BTreeSet;
 use std::path::Path;
 
 fn storage(name: &str) -> Loaded {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../scenarios/storage/{name}.toml"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../scenarios/storage/{name}.toml"));
     scenario::load(&path).unwrap_or_else(|error| panic!("scenarios/storage/{name}.toml: {error:?}"))
 }
 
@@ -53,7 +53,7 @@ fn losses_to_a_rollback_and_damage_are_reported_not_violations() {
         for (name, counter) in [("rollback", &mut lost), ("bit-rot", &mut damaged)] {
             let judged = judge(&storage(name), Seed(seed), &Defects::none());
             assert!(judged.violations.is_empty(), "{name} seed {seed}: {:?}", &judged.violations[..judged.violations.len().min(3)]);
-            let counts = harness::report::counts(&judged.output.history.records);
+            let counts = mailchaos::report::counts(&judged.output.history.records);
             *counter += if name == "rollback" { counts.lost_to_rollback } else { counts.damaged_reported };
         }
     }

@@ -1,9 +1,9 @@
 //! Helpers shared by the integration tests.
 
-use harness::cli::{judge, EMBEDDED_FAST};
-use harness::scenario::{self, Loaded};
-use harness::seed::Seed;
-use harness::stack::{Defect, Defects};
+use mailchaos::cli::{judge, EMBEDDED_FAST};
+use sim::scenario::{self, Loaded};
+use sim::seed::Seed;
+use stack::{Defect, Defects};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 

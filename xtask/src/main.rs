@@ -1,7 +1,8 @@
 //! Project tasks: `cargo xtask <task>`. Each calls cargo through $CARGO so the same toolchain
 //! builds everything.
 //!
-//!   ci                 the tests, then the determinism check (what .ci/run does)
+//!   ci                 the layers, the determinism check, then the tests (what .ci/run does)
+//!   layers             the crates keep their layers: no forbidden dependency, no module circle
 //!   suite [SEEDS]      the fast suite over SEEDS seeds (default 50), release build
 //!   check-determinism  every fast scenario, 10 seeds, second run in a fresh process
 //!   crash-explore      every fast and storage scenario under every honest profile
@@ -9,6 +10,8 @@
 //!   defects [SEEDS]    every planted defect must be caught by the fast suite
 //!   surge              the 20,000-message surge, clean and with accept-beyond-capacity
 //!   outage             the four-day outage under each operator answer
+
+mod layers;
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -19,7 +22,7 @@ fn cargo() -> Command {
 
 fn mailchaos(args: &[&str]) -> Command {
     let mut command = cargo();
-    command.args(["run", "--quiet", "--release", "--package", "harness", "--bin", "mailchaos", "--"]).args(args);
+    command.args(["run", "--quiet", "--release", "--package", "mailchaos", "--bin", "mailchaos", "--"]).args(args);
     command
 }
 
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
     let seeds = args.get(1).cloned();
     let result = match task {
         "ci" => ci(),
+        "layers" => layers::check(),
         "suite" => status(mailchaos(&["run", "scenarios/fast", "--seeds", seeds.as_deref().unwrap_or("50")])),
         "check-determinism" => status(mailchaos(&["check-determinism", "scenarios/fast", "--seeds", seeds.as_deref().unwrap_or("10")])),
         "bench" => bench(seeds.as_deref().unwrap_or("20")),
@@ -41,7 +45,7 @@ fn main() -> ExitCode {
         "crash-explore" => crash_explore(),
         "outage" => status(mailchaos(&["run", "scenarios/outage", "--seed", "1"])).map(|_| true),
         _ => {
-            eprintln!("usage: cargo xtask ci | suite [SEEDS] | check-determinism [SEEDS] | bench [SEEDS] | defects [SEEDS] | surge | outage | crash-explore");
+            eprintln!("usage: cargo xtask ci | layers | suite [SEEDS] | check-determinism [SEEDS] | bench [SEEDS] | defects [SEEDS] | surge | outage | crash-explore");
             return ExitCode::from(2);
         }
     };
@@ -56,6 +60,9 @@ fn main() -> ExitCode {
 }
 
 fn ci() -> Result<bool, String> {
+    if !layers::check()? {
+        return Ok(false);
+    }
     // The determinism check first, so that the test runner's summary closes the output.
     if !status(mailchaos(&["check-determinism", "scenarios/fast", "scenarios/storage", "--seeds", "5"]))? {
         return Ok(false);
@@ -75,7 +82,7 @@ fn ci() -> Result<bool, String> {
 /// simulation itself never reads the wall clock).
 fn bench(seeds: &str) -> Result<bool, String> {
     let mut build = cargo();
-    build.args(["build", "--quiet", "--release", "--package", "harness", "--bin", "mailchaos"]);
+    build.args(["build", "--quiet", "--release", "--package", "mailchaos", "--bin", "mailchaos"]);
     if !status(build)? {
         return Ok(false);
     }

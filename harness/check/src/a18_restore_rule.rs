@@ -1,0 +1,90 @@
+//! A18 restore-rule: after a restore from an older backup, either UIDVALIDITY grows, or it stays
+//! and UIDNEXT is set above every UID ever issued under it; and mail acknowledged after the
+//! backup is delivered again from whatever still holds it (here: the MX queue), or its loss is
+//! reported (see `ReportedLosses`, counted by the report).
+//!
+//! A restore is the world's `Fault` note "store restored from its backup" followed, per mailbox,
+//! by the store's `StoreRecovered { restored: true }`.
+
+use super::facts::{At, Facts};
+use super::Violation;
+use history::Event;
+use std::collections::BTreeMap;
+
+pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
+    for &(snapshot, rollback) in &facts.rollbacks {
+        check_uids(facts, rollback, out);
+        check_redelivery(facts, snapshot, rollback, out);
+    }
+}
+
+fn check_uids(facts: &Facts, rollback: At, out: &mut Vec<Violation>) {
+    // Per mailbox: the UIDVALIDITY in use before the restore.
+    let mut current: BTreeMap<&str, (u64, At)> = BTreeMap::new();
+    for (at, record) in facts.records.iter().enumerate().take(rollback) {
+        if let Event::StoreRecovered { mailbox, uidvalidity, .. } | Event::StoreDelivered { mailbox, uidvalidity, .. } = &record.event {
+            current.insert(mailbox, (*uidvalidity, at));
+        }
+    }
+    let mut judged = std::collections::BTreeSet::new();
+    for recovery in facts.recoveries.iter().filter(|r| r.restored && r.at > rollback) {
+        if !judged.insert(recovery.mailbox.as_str()) {
+            continue;
+        }
+        let Some(&(before, before_at)) = current.get(recovery.mailbox.as_str()) else { continue };
+        let subject = format!("mailbox {} uidvalidity {}", recovery.mailbox, recovery.uidvalidity);
+        if recovery.uidvalidity > before {
+            continue;
+        }
+        if recovery.uidvalidity < before {
+            out.push(Violation::new("A18", subject, format!("after the restore UIDVALIDITY went down from {before} to {}", recovery.uidvalidity), vec![before_at, rollback, recovery.at]));
+            continue;
+        }
+        // Any UID issued under it, even after the restore's recovery, counts: "ever issued".
+        let highest = facts
+            .deliveries
+            .iter()
+            .filter(|d| d.mailbox == recovery.mailbox && d.at < recovery.at && super::a20_client_complete::uidvalidity(&d.uidl) == before.to_string())
+            .filter_map(|d| d.uidl.split_once('.').and_then(|(_, uid)| uid.parse::<u64>().ok()).map(|uid| (uid, d.at)))
+            .max();
+        if let Some((uid, uid_at)) = highest.filter(|(uid, _)| recovery.uidnext <= *uid) {
+            out.push(Violation::new(
+                "A18",
+                subject,
+                format!("the restore kept UIDVALIDITY {before} but set UIDNEXT to {}, not above UID {uid} already issued: the UIDs will name other messages", recovery.uidnext),
+                vec![uid_at, rollback, recovery.at],
+            ));
+        }
+    }
+}
+
+/// (msg, rcpt) delivered after the backup and erased by the restore, while the MX queue still
+/// held it (the queue had not recorded it done): the queue must deliver it again (or bounce it).
+fn check_redelivery(facts: &Facts, snapshot: Option<At>, rollback: At, out: &mut Vec<Violation>) {
+    let mut judged = std::collections::BTreeSet::new();
+    for delivery in facts.deliveries.iter().filter(|d| snapshot.is_none_or(|s| s < d.at) && d.at < rollback) {
+        let mailbox = &delivery.mailbox;
+        for (ack_at, msg, rcpts, ..) in facts.acks_of_message(&delivery.msg).filter(|(at, ..)| *at < rollback) {
+            for rcpt in rcpts.iter().filter(|rcpt| Facts::mailbox_of(rcpt) == *mailbox) {
+                if !judged.insert((msg.clone(), rcpt.clone())) {
+                    continue;
+                }
+                let key = (msg.clone(), rcpt.clone());
+                let recorded = facts.queue_recorded.get(&key).is_some_and(|ats| ats.iter().any(|at| *at < rollback));
+                if recorded {
+                    continue; // the queue let go of it: nothing holds it any more; a reported loss
+                }
+                let again = facts.deliveries.iter().any(|d| d.at > rollback && &d.msg == msg && &d.mailbox == mailbox);
+                let bounced = facts.failure_dsns(msg, rcpt).iter().any(|at| *at > rollback);
+                if !again && !bounced {
+                    out.push(Violation::new(
+                        "A18",
+                        format!("msg {msg} rcpt {rcpt}"),
+                        "the restore erased the store's copy while the MX queue still held the message, and it was never delivered again",
+                        vec![*ack_at, delivery.at, rollback],
+                    ));
+                }
+            }
+        }
+    }
+}

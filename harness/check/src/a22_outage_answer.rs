@@ -1,0 +1,96 @@
+//! A22 outage-answer: while its storage is down an MX refuses connections or answers 4xx, never
+//! 5xx (January 2023 answered 5xx, and every sender bounced what it held). And given each
+//! sender's policy and the outage's length, the fate of every message is predictable: delivered
+//! after recovery if the sender was still retrying then, returned on expiry otherwise. Under a
+//! 4xx or closed-port answer the actual fate must match the prediction.
+
+use super::facts::{Facts, SenderPolicy};
+use super::Violation;
+use history::{Event, Outcome};
+use mail::policy::RetryPolicy;
+
+/// The outage as the history shows it: [down_ms, up_ms).
+#[derive(Clone, Copy, Debug)]
+pub struct Outage {
+    pub down_ms: u64,
+    pub up_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    Delivered,
+    Expired,
+    /// Too close to the boundary to call: within one retry interval of the lifetime.
+    Unclear,
+}
+
+/// The first outage of a history, if any.
+pub fn outage(facts_records: &[history::Record]) -> Option<Outage> {
+    let down = facts_records.iter().find(|r| matches!(r.event, Event::Outage { down: true }))?;
+    let up = facts_records.iter().find(|r| matches!(r.event, Event::Outage { down: false }) && r.t_ms >= down.t_ms);
+    Some(Outage { down_ms: down.t_ms, up_ms: up.map(|r| r.t_ms).unwrap_or(u64::MAX) })
+}
+
+/// What a sender with this policy does with a message submitted at `submitted_ms` when the MX
+/// is unreachable (4xx or refused) throughout the outage.
+pub fn expected_fate(policy: &SenderPolicy, submitted_ms: u64, outage: Outage) -> Fate {
+    if submitted_ms >= outage.up_ms {
+        return Fate::Delivered;
+    }
+    if submitted_ms < outage.down_ms {
+        // Sent before the outage: most got through in time, the last ones met it; not judged.
+        return Fate::Unclear;
+    }
+    if !policy.retries {
+        return Fate::Expired;
+    }
+    let Some(shape) = RetryPolicy::built_in(&policy.name, policy.time_scale) else { return Fate::Unclear };
+    // The sender must still be retrying when the MX comes back.
+    let wait_s = outage.up_ms.saturating_sub(submitted_ms) as f64 / 1000.0;
+    let stage = shape.stages.get(shape.stage_index(wait_s));
+    let slack_s = stage.map(|stage| stage.max_interval_s.unwrap_or(stage.interval_s)).unwrap_or(0.0) + 0.01 * shape.lifetime_s;
+    if wait_s + slack_s < shape.lifetime_s {
+        Fate::Delivered
+    } else if wait_s > shape.lifetime_s + slack_s {
+        Fate::Expired
+    } else {
+        Fate::Unclear
+    }
+}
+
+pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
+    let Some(outage) = outage(facts.records) else { return };
+    let mut answered_5xx = false;
+    for (at, record) in facts.records.iter().enumerate() {
+        if !(outage.down_ms..outage.up_ms).contains(&record.t_ms) {
+            continue;
+        }
+        let reply = match &record.event {
+            Event::MxRefusal { reply, .. } | Event::MxDataEnd { reply, .. } => reply,
+            _ => continue,
+        };
+        if reply.starts_with('5') && !answered_5xx {
+            answered_5xx = true;
+            out.push(Violation::new("A22", "MX", format!("answered '{reply}' while its storage was down: senders bounce what they hold (the January 2023 choice); an outage must be answered with 4xx or a closed port"), vec![at]));
+        }
+    }
+    if answered_5xx {
+        return;
+    }
+    for (msg, (submitted, _, rcpts, _)) in &facts.submitted {
+        let Some(policy) = facts.policy_of_message(msg) else { continue };
+        let expected = expected_fate(policy, facts.records[*submitted].t_ms, outage);
+        for rcpt in rcpts {
+            let Some(outcomes) = facts.outcomes.get(&(msg.clone(), rcpt.clone())) else { continue };
+            let Some(&(at, actual)) = outcomes.first() else { continue };
+            let mismatch = match (expected, actual) {
+                (Fate::Delivered, Outcome::Expired) => Some("returned on expiry, but its sender's policy outlives the outage"),
+                (Fate::Expired, Outcome::Delivered) => Some("delivered, but its sender's policy should have given up before the outage ended"),
+                _ => None,
+            };
+            if let Some(why) = mismatch {
+                out.push(Violation::new("A22", format!("msg {msg} rcpt {rcpt}"), format!("{why} (policy {})", policy.name), vec![*submitted, at]));
+            }
+        }
+    }
+}

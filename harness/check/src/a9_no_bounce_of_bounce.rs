@@ -1,0 +1,22 @@
+//! A9 no-bounce-of-bounce: every DSN goes out with MAIL FROM:<>, and nothing generates a DSN
+//! for a message whose reverse-path is <>. RFC 5321 §6.1, RFC 3464 §2.
+
+use super::facts::Facts;
+use super::Violation;
+use history::Event;
+
+pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
+    for (at, record) in facts.records.iter().enumerate() {
+        let Event::DsnSent { msg, mail_from, to, .. } = &record.event else { continue };
+        if !mail_from.is_empty() {
+            out.push(Violation::new("A9", format!("msg {msg}"), format!("a DSN was sent with MAIL FROM:<{mail_from}> instead of <>"), vec![at]));
+        }
+        let original_is_bounce = facts.submitted.get(msg).map(|(_, from, ..)| from.is_empty());
+        if original_is_bounce == Some(true) || to.is_empty() {
+            let mut evidence = vec![at];
+            evidence.extend(facts.submitted.get(msg).map(|(submitted, ..)| *submitted));
+            evidence.sort();
+            out.push(Violation::new("A9", format!("msg {msg}"), "a DSN was generated for a message whose reverse-path is <> (a bounce of a bounce)", evidence));
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! The facts every checker needs, gathered in one pass over the history: who accepted what,
+//! what the senders saw, what the store delivered, what clients fetched, and the disk
+//! operations of each host indexed by path.
+
+use history::{Event, Outcome, Record, Stage};
+use mail::message;
+use history::RunOutput;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A record index in the history.
+pub type At = usize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DiskOp {
+    Write,
+    Sync,
+    RenamedTo,
+    RenamedFrom,
+    Remove,
+}
+
+#[derive(Default)]
+pub struct HostDisk {
+    /// Per path: operations on it, in history order.
+    pub by_path: BTreeMap<String, Vec<(At, DiskOp)>>,
+    /// Per directory: its fsyncs.
+    pub dir_syncs: BTreeMap<String, Vec<At>>,
+    /// Per target path of a rename: the source path.
+    pub renamed_from: BTreeMap<String, Vec<(At, String)>>,
+}
+
+pub struct Delivery {
+    pub at: At,
+    pub mailbox: String,
+    pub msg: String,
+    pub uidl: String,
+    pub file: String,
+    pub digest: String,
+}
+
+pub struct Fetch {
+    pub at: At,
+    pub mailbox: String,
+    pub uidl: String,
+    pub msg: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+/// A sender's policy as its provider recorded it when it started.
+#[derive(Clone, Debug)]
+pub struct SenderPolicy {
+    pub name: String,
+    pub time_scale: f64,
+    pub min_interval_s: f64,
+    pub lifetime_s: f64,
+    pub retries: bool,
+    pub delay_notice_s: Option<f64>,
+}
+
+impl SenderPolicy {
+    /// The policy a `SenderPolicy` event records.
+    pub fn of(event: &Event) -> Option<SenderPolicy> {
+        let Event::SenderPolicy { policy, time_scale, min_interval_s, lifetime_s, retries, delay_notice_s } = event else { return None };
+        Some(SenderPolicy {
+            name: policy.clone(),
+            time_scale: *time_scale,
+            min_interval_s: *min_interval_s,
+            lifetime_s: *lifetime_s,
+            retries: *retries,
+            delay_notice_s: *delay_notice_s,
+        })
+    }
+}
+
+pub struct Facts<'a> {
+    pub records: &'a [Record],
+    /// Per provider host: its policy.
+    pub policies: BTreeMap<String, SenderPolicy>,
+    /// Per message: the host that submitted it.
+    pub submitted_by: BTreeMap<String, String>,
+    pub images: &'a BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// Submit per message: (at, from, rcpts, digest).
+    pub submitted: BTreeMap<String, (At, String, Vec<String>, String)>,
+    /// Every MX end-of-data decision: (at, msg, rcpts, queue file, reply).
+    pub mx_data_ends: Vec<(At, String, Vec<String>, Option<String>, String)>,
+    pub disks: BTreeMap<String, HostDisk>,
+    pub deliveries: Vec<Delivery>,
+    pub fetches: Vec<Fetch>,
+    /// (mailbox, uidl) → where the client asked for its deletion (DELE, then QUIT).
+    pub deleted: BTreeMap<(String, String), At>,
+    /// The same, where the server answered the QUIT with +OK.
+    pub deleted_confirmed: BTreeMap<(String, String), At>,
+    /// Sender's terminal outcomes per (msg, rcpt).
+    pub outcomes: BTreeMap<(String, String), Vec<(At, Outcome)>>,
+    /// Per (msg, rcpt): sender sessions in which the RCPT and the end of data both got 2xx.
+    pub sender_saw_ack: BTreeMap<(String, String), usize>,
+    /// Per (msg, rcpt): LMTP 2xx the queue runner saw, and completions it durably recorded.
+    pub lmtp_ok: BTreeMap<(String, String), Vec<At>>,
+    pub queue_recorded: BTreeMap<(String, String), Vec<At>>,
+    /// Per queue file: LMTP 2xx replies for it.
+    pub lmtp_ok_by_file: BTreeMap<String, Vec<At>>,
+    /// Per (msg, rcpt): the failure DSNs sent about it.
+    pub failure_dsns_of: BTreeMap<(String, String), Vec<At>>,
+    /// Per (msg, rcpt): any DSN (failure or delay) sent about it.
+    pub any_dsns_of: BTreeMap<(String, String), Vec<At>>,
+    /// Per message: its sender's attempts (where, and for which recipients).
+    pub attempts_of: BTreeMap<String, Vec<(At, Vec<String>)>>,
+    /// Per (queue file, rcpt): where the store's first 2xx for it was seen.
+    pub first_lmtp_ok: BTreeMap<(String, String), At>,
+    /// Per message: indices into `mx_data_ends` of its 2xx acknowledgements.
+    pub acks_of: BTreeMap<String, Vec<usize>>,
+    /// Per (mailbox, checksum in the file name): files that appeared in the mailbox's new/ by
+    /// rename or write, acknowledged or not. A store that crashes after publishing a file but
+    /// before its 2xx leaves such a copy (and the sender's retry makes a justified duplicate).
+    pub published: BTreeMap<(String, String), BTreeSet<String>>,
+    /// Every `StoreRecovered`, in history order.
+    pub recoveries: Vec<Recovery>,
+    /// Every `StoreCorruption`: (at, mailbox, uid, file).
+    pub corruptions: Vec<(At, String, u64, String)>,
+    /// Every `DiskDropped`: (at, host, op, path): a promise the device broke.
+    pub dropped: Vec<(At, String, String, String)>,
+    /// Rollbacks of the store: (snapshot at, rollback at), both world `Fault` records.
+    pub rollbacks: Vec<(Option<At>, At)>,
+    /// Losses the run reported instead of hiding, per (mailbox, msg).
+    pub reported: ReportedLosses,
+}
+
+pub struct Recovery {
+    pub at: At,
+    pub mailbox: String,
+    pub uidvalidity: u64,
+    pub uidnext: u64,
+    pub restored: bool,
+}
+
+/// Messages whose loss is reported rather than hidden: erased by a restore from backup (and never
+/// downloaded nor delivered again), or found damaged on storage (`StoreCorruption`). Both sets
+/// hold (mailbox, msg); the checkers of loss (A2, A20) exclude exactly these.
+#[derive(Default, Debug, Clone)]
+pub struct ReportedLosses {
+    pub lost_to_rollback: BTreeSet<(String, String)>,
+    pub damaged: BTreeSet<(String, String)>,
+}
+
+impl ReportedLosses {
+    pub fn covers(&self, mailbox: &str, msg: &str) -> bool {
+        let key = (mailbox.to_string(), msg.to_string());
+        self.lost_to_rollback.contains(&key) || self.damaged.contains(&key)
+    }
+
+    /// From the history alone (the report uses it too).
+    pub fn of(records: &[Record]) -> ReportedLosses {
+        let mut reported = ReportedLosses::default();
+        let mut snapshot_at = None;
+        let mut rollbacks = Vec::new();
+        // (mailbox, file) → msg; (mailbox, msg) → delivery and fetch positions.
+        let mut msg_of_file: BTreeMap<(String, String), String> = BTreeMap::new();
+        let mut delivered: BTreeMap<(String, String), Vec<At>> = BTreeMap::new();
+        let mut fetched: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut corrupt: Vec<(String, String)> = Vec::new();
+        for (at, record) in records.iter().enumerate() {
+            match &record.event {
+                Event::Fault { action } if is_snapshot(action) => snapshot_at = Some(at),
+                Event::Fault { action } if is_rollback(action) => rollbacks.push((snapshot_at, at)),
+                Event::StoreDelivered { mailbox, msg, file, .. } => {
+                    msg_of_file.insert((mailbox.clone(), file.clone()), msg.clone());
+                    delivered.entry((mailbox.clone(), msg.clone())).or_default().push(at);
+                }
+                Event::ClientFetched { mailbox, msg, .. } => {
+                    fetched.insert((mailbox.clone(), msg.clone()));
+                }
+                Event::StoreCorruption { mailbox, file, .. } => corrupt.push((mailbox.clone(), file.clone())),
+                _ => {}
+            }
+        }
+        // Damage is a reported loss only when the device caused it; damage the stack caused
+        // itself (a partial file it published) stays a violation.
+        let by_device = device_damaged_names(records);
+        for key in corrupt {
+            if !by_device.contains(file_name(&key.1)) {
+                continue;
+            }
+            if let Some(msg) = msg_of_file.get(&key) {
+                reported.damaged.insert((key.0, msg.clone()));
+            }
+        }
+        for (key, ats) in &delivered {
+            if fetched.contains(key) {
+                continue;
+            }
+            // Every copy was delivered after a backup and erased by the restore to it.
+            let erased = |at: &At| rollbacks.iter().any(|(snapshot, rollback)| snapshot.is_none_or(|s| s < *at) && at < rollback);
+            if ats.iter().all(erased) {
+                reported.lost_to_rollback.insert(key.clone());
+            }
+        }
+        reported
+    }
+}
+
+/// Device faults that damage a file's bytes behind the store's back.
+pub const DAMAGING_FAULTS: &[&str] = &["bit-rot", "misdirected-write", "torn-write", "lost-write"];
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Names of the store's files whose bytes the device damaged or dropped after acknowledging them.
+pub fn device_damaged_names(records: &[Record]) -> BTreeSet<String> {
+    records
+        .iter()
+        .filter(|record| record.host == "store")
+        .filter_map(|record| match &record.event {
+            Event::DiskFault { fault, path, .. } if DAMAGING_FAULTS.contains(&fault.as_str()) => Some(file_name(path).to_string()),
+            Event::DiskDropped { path, .. } => Some(file_name(path).to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The world's note of a backup (`Action::Snapshot`).
+pub fn is_snapshot(action: &str) -> bool {
+    action.starts_with("backup of store")
+}
+
+/// The world's note of a restore from backup (`Action::Rollback`).
+pub fn is_rollback(action: &str) -> bool {
+    action.starts_with("store restored from its backup")
+}
+
+impl<'a> Facts<'a> {
+    pub fn build(output: &'a RunOutput) -> Facts<'a> {
+        let mut facts = Facts {
+            records: &output.history.records,
+            policies: BTreeMap::new(),
+            submitted_by: BTreeMap::new(),
+            images: &output.images,
+            submitted: BTreeMap::new(),
+            mx_data_ends: Vec::new(),
+            disks: BTreeMap::new(),
+            deliveries: Vec::new(),
+            fetches: Vec::new(),
+            deleted: BTreeMap::new(),
+            deleted_confirmed: BTreeMap::new(),
+            outcomes: BTreeMap::new(),
+            sender_saw_ack: BTreeMap::new(),
+            lmtp_ok: BTreeMap::new(),
+            queue_recorded: BTreeMap::new(),
+            lmtp_ok_by_file: BTreeMap::new(),
+            published: BTreeMap::new(),
+            failure_dsns_of: BTreeMap::new(),
+            any_dsns_of: BTreeMap::new(),
+            attempts_of: BTreeMap::new(),
+            first_lmtp_ok: BTreeMap::new(),
+            acks_of: BTreeMap::new(),
+            recoveries: Vec::new(),
+            corruptions: Vec::new(),
+            dropped: Vec::new(),
+            rollbacks: Vec::new(),
+            reported: ReportedLosses::of(&output.history.records),
+        };
+        // Per sender session: recipients that got 2xx at RCPT.
+        let mut session_rcpts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (at, record) in output.history.records.iter().enumerate() {
+            facts.observe(at, record, &mut session_rcpts);
+        }
+        facts.rollbacks.retain(|(_, rollback)| *rollback != usize::MAX);
+        facts
+    }
+
+    fn observe(&mut self, at: At, record: &Record, session_rcpts: &mut BTreeMap<String, Vec<String>>) {
+        match &record.event {
+            Event::Submit { msg, from, rcpts, digest, .. } => {
+                self.submitted.insert(msg.clone(), (at, from.clone(), rcpts.clone(), digest.clone()));
+                self.submitted_by.insert(msg.clone(), record.host.clone());
+            }
+            Event::SenderPolicy { .. } => {
+                if let Some(policy) = SenderPolicy::of(&record.event) {
+                    self.policies.insert(record.host.clone(), policy);
+                }
+            }
+            Event::SmtpReply { session, msg, stage, rcpt, reply } => {
+                let ok = reply.starts_with('2');
+                match (stage, rcpt) {
+                    (Stage::Rcpt, Some(rcpt)) if ok => session_rcpts.entry(session.clone()).or_default().push(rcpt.clone()),
+                    (Stage::DataEnd, _) if ok => {
+                        for rcpt in session_rcpts.get(session).cloned().unwrap_or_default() {
+                            *self.sender_saw_ack.entry((msg.clone(), rcpt)).or_default() += 1;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Event::SenderOutcome { msg, rcpt, outcome, .. } => {
+                self.outcomes.entry((msg.clone(), rcpt.clone())).or_default().push((at, *outcome));
+            }
+            Event::MxDataEnd { msg, rcpts, queue_file, reply, .. } => {
+                if reply.starts_with('2') {
+                    self.acks_of.entry(msg.clone()).or_default().push(self.mx_data_ends.len());
+                }
+                self.mx_data_ends.push((at, msg.clone(), rcpts.clone(), queue_file.clone(), reply.clone()));
+            }
+            Event::LmtpReply { queue_file, msg, rcpt, reply } if reply.starts_with('2') => {
+                self.lmtp_ok.entry((msg.clone(), rcpt.clone())).or_default().push(at);
+                self.lmtp_ok_by_file.entry(queue_file.clone()).or_default().push(at);
+                self.first_lmtp_ok.entry((queue_file.clone(), rcpt.clone())).or_insert(at);
+            }
+            Event::SmtpAttempt { msg, rcpts, .. } => {
+                self.attempts_of.entry(msg.clone()).or_default().push((at, rcpts.clone()));
+            }
+            Event::DsnSent { msg, kind, rcpts, .. } => {
+                for rcpt in rcpts {
+                    let key = (msg.clone(), rcpt.clone());
+                    if kind == "failure" {
+                        self.failure_dsns_of.entry(key.clone()).or_default().push(at);
+                    }
+                    self.any_dsns_of.entry(key).or_default().push(at);
+                }
+            }
+            Event::QueueRecorded { msg, done, .. } => {
+                for rcpt in done {
+                    self.queue_recorded.entry((msg.clone(), rcpt.clone())).or_default().push(at);
+                }
+            }
+            Event::StoreDelivered { mailbox, msg, uidvalidity, uid, file, digest } => self.deliveries.push(Delivery {
+                at,
+                mailbox: mailbox.clone(),
+                msg: msg.clone(),
+                uidl: format!("{uidvalidity}.{uid}"),
+                file: file.clone(),
+                digest: digest.clone(),
+            }),
+            Event::ClientFetched { mailbox, uidl, msg, digest, size } => self.fetches.push(Fetch {
+                at,
+                mailbox: mailbox.clone(),
+                uidl: uidl.clone(),
+                msg: msg.clone(),
+                digest: digest.clone(),
+                size: *size,
+            }),
+            Event::ClientDeleted { mailbox, uidls, confirmed } => {
+                for uidl in uidls {
+                    self.deleted.insert((mailbox.clone(), uidl.clone()), at);
+                    if *confirmed {
+                        self.deleted_confirmed.insert((mailbox.clone(), uidl.clone()), at);
+                    }
+                }
+            }
+            Event::StoreRecovered { mailbox, uidvalidity, uidnext, restored, .. } => {
+                self.recoveries.push(Recovery { at, mailbox: mailbox.clone(), uidvalidity: *uidvalidity, uidnext: *uidnext, restored: *restored })
+            }
+            Event::StoreCorruption { mailbox, uid, file } => self.corruptions.push((at, mailbox.clone(), *uid, file.clone())),
+            Event::DiskDropped { op, path } => self.dropped.push((at, record.host.clone(), op.clone(), path.clone())),
+            Event::Fault { action } if is_snapshot(action) => self.rollbacks.push((Some(at), usize::MAX)),
+            Event::Fault { action } if is_rollback(action) => match self.rollbacks.last_mut() {
+                Some(last) if last.1 == usize::MAX => last.1 = at,
+                _ => self.rollbacks.push((None, at)),
+            },
+            _ => self.observe_disk(at, record),
+        }
+    }
+
+    fn observe_disk(&mut self, at: At, record: &Record) {
+        if record.host == "store" {
+            if let Event::DiskRename { to: path, .. } | Event::DiskWrite { path, .. } = &record.event {
+                if let Some(key) = published_key(path) {
+                    self.published.entry(key).or_default().insert(path.clone());
+                }
+            }
+        }
+        let disk = self.disks.entry(record.host.clone()).or_default();
+        let mut op = |path: &str, kind: DiskOp| disk.by_path.entry(path.to_string()).or_default().push((at, kind));
+        match &record.event {
+            Event::DiskWrite { path, .. } => op(path, DiskOp::Write),
+            Event::DiskSync { path } => op(path, DiskOp::Sync),
+            Event::DiskRemove { path } => op(path, DiskOp::Remove),
+            Event::DiskRename { from, to } => {
+                op(from, DiskOp::RenamedFrom);
+                op(to, DiskOp::RenamedTo);
+                disk.renamed_from.entry(to.clone()).or_default().push((at, from.clone()));
+            }
+            Event::DiskDirSync { dir } => disk.dir_syncs.entry(dir.clone()).or_default().push(at),
+            _ => {}
+        }
+    }
+
+    /// Messages the MX acknowledged (2xx at end of data): (at, msg, rcpts, queue file).
+    pub fn mx_acks(&self) -> impl Iterator<Item = &(At, String, Vec<String>, Option<String>, String)> {
+        self.mx_data_ends.iter().filter(|(_, _, _, _, reply)| reply.starts_with('2'))
+    }
+
+    /// The durable file image of a host (empty when the host has no disk).
+    pub fn image(&self, host: &str) -> Option<&BTreeMap<String, Vec<u8>>> {
+        self.images.get(host)
+    }
+
+    /// Whether a store delivery's file survives in the final durable image.
+    pub fn survives(&self, delivery: &Delivery) -> bool {
+        self.image("store").is_some_and(|image| image.contains_key(&delivery.file))
+    }
+
+    /// The retry policy of the sender that submitted this message.
+    pub fn policy_of_message(&self, msg: &str) -> Option<&SenderPolicy> {
+        self.submitted_by.get(msg).and_then(|host| self.policies.get(host))
+    }
+
+    /// Failure DSNs sent about (msg, rcpt).
+    pub fn failure_dsns(&self, msg: &str, rcpt: &str) -> &[At] {
+        self.failure_dsns_of.get(&(msg.to_string(), rcpt.to_string())).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Whether the sender attempted (msg, rcpt) in [from, to).
+    pub fn attempted_between(&self, msg: &str, rcpt: &str, from: At, to: At) -> Option<At> {
+        let attempts = self.attempts_of.get(msg)?;
+        attempts.iter().find(|(at, rcpts)| (from..to).contains(at) && rcpts.iter().any(|r| r == rcpt)).map(|(at, _)| *at)
+    }
+
+    /// The MX's 2xx acknowledgements of a message: (at, rcpts).
+    pub fn acks_of_message(&self, msg: &str) -> impl Iterator<Item = &(At, String, Vec<String>, Option<String>, String)> {
+        self.acks_of.get(msg).into_iter().flatten().filter_map(|&index| self.mx_data_ends.get(index))
+    }
+
+    /// Mailbox of a local recipient address.
+    pub fn mailbox_of(rcpt: &str) -> String {
+        rcpt.rsplit_once('@').map(|(local, _)| local).unwrap_or(rcpt).to_ascii_lowercase()
+    }
+
+    /// The digests of everything the MX accepted, for byte-identity checks.
+    pub fn accepted_digests(&self) -> BTreeSet<&str> {
+        let accepted: BTreeSet<&str> = self.mx_acks().map(|(_, msg, ..)| msg.as_str()).collect();
+        self.submitted.iter().filter(|(msg, _)| accepted.contains(msg.as_str())).map(|(_, (_, _, _, digest))| digest.as_str()).collect()
+    }
+
+    pub fn digest_of_file(bytes: &[u8]) -> String {
+        message::content_digest(bytes)
+    }
+
+    /// Whether a restore from backup erased this delivery: it came after the backup the store
+    /// was restored to, and before the restore.
+    pub fn erased_by_rollback(&self, delivery: &Delivery) -> bool {
+        self.rollbacks.iter().any(|(snapshot, rollback)| snapshot.is_none_or(|s| s < delivery.at) && delivery.at < *rollback)
+    }
+
+    /// Whether a restore from backup (a `StoreRecovered{restored}` of this mailbox) lies between
+    /// two records.
+    pub fn restored_between(&self, mailbox: &str, from: At, to: At) -> bool {
+        self.recoveries.iter().any(|r| r.restored && r.mailbox == mailbox && from < r.at && r.at < to)
+    }
+
+    /// How many distinct files of this message were published into the mailbox: at least the
+    /// acknowledged deliveries, plus copies published just before a crash.
+    pub fn published_copies(&self, mailbox: &str, msg: &str) -> usize {
+        let mut files = BTreeSet::new();
+        for delivery in self.deliveries.iter().filter(|d| d.mailbox == mailbox && d.msg == msg) {
+            files.insert(delivery.file.clone());
+            if let Some((_, checksum)) = published_key(&delivery.file) {
+                if let Some(same) = self.published.get(&(mailbox.to_string(), checksum)) {
+                    files.extend(same.iter().cloned());
+                }
+            }
+        }
+        files.len()
+    }
+}
+
+/// (mailbox, checksum) of a maildir file path `mail/<mailbox>/new/<name with ,H=checksum>`.
+fn published_key(path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix("mail/")?;
+    let (mailbox, name) = rest.split_once("/new/")?;
+    let (_, checksum) = mail::maildir::parse_file_name(name)?;
+    Some((mailbox.to_string(), checksum))
+}

@@ -1,0 +1,180 @@
+//! Checkers: each judges one invariant of INVARIANTS.md from the recorded history and, where
+//! it must, the final durable disk images. None reads the stack's memory.
+//!
+//! The compiler keeps it that way: this crate depends on `history` (events and the run's
+//! output) and `mail` (the formats that crossed a boundary: DSNs, content digests, the
+//! published retry policies) only. It must never know the stack, the disks or devices, or the
+//! simulator: whatever a checker needs must be recorded as an event.
+//!
+//! A violation names its invariant, the message and recipient (or mailbox), and the history
+//! records that prove it (their indices, rendered by the report).
+
+mod a10_dsn_shape;
+mod a11_dsn_cardinality;
+mod a14_timeouts;
+mod a16_handoff;
+mod a17_uid_rules;
+mod a18_restore_rule;
+mod a1_durable_before_ack;
+mod a3_one_reply;
+mod a5_transient_requeued;
+mod a6_retry_spacing;
+mod a7_explicit_give_up;
+mod a8_5xx_final;
+mod a12_transient_for_infrastructure;
+mod a13_justified_duplicates;
+mod a15_atomic_publish;
+mod a19_uidl_stable;
+mod a20_client_complete;
+mod a21_overload;
+mod a23_no_silent_corruption;
+pub mod a22_outage_answer;
+mod a2_no_loss;
+mod a4_no_deliver_after_refusal;
+mod a9_no_bounce_of_bounce;
+pub mod facts;
+
+
+use history::RunOutput;
+pub use facts::Facts;
+
+/// The invariants this build judges, in report order.
+pub const INVARIANTS: &[(&str, &str)] = &[
+    ("A1", "durable-before-ack"),
+    ("A2", "no-loss"),
+    ("A3", "one-reply"),
+    ("A4", "no-deliver-after-refusal"),
+    ("A5", "transient-requeued"),
+    ("A6", "retry-spacing"),
+    ("A7", "explicit-give-up"),
+    ("A8", "5xx-final"),
+    ("A9", "no-bounce-of-bounce"),
+    ("A10", "dsn-shape"),
+    ("A11", "dsn-cardinality"),
+    ("A12", "transient-for-infrastructure"),
+    ("A13", "justified-duplicates"),
+    ("A14", "timeouts"),
+    ("A15", "atomic-publish"),
+    ("A16", "handoff"),
+    ("A17", "uid-rules"),
+    ("A18", "restore-rule"),
+    ("A19", "uidl-stable"),
+    ("A20", "client-complete"),
+    ("A21", "overload-degrades-to-4xx"),
+    ("A22", "outage-answer"),
+    ("A23", "no-silent-corruption"),
+    ("L1", "drains"),
+];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub invariant: &'static str,
+    /// What it is about: `msg <id> rcpt <address>`, `mailbox <name> uidl <uidl>`, a file.
+    pub subject: String,
+    pub explanation: String,
+    /// Indices of the history records that prove it.
+    pub evidence: Vec<usize>,
+}
+
+impl Violation {
+    pub fn new(invariant: &'static str, subject: impl Into<String>, explanation: impl Into<String>, evidence: Vec<usize>) -> Violation {
+        Violation { invariant, subject: subject.into(), explanation: explanation.into(), evidence }
+    }
+}
+
+/// Runs every checker. Violations come out grouped by invariant, in a stable order.
+pub fn check_all(output: &RunOutput) -> Vec<Violation> {
+    let facts = Facts::build(output);
+    let mut violations = Vec::new();
+    a1_durable_before_ack::check(&facts, &mut violations);
+    a2_no_loss::check(&facts, &mut violations);
+    a3_one_reply::check(&facts, &mut violations);
+    a4_no_deliver_after_refusal::check(&facts, &mut violations);
+    a5_transient_requeued::check(&facts, &mut violations);
+    a6_retry_spacing::check(&facts, &mut violations);
+    a7_explicit_give_up::check(&facts, &mut violations);
+    a8_5xx_final::check(&facts, &mut violations);
+    a9_no_bounce_of_bounce::check(&facts, &mut violations);
+    a10_dsn_shape::check(&facts, &mut violations);
+    a11_dsn_cardinality::check(&facts, &mut violations);
+    a12_transient_for_infrastructure::check(&facts, &mut violations);
+    a13_justified_duplicates::check(&facts, &mut violations);
+    a14_timeouts::check(&facts, &mut violations);
+    a15_atomic_publish::check(&facts, &mut violations);
+    a16_handoff::check(&facts, &mut violations);
+    a17_uid_rules::check(&facts, &mut violations);
+    a18_restore_rule::check(&facts, &mut violations);
+    a19_uidl_stable::check(&facts, &mut violations);
+    a20_client_complete::check(&facts, &mut violations);
+    a21_overload::check(&facts, &mut violations);
+    a22_outage_answer::check(&facts, &mut violations);
+    a23_no_silent_corruption::check(&facts, &mut violations);
+    blame(&facts, &mut violations);
+    if output.drained_at_ms.is_none() && output.aborted.is_none() {
+        // L1 drains: every queue must be empty and every message terminal within the horizon.
+        violations.push(Violation::new("L1", "queues", format!("the backlog had not drained when the run reached its horizon at {}s", output.ended_at_ms / 1000), vec![]));
+    }
+    if let Some(reason) = &output.aborted {
+        violations.push(Violation::new("L1", "simulation", reason.clone(), vec![]));
+    }
+    if output.history.overflowed {
+        violations.push(Violation::new("L1", "history", format!("the run produced more than {} events (a runaway loop)", history::MAX_EVENTS), vec![]));
+    }
+    violations
+}
+
+/// The invariants whose violation may be the device's doing rather than the stack's.
+const BLAMEABLE: &[&str] = &["A1", "A2", "A15", "A17", "A19", "A20", "A23"];
+
+/// Says who broke a durability promise: the device, when it dropped an operation on one of the
+/// violation's files that a sync had acknowledged (`DiskDropped`); unclear when it dropped
+/// others; the stack when the device kept every promise.
+fn blame(facts: &Facts, violations: &mut [Violation]) {
+    for violation in violations.iter_mut().filter(|v| BLAMEABLE.contains(&v.invariant)) {
+        let files = files_of(facts, violation);
+        let culprit = facts.dropped.iter().find(|(_, _, _, path)| files.iter().any(|file| same_file(file, path)));
+        let note = match culprit {
+            Some((at, _, op, path)) => {
+                if !violation.evidence.contains(at) {
+                    violation.evidence.push(*at);
+                }
+                format!(" [blame: device — it acknowledged {op} {path} as durable (record #{at}) and lost it]")
+            }
+            None if !facts.dropped.is_empty() => format!(" [blame: unclear — the device broke {} promise(s) in this run]", facts.dropped.len()),
+            None => " [blame: stack — the device kept every promise]".to_string(),
+        };
+        violation.explanation.push_str(&note);
+    }
+}
+
+/// The files a violation is about: those its evidence records name, and a mailbox's uidlist.
+fn files_of(facts: &Facts, violation: &Violation) -> Vec<String> {
+    let mut files = Vec::new();
+    for record in violation.evidence.iter().filter_map(|&at| facts.records.get(at)) {
+        match &record.event {
+            history::Event::MxDataEnd { queue_file: Some(file), .. } | history::Event::QueueRecorded { queue_file: file, .. } => files.push(file.clone()),
+            history::Event::StoreDelivered { file, .. } | history::Event::StoreCorruption { file, .. } => files.push(file.clone()),
+            _ => {}
+        }
+    }
+    let mut words = violation.subject.split_whitespace();
+    while let Some(word) = words.next() {
+        if word == "mailbox" {
+            if let Some(mailbox) = words.next() {
+                files.push(format!("mail/{mailbox}/uidlist"));
+            }
+        }
+    }
+    files
+}
+
+/// Same file: equal last path components (a file keeps its name from tmp/ to new/), except for
+/// a mailbox's `uidlist`, which only its own path names.
+fn same_file(file: &str, path: &str) -> bool {
+    let last = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
+    let (a, b) = (last(file), last(path));
+    if a.starts_with("uidlist") || b.starts_with("uidlist") {
+        return history::parent(file) == history::parent(path) && a.starts_with("uidlist") && b.starts_with("uidlist");
+    }
+    a == b
+}

@@ -1,0 +1,261 @@
+//! The recorded history of a run: every observable event with its simulated time and host.
+//!
+//! The stack and the disk layer append to it through a [`Journal`]; checkers read it (and, where
+//! they must, the final durable disk images), never the stack's memory. The digest of its JSON
+//! lines identifies a run: the same seed must give the same digest on any machine.
+//!
+//! This crate is the language every layer speaks, and so it depends on no other crate of
+//! ours: it must never know the stack, the devices, the simulator or the checkers. A
+//! [`RunOutput`] — the history plus the final durable disk images — is all a checker is given.
+
+use serde::Serialize;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::rc::Rc;
+
+/// Upper bound on the events of one run. Reaching it means a runaway loop (a retry storm, say),
+/// so the run stops recording and the world reports it instead of exhausting memory.
+pub const MAX_EVENTS: usize = 2_000_000;
+
+/// One event with when and where it happened.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Record {
+    pub t_ms: u64,
+    pub host: String,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Where in an SMTP or LMTP transaction a reply (or a failure) belongs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Connect,
+    Greeting,
+    Ehlo,
+    Mail,
+    Rcpt,
+    Data,
+    DataEnd,
+    Quit,
+    Other,
+}
+
+/// How a remote sender finished with one recipient of one message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The MX answered 2xx at end of data for this recipient.
+    Delivered,
+    /// The MX answered 5xx; a failure DSN was sent to the envelope sender (unless it was <>).
+    Bounced,
+    /// The queue lifetime ran out, or the policy does not retry; a failure DSN was sent.
+    Expired,
+}
+
+/// Everything the checkers can see. Field names are the history's vocabulary: keep them stable,
+/// the insta snapshot and every stored history depend on them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    // ----- world -----
+    Phase { name: String },
+    Fault { action: String },
+    /// The MX's operator changes what it answers: normal, 4xx-tempfail, 5xx-bounce, closed-port.
+    Operator { mode: String },
+    /// The store's storage is down (`down`) or back; what A22 judges the MX's answers against.
+    Outage { down: bool },
+    Crash,
+    Restart,
+    /// A stack fail point fired and the world will crash the host now.
+    CrashPoint { point: String },
+
+    // ----- disk layer (recorded by the disk, not by the stack) -----
+    DiskWrite { path: String, len: u64 },
+    DiskSync { path: String },
+    DiskDirSync { dir: String },
+    DiskRename { from: String, to: String },
+    DiskRemove { path: String },
+    DiskError { op: String, path: String, error: String },
+    /// The device injected a fault into this operation (or did something by itself: a failover,
+    /// a rollback, the hidden-limit stall).
+    DiskFault { fault: String, op: String, path: String },
+    /// A crash or failover lost an operation a sync had acknowledged as durable: the device broke
+    /// its promise (a lying fsync, a lost cache write), not the stack.
+    DiskDropped { op: String, path: String },
+
+    // ----- remote senders -----
+    /// A provider's retry policy as it starts (durations already scaled by `time_scale`).
+    SenderPolicy { policy: String, time_scale: f64, min_interval_s: f64, lifetime_s: f64, retries: bool, delay_notice_s: Option<f64> },
+    /// A sender starts an SMTP attempt for these recipients of a message.
+    SmtpAttempt { session: String, msg: String, attempt: u32, rcpts: Vec<String> },
+    /// A message enters a remote sender's queue: the workload hands it over.
+    Submit { msg: String, from: String, rcpts: Vec<String>, digest: String, size: u64 },
+    /// A reply as the SMTP client saw it. `rcpt` is set at the RCPT stage.
+    SmtpReply { session: String, msg: String, stage: Stage, rcpt: Option<String>, reply: String },
+    /// The SMTP client saw no reply: refused, reset or timed out.
+    SmtpFailure { session: String, msg: String, stage: Stage, error: String },
+    SenderOutcome { msg: String, rcpt: String, outcome: Outcome, reply: String },
+    /// A failure DSN handed to the original sender's mailbox at the provider.
+    /// `kind` is "failure" or "delay"; `content` is the DSN as sent, for shape checks.
+    DsnSent { msg: String, dsn: String, kind: String, mail_from: String, to: String, rcpts: Vec<String>, status: String, content: String },
+
+    // ----- MX (SMTP server and its queue) -----
+    /// Server side: the reply the MX is about to send at end of data, and the queue file it names.
+    MxDataEnd { session: String, msg: String, rcpts: Vec<String>, queue_file: Option<String>, reply: String },
+    /// Server side: any other 4xx/5xx reply the MX sends.
+    MxRefusal { session: String, stage: Stage, reply: String },
+    /// LMTP reply per recipient as the queue runner saw it.
+    LmtpReply { queue_file: String, msg: String, rcpt: String, reply: String },
+    LmtpFailure { queue_file: String, msg: String, stage: Stage, error: String },
+    /// The queue has durably recorded that these recipients are done (file rewritten or removed).
+    QueueRecorded { queue_file: String, msg: String, done: Vec<String>, remaining: Vec<String> },
+    QueueRecovered { files: u64 },
+
+    // ----- store (LMTP server, maildir, POP3 server) -----
+    /// The store is about to answer 2xx for this recipient: the message sits at `file`.
+    StoreDelivered { mailbox: String, msg: String, uidvalidity: u64, uid: u64, file: String, digest: String },
+    StoreRefusal { mailbox: String, msg: String, reply: String },
+    /// The store's account of an LMTP data phase: the recipients it had accepted, and those it
+    /// sent a reply for, in the order it sent them.
+    /// `connection_lost` when a reply could not be sent.
+    LmtpDataEnd { session: String, accepted: Vec<String>, replied: Vec<String>, connection_lost: bool },
+    /// `restored`: the operator said the storage came back from a backup.
+    StoreRecovered { mailbox: String, uidvalidity: u64, uidnext: u64, messages: u64, debris_removed: u64, restored: bool },
+    /// The store is about to remove a message its owner deleted (POP3 UPDATE state).
+    StoreExpunging { mailbox: String, uidvalidity: u64, uid: u64, file: String },
+    /// A read found a message's bytes differ from the checksum in its name: not served (A23).
+    StoreCorruption { mailbox: String, uid: u64, file: String },
+
+    // ----- POP3 clients -----
+    /// The listing changed since this client's previous poll: (uidl, size) pairs in listing order.
+    ClientListing { mailbox: String, listed: Vec<(String, u64)> },
+    ClientFetched { mailbox: String, uidl: String, msg: String, digest: String, size: u64 },
+    /// The client sent QUIT after DELE of these UIDLs; `confirmed` when the server answered +OK.
+    ClientDeleted { mailbox: String, uidls: Vec<String>, confirmed: bool },
+    ClientFailure { mailbox: String, error: String },
+}
+
+impl Record {
+    /// One JSON line (the history's file format, and what the digest hashes).
+    pub fn to_json(&self) -> String {
+        // Serialising these plain structs cannot fail: no maps with non-string keys, no floats.
+        serde_json::to_string(self).unwrap_or_else(|error| format!("{{\"unserialisable\":\"{error}\"}}"))
+    }
+}
+
+/// The shared event log of one run. Single-threaded: the whole simulation runs on one thread.
+#[derive(Default)]
+pub struct History {
+    pub records: Vec<Record>,
+    /// Set when MAX_EVENTS was reached; later events are dropped and the run is judged broken.
+    pub overflowed: bool,
+    /// Called with each record as it is appended, before the recording host goes on: how the
+    /// ledger of a real store directory stays ahead of the store.
+    pub observer: Option<Rc<dyn Fn(&Record)>>,
+}
+
+impl History {
+    /// blake3 over the JSON lines, as hex: the identity of a run.
+    pub fn digest(&self) -> String {
+        let mut hasher = blake3::Hasher::new();
+        for record in &self.records {
+            hasher.update(record.to_json().as_bytes());
+            hasher.update(b"\n");
+        }
+        hasher.finalize().to_hex()[..16].to_string()
+    }
+
+    /// A person-readable rendering, one event per line.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        for record in &self.records {
+            let _ = writeln!(text, "{}", render_record(record));
+        }
+        text
+    }
+}
+
+/// `   12.345s mx          mx_data_end {...}`.
+pub fn render_record(record: &Record) -> String {
+    let json = serde_json::to_value(&record.event).unwrap_or_default();
+    let kind = json.get("event").and_then(|v| v.as_str()).unwrap_or("?").to_string();
+    let mut fields = String::new();
+    if let Some(object) = json.as_object() {
+        for (key, value) in object.iter().filter(|(key, _)| key.as_str() != "event") {
+            let _ = write!(fields, " {key}={value}");
+        }
+    }
+    format!("{:>10.3}s {:<12} {kind}{fields}", record.t_ms as f64 / 1000.0, record.host)
+}
+
+/// Milliseconds of simulated time since the start of the run.
+pub type Clock = Rc<dyn Fn() -> u64>;
+
+/// A host's handle on the shared history: it stamps each event with the time and the host name.
+#[derive(Clone)]
+pub struct Journal {
+    history: Rc<RefCell<History>>,
+    host: Rc<str>,
+    clock: Clock,
+}
+
+impl Journal {
+    pub fn new(history: Rc<RefCell<History>>, host: &str, clock: Clock) -> Journal {
+        Journal { history, host: host.into(), clock }
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        (self.clock)()
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock.clone()
+    }
+
+    pub fn record(&self, event: Event) {
+        let t_ms = self.now_ms();
+        let mut history = self.history.borrow_mut();
+        if history.records.len() >= MAX_EVENTS {
+            history.overflowed = true;
+            return;
+        }
+        history.records.push(Record { t_ms, host: self.host.to_string(), event });
+        if let Some(observer) = history.observer.clone() {
+            let record = history.records.last().cloned();
+            drop(history);
+            if let Some(record) = record {
+                observer(&record);
+            }
+        }
+    }
+}
+
+/// What a run leaves behind for its judges: the history and the final durable disk images,
+/// plain data with no handle on the stack or the world that made them.
+pub struct RunOutput {
+    pub history: History,
+    /// Per host with a disk: the files a crash at the end would leave (the durable image).
+    pub images: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// Each configured fault, described, with how often it touched the system.
+    pub faults: Vec<(String, u64)>,
+    /// When every queue had drained (None: the horizon came first).
+    pub drained_at_ms: Option<u64>,
+    pub ended_at_ms: u64,
+    /// Why the simulation stopped before its end, if it did.
+    pub aborted: Option<String>,
+    /// The run's real storage (a store directory, the ledger) failed: a fault of the machine,
+    /// not a verdict on the stack.
+    pub environment_failure: Option<String>,
+}
+
+/// The directory part of a path ("" for a bare name). Paths in the history are `/`-separated
+/// and relative to a host's disk.
+pub fn parent(path: &str) -> &str {
+    path.rsplit_once('/').map(|(dir, _)| dir).unwrap_or("")
+}

@@ -1,0 +1,668 @@
+//! The `mailchaos` command line. Exit codes: 0 every invariant held, 1 a violation (or a
+//! divergence), 2 bad input.
+
+use check::{self, Violation};
+use crate::report;
+use sim::scenario::{self, Loaded, ScenarioError};
+use sim::seed::Seed;
+use stack::{Defect, Defects};
+use devices::profile::Profile;
+use sim::world::{self, RunOptions, RunOutput};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Prints a line to stdout. A closed stdout (`mailchaos run | head`) ends the program quietly
+/// instead of panicking as `println!` would.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        if writeln!(stdout, $($arg)*).is_err() || stdout.flush().is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+/// The fast suite, embedded so that `mailchaos run` works from any directory.
+pub const EMBEDDED_FAST: &[(&str, &str)] = &[
+    ("scenarios/fast/baseline.toml", include_str!("../../../scenarios/fast/baseline.toml")),
+    ("scenarios/fast/cuts.toml", include_str!("../../../scenarios/fast/cuts.toml")),
+    ("scenarios/fast/network.toml", include_str!("../../../scenarios/fast/network.toml")),
+    ("scenarios/fast/store-stall.toml", include_str!("../../../scenarios/fast/store-stall.toml")),
+    ("scenarios/fast/mx-queue-eio.toml", include_str!("../../../scenarios/fast/mx-queue-eio.toml")),
+    ("scenarios/fast/partition-mx-store.toml", include_str!("../../../scenarios/fast/partition-mx-store.toml")),
+    ("scenarios/fast/store-crash.toml", include_str!("../../../scenarios/fast/store-crash.toml")),
+    ("scenarios/fast/mx-crash.toml", include_str!("../../../scenarios/fast/mx-crash.toml")),
+    ("scenarios/fast/partition-sender-mx.toml", include_str!("../../../scenarios/fast/partition-sender-mx.toml")),
+];
+
+#[derive(Parser, Debug)]
+#[command(name = "mailchaos", version, about = "Deterministic simulation of a mail stack under storage, network and crash faults")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Running the store on real storage (one scenario, one seed).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RealStore {
+    /// The store's disk is this real directory (created; must be empty): a vendor's mount.
+    #[arg(long, requires = "ledger")]
+    pub store_dir: Option<PathBuf>,
+    /// Every acknowledged message is appended here durably, for `verify-store` after a power cut.
+    #[arg(long, requires = "store_dir")]
+    pub ledger: Option<PathBuf>,
+    /// End the run abruptly at this simulated second, unjudged (a power cut of the harness).
+    #[arg(long, hide = true)]
+    pub stop_after_s: Option<u64>,
+}
+
+/// The storage suite, embedded for `vendor-compare` (see scenarios/storage/).
+pub const EMBEDDED_STORAGE: &[(&str, &str)] = &[
+    ("scenarios/storage/bit-rot.toml", include_str!("../../../scenarios/storage/bit-rot.toml")),
+    ("scenarios/storage/fsync-fail.toml", include_str!("../../../scenarios/storage/fsync-fail.toml")),
+    ("scenarios/storage/read-only-and-full.toml", include_str!("../../../scenarios/storage/read-only-and-full.toml")),
+    ("scenarios/storage/rollback.toml", include_str!("../../../scenarios/storage/rollback.toml")),
+    ("scenarios/storage/torn-and-lost.toml", include_str!("../../../scenarios/storage/torn-and-lost.toml")),
+];
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Runs {
+    /// First seed (decimal or 0x-hex). Alone, it runs just that seed.
+    #[arg(long)]
+    pub seed: Option<String>,
+    /// How many consecutive seeds to run per scenario (default 20, or 1 with --seed).
+    #[arg(long)]
+    pub seeds: Option<u64>,
+    /// Switch on a planted defect (see list-defects); repeatable.
+    #[arg(long = "defect")]
+    pub defects: Vec<String>,
+    /// Persistence profile of the MX's and the store's disks: a shipped name (see list-profiles)
+    /// or a profile file. Default: posix-strict.
+    #[arg(long)]
+    pub profile: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run scenario files or folders (default: the embedded fast suite) over seeds and judge them.
+    Run {
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        runs: Runs,
+        #[command(flatten)]
+        real: RealStore,
+    },
+    /// Replay one run exactly, print its history, and explain each violation.
+    Repro {
+        scenario: PathBuf,
+        #[command(flatten)]
+        runs: Runs,
+        /// Also write the history as JSON lines to this file.
+        #[arg(long)]
+        history: Option<PathBuf>,
+    },
+    /// Run each seed twice, the second time in a fresh process, and compare history digests.
+    CheckDeterminism {
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        runs: Runs,
+    },
+    /// Crash at every crash moment of one run (the scenario's crashes and the first hits of
+    /// every fail point of the stack), take every disk state the profile allows there, recover
+    /// the host on each and judge it against what had been acknowledged.
+    CrashExplore {
+        scenario: PathBuf,
+        #[command(flatten)]
+        runs: Runs,
+        /// States per moment at most. Up to 12 unsynced operations every allowed state is
+        /// taken; beyond, every prefix, single omission and single torn write, then samples.
+        #[arg(long, default_value_t = 2000)]
+        max_states: usize,
+    },
+    /// Run a suite (default: the storage suite) under a baseline and a candidate persistence
+    /// profile and compare, invariant by invariant. Exit 1 when the candidate breaks an
+    /// invariant that the baseline keeps.
+    VendorCompare {
+        /// Scenario files or folders (default: the embedded fast and storage suites).
+        paths: Vec<PathBuf>,
+        /// The profile the device is compared against: a shipped name or a file.
+        #[arg(long)]
+        baseline: String,
+        /// The profile under test (a new device, a firmware update): a shipped name or a file.
+        #[arg(long)]
+        candidate: String,
+        /// First seed (default 1).
+        #[arg(long)]
+        seed: Option<String>,
+        /// Seeds per scenario (default 20).
+        #[arg(long)]
+        seeds: Option<u64>,
+        /// Switch on a planted defect in both runs; repeatable.
+        #[arg(long = "defect")]
+        defects: Vec<String>,
+    },
+    /// List the planted defects, one per line, name first.
+    ListDefects,
+    /// List the shipped sender retry policies, one per line, name first.
+    ListPolicies,
+    /// List the shipped persistence profiles, one per line, name first.
+    ListProfiles,
+    /// Live mode: run the MX (SMTP), store (LMTP) and POP3 server on real sockets, so real
+    /// clients can talk to the stack. Ports are 25, 24 and 110 plus --port-offset.
+    Serve {
+        /// Address to listen on; loopback unless you mean it.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+        /// Added to every port (2500 gives SMTP 2525, LMTP 2524, POP3 2610).
+        #[arg(long, default_value_t = 2500)]
+        port_offset: u16,
+        /// Mailboxes (the local parts accepted at RCPT); each user's POP3 password is pw-<user>.
+        #[arg(long, value_delimiter = ',', default_value = "anna,bruno,carla")]
+        users: Vec<String>,
+        #[arg(long, default_value = "libero.test")]
+        domain: String,
+        /// Stop after this many seconds (default: run until killed).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
+    /// Judge a real store directory against the ledger of what it acknowledged (after a power
+    /// cut, say): lost or damaged messages, partial messages visible, UIDs used twice.
+    VerifyStore {
+        /// The store's directory (the one holding mail/).
+        dir: PathBuf,
+        /// The ledger the harness wrote while the store ran.
+        #[arg(long)]
+        ledger: PathBuf,
+    },
+    /// Print the history digest of one run (used by check-determinism).
+    #[command(hide = true)]
+    Digest {
+        scenario: PathBuf,
+        #[command(flatten)]
+        runs: Runs,
+    },
+}
+
+/// A bad input: printed as `mailchaos: <message>` with exit code 2.
+pub struct BadInput(pub String);
+
+impl From<ScenarioError> for BadInput {
+    fn from(error: ScenarioError) -> Self {
+        BadInput(error.to_string())
+    }
+}
+
+pub fn main_with(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Run { paths, runs, real } => match real.store_dir.is_some() {
+            true => run_on_real_store(&paths, &runs, &real),
+            false => run(&paths, &runs),
+        },
+        Command::Repro { scenario, runs, history } => repro(&scenario, &runs, history.as_deref()),
+        Command::CheckDeterminism { paths, runs } => check_determinism(&paths, &runs),
+        Command::CrashExplore { scenario, runs, max_states } => crash_explore(&scenario, &runs, max_states),
+        Command::VendorCompare { paths, baseline, candidate, seed, seeds, defects } => {
+            let runs = Runs { seed, seeds, defects, profile: None };
+            vendor_compare(&paths, &baseline, &candidate, &runs)
+        }
+        Command::ListDefects => {
+            for defect in Defect::ALL {
+                say!("{} {}", defect.name(), defect.description());
+            }
+            Ok(true)
+        }
+        Command::ListPolicies => {
+            for policy in mail::policy::RetryPolicy::shipped() {
+                let flag = if policy.misbehaving { " [misbehaving]" } else { "" };
+                say!("{} lifetime={}s{flag} {}", policy.name, policy.lifetime_s, policy.description);
+            }
+            Ok(true)
+        }
+        Command::ListProfiles => {
+            for profile in Profile::shipped() {
+                say!("{} {}", profile.name(), profile.summary());
+            }
+            Ok(true)
+        }
+        Command::Digest { scenario, runs } => digest(&scenario, &runs),
+        Command::VerifyStore { dir, ledger } => verify_store(&dir, &ledger),
+        Command::Serve { bind, port_offset, users, domain, seconds } => {
+            let options = crate::live::Options { bind, port_offset, users, domain, seconds };
+            crate::live::serve(&options).map_err(BadInput)
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(BadInput(message)) => {
+            eprintln!("mailchaos: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn parse_defects(names: &[String]) -> Result<Defects, BadInput> {
+    let mut defects = Vec::new();
+    for name in names {
+        let defect = Defect::parse(name).ok_or_else(|| {
+            let known: Vec<&str> = Defect::ALL.iter().map(|d| d.name()).collect();
+            BadInput(format!("unknown defect '{name}'; expected one of: {}", known.join(", ")))
+        })?;
+        defects.push(defect);
+    }
+    Ok(Defects::of(&defects))
+}
+
+fn seeds_of(runs: &Runs) -> Result<Vec<Seed>, BadInput> {
+    let first = match &runs.seed {
+        Some(text) => Seed::parse(text).map_err(BadInput)?,
+        None => Seed(1),
+    };
+    let count = runs.seeds.unwrap_or(if runs.seed.is_some() { 1 } else { 20 });
+    if count == 0 || count > 1_000_000 {
+        return Err(BadInput(format!("--seeds must be between 1 and 1000000, got {count}")));
+    }
+    Ok((0..count).map(|n| first.nth(n)).collect())
+}
+
+/// Loads a path given on the command line; an embedded scenario by its path when no such file exists.
+fn load_one(path: &Path) -> Result<Loaded, BadInput> {
+    if !path.exists() {
+        let wanted = path.to_string_lossy();
+        if let Some((name, text)) = EMBEDDED_FAST.iter().chain(EMBEDDED_STORAGE).find(|(name, _)| wanted.ends_with(name)) {
+            let scenario = scenario::parse(name, text)?;
+            return Ok(Loaded { path: PathBuf::from(name), scenario });
+        }
+    }
+    Ok(scenario::load(path)?)
+}
+
+fn load_all(paths: &[PathBuf]) -> Result<Vec<Loaded>, BadInput> {
+    if paths.is_empty() {
+        return EMBEDDED_FAST
+            .iter()
+            .map(|(name, text)| Ok(Loaded { path: PathBuf::from(name), scenario: scenario::parse(name, text)? }))
+            .collect();
+    }
+    let mut loaded = Vec::new();
+    for path in paths {
+        for file in scenario::files_of(path)? {
+            loaded.push(scenario::load(&file)?);
+        }
+    }
+    Ok(loaded)
+}
+
+pub struct Judged {
+    pub output: RunOutput,
+    pub violations: Vec<Violation>,
+}
+
+pub fn judge(loaded: &Loaded, seed: Seed, defects: &Defects) -> Judged {
+    judge_with(loaded, seed, defects, &RunOptions::default())
+}
+
+pub fn judge_with(loaded: &Loaded, seed: Seed, defects: &Defects, options: &RunOptions) -> Judged {
+    let output = world::run_with(&loaded.scenario, seed, defects, options);
+    let violations = check::check_all(&output);
+    Judged { output, violations }
+}
+
+/// The run options a command line asks for (bad profile files are reported with file:line:col).
+fn options_of(runs: &Runs) -> Result<RunOptions, BadInput> {
+    let profile = match &runs.profile {
+        Some(name_or_file) => Some(std::rc::Rc::new(Profile::resolve(name_or_file)?)),
+        None => None,
+    };
+    Ok(RunOptions { profile, ..RunOptions::default() })
+}
+
+/// The program as the user invoked it when that was a path (./target/release/mailchaos), so the
+/// repro line can be pasted as it is; otherwise plain `mailchaos`.
+fn program() -> String {
+    std::env::args().next().filter(|arg0| arg0.contains('/') && !arg0.contains("/deps/")).unwrap_or_else(|| "mailchaos".into())
+}
+
+fn repro_line(loaded: &Loaded, seed: Seed, defects: &Defects, runs: &Runs) -> String {
+    let mut line = format!("{} repro {} --seed {seed}", program(), loaded.path.display());
+    for defect in defects.iter() {
+        line.push_str(&format!(" --defect {}", defect.name()));
+    }
+    if let Some(profile) = &runs.profile {
+        line.push_str(&format!(" --profile {profile}"));
+    }
+    line
+}
+
+fn run_line(loaded: &Loaded, seed: Seed, judged: &Judged) -> String {
+    let counts = report::counts(&judged.output.history.records);
+    let verdict = if judged.violations.is_empty() { "ok".to_string() } else { format!("violation({})", report::violated(&judged.violations).join(",")) };
+    format!(
+        "{:<24} seed={seed} verdict={verdict} accepted={} delivered={} bounced={} deferred={} simulated_s={} digest={}",
+        loaded.scenario.name,
+        counts.accepted,
+        counts.delivered,
+        counts.bounced,
+        counts.deferred,
+        judged.output.ended_at_ms / 1000,
+        judged.output.history.digest()
+    )
+}
+
+fn run(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
+    let suite = load_all(paths)?;
+    let seeds = seeds_of(runs)?;
+    let defects = parse_defects(&runs.defects)?;
+    let options = options_of(runs)?;
+    // Wall time is measured only for the rate in the summary; it never reaches a simulation.
+    let started = std::time::Instant::now();
+    let (mut total, mut failed, mut unfired) = (0usize, 0usize, 0usize);
+    let mut outcomes: std::collections::BTreeMap<String, report::PolicyOutcomes> = std::collections::BTreeMap::new();
+    let mut violated: Vec<(&'static str, usize)> = Vec::new();
+    for loaded in &suite {
+        for &seed in &seeds {
+            let judged = judge_with(loaded, seed, &defects, &options);
+            total += 1;
+            say!("{}", run_line(loaded, seed, &judged));
+            unfired += usize::from(judged.output.faults.iter().any(|(_, fired)| *fired == 0));
+            for (policy, row) in report::outcomes_by_policy(&judged.output.history.records) {
+                outcomes.entry(policy).or_default().add(&row);
+            }
+            if judged.violations.is_empty() {
+                continue;
+            }
+            failed += 1;
+            for name in report::violated(&judged.violations) {
+                match violated.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, count)) => *count += 1,
+                    None => violated.push((name, 1)),
+                }
+            }
+            for violation in judged.violations.iter().take(3) {
+                say!("  {} {}: {}", violation.invariant, violation.subject, violation.explanation);
+            }
+            say!("repro: {}", repro_line(loaded, seed, &defects, runs));
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    for (policy, row) in &outcomes {
+        say!("outcomes: policy={policy} {}", row.render());
+    }
+    let listing: Vec<String> = violated.iter().map(|(name, count)| format!("{name}:{count}")).collect();
+    say!(
+        "summary: runs={total} ok={} violation={failed} violated=[{}] runs_with_unfired_faults={unfired} wall={seconds:.1}s runs_per_s={:.2}",
+        total - failed,
+        listing.join(" "),
+        total as f64 / seconds.max(1e-9)
+    );
+    Ok(failed == 0)
+}
+
+/// One run with the store on a real directory and a ledger of what it acknowledged.
+fn run_on_real_store(paths: &[PathBuf], runs: &Runs, real: &RealStore) -> Result<bool, BadInput> {
+    let [path] = paths else { return Err(BadInput("--store-dir runs one scenario file".into())) };
+    let loaded = load_one(path)?;
+    let seed = match &runs.seed {
+        Some(_) => single_seed(runs)?,
+        None => Seed(1),
+    };
+    let defects = parse_defects(&runs.defects)?;
+    let (Some(dir), Some(ledger_path)) = (&real.store_dir, &real.ledger) else { return Err(BadInput("--store-dir needs --ledger".into())) };
+    if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Err(BadInput(format!("{}: the store directory must be empty or absent (a fresh mount)", dir.display())));
+    }
+    let ledger = sim::ledger::Ledger::create(ledger_path).map_err(|error| BadInput(format!("{}: cannot create the ledger: {error}", ledger_path.display())))?;
+    let options = RunOptions {
+        store_dir: Some(dir.clone()),
+        ledger: Some(std::rc::Rc::new(std::cell::RefCell::new(ledger))),
+        stop_after_s: real.stop_after_s,
+        ..options_of(runs)?
+    };
+    let judged = judge_with(&loaded, seed, &defects, &options);
+    say!("{}", run_line(&loaded, seed, &judged));
+    let verify = format!("{} verify-store {} --ledger {}", program(), dir.display(), ledger_path.display());
+    if let Some(failure) = &judged.output.environment_failure {
+        return Err(BadInput(failure.clone()));
+    }
+    match &judged.output.aborted {
+        Some(reason) if real.stop_after_s.is_some() => {
+            say!("note: {reason}; check what the store kept with: {verify}");
+            return Ok(true);
+        }
+        _ => {}
+    }
+    for violation in judged.violations.iter().take(5) {
+        say!("  {} {}: {}", violation.invariant, violation.subject, violation.explanation);
+    }
+    say!("after a power cut, check what the store kept with: {verify}");
+    Ok(judged.violations.is_empty())
+}
+
+fn single_seed(runs: &Runs) -> Result<Seed, BadInput> {
+    let text = runs.seed.as_ref().ok_or_else(|| BadInput("--seed is required".into()))?;
+    if runs.seeds.is_some_and(|count| count != 1) {
+        return Err(BadInput("this command replays one seed: drop --seeds".into()));
+    }
+    Seed::parse(text).map_err(BadInput)
+}
+
+fn repro(path: &Path, runs: &Runs, history_file: Option<&Path>) -> Result<bool, BadInput> {
+    let loaded = load_one(path)?;
+    let seed = single_seed(runs)?;
+    let defects = parse_defects(&runs.defects)?;
+    let judged = judge_with(&loaded, seed, &defects, &options_of(runs)?);
+    say!("scenario {} ({}) seed={seed}", loaded.scenario.name, loaded.path.display());
+    let plan = world::plan::make(&loaded.scenario, seed);
+    for fault in &plan.faults {
+        say!("fault: {}", fault.describe());
+    }
+    for (description, fired) in &judged.output.faults {
+        if *fired == 0 {
+            say!("note: fault never fired: {description}");
+        }
+    }
+    say!("{}", report::numbered_history(&judged.output).trim_end());
+    if let Some(file) = history_file {
+        let lines: String = judged.output.history.records.iter().map(|record| record.to_json() + "\n").collect();
+        std::fs::write(file, lines).map_err(|error| BadInput(format!("{}: cannot write history: {error}", file.display())))?;
+    }
+    for (policy, row) in report::outcomes_by_policy(&judged.output.history.records) {
+        say!("outcomes: policy={policy} {}", row.render());
+    }
+    say!("{}", run_line(&loaded, seed, &judged));
+    if judged.violations.is_empty() {
+        say!("verdict: ok — every invariant held");
+        return Ok(true);
+    }
+    say!("verdict: violation");
+    say!("{}", report::explain(&judged.output, &judged.violations, 50).trim_end());
+    say!("repro: {}", repro_line(&loaded, seed, &defects, runs));
+    Ok(false)
+}
+
+/// Per invariant: violations, failing runs, and the first failing run's repro line.
+#[derive(Default, Clone)]
+struct Column {
+    runs: usize,
+    failed_runs: usize,
+    per_invariant: std::collections::BTreeMap<&'static str, (usize, usize, String)>,
+}
+
+fn vendor_compare(paths: &[PathBuf], baseline: &str, candidate: &str, runs: &Runs) -> Result<bool, BadInput> {
+    let suite = if paths.is_empty() { load_storage_suite()? } else { load_all(paths)? };
+    let seeds = seeds_of(runs)?;
+    let defects = parse_defects(&runs.defects)?;
+    let mut columns = Vec::new();
+    for name in [baseline, candidate] {
+        let profile = std::rc::Rc::new(Profile::resolve(name)?);
+        let options = RunOptions { profile: Some(profile), ..RunOptions::default() };
+        let profile_runs = Runs { profile: Some(name.to_string()), ..runs.clone() };
+        let mut column = Column::default();
+        for loaded in &suite {
+            for &seed in &seeds {
+                let judged = judge_with(loaded, seed, &defects, &options);
+                column.runs += 1;
+                column.failed_runs += usize::from(!judged.violations.is_empty());
+                for invariant in report::violated(&judged.violations) {
+                    let count = judged.violations.iter().filter(|v| v.invariant == invariant).count();
+                    let cell = column.per_invariant.entry(invariant).or_insert_with(|| (0, 0, repro_line(loaded, seed, &defects, &profile_runs)));
+                    cell.0 += count;
+                    cell.1 += 1;
+                }
+            }
+        }
+        columns.push(column);
+    }
+    let (base, cand) = (&columns[0], &columns[1]);
+    say!("vendor-compare: {} scenarios x {} seeds; baseline={baseline} candidate={candidate}", suite.len(), seeds.len());
+    say!("{:<36} | {:<34} | {}", "invariant", baseline, candidate);
+    let cell = |column: &Column, invariant: &str| match column.per_invariant.get(invariant) {
+        Some((violations, failed, _)) => format!("{violations} violations in {failed}/{} runs", column.runs),
+        None => format!("kept in {} runs", column.runs),
+    };
+    let mut broken = Vec::new();
+    for (invariant, name) in check::INVARIANTS {
+        let label = format!("{invariant} {name}");
+        say!("{label:<36} | {:<34} | {}", cell(base, invariant), cell(cand, invariant));
+        if cand.per_invariant.contains_key(invariant) && !base.per_invariant.contains_key(invariant) {
+            broken.push(*invariant);
+        }
+    }
+    for (label, column) in [("baseline", base), ("candidate", cand)] {
+        for (invariant, (_, _, repro)) in &column.per_invariant {
+            say!("first {invariant} under the {label}: {repro}");
+        }
+    }
+    if broken.is_empty() {
+        say!("verdict: ok — the candidate keeps every invariant the baseline keeps ({} of {} candidate runs failed, {} of {} baseline runs)", cand.failed_runs, cand.runs, base.failed_runs, base.runs);
+        return Ok(true);
+    }
+    say!("verdict: violation — the candidate breaks {} which the baseline keeps", broken.join(", "));
+    Ok(false)
+}
+
+/// The default suite of storage comparisons: the embedded fast suite (its crashes) and the
+/// storage scenarios.
+fn load_storage_suite() -> Result<Vec<Loaded>, BadInput> {
+    let mut suite = load_all(&[])?;
+    for (name, text) in EMBEDDED_STORAGE {
+        suite.push(Loaded { path: PathBuf::from(name), scenario: scenario::parse(name, text)? });
+    }
+    Ok(suite)
+}
+
+fn crash_explore(path: &Path, runs: &Runs, max_states: usize) -> Result<bool, BadInput> {
+    let loaded = load_one(path)?;
+    let seed = match &runs.seed {
+        Some(_) => single_seed(runs)?,
+        None => Seed(1),
+    };
+    if !(1..=1_000_000).contains(&max_states) {
+        return Err(BadInput(format!("--max-states must be between 1 and 1000000, got {max_states}")));
+    }
+    let defects = parse_defects(&runs.defects)?;
+    let options = RunOptions { explore: true, ..options_of(runs)? };
+    // Wall time is measured only for the rate in the summary; it never reaches a simulation.
+    let started = std::time::Instant::now();
+    let output = world::run_with(&loaded.scenario, seed, &defects, &options);
+    let moments = sim::explore::take();
+    let exploring = std::time::Instant::now();
+    let profile = options.profile.as_ref().map_or_else(|| world::profile_of(&loaded.scenario).name().to_string(), |profile| profile.name().to_string());
+    say!("crash-explore {} seed={seed} profile={profile} moments={}", loaded.scenario.name, moments.len());
+    let (mut states, mut exhaustive, mut violating) = (0usize, 0usize, 0usize);
+    for (number, moment) in moments.iter().enumerate() {
+        let report = sim::explore::explore_moment(moment, &output.history.records, &loaded.scenario, &defects, max_states, seed);
+        states += report.states;
+        exhaustive += usize::from(report.exhaustive);
+        violating += report.findings.len();
+        let how = if report.exhaustive { "exhaustive" } else { "sampled" };
+        say!(
+            "moment {}: {} at {} t={:.1}s unsynced_ops={} states={} {how} violating={}",
+            number + 1,
+            moment.host,
+            moment.label,
+            moment.at_ms as f64 / 1000.0,
+            moment.frontier.log.len(),
+            report.states,
+            report.findings.len()
+        );
+        for finding in report.findings.iter().take(2) {
+            say!("  {} {}: {}", finding.invariant, finding.subject, finding.explanation);
+            say!("  state {}", finding.state);
+        }
+    }
+    let (seconds, explore_s) = (started.elapsed().as_secs_f64(), exploring.elapsed().as_secs_f64());
+    say!(
+        "summary: moments={} states={states} exhaustive_moments={exhaustive} violating_states={violating} wall={seconds:.2}s exploring={explore_s:.2}s states_per_s={:.0}",
+        moments.len(),
+        states as f64 / explore_s.max(1e-9)
+    );
+    if violating > 0 {
+        let mut line = format!("{} crash-explore {} --seed {seed} --max-states {max_states}", program(), loaded.path.display());
+        for defect in defects.iter() {
+            line.push_str(&format!(" --defect {}", defect.name()));
+        }
+        if let Some(profile) = &runs.profile {
+            line.push_str(&format!(" --profile {profile}"));
+        }
+        say!("repro: {line}");
+    }
+    Ok(violating == 0)
+}
+
+fn digest(path: &Path, runs: &Runs) -> Result<bool, BadInput> {
+    let loaded = load_one(path)?;
+    let seed = single_seed(runs)?;
+    let defects = parse_defects(&runs.defects)?;
+    let output = world::run_with(&loaded.scenario, seed, &defects, &options_of(runs)?);
+    say!("{}", output.history.digest());
+    Ok(true)
+}
+
+fn check_determinism(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
+    let suite = load_all(paths)?;
+    let seeds = seeds_of(runs)?;
+    let defects = parse_defects(&runs.defects)?;
+    let options = options_of(runs)?;
+    let exe = std::env::current_exe().map_err(|error| BadInput(format!("cannot find own executable: {error}")))?;
+    let mut diverged = 0;
+    for loaded in &suite {
+        for &seed in &seeds {
+            let here = world::run_with(&loaded.scenario, seed, &defects, &options).history.digest();
+            let mut command = std::process::Command::new(&exe);
+            command.arg("digest").arg(&loaded.path).arg("--seed").arg(seed.to_string());
+            for defect in defects.iter() {
+                command.arg("--defect").arg(defect.name());
+            }
+            if let Some(profile) = &runs.profile {
+                command.arg("--profile").arg(profile);
+            }
+            let child = command.output().map_err(|error| BadInput(format!("cannot start a fresh process: {error}")))?;
+            let there = String::from_utf8_lossy(&child.stdout).trim().to_string();
+            let same = child.status.success() && there == here;
+            say!("{:<24} seed={seed} first={here} fresh_process={there} {}", loaded.scenario.name, if same { "same" } else { "DIVERGED" });
+            if !same {
+                diverged += 1;
+                say!("repro: {}", repro_line(loaded, seed, &defects, runs));
+            }
+        }
+    }
+    say!("summary: runs={} diverged={diverged}", suite.len() * seeds.len());
+    Ok(diverged == 0)
+}
+
+/// One line per problem, then the verdict with its counts.
+fn verify_store(dir: &Path, ledger: &Path) -> Result<bool, BadInput> {
+    if !dir.is_dir() {
+        return Err(BadInput(format!("{}: no such store directory", dir.display())));
+    }
+    let entries = sim::ledger::read_ledger(ledger).map_err(|error| BadInput(error.to_string()))?;
+    let verdict = crate::verify::verify_store(dir, &entries);
+    for problem in &verdict.problems {
+        say!("{problem}");
+    }
+    say!("{}", verdict.summary());
+    Ok(verdict.is_ok())
+}

@@ -1,0 +1,13 @@
+//! mailchaos: a deterministic simulation harness for a miniature but real mail stack. This
+//! crate is the top of the layers: the command line, the reports, live mode (the stack on real
+//! sockets) and `verify-store` (a real store directory judged against its ledger). It may use
+//! every other crate; none may use it.
+//!
+//! The layers below, with one-way dependencies (ARCHITECTURE.md draws them):
+//! `history` ← `mail` ← `disk` ← `stack`, `devices`; `check` (history and mail only);
+//! `sim` (scenario, world, explore) over all of them.
+
+pub mod cli;
+pub mod live;
+pub mod report;
+pub mod verify;

@@ -1,0 +1,104 @@
+//! Live mode: the same stack on real TCP sockets, for real SMTP and POP3 clients.
+//!
+//! The storage is an in-memory SimDisk without faults (mail lives as long as the process); a
+//! real-directory device belongs to the storage work. Time is real time here: nothing in live
+//! mode is a simulation, so the wall clock is the right clock.
+
+use devices::sim::SimDisk;
+use disk::Disk;
+use history::{History, Journal};
+use stack::mx::MxConfig;
+use stack::net::LiveNet;
+use stack::queue::RunnerConfig;
+use stack::store::StoreConfig;
+use stack::{self, Defects, Env, LMTP_PORT, POP3_PORT, SMTP_PORT};
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+pub struct Options {
+    pub bind: String,
+    pub port_offset: u16,
+    pub users: Vec<String>,
+    pub domain: String,
+    pub seconds: Option<u64>,
+}
+
+pub fn serve(options: &Options) -> Result<bool, String> {
+    if options.port_offset > 65535 - POP3_PORT {
+        return Err(format!("--port-offset {} puts POP3 beyond port 65535", options.port_offset));
+    }
+    let users: BTreeSet<String> = options.users.iter().map(|user| user.trim().to_ascii_lowercase()).filter(|user| !user.is_empty()).collect();
+    if users.is_empty() {
+        return Err("--users must name at least one mailbox".into());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|error| format!("cannot start the runtime: {error}"))?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, run(options, users))
+}
+
+async fn run(options: &Options, users: BTreeSet<String>) -> Result<bool, String> {
+    // Live mode is not a simulation: real time is the right clock, and nothing here is replayed.
+    let started = Instant::now();
+    let history = Rc::new(RefCell::new(History::default()));
+    let clock: history::Clock = Rc::new(move || started.elapsed().as_millis() as u64);
+    let net = Rc::new(LiveNet { bind_ip: options.bind.clone(), port_offset: options.port_offset });
+    let env_of = |host: &str| {
+        let journal = Journal::new(history.clone(), host, clock.clone());
+        let rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+        let disk = Disk::new(Rc::new(SimDisk::new(journal.clone(), Rc::new(Default::default()), Vec::new(), rng)));
+        Env { journal, disk, net: net.clone(), defects: Defects::none() }
+    };
+    let mx_config = MxConfig {
+        operator: Rc::new(std::cell::Cell::new(stack::mx::OperatorMode::Normal)),
+        hostname: format!("mx.{}", options.domain),
+        domains: vec![options.domain.clone()],
+        users: users.clone(),
+        max_message_bytes: 10 * 1024 * 1024,
+        max_recipients: 100,
+        idle_timeout: Duration::from_secs(300),
+        max_sessions: 100,
+        max_sessions_per_client: 20,
+        max_queue_files: 10_000,
+        tarpit: Duration::from_millis(500),
+        runner: RunnerConfig {
+            store_host: options.bind.clone(),
+            hostname: format!("mx.{}", options.domain),
+            scan_interval: Duration::from_millis(500),
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(60),
+            workers: 1,
+        },
+    };
+    let store_config = StoreConfig {
+        restored: Rc::default(),
+        hostname: format!("store.{}", options.domain),
+        domains: vec![options.domain.clone()],
+        users,
+        max_message_bytes: 10 * 1024 * 1024 + 4096,
+        idle_timeout: Duration::from_secs(600),
+        pop3_max_sessions: 100,
+    };
+    tokio::task::spawn_local(stack::store_host::run(env_of("store"), store_config));
+    tokio::task::spawn_local(stack::mx::run(env_of("mx"), mx_config));
+    // Let the servers reach their listen() before announcing the ports.
+    for _ in 0..8 {
+        tokio::task::yield_now().await;
+    }
+    let port = |base: u16| base + options.port_offset;
+    println!(
+        "listening: smtp {bind}:{} lmtp {bind}:{} pop3 {bind}:{}",
+        port(SMTP_PORT),
+        port(LMTP_PORT),
+        port(POP3_PORT),
+        bind = options.bind
+    );
+    match options.seconds {
+        Some(seconds) => tokio::time::sleep(Duration::from_secs(seconds)).await,
+        None => std::future::pending::<()>().await,
+    }
+    let records = history.borrow().records.len();
+    println!("stopped after {:.1}s with {records} events recorded", started.elapsed().as_secs_f64());
+    Ok(true)
+}

@@ -1,0 +1,653 @@
+//! Scenarios: plain data (TOML) describing the mail system, its workload and the faults of one
+//! run. No behaviour lives here; the world interprets it. Every error names `file:line:col`.
+
+use input::line_column;
+use serde::Deserialize;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// Limits that keep any scenario affordable and bounded.
+pub const MAX_MESSAGES_PER_PROVIDER: u32 = 100_000;
+pub const MAX_PROVIDERS: usize = 8;
+pub const MAX_USERS: usize = 1000;
+pub use input::MAX_HORIZON_S;
+
+/// A bad scenario file: where, and what was expected.
+pub type ScenarioError = input::InputError;
+
+/// A number, or a `[low, high]` range from which each seed draws its own value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Draw {
+    Fixed(u64),
+    Range([u64; 2]),
+}
+
+impl Draw {
+    pub fn bounds(self) -> (u64, u64) {
+        match self {
+            Draw::Fixed(value) => (value, value),
+            Draw::Range([low, high]) => (low, high),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Simulated time per step: 1000 makes multi-hour runs cheap.
+    pub tick_ms: Spanned<u64>,
+    /// The run ends here at the latest, drained or not.
+    pub horizon_s: Spanned<u64>,
+    /// Faults happen in [0, chaos_s); then every fault is healed.
+    pub chaos_s: Spanned<u64>,
+    #[serde(default)]
+    pub network: Network,
+    pub mx: Mx,
+    #[serde(rename = "provider")]
+    pub providers: Vec<Provider>,
+    pub workload: Workload,
+    pub clients: Clients,
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<Fault>,
+    /// Per-link latency and jitter, beyond the [network] defaults.
+    #[serde(default, rename = "link")]
+    pub links: Vec<Link>,
+    /// The persistence profile of the MX's and the store's disks (a shipped name), unless the
+    /// command line names one.
+    #[serde(default)]
+    pub profile: Option<Spanned<String>>,
+}
+
+/// One link's latency: each message takes between min and max (the spread is the jitter).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    pub hosts: Spanned<Vec<String>>,
+    pub min_latency_ms: u64,
+    pub max_latency_ms: Spanned<u64>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    pub min_latency_ms: u64,
+    pub max_latency_ms: Spanned<u64>,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network { min_latency_ms: 1, max_latency_ms: Spanned::new(0..0, 50) }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mx {
+    pub domains: Vec<String>,
+    pub users: Spanned<Vec<String>>,
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    #[serde(default = "default_max_recipients")]
+    pub max_recipients: usize,
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+    #[serde(default = "default_max_sessions_per_client")]
+    pub max_sessions_per_client: usize,
+    #[serde(default = "default_max_queue_files")]
+    pub max_queue_files: usize,
+    /// Greeting delay while the MX is near its session limit.
+    #[serde(default = "default_tarpit_ms")]
+    pub tarpit_ms: u64,
+    #[serde(default = "default_queue_workers")]
+    pub queue_workers: usize,
+    #[serde(default = "default_retry_base_s")]
+    pub retry_base_s: u64,
+    #[serde(default = "default_retry_max_s")]
+    pub retry_max_s: u64,
+}
+
+fn default_max_message_bytes() -> usize {
+    10 * 1024 * 1024
+}
+fn default_max_recipients() -> usize {
+    100
+}
+fn default_max_sessions() -> usize {
+    100
+}
+fn default_max_sessions_per_client() -> usize {
+    50
+}
+fn default_max_queue_files() -> usize {
+    20_000
+}
+fn default_tarpit_ms() -> u64 {
+    1000
+}
+fn default_queue_workers() -> usize {
+    4
+}
+fn default_retry_base_s() -> u64 {
+    10
+}
+fn default_retry_max_s() -> u64 {
+    300
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    pub name: Spanned<String>,
+    pub policy: Spanned<String>,
+    /// Multiplies every interval of the policy: fast scenarios compress days into hours.
+    #[serde(default = "default_time_scale")]
+    pub time_scale: f64,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_time_scale() -> f64 {
+    1.0
+}
+fn default_max_connections() -> usize {
+    8
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Messages each provider sends.
+    pub messages: Spanned<u32>,
+    /// Arrival times are drawn uniformly from [0, spread_s).
+    pub spread_s: Spanned<u64>,
+    #[serde(default = "default_max_rcpts")]
+    pub max_rcpts: usize,
+    /// Every n-th message of a provider has the null reverse-path <> (a bounce); 0 = never.
+    #[serde(default)]
+    pub null_sender_every: u32,
+    /// Every n-th message of a provider also names a recipient the MX does not know; 0 = never.
+    #[serde(default)]
+    pub unknown_rcpt_every: u32,
+}
+
+fn no_users() -> Spanned<Vec<String>> {
+    Spanned::new(0..0, Vec::new())
+}
+
+fn default_max_rcpts() -> usize {
+    2
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Clients {
+    pub poll_interval_s: Spanned<u64>,
+    /// Users whose client deletes what it fetched (the others leave mail on the server).
+    #[serde(default = "no_users")]
+    pub delete_after_fetch: Spanned<Vec<String>>,
+    /// When set, every client polls first at this moment and then in lockstep (a reconnection
+    /// storm); otherwise first polls are spread over one interval.
+    #[serde(default)]
+    pub first_poll_s: Option<u64>,
+    /// The store's POP3 session limit.
+    #[serde(default = "default_pop3_max_sessions")]
+    pub pop3_max_sessions: usize,
+}
+
+fn default_pop3_max_sessions() -> usize {
+    200
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    DiskStall,
+    DiskEio,
+    DiskFull,
+    Partition,
+    /// Traffic from `hosts[0]` to `hosts[1]` is lost; the other way works.
+    PartitionOneway,
+    /// The link between `hosts` freezes right after `stage` of a transaction, for `duration_s`:
+    /// with a duration past the client's timeout the reply is never read (RFC 1047).
+    Cut,
+    /// `host` (a provider) cannot resolve the MX: connections fail like a SERVFAIL.
+    DnsFailure,
+    /// The MX's SMTP port refuses connections, as the 2023 operator did.
+    PortClosed,
+    /// The store's storage stalls for `duration_s` (every operation hangs, then all resumes)
+    /// and the MX's operator answers as `answer` says meanwhile: the 2023 incident.
+    Outage,
+    Crash,
+    /// fsync of matching files fails with EIO and drops the dirty pages (fsyncgate).
+    FsyncFail,
+    /// fsync answers Ok and makes nothing durable.
+    LyingFsync,
+    /// Writes are acknowledged and readable but never reach the media.
+    LostWrite,
+    /// Writes that a crash finds unsynced survive torn.
+    TornWrite,
+    /// Writes land in another file of the same directory.
+    MisdirectedWrite,
+    /// Reads find a persistent bit flip.
+    BitRot,
+    /// Mutating operations fail with EROFS (errors=remount-ro) until the window ends.
+    ReadOnly,
+    /// A crash inside the window loses one durable directory entry under the prefix.
+    DirentLoss,
+    /// The storage controller fails over at `at_s`: unflushed writes are lost, reads go stale.
+    Failover,
+    /// The store is restored from the backup taken at `snapshot_s`: crash, restore, restart.
+    Rollback,
+    /// Matching operations take `latency_ms` longer.
+    LatencySpike,
+}
+
+impl FaultKind {
+    /// The storage faults: aimed at the disk of `host`, by path prefix, operations and `nth`.
+    pub fn is_storage(self) -> bool {
+        matches!(
+            self,
+            FaultKind::DiskStall
+                | FaultKind::DiskEio
+                | FaultKind::DiskFull
+                | FaultKind::FsyncFail
+                | FaultKind::LyingFsync
+                | FaultKind::LostWrite
+                | FaultKind::TornWrite
+                | FaultKind::MisdirectedWrite
+                | FaultKind::BitRot
+                | FaultKind::ReadOnly
+                | FaultKind::DirentLoss
+                | FaultKind::LatencySpike
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::DiskStall => "disk-stall",
+            FaultKind::DiskEio => "disk-eio",
+            FaultKind::DiskFull => "disk-full",
+            FaultKind::Partition => "partition",
+            FaultKind::PartitionOneway => "partition-oneway",
+            FaultKind::Cut => "cut",
+            FaultKind::DnsFailure => "dns-failure",
+            FaultKind::PortClosed => "port-closed",
+            FaultKind::Outage => "outage",
+            FaultKind::Crash => "crash",
+            FaultKind::FsyncFail => "fsync-fail",
+            FaultKind::LyingFsync => "lying-fsync",
+            FaultKind::LostWrite => "lost-write",
+            FaultKind::TornWrite => "torn-write",
+            FaultKind::MisdirectedWrite => "misdirected-write",
+            FaultKind::BitRot => "bit-rot",
+            FaultKind::ReadOnly => "read-only",
+            FaultKind::DirentLoss => "dirent-loss",
+            FaultKind::Failover => "failover",
+            FaultKind::Rollback => "rollback",
+            FaultKind::LatencySpike => "latency-spike",
+        }
+    }
+}
+
+/// The stages after which a `cut` can freeze a link.
+pub const CUT_STAGES: &[&str] = &["greeting", "ehlo", "mail", "rcpt", "data", "data-end"];
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    pub kind: FaultKind,
+    /// For disk faults and crashes: the host.
+    #[serde(default)]
+    pub host: Option<Spanned<String>>,
+    /// For partitions: the two hosts.
+    #[serde(default)]
+    pub hosts: Option<Spanned<Vec<String>>>,
+    pub at_s: Spanned<Draw>,
+    /// How long a disk fault or partition lasts.
+    #[serde(default)]
+    pub duration_s: Option<Spanned<Draw>>,
+    /// Disk faults: only paths starting with this.
+    #[serde(default)]
+    pub path_prefix: String,
+    /// Disk faults: only these operations (empty: all).
+    #[serde(default)]
+    pub ops: Vec<disk::OpKind>,
+    /// Crashes: when set, the host crashes at the first hit of this fail point after `at_s`.
+    #[serde(default)]
+    pub point: Option<Spanned<String>>,
+    /// Crashes: down time before the host restarts.
+    #[serde(default)]
+    pub restart_after_s: Option<Spanned<u64>>,
+    /// Cuts: the stage after which the link freezes (see CUT_STAGES).
+    #[serde(default)]
+    pub stage: Option<Spanned<String>>,
+    /// Outages: what the MX's operator answers meanwhile (see OUTAGE_ANSWERS).
+    #[serde(default)]
+    pub answer: Option<Spanned<String>>,
+    /// Storage faults: hit only the Nth matching call (1-based) inside the window.
+    #[serde(default)]
+    pub nth: Option<Spanned<u64>>,
+    /// disk-full: ENOSPC once the disk holds more bytes / files than this (unset: always).
+    #[serde(default)]
+    pub bytes: Option<u64>,
+    #[serde(default)]
+    pub files: Option<u64>,
+    /// latency-spike: how much longer each matching operation takes.
+    #[serde(default)]
+    pub latency_ms: Option<Spanned<u64>>,
+    /// rollback: when the backup that is restored was taken (before `at_s`).
+    #[serde(default)]
+    pub snapshot_s: Option<Spanned<u64>>,
+}
+
+/// The operator's choices during an outage.
+pub const OUTAGE_ANSWERS: &[&str] = &["5xx-bounce", "4xx-tempfail", "closed-port"];
+
+/// A scenario and where it came from.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub path: PathBuf,
+    pub scenario: Scenario,
+}
+
+impl Scenario {
+    /// Every host name of the scenario's world, in a fixed order.
+    pub fn hosts(&self) -> Vec<String> {
+        let mut hosts = vec!["mx".to_string(), "store".to_string()];
+        hosts.extend(self.providers.iter().map(|provider| provider_host(provider.name.get_ref())));
+        hosts.push("clients".to_string());
+        hosts
+    }
+}
+
+pub fn provider_host(name: &str) -> String {
+    format!("provider-{name}")
+}
+
+pub fn provider_domain(name: &str) -> String {
+    format!("{name}.test")
+}
+
+/// Reads and validates one scenario file.
+pub fn load(path: &Path) -> Result<Loaded, ScenarioError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|error| ScenarioError { file: file.clone(), line: 1, column: 1, message: format!("cannot read scenario: {error}") })?;
+    let scenario = parse(&file, &text)?;
+    Ok(Loaded { path: path.to_path_buf(), scenario })
+}
+
+/// Parses and validates scenario text; `file` is used in error messages and as default name.
+pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
+    let locate = |span: Option<Range<usize>>, message: String| {
+        let (line, column) = line_column(text, span.map(|span| span.start).unwrap_or(0));
+        ScenarioError { file: file.to_string(), line, column, message }
+    };
+    let mut scenario: Scenario = toml::from_str(text).map_err(|error| locate(error.span(), error.message().to_string()))?;
+    if scenario.name.is_empty() {
+        let stem = Path::new(file).file_stem().map(|stem| stem.to_string_lossy().to_string());
+        scenario.name = stem.unwrap_or_else(|| "scenario".into());
+    }
+    validate(&scenario).map_err(|(span, message)| locate(Some(span), message))?;
+    Ok(scenario)
+}
+
+type Invalid = (Range<usize>, String);
+
+fn check(condition: bool, span: Range<usize>, message: impl FnOnce() -> String) -> Result<(), Invalid> {
+    if condition { Ok(()) } else { Err((span, message())) }
+}
+
+fn validate(scenario: &Scenario) -> Result<(), Invalid> {
+    let tick = &scenario.tick_ms;
+    check((1..=60_000).contains(tick.get_ref()), tick.span(), || "tick_ms must be between 1 and 60000".into())?;
+    let horizon = &scenario.horizon_s;
+    check((1..=MAX_HORIZON_S).contains(horizon.get_ref()), horizon.span(), || format!("horizon_s must be between 1 and {MAX_HORIZON_S}"))?;
+    let chaos = &scenario.chaos_s;
+    check(chaos.get_ref() <= horizon.get_ref(), chaos.span(), || "chaos_s must not exceed horizon_s".into())?;
+    let latency = &scenario.network.max_latency_ms;
+    check(*latency.get_ref() >= scenario.network.min_latency_ms, latency.span(), || "max_latency_ms must be at least min_latency_ms".into())?;
+    validate_people(scenario)?;
+    if let Some(profile) = &scenario.profile {
+        let shipped = devices::profile::Profile::shipped_names();
+        check(shipped.contains(&profile.get_ref().as_str()), profile.span(), || format!("unknown profile '{}'; expected one of: {}", profile.get_ref(), shipped.join(", ")))?;
+    }
+    for fault in &scenario.faults {
+        validate_fault(scenario, fault)?;
+    }
+    let hosts = scenario.hosts();
+    for link in &scenario.links {
+        let pair = link.hosts.get_ref();
+        check(pair.len() == 2 && pair[0] != pair[1] && pair.iter().all(|h| hosts.contains(h)), link.hosts.span(), || format!("a link names two different hosts of: {}", hosts.join(", ")))?;
+        let max = &link.max_latency_ms;
+        check(*max.get_ref() >= link.min_latency_ms && *max.get_ref() <= 600_000, max.span(), || "max_latency_ms must be at least min_latency_ms and at most 600000".into())?;
+    }
+    Ok(())
+}
+
+fn is_local_part(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-' || byte == b'.')
+}
+
+fn validate_people(scenario: &Scenario) -> Result<(), Invalid> {
+    let users = &scenario.mx.users;
+    check(!users.get_ref().is_empty() && users.get_ref().len() <= MAX_USERS, users.span(), || format!("mx.users must list 1 to {MAX_USERS} users"))?;
+    for user in users.get_ref() {
+        check(is_local_part(user), users.span(), || format!("user '{user}' is not a lowercase local part"))?;
+    }
+    for user in scenario.clients.delete_after_fetch.get_ref() {
+        let span = scenario.clients.delete_after_fetch.span();
+        check(users.get_ref().contains(user), span, || format!("delete_after_fetch names '{user}', who is not in mx.users"))?;
+    }
+    let poll = &scenario.clients.poll_interval_s;
+    check(*poll.get_ref() >= 1, poll.span(), || "poll_interval_s must be at least 1".into())?;
+    check(!scenario.providers.is_empty() && scenario.providers.len() <= MAX_PROVIDERS, 0..0, || format!("a scenario needs 1 to {MAX_PROVIDERS} [[provider]] tables"))?;
+    let mut names = Vec::new();
+    for provider in &scenario.providers {
+        let name = &provider.name;
+        check(is_local_part(name.get_ref()), name.span(), || "provider name must be lowercase letters, digits, '-'".into())?;
+        check(!names.contains(name.get_ref()), name.span(), || format!("provider '{}' appears twice", name.get_ref()))?;
+        names.push(name.get_ref().clone());
+        let policy = &provider.policy;
+        let known = mail::policy::RetryPolicy::names();
+        check(known.contains(policy.get_ref()), policy.span(), || format!("unknown policy '{}'; expected one of: {}", policy.get_ref(), known.join(", ")))?;
+        check(provider.time_scale > 0.0 && provider.time_scale <= 100.0, policy.span(), || "time_scale must be in (0, 100]".into())?;
+    }
+    let messages = &scenario.workload.messages;
+    check(*messages.get_ref() <= MAX_MESSAGES_PER_PROVIDER, messages.span(), || format!("workload.messages must be at most {MAX_MESSAGES_PER_PROVIDER}"))?;
+    let spread = &scenario.workload.spread_s;
+    check(*spread.get_ref() >= 1 && spread.get_ref() <= scenario.horizon_s.get_ref(), spread.span(), || "spread_s must be between 1 and horizon_s".into())?;
+    Ok(())
+}
+
+fn validate_fault(scenario: &Scenario, fault: &Fault) -> Result<(), Invalid> {
+    let hosts = scenario.hosts();
+    let at = &fault.at_s;
+    let (low, high) = at.get_ref().bounds();
+    check(low <= high, at.span(), || "at_s range must be [low, high] with low <= high".into())?;
+    let longest = fault.duration_s.as_ref().map(|duration| duration.get_ref().bounds().1).unwrap_or(0);
+    check(high + longest <= *scenario.chaos_s.get_ref(), at.span(), || "this fault must begin and end within chaos_s".into())?;
+    if let Some(duration) = &fault.duration_s {
+        let (low, high) = duration.get_ref().bounds();
+        check(low <= high, duration.span(), || "duration_s range must be [low, high] with low <= high".into())?;
+    }
+    let known_host = |host: &Spanned<String>, allowed: &[&str]| {
+        check(allowed.contains(&host.get_ref().as_str()), host.span(), || format!("unknown host '{}' for this fault; expected one of: {}", host.get_ref(), allowed.join(", ")))
+    };
+    match fault.kind {
+        kind if kind.is_storage() => {
+            let host = fault.host.as_ref().ok_or((at.span(), "a storage fault needs host = \"mx\" or \"store\"".to_string()))?;
+            known_host(host, &["mx", "store"])?;
+            check(fault.duration_s.is_some(), at.span(), || "a storage fault needs duration_s (its window)".into())?;
+            if let Some(nth) = &fault.nth {
+                check(*nth.get_ref() >= 1, nth.span(), || "nth counts from 1".into())?;
+            }
+            if kind == FaultKind::LatencySpike {
+                let latency = fault.latency_ms.as_ref().ok_or((at.span(), "a latency-spike needs latency_ms".to_string()))?;
+                check((1..=3_600_000).contains(latency.get_ref()), latency.span(), || "latency_ms must be between 1 and 3600000".into())?;
+            }
+        }
+        FaultKind::Failover => {
+            let host = fault.host.as_ref().ok_or((at.span(), "a failover needs host = \"mx\" or \"store\"".to_string()))?;
+            known_host(host, &["mx", "store"])?;
+        }
+        FaultKind::Rollback => {
+            let host = fault.host.as_ref().ok_or((at.span(), "a rollback needs host = \"store\"".to_string()))?;
+            // A restore is modelled for the mail store; restoring the MX queue would need the
+            // senders to learn which acknowledgements were undone.
+            known_host(host, &["store"])?;
+            let snapshot = fault.snapshot_s.as_ref().ok_or((at.span(), "a rollback needs snapshot_s (when the restored backup was taken)".to_string()))?;
+            check(*snapshot.get_ref() < low, snapshot.span(), || "snapshot_s must come before at_s".into())?;
+            let restart = fault.restart_after_s.as_ref().ok_or((at.span(), "a rollback needs restart_after_s".to_string()))?;
+            check(high + restart.get_ref() <= *scenario.chaos_s.get_ref(), restart.span(), || "the store must restart within chaos_s".into())?;
+        }
+        FaultKind::Cut => {
+            let pair = fault.hosts.as_ref().ok_or((at.span(), "a cut needs hosts = [\"provider-x\", \"mx\"] or [\"mx\", \"store\"]".to_string()))?;
+            let first = pair.get_ref().first().map(String::as_str).unwrap_or("");
+            let smtp = first.starts_with("provider-") && pair.get_ref().get(1).is_some_and(|h| h == "mx") && hosts.iter().any(|h| h == first);
+            let lmtp = pair.get_ref() == &["mx".to_string(), "store".to_string()];
+            check(smtp || lmtp, pair.span(), || "a cut is between a provider and the MX ([\"provider-x\", \"mx\"]) or the MX and the store ([\"mx\", \"store\"])".into())?;
+            let stage = fault.stage.as_ref().ok_or((at.span(), format!("a cut needs stage = one of: {}", CUT_STAGES.join(", "))))?;
+            check(CUT_STAGES.contains(&stage.get_ref().as_str()), stage.span(), || format!("unknown stage '{}'; expected one of: {}", stage.get_ref(), CUT_STAGES.join(", ")))?;
+            check(smtp || stage.get_ref() == "data-end", stage.span(), || "between the MX and the store only stage = \"data-end\" is supported".into())?;
+            check(fault.duration_s.is_some(), at.span(), || "a cut needs duration_s (how long the link stays frozen)".into())?;
+        }
+        FaultKind::Outage => {
+            let answer = fault.answer.as_ref().ok_or((at.span(), format!("an outage needs answer = one of: {}", OUTAGE_ANSWERS.join(", "))))?;
+            check(OUTAGE_ANSWERS.contains(&answer.get_ref().as_str()), answer.span(), || format!("unknown answer '{}'; expected one of: {}", answer.get_ref(), OUTAGE_ANSWERS.join(", ")))?;
+            check(fault.duration_s.is_some(), at.span(), || "an outage needs duration_s".into())?;
+        }
+        FaultKind::DnsFailure => {
+            let host = fault.host.as_ref().ok_or((at.span(), "an MX lookup failure needs host = \"provider-x\"".to_string()))?;
+            let providers: Vec<&str> = hosts.iter().map(String::as_str).filter(|h| h.starts_with("provider-")).collect();
+            known_host(host, &providers)?;
+            check(fault.duration_s.is_some(), at.span(), || "an MX lookup failure needs duration_s".into())?;
+        }
+        FaultKind::PortClosed => {
+            let host = fault.host.as_ref().ok_or((at.span(), "a closed port needs host = \"mx\"".to_string()))?;
+            known_host(host, &["mx"])?;
+            check(fault.duration_s.is_some(), at.span(), || "a closed port needs duration_s".into())?;
+        }
+        FaultKind::Partition | FaultKind::PartitionOneway => {
+            let pair = fault.hosts.as_ref().ok_or((at.span(), "a partition needs hosts = [\"a\", \"b\"]".to_string()))?;
+            check(pair.get_ref().len() == 2 && pair.get_ref()[0] != pair.get_ref()[1], pair.span(), || "hosts must name two different hosts".into())?;
+            for host in pair.get_ref() {
+                check(hosts.contains(host), pair.span(), || format!("unknown host '{host}'; expected one of: {}", hosts.join(", ")))?;
+            }
+            check(fault.duration_s.is_some(), at.span(), || "a partition needs duration_s".into())?;
+        }
+        FaultKind::Crash => {
+            let host = fault.host.as_ref().ok_or((at.span(), "a crash needs host = \"mx\" or \"store\"".to_string()))?;
+            known_host(host, &["mx", "store"])?;
+            if let Some(point) = &fault.point {
+                let points = stack::CRASH_POINTS;
+                check(points.contains(&point.get_ref().as_str()), point.span(), || format!("unknown fail point '{}'; expected one of: {}", point.get_ref(), points.join(", ")))?;
+            }
+            let restart = fault.restart_after_s.as_ref().ok_or((at.span(), "a crash needs restart_after_s".to_string()))?;
+            check(high + restart.get_ref() <= *scenario.chaos_s.get_ref(), restart.span(), || "the host must restart within chaos_s".into())?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The scenario files of a path: the file itself, or the *.toml files of a folder, sorted.
+pub fn files_of(path: &Path) -> Result<Vec<PathBuf>, ScenarioError> {
+    let error = |message: String| ScenarioError { file: path.display().to_string(), line: 1, column: 1, message };
+    if path.is_dir() {
+        let entries = std::fs::read_dir(path).map_err(|e| error(format!("cannot read folder: {e}")))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(error("no *.toml scenario files in this folder".into()));
+        }
+        Ok(files)
+    } else if path.exists() {
+        Ok(vec![path.to_path_buf()])
+    } else {
+        Err(error("no such file or folder".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+tick_ms = 1000
+horizon_s = 3600
+chaos_s = 1200
+[mx]
+domains = ["libero.test"]
+users = ["anna"]
+[[provider]]
+name = "gmail"
+policy = "postfix"
+[workload]
+messages = 3
+spread_s = 600
+[clients]
+poll_interval_s = 60
+"#;
+
+    #[test]
+    fn a_minimal_scenario_parses() {
+        let scenario = parse("minimal.toml", MINIMAL).unwrap();
+        assert_eq!(scenario.name, "minimal");
+        assert_eq!(scenario.hosts(), vec!["mx", "store", "provider-gmail", "clients"]);
+    }
+
+    fn error_of(text: &str) -> String {
+        parse("bad.toml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn syntax_errors_name_line_and_column() {
+        let text = MINIMAL.replace("messages = 3", "messages = = 3");
+        let error = error_of(&text);
+        assert!(error.starts_with("bad.toml:12:12:"), "{error}");
+    }
+
+    #[test]
+    fn network_faults_are_validated() {
+        let cut = |hosts: &str, stage: &str| error_of(&format!("{MINIMAL}[[fault]]\nkind = \"cut\"\nhosts = {hosts}\nstage = \"{stage}\"\nat_s = 10\nduration_s = 60\n"));
+        assert!(cut("[\"provider-gmail\", \"store\"]", "rcpt").contains("a cut is between a provider and the MX"));
+        assert!(cut("[\"provider-gmail\", \"mx\"]", "helo").contains("unknown stage 'helo'"));
+        assert!(cut("[\"mx\", \"store\"]", "rcpt").contains("only stage = \"data-end\""));
+        let ok = format!("{MINIMAL}[[fault]]\nkind = \"cut\"\nhosts = [\"provider-gmail\", \"mx\"]\nstage = \"data-end\"\nat_s = 10\nduration_s = 660\n");
+        assert!(parse("ok.toml", &ok).is_ok());
+        let dns = error_of(&format!("{MINIMAL}[[fault]]\nkind = \"dns-failure\"\nhost = \"mx\"\nat_s = 10\nduration_s = 60\n"));
+        assert!(dns.contains("unknown host 'mx'"), "{dns}");
+    }
+
+    #[test]
+    fn links_are_validated() {
+        let link = |body: &str| parse("l.toml", &format!("{MINIMAL}[[link]]\n{body}\n"));
+        assert!(link("hosts = [\"provider-gmail\", \"mx\"]\nmin_latency_ms = 10\nmax_latency_ms = 900").is_ok());
+        let error = link("hosts = [\"provider-gmail\", \"dns\"]\nmin_latency_ms = 10\nmax_latency_ms = 900").unwrap_err().to_string();
+        assert!(error.contains(":17:9: a link names two different hosts"), "{error}");
+        let error = link("hosts = [\"mx\", \"store\"]\nmin_latency_ms = 10\nmax_latency_ms = 5").unwrap_err().to_string();
+        assert!(error.contains(":19:18: max_latency_ms must be at least"), "{error}");
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_located() {
+        let error = error_of(&MINIMAL.replace("poll_interval_s = 60", "poll_interval_s = 60\npoll_jitter = 3"));
+        // toml reports an unknown key at the start of its table's body.
+        assert!(error.starts_with("bad.toml:16:1: unknown field `poll_jitter`"), "{error}");
+        let error = error_of(&MINIMAL.replace("\"postfix\"", "\"sendmail\""));
+        assert!(error.starts_with("bad.toml:10:10: unknown policy 'sendmail'"), "{error}");
+        let error = error_of(&format!("{MINIMAL}[[fault]]\nkind = \"crash\"\nhost = \"dns\"\nat_s = 10\nrestart_after_s = 5\n"));
+        assert!(error.starts_with("bad.toml:18:8: unknown host 'dns'"), "{error}");
+        let error = error_of(&format!("{MINIMAL}[[fault]]\nkind = \"disk-stall\"\nhost = \"store\"\nat_s = [100, 1190]\nduration_s = 60\n"));
+        assert!(error.contains(":19:8: this fault must begin and end within chaos_s"), "{error}");
+    }
+}

@@ -1,0 +1,752 @@
+//! The world: turmoil hosts running the stack, the fault scheduler, and the phases of a run
+//! (chaos → heal → quiesce → final sweep). The only module that knows turmoil.
+
+pub mod net;
+pub mod plan;
+
+use devices::sim::{FaultKind as DiskFaultKind, FaultWindow, SimDisk};
+use devices::profile::Profile;
+use devices::dir::DirDisk;
+use disk::{Device, Disk};
+use crate::ledger::Ledger;
+use std::path::PathBuf;
+use history::{Event, History, Journal};
+use crate::scenario::{provider_domain, provider_host, FaultKind, Scenario};
+use crate::seed::Seed;
+use stack::client::ClientConfig;
+use stack::mx::MxConfig;
+use mail::policy::RetryPolicy;
+use stack::queue::RunnerConfig;
+use stack::sender::ProviderConfig;
+use stack::store::StoreConfig;
+use stack::{self, Defects, Env};
+use plan::{Plan, PlannedFault, EPOCH_UNIX_S};
+use rand::RngCore;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// The hosts whose storage the stack depends on; only these get faults and crash semantics.
+pub const DISK_HOSTS: [&str; 2] = ["mx", "store"];
+
+pub use history::RunOutput;
+
+/// How a run is set up beyond its scenario and seed.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// The persistence profile of the MX's and the store's disks; `None`: the scenario's, or
+    /// the default.
+    pub profile: Option<Rc<Profile>>,
+    /// Record the crash frontier at every crash and at the first hits of every fail point
+    /// (see `explore`).
+    pub explore: bool,
+    /// Run the store's disk on this real directory (a vendor's mount) instead of SimDisk.
+    pub store_dir: Option<PathBuf>,
+    /// Append every acknowledged message (and every expunge, before it happens) to this ledger.
+    pub ledger: Option<Rc<RefCell<Ledger>>>,
+    /// End the run abruptly at this simulated second, unjudged: a power cut of the harness.
+    pub stop_after_s: Option<u64>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { profile: None, explore: false, store_dir: None, ledger: None, stop_after_s: None }
+    }
+}
+
+/// The profile a scenario names (validated when it was loaded), or the default.
+pub fn profile_of(scenario: &Scenario) -> Profile {
+    scenario.profile.as_ref().and_then(|name| Profile::resolve(name.get_ref()).ok()).unwrap_or_default()
+}
+
+/// Keeps the ledger one step ahead of the store: deliveries once durable and acknowledged,
+/// expunges before the file goes. A write failure stops the run (the ledger must be complete).
+fn ledger_observer(ledger: Rc<RefCell<Ledger>>, failure: Rc<RefCell<Option<String>>>) -> Rc<dyn Fn(&history::Record)> {
+    Rc::new(move |record| {
+        let result = match &record.event {
+            Event::StoreDelivered { mailbox, uidvalidity, uid, file, .. } => {
+                let name = file.rsplit('/').next().unwrap_or_default();
+                let checksum = mail::maildir::parse_file_name(name).map(|(_, sum)| sum).unwrap_or_default();
+                ledger.borrow_mut().append_delivered(mailbox, *uidvalidity, *uid, file, &checksum)
+            }
+            Event::StoreExpunging { mailbox, uidvalidity, uid, file } => ledger.borrow_mut().append_expunging(mailbox, *uidvalidity, *uid, file),
+            _ => Ok(()),
+        };
+        if let Err(error) = result {
+            failure.borrow_mut().get_or_insert(format!("cannot append to the ledger: {error}"));
+        }
+    })
+}
+
+/// Runs one scenario with one seed on the default profile. Deterministic: same inputs, same history.
+pub fn run(scenario: &Scenario, seed: Seed, defects: &Defects) -> RunOutput {
+    run_with(scenario, seed, defects, &RunOptions::default())
+}
+
+pub fn run_with(scenario: &Scenario, seed: Seed, defects: &Defects, options: &RunOptions) -> RunOutput {
+    // fail's registry is global to the process: start every run from a clean one.
+    let fail_scenario = fail::FailScenario::setup();
+    let output = World::new(scenario, seed, defects, options).run();
+    fail_scenario.teardown();
+    output
+}
+
+/// A scheduled change to the world.
+#[derive(Clone, Debug)]
+enum Action {
+    Note(String),
+    /// The end of the chaos phase: every fault is over, the run now waits for the queues to drain.
+    Heal,
+    /// Fault index, hosts.
+    Partition(usize, String, String),
+    Repair(String, String),
+    /// Fault index (None for a crash that a fail point triggered), host.
+    Crash(Option<usize>, String),
+    Restart(String),
+    /// Fault index, fail point.
+    ArmPoint(usize, String),
+    /// Fault index, from, to.
+    PartitionOneway(usize, String, String),
+    RepairOneway(String, String),
+    /// Fault index: watch for the fault's stage and freeze the link when it comes.
+    ArmCut(usize),
+    Release(String, String),
+    /// Fault index, host; and the end of it.
+    DnsDown(usize, String),
+    DnsUp(String),
+    /// Fault index, host: its SMTP port refuses connections; and the end of it.
+    ClosePort(usize, String),
+    OpenPort(String),
+    /// Fault index: the storage goes down and the operator answers as planned; and the end.
+    OutageBegins(usize),
+    OutageEnds,
+    /// Fault index, host: the storage controller fails over.
+    Failover(usize, String),
+    /// Fault index, host: the backup is taken; later restored (the host crashes, the disk
+    /// returns to the backup, the operator tells the store it was restored).
+    Snapshot(String),
+    Rollback(usize, String),
+}
+
+struct World<'a> {
+    scenario: &'a Scenario,
+    sim: turmoil::Sim<'a>,
+    history: Rc<RefCell<History>>,
+    now_ms: Rc<Cell<u64>>,
+    disks: BTreeMap<String, Rc<SimDisk>>,
+    world_journal: Journal,
+    /// (time, order, action), executed in time order.
+    schedule: Vec<(u64, usize, Action)>,
+    plan: Plan,
+    /// Per armed fail point: its fault index and the restart delay of the crash it triggers.
+    armed_points: BTreeMap<String, (usize, u64)>,
+    /// How often each planned fault fired, for crashes and partitions (disk faults count in the disk).
+    fired: Vec<u64>,
+    net_faults: Rc<net::NetFaults>,
+    operator: Rc<Cell<stack::mx::OperatorMode>>,
+    /// Cuts waiting for their stage: fault indices.
+    armed_cuts: Vec<usize>,
+    /// Which provider host sent each message (to aim cuts at one provider's sessions).
+    provider_of_msg: BTreeMap<String, String>,
+    /// The operator's notice to the store that its storage was restored from a backup.
+    restored: Rc<Cell<bool>>,
+    /// The store's real directory, when the run uses one.
+    store_dir: Option<Rc<DirDisk>>,
+    /// Why the run cannot go on (a real directory that cannot be opened, a ledger that fails).
+    setup_failure: Rc<RefCell<Option<String>>>,
+    stop_after_ms: Option<u64>,
+}
+
+impl<'a> World<'a> {
+    fn new(scenario: &'a Scenario, seed: Seed, defects: &Defects, options: &RunOptions) -> World<'a> {
+        let plan = plan::make(scenario, seed);
+        let history = Rc::new(RefCell::new(History::default()));
+        let now_ms = Rc::new(Cell::new(0u64));
+        let clock: history::Clock = {
+            let now_ms = now_ms.clone();
+            // Inside a host turmoil knows the time within the tick; outside, the world's step time.
+            Rc::new(move || turmoil::sim_elapsed().map(|elapsed| elapsed.as_millis() as u64).unwrap_or(now_ms.get()))
+        };
+        let journal_of = |host: &str| Journal::new(history.clone(), host, clock.clone());
+        let sim = build_sim(scenario, seed);
+        let mut disks = BTreeMap::new();
+        let profile = options.profile.clone().unwrap_or_else(|| Rc::new(profile_of(scenario)));
+        for host in scenario.hosts() {
+            let rng = seed.stream(&format!("disk/{host}"));
+            let disk = if DISK_HOSTS.contains(&host.as_str()) {
+                SimDisk::new(journal_of(&host), profile.clone(), disk_windows(&plan.faults, &host), rng)
+            } else {
+                SimDisk::new(journal_of(&host), Rc::new(Profile::default()), Vec::new(), rng)
+            };
+            disks.insert(host.clone(), Rc::new(disk));
+        }
+        let world_journal = journal_of("world");
+        let fired = vec![0; plan.faults.len()];
+        let mut provider_of_msg = BTreeMap::new();
+        for (provider, messages) in scenario.providers.iter().zip(&plan.workload) {
+            for planned in messages {
+                provider_of_msg.insert(planned.msg.clone(), provider_host(provider.name.get_ref()));
+            }
+        }
+        let setup_failure = Rc::new(RefCell::new(None));
+        let store_dir = match &options.store_dir {
+            Some(dir) => match DirDisk::new(dir, journal_of("store")) {
+                Ok(disk) => Some(Rc::new(disk)),
+                Err(error) => {
+                    *setup_failure.borrow_mut() = Some(format!("{}: cannot use as the store's directory: {error}", dir.display()));
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(ledger) = &options.ledger {
+            history.borrow_mut().observer = Some(ledger_observer(ledger.clone(), setup_failure.clone()));
+        }
+        if options.explore {
+            let explored = DISK_HOSTS.iter().map(|host| (host.to_string(), disks[*host].clone())).collect();
+            crate::explore::install(explored, history.clone());
+        }
+        let stop_after_ms = options.stop_after_s.map(|s| s * 1000);
+        let mut world = World { store_dir, setup_failure, stop_after_ms, restored: Rc::new(Cell::new(false)), scenario, sim, history: history.clone(), now_ms, disks, world_journal, schedule: Vec::new(), plan, armed_points: BTreeMap::new(), fired, net_faults: Rc::default(), operator: Rc::new(Cell::new(stack::mx::OperatorMode::Normal)), armed_cuts: Vec::new(), provider_of_msg };
+        world.schedule_faults();
+        world.install_hosts(defects, &journal_of);
+        for link in &scenario.links {
+            let (a, b) = (link.hosts.get_ref()[0].as_str(), link.hosts.get_ref()[1].as_str());
+            world.sim.set_link_latency(a, b, Duration::from_millis(link.min_latency_ms));
+            world.sim.set_link_max_message_latency(a, b, Duration::from_millis(*link.max_latency_ms.get_ref()));
+        }
+        world
+    }
+
+    fn env(&self, host: &str, defects: &Defects, journal: Journal) -> Env {
+        let disk: Rc<dyn Device> = match (&self.store_dir, host) {
+            (Some(real), "store") => real.clone(),
+            _ => self.disks.get(host).cloned().expect("every host has a disk"),
+        };
+        let net = net::SimNet { host: host.to_string(), faults: self.net_faults.clone() };
+        Env { journal, disk: Disk::new(disk), net: Rc::new(net), defects: defects.clone() }
+    }
+
+    fn install_hosts(&mut self, defects: &Defects, journal_of: &dyn Fn(&str) -> Journal) {
+        let scenario = self.scenario;
+        let users: BTreeSet<String> = scenario.mx.users.get_ref().iter().cloned().collect();
+        let mx_env = self.env("mx", defects, journal_of("mx"));
+        let mx_config = MxConfig {
+            operator: self.operator.clone(),
+            hostname: "mx.libero.test".into(),
+            domains: scenario.mx.domains.clone(),
+            users: users.clone(),
+            max_message_bytes: scenario.mx.max_message_bytes,
+            max_recipients: scenario.mx.max_recipients,
+            idle_timeout: Duration::from_secs(300),
+            max_sessions: scenario.mx.max_sessions,
+            max_sessions_per_client: scenario.mx.max_sessions_per_client.max(1),
+            max_queue_files: scenario.mx.max_queue_files.max(1),
+            tarpit: Duration::from_millis(scenario.mx.tarpit_ms),
+            runner: RunnerConfig {
+                store_host: "store".into(),
+                hostname: "mx.libero.test".into(),
+                scan_interval: Duration::from_secs(5),
+                retry_base: Duration::from_secs(scenario.mx.retry_base_s),
+                retry_max: Duration::from_secs(scenario.mx.retry_max_s),
+                workers: scenario.mx.queue_workers.clamp(1, 16),
+            },
+        };
+        self.sim.host("mx", move || stack::mx::run(mx_env.clone(), mx_config.clone()).map_ok());
+
+        let store_env = self.env("store", defects, journal_of("store"));
+        let store_config = StoreConfig {
+            hostname: "store.libero.test".into(),
+            domains: scenario.mx.domains.clone(),
+            users: users.clone(),
+            max_message_bytes: scenario.mx.max_message_bytes + 4096,
+            idle_timeout: Duration::from_secs(600),
+            pop3_max_sessions: scenario.clients.pop3_max_sessions.max(1),
+            restored: self.restored.clone(),
+        };
+        self.sim.host("store", move || stack::store_host::run(store_env.clone(), store_config.clone()).map_ok());
+
+        for (provider, planned) in scenario.providers.iter().zip(self.plan.workload.clone()) {
+            let name = provider.name.get_ref();
+            let host = provider_host(name);
+            let env = self.env(&host, defects, journal_of(&host));
+            let policy = RetryPolicy::built_in(provider.policy.get_ref(), provider.time_scale).expect("validated policy");
+            let config = ProviderConfig {
+                hostname: format!("mta.{}", provider_domain(name)),
+                mx_host: "mx".into(),
+                policy,
+                time_scale: provider.time_scale,
+                max_connections: provider.max_connections.clamp(1, 1000),
+                plan: planned,
+            };
+            self.sim.host(host.as_str(), move || stack::sender::run(env.clone(), config.clone()).map_ok());
+        }
+
+        let clients_env = self.env("clients", defects, journal_of("clients"));
+        let poll_s = *scenario.clients.poll_interval_s.get_ref();
+        let deleting = scenario.clients.delete_after_fetch.get_ref().clone();
+        let client_configs: Vec<ClientConfig> = users
+            .iter()
+            .enumerate()
+            .map(|(index, user)| ClientConfig {
+                store_host: "store".into(),
+                user: user.clone(),
+                password: stack::pop3::password_of(user),
+                // Spread the first polls so that clients do not all arrive in one tick, unless the
+                // scenario wants them in lockstep.
+                first_poll: match scenario.clients.first_poll_s {
+                    Some(first_s) => Duration::from_secs(first_s),
+                    None => Duration::from_millis(1000 + (index as u64 * 997) % (poll_s * 1000)),
+                },
+                poll_interval: Duration::from_secs(poll_s),
+                delete_after_fetch: deleting.contains(user),
+            })
+            .collect();
+        self.sim.host("clients", move || {
+            let (env, configs) = (clients_env.clone(), client_configs.clone());
+            async move {
+                for config in configs {
+                    tokio::task::spawn_local(stack::client::run(env.clone(), config));
+                }
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+
+    fn at(&mut self, t_ms: u64, action: Action) {
+        let order = self.schedule.len();
+        self.schedule.push((t_ms, order, action));
+    }
+
+    fn schedule_faults(&mut self) {
+        for (index, fault) in self.plan.faults.clone().into_iter().enumerate() {
+            let description = fault.describe();
+            let hosts = fault.hosts.clone();
+            match fault.kind {
+                kind if kind.is_storage() => {
+                    self.at(fault.start_ms, Action::Note(format!("begin {description}")));
+                    self.at(fault.end_ms, Action::Note(format!("end {description}")));
+                }
+                FaultKind::Failover => self.at(fault.start_ms, Action::Failover(index, hosts[0].clone())),
+                FaultKind::Rollback => {
+                    self.at(fault.snapshot_ms.unwrap_or(0), Action::Snapshot(hosts[0].clone()));
+                    self.at(fault.start_ms, Action::Rollback(index, hosts[0].clone()));
+                    self.at(fault.end_ms, Action::Restart(hosts[0].clone()));
+                }
+                FaultKind::Partition => {
+                    self.at(fault.start_ms, Action::Partition(index, hosts[0].clone(), hosts[1].clone()));
+                    self.at(fault.end_ms, Action::Repair(hosts[0].clone(), hosts[1].clone()));
+                }
+                FaultKind::PartitionOneway => {
+                    self.at(fault.start_ms, Action::PartitionOneway(index, hosts[0].clone(), hosts[1].clone()));
+                    self.at(fault.end_ms, Action::RepairOneway(hosts[0].clone(), hosts[1].clone()));
+                }
+                FaultKind::Cut => self.at(fault.start_ms, Action::ArmCut(index)),
+                FaultKind::Outage => {
+                    self.at(fault.start_ms, Action::OutageBegins(index));
+                    self.at(fault.end_ms, Action::OutageEnds);
+                }
+                FaultKind::DnsFailure => {
+                    self.at(fault.start_ms, Action::DnsDown(index, hosts[0].clone()));
+                    self.at(fault.end_ms, Action::DnsUp(hosts[0].clone()));
+                }
+                FaultKind::PortClosed => {
+                    self.at(fault.start_ms, Action::ClosePort(index, hosts[0].clone()));
+                    self.at(fault.end_ms, Action::OpenPort(hosts[0].clone()));
+                }
+                FaultKind::Crash => match &fault.point {
+                    Some(point) => self.at(fault.start_ms, Action::ArmPoint(index, point.clone())),
+                    None => {
+                        self.at(fault.start_ms, Action::Crash(Some(index), hosts[0].clone()));
+                        self.at(fault.end_ms, Action::Restart(hosts[0].clone()));
+                    }
+                },
+                _ => {} // every storage fault is a window of the disk, scheduled above
+            }
+        }
+        self.at(*self.scenario.chaos_s.get_ref() * 1000, Action::Heal);
+        self.schedule.sort_by_key(|(t_ms, order, _)| (*t_ms, *order));
+        self.schedule.reverse(); // pop() takes the earliest
+    }
+
+    fn apply(&mut self, action: Action) {
+        let note = |world: &World, text: String| world.world_journal.record(Event::Fault { action: text });
+        match action {
+            Action::Note(text) => note(self, text),
+            Action::Heal => {
+                self.world_journal.record(Event::Phase { name: "heal".into() });
+                self.world_journal.record(Event::Phase { name: "quiesce".into() });
+            }
+            Action::Partition(index, a, b) => {
+                note(self, format!("partition {a} {b}"));
+                self.fired[index] += 1;
+                self.sim.partition(a.as_str(), b.as_str());
+            }
+            Action::Repair(a, b) => {
+                note(self, format!("repair {a} {b}"));
+                self.sim.repair(a.as_str(), b.as_str());
+            }
+            Action::Crash(index, host) => {
+                if let Some(index) = index {
+                    self.fired[index] += 1;
+                }
+                self.crash(&host);
+            }
+            Action::Restart(host) => {
+                self.disks[&host].journal_restart();
+                self.sim.bounce(host.as_str());
+            }
+            Action::PartitionOneway(index, from, to) => {
+                note(self, format!("partition-oneway {from} -> {to}"));
+                self.fired[index] += 1;
+                self.sim.partition_oneway(from.as_str(), to.as_str());
+            }
+            Action::RepairOneway(from, to) => {
+                note(self, format!("repair-oneway {from} -> {to}"));
+                self.sim.repair_oneway(from.as_str(), to.as_str());
+            }
+            Action::ArmCut(index) => {
+                note(self, format!("arm {}", self.plan.faults[index].describe()));
+                self.armed_cuts.push(index);
+            }
+            Action::Release(a, b) => {
+                note(self, format!("release {a} {b}"));
+                self.sim.release(a.as_str(), b.as_str());
+            }
+            Action::DnsDown(index, host) => {
+                note(self, format!("dns-failure begins for {host}"));
+                self.fired[index] += 1;
+                self.net_faults.dns_down.borrow_mut().insert(host);
+            }
+            Action::DnsUp(host) => {
+                note(self, format!("dns-failure ends for {host}"));
+                self.net_faults.dns_down.borrow_mut().remove(&host);
+            }
+            Action::ClosePort(index, host) => {
+                note(self, format!("port {} of {host} closed", stack::SMTP_PORT));
+                self.fired[index] += 1;
+                self.net_faults.closed.borrow_mut().insert((host, stack::SMTP_PORT));
+            }
+            Action::OpenPort(host) => {
+                note(self, format!("port {} of {host} open again", stack::SMTP_PORT));
+                self.net_faults.closed.borrow_mut().remove(&(host, stack::SMTP_PORT));
+            }
+            Action::OutageBegins(index) => {
+                self.fired[index] += 1;
+                self.world_journal.record(Event::Outage { down: true });
+                let answer = self.plan.faults[index].answer.clone().unwrap_or_default();
+                self.set_operator(&answer);
+            }
+            Action::OutageEnds => {
+                self.world_journal.record(Event::Outage { down: false });
+                self.set_operator("normal");
+            }
+            Action::Failover(index, host) => {
+                note(self, format!("failover of {host}'s storage controller"));
+                self.fired[index] += 1;
+                self.disks[&host].failover();
+            }
+            Action::Snapshot(host) => {
+                note(self, format!("backup of {host}'s storage taken"));
+                self.disks[&host].snapshot();
+            }
+            Action::Rollback(index, host) => {
+                note(self, format!("{host} restored from its backup"));
+                self.fired[index] += 1;
+                self.crash(&host);
+                self.disks[&host].rollback("");
+                self.restored.set(true);
+            }
+            Action::ArmPoint(index, point) => {
+                note(self, format!("arm fail point {point}"));
+                let fault = &self.plan.faults[index];
+                self.armed_points.insert(point.clone(), (index, fault.end_ms - fault.start_ms));
+                // Deterministic: fire on the first hit only. Never a p% action (unseeded RNG).
+                let _ = fail::cfg(point.as_str(), "1*return");
+            }
+        }
+    }
+
+    /// Kills the host's software and loses what its disk had not made durable.
+    fn crash(&mut self, host: &str) {
+        crate::explore::capture(host, &format!("crash of {host}"));
+        self.sim.crash(host);
+        self.disks[host].crash();
+        self.disks[host].journal_crash();
+    }
+
+    fn run(mut self) -> RunOutput {
+        let horizon_ms = *self.scenario.horizon_s.get_ref() * 1000;
+        let tick_ms = *self.scenario.tick_ms.get_ref();
+        let chaos_end_ms = *self.scenario.chaos_s.get_ref() * 1000;
+        let sweep_ms = 2 * *self.scenario.clients.poll_interval_s.get_ref() * 1000 + 10_000;
+        let mut drain = Drain::new(self.plan.workload.iter().map(Vec::len).sum());
+        let mut scanned = 0usize;
+        let mut drained_at_ms = None;
+        let mut end_ms = horizon_ms;
+        let mut aborted = None;
+        self.world_journal.record(Event::Phase { name: "chaos".into() });
+        while self.now_ms.get() < end_ms {
+            let now_ms = self.now_ms.get();
+            if let Some(failure) = self.setup_failure.borrow().clone() {
+                aborted = Some(failure);
+                break;
+            }
+            if self.stop_after_ms.is_some_and(|stop_ms| now_ms >= stop_ms) {
+                aborted = Some(format!("stopped at {}s as asked (a simulated power cut): not judged", now_ms / 1000));
+                break;
+            }
+            while self.schedule.last().is_some_and(|(t_ms, _, _)| *t_ms <= now_ms) {
+                let (_, _, action) = self.schedule.pop().expect("checked above");
+                self.apply(action);
+            }
+            if let Err(error) = self.sim.step() {
+                // A host's software returned an error: the run cannot be judged as complete.
+                let reason = format!("simulation stopped: {error}");
+                self.world_journal.record(Event::Phase { name: "aborted".into() });
+                aborted = Some(reason);
+                break;
+            }
+            self.now_ms.set(self.sim.elapsed().as_millis() as u64);
+            scanned = self.react(scanned, &mut drain);
+            if drained_at_ms.is_none() && self.now_ms.get() >= chaos_end_ms && self.schedule.is_empty() && drain.is_drained() {
+                drained_at_ms = Some(self.now_ms.get());
+                end_ms = (self.now_ms.get() + sweep_ms).min(horizon_ms);
+                self.world_journal.record(Event::Phase { name: "final-sweep".into() });
+            }
+            // The final sweep lasts at least two polls, and until every client has caught up.
+            if drained_at_ms.is_some() && self.now_ms.get() + tick_ms >= end_ms && !drain.clients_caught_up() {
+                end_ms = (end_ms + tick_ms).min(horizon_ms);
+            }
+            if self.history.borrow().overflowed {
+                break;
+            }
+        }
+        self.world_journal.record(Event::Phase { name: if drained_at_ms.is_some() { "end".into() } else { "horizon".into() } });
+        self.finish(drained_at_ms, aborted)
+    }
+
+    /// Reads the events since `scanned`: crashes at fail points, and drain bookkeeping.
+    fn react(&mut self, scanned: usize, drain: &mut Drain) -> usize {
+        let records: Vec<(String, Event)> = {
+            let history = self.history.borrow();
+            history.records[scanned..].iter().map(|record| (record.host.clone(), record.event.clone())).collect()
+        };
+        for (host, event) in &records {
+            if let Event::CrashPoint { point } = event {
+                let (index, restart_ms) = self.armed_points.get(point).copied().unwrap_or((usize::MAX, 60_000));
+                if let Some(fired) = self.fired.get_mut(index) {
+                    *fired += 1;
+                }
+                self.crash(host);
+                self.at_sorted(self.now_ms.get() + restart_ms, Action::Restart(host.clone()));
+            }
+            self.maybe_cut(host, event);
+            drain.observe(event);
+        }
+        scanned + records.len()
+    }
+
+    /// The operator turns the MX's control (or closes its port) to answer as `mode` says.
+    fn set_operator(&mut self, mode: &str) {
+        use stack::mx::OperatorMode;
+        self.world_journal.record(Event::Operator { mode: mode.to_string() });
+        self.operator.set(match mode {
+            "4xx-tempfail" => OperatorMode::TempFail,
+            "5xx-bounce" => OperatorMode::Bounce,
+            _ => OperatorMode::Normal,
+        });
+        let port = ("mx".to_string(), stack::SMTP_PORT);
+        if mode == "closed-port" {
+            self.net_faults.closed.borrow_mut().insert(port);
+        } else {
+            self.net_faults.closed.borrow_mut().remove(&port);
+        }
+    }
+
+    /// Freezes a link when an armed cut's stage has just happened on it.
+    fn maybe_cut(&mut self, host: &str, event: &Event) {
+        let Some(position) = self.armed_cuts.iter().position(|&index| self.cut_matches(index, host, event)) else { return };
+        let index = self.armed_cuts.remove(position);
+        let fault = self.plan.faults[index].clone();
+        let (a, b) = (fault.hosts[0].clone(), fault.hosts[1].clone());
+        self.fired[index] += 1;
+        self.world_journal.record(Event::Fault { action: format!("cut {a} {b} after stage {}", fault.stage.clone().unwrap_or_default()) });
+        self.sim.hold(a.as_str(), b.as_str());
+        self.at_sorted(self.now_ms.get() + (fault.end_ms - fault.start_ms), Action::Release(a, b));
+    }
+
+    fn cut_matches(&self, index: usize, host: &str, event: &Event) -> bool {
+        let fault = &self.plan.faults[index];
+        let stage = fault.stage.as_deref().unwrap_or("");
+        let provider = fault.hosts[0].as_str();
+        let from_provider = |msg: &str| self.provider_of_msg.get(msg).is_some_and(|p| p == provider);
+        match (provider, stage, event) {
+            ("mx", "data-end", Event::StoreDelivered { .. }) => host == "store",
+            (_, "data-end", Event::MxDataEnd { msg, reply, .. }) => host == "mx" && reply.starts_with('2') && from_provider(msg),
+            (_, _, Event::SmtpReply { stage: seen, .. }) => host == provider && stage_name(*seen) == stage,
+            _ => false,
+        }
+    }
+
+    fn at_sorted(&mut self, t_ms: u64, action: Action) {
+        self.at(t_ms, action);
+        self.schedule.sort_by_key(|(t_ms, order, _)| std::cmp::Reverse((*t_ms, *order)));
+    }
+
+    fn finish(self, drained_at_ms: Option<u64>, aborted: Option<String>) -> RunOutput {
+        let mut faults = Vec::new();
+        for (index, fault) in self.plan.faults.iter().enumerate() {
+            let fired = match fault.kind {
+                kind if kind.is_storage() => {
+                    let disk = &self.disks[&fault.hosts[0]];
+                    let windows_before = self.plan.faults[..index].iter().filter(|f| is_disk_fault(f) && f.hosts[0] == fault.hosts[0]).count();
+                    disk.fired_counts().get(windows_before).copied().unwrap_or(0)
+                }
+                _ => self.fired[index],
+            };
+            faults.push((fault.describe(), fired));
+        }
+        let image_of = |host: &str| match (&self.store_dir, host) {
+            (Some(real), "store") => real.image(),
+            _ => self.disks[host].durable_image(),
+        };
+        let images = DISK_HOSTS.iter().map(|host| (host.to_string(), image_of(host))).collect();
+        let ended_at_ms = self.now_ms.get();
+        drop(self.sim);
+        let history = std::mem::take(&mut *self.history.borrow_mut());
+        let environment_failure = self.setup_failure.borrow().clone();
+        RunOutput { history, images, faults, drained_at_ms, ended_at_ms, aborted, environment_failure }
+    }
+}
+
+fn stage_name(stage: history::Stage) -> &'static str {
+    use history::Stage;
+    match stage {
+        Stage::Connect => "connect",
+        Stage::Greeting => "greeting",
+        Stage::Ehlo => "ehlo",
+        Stage::Mail => "mail",
+        Stage::Rcpt => "rcpt",
+        Stage::Data => "data",
+        Stage::DataEnd => "data-end",
+        Stage::Quit => "quit",
+        Stage::Other => "other",
+    }
+}
+
+/// The faults that become a window of the host's disk.
+fn is_disk_fault(fault: &PlannedFault) -> bool {
+    fault.kind.is_storage() || fault.kind == FaultKind::Outage
+}
+
+fn disk_windows(faults: &[PlannedFault], host: &str) -> Vec<FaultWindow> {
+    faults
+        .iter()
+        .filter(|fault| is_disk_fault(fault) && fault.hosts[0] == host)
+        .map(|fault| FaultWindow {
+            kind: match fault.kind {
+                FaultKind::DiskEio => DiskFaultKind::Eio,
+                FaultKind::DiskFull => DiskFaultKind::Full { max_bytes: fault.bytes.unwrap_or(0), max_files: fault.files.unwrap_or(0) },
+                FaultKind::FsyncFail => DiskFaultKind::FsyncFail,
+                FaultKind::LyingFsync => DiskFaultKind::LyingFsync,
+                FaultKind::LostWrite => DiskFaultKind::LostWrite,
+                FaultKind::TornWrite => DiskFaultKind::TornWrite,
+                FaultKind::MisdirectedWrite => DiskFaultKind::MisdirectedWrite,
+                FaultKind::BitRot => DiskFaultKind::BitRot,
+                FaultKind::ReadOnly => DiskFaultKind::ReadOnly,
+                FaultKind::DirentLoss => DiskFaultKind::DirentLoss,
+                FaultKind::LatencySpike => DiskFaultKind::Latency { ms: fault.latency_ms.unwrap_or(0) },
+                _ => DiskFaultKind::Stall,
+            },
+            start_ms: fault.start_ms,
+            end_ms: fault.end_ms,
+            path_prefix: fault.path_prefix.clone(),
+            ops: fault.ops.clone(),
+            nth: fault.nth,
+        })
+        .collect()
+}
+
+fn build_sim<'a>(scenario: &Scenario, seed: Seed) -> turmoil::Sim<'a> {
+    let horizon = Duration::from_secs(*scenario.horizon_s.get_ref());
+    turmoil::Builder::new()
+        .simulation_duration(horizon * 2 + Duration::from_secs(60))
+        .tick_duration(Duration::from_millis(*scenario.tick_ms.get_ref()))
+        .min_message_latency(Duration::from_millis(scenario.network.min_latency_ms))
+        .max_message_latency(Duration::from_millis(*scenario.network.max_latency_ms.get_ref()))
+        .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_UNIX_S))
+        .rng_seed(seed.stream("turmoil").next_u64())
+        .tcp_capacity(4096)
+        .build()
+}
+
+/// Tracks, from the history alone, whether every queue has drained and every client has
+/// downloaded what was delivered to it.
+struct Drain {
+    planned_messages: usize,
+    submitted: usize,
+    sender_open: usize,
+    /// Queue files the MX acknowledged and has not finished.
+    mx_open: BTreeSet<String>,
+    /// (mailbox, uidl) delivered and not yet downloaded by the mailbox's client.
+    unfetched: BTreeSet<(String, String)>,
+}
+
+impl Drain {
+    fn new(planned_messages: usize) -> Drain {
+        Drain { planned_messages, submitted: 0, sender_open: 0, mx_open: BTreeSet::new(), unfetched: BTreeSet::new() }
+    }
+
+    fn observe(&mut self, event: &Event) {
+        match event {
+            Event::Submit { rcpts, .. } => {
+                self.submitted += 1;
+                self.sender_open += rcpts.len();
+            }
+            Event::SenderOutcome { .. } => self.sender_open = self.sender_open.saturating_sub(1),
+            Event::MxDataEnd { queue_file: Some(file), reply, .. } if reply.starts_with('2') => {
+                self.mx_open.insert(file.clone());
+            }
+            Event::QueueRecorded { queue_file, remaining, .. } if remaining.is_empty() => {
+                self.mx_open.remove(queue_file);
+            }
+            Event::StoreDelivered { mailbox, uidvalidity, uid, .. } => {
+                self.unfetched.insert((mailbox.clone(), format!("{uidvalidity}.{uid}")));
+            }
+            Event::ClientFetched { mailbox, uidl, .. } => {
+                self.unfetched.remove(&(mailbox.clone(), uidl.clone()));
+            }
+            // A damaged message is reported, not served: no client will ever fetch it.
+            Event::StoreCorruption { mailbox, uid, .. } => {
+                let suffix = format!(".{uid}");
+                self.unfetched.retain(|(owner, uidl)| owner != mailbox || !uidl.ends_with(&suffix));
+            }
+            _ => {}
+        }
+    }
+
+    fn is_drained(&self) -> bool {
+        self.submitted == self.planned_messages && self.sender_open == 0 && self.mx_open.is_empty()
+    }
+
+    fn clients_caught_up(&self) -> bool {
+        self.unfetched.is_empty()
+    }
+}
+
+/// Adapts the stack's never-ending host futures to turmoil's `Result` output.
+trait MapOk {
+    fn map_ok(self) -> impl std::future::Future<Output = turmoil::Result> + 'static;
+}
+
+impl<F: std::future::Future<Output = ()> + 'static> MapOk for F {
+    fn map_ok(self) -> impl std::future::Future<Output = turmoil::Result> + 'static {
+        async move {
+            self.await;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! What a seed makes of a scenario: fault times drawn from their ranges, and the workload.
+//! Everything here is drawn from the seed's own streams, so a plan is a pure function of
+//! (scenario, seed), and it is printed by `repro` for a person to read.
+
+use disk::OpKind;
+use crate::scenario::{provider_domain, provider_host, FaultKind, Scenario};
+use crate::seed::Seed;
+use mail::message::{self, Envelope};
+use stack::sender::PlannedMessage;
+use rand::Rng;
+use std::rc::Rc;
+
+/// Unix time of the simulation's start: the night the 2023 outage began.
+pub const EPOCH_UNIX_S: u64 = 1_674_432_000;
+
+#[derive(Clone, Debug)]
+pub struct PlannedFault {
+    pub kind: FaultKind,
+    /// The host (disk faults, crashes) or the two hosts (partitions).
+    pub hosts: Vec<String>,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub path_prefix: String,
+    pub ops: Vec<OpKind>,
+    pub point: Option<String>,
+    pub stage: Option<String>,
+    pub answer: Option<String>,
+    pub nth: Option<u64>,
+    pub bytes: Option<u64>,
+    pub files: Option<u64>,
+    pub latency_ms: Option<u64>,
+    pub snapshot_ms: Option<u64>,
+}
+
+impl PlannedFault {
+    pub fn describe(&self) -> String {
+        let what = self.kind.name();
+        let point = self.point.as_ref().map(|point| format!(" at fail point {point}")).unwrap_or_default();
+        let point = point + &self.stage.as_ref().map(|stage| format!(" after stage {stage}")).unwrap_or_default();
+        let point = point + &self.answer.as_ref().map(|answer| format!(" answered {answer}")).unwrap_or_default();
+        let point = point + &self.nth.map(|nth| format!(" call #{nth}")).unwrap_or_default();
+        let point = point + &self.snapshot_ms.map(|at| format!(" to the backup of {:.1}s", at as f64 / 1000.0)).unwrap_or_default();
+        let ops = if self.ops.is_empty() { String::new() } else { format!(" ops={:?}", self.ops) };
+        let prefix = if self.path_prefix.is_empty() { String::new() } else { format!(" path={}", self.path_prefix) };
+        format!(
+            "{what} {}{point}{ops}{prefix} from {:.1}s to {:.1}s",
+            self.hosts.join("<->"),
+            self.start_ms as f64 / 1000.0,
+            self.end_ms as f64 / 1000.0
+        )
+    }
+}
+
+pub struct Plan {
+    pub faults: Vec<PlannedFault>,
+    /// Per provider (in scenario order): its messages.
+    pub workload: Vec<Vec<PlannedMessage>>,
+}
+
+fn draw(rng: &mut impl Rng, (low, high): (u64, u64)) -> u64 {
+    if low >= high { low } else { rng.random_range(low..=high) }
+}
+
+pub fn make(scenario: &Scenario, seed: Seed) -> Plan {
+    Plan { faults: plan_faults(scenario, seed), workload: plan_workload(scenario, seed) }
+}
+
+fn plan_faults(scenario: &Scenario, seed: Seed) -> Vec<PlannedFault> {
+    let mut rng = seed.stream("faults");
+    scenario
+        .faults
+        .iter()
+        .map(|fault| {
+            let start_s = draw(&mut rng, fault.at_s.get_ref().bounds());
+            let length_s = match (&fault.duration_s, &fault.restart_after_s) {
+                (Some(duration), _) => draw(&mut rng, duration.get_ref().bounds()),
+                (None, Some(restart)) => *restart.get_ref(),
+                (None, None) => 0,
+            };
+            let hosts = match (&fault.host, &fault.hosts) {
+                _ if fault.kind == FaultKind::Outage => vec!["store".to_string()],
+                (Some(host), _) => vec![host.get_ref().clone()],
+                (None, Some(pair)) => pair.get_ref().clone(),
+                (None, None) => Vec::new(),
+            };
+            PlannedFault {
+                kind: fault.kind,
+                hosts,
+                start_ms: start_s * 1000,
+                end_ms: (start_s + length_s) * 1000,
+                path_prefix: fault.path_prefix.clone(),
+                ops: fault.ops.clone(),
+                point: fault.point.as_ref().map(|point| point.get_ref().clone()),
+                stage: fault.stage.as_ref().map(|stage| stage.get_ref().clone()),
+                answer: fault.answer.as_ref().map(|answer| answer.get_ref().clone()),
+                nth: fault.nth.as_ref().map(|nth| *nth.get_ref()),
+                bytes: fault.bytes,
+                files: fault.files,
+                latency_ms: fault.latency_ms.as_ref().map(|latency| *latency.get_ref()),
+                snapshot_ms: fault.snapshot_s.as_ref().map(|at| at.get_ref() * 1000),
+            }
+        })
+        .collect()
+}
+
+fn plan_workload(scenario: &Scenario, seed: Seed) -> Vec<Vec<PlannedMessage>> {
+    let fixtures = message::embedded_fixtures();
+    let workload = &scenario.workload;
+    let users = scenario.mx.users.get_ref();
+    let local_domain = scenario.mx.domains.first().cloned().unwrap_or_else(|| "localhost".into());
+    scenario
+        .providers
+        .iter()
+        .map(|provider| {
+            let name = provider.name.get_ref();
+            let mut rng = seed.stream(&format!("workload/{name}"));
+            let domain = provider_domain(name);
+            (1..=*workload.messages.get_ref())
+                .map(|number| {
+                    let at_ms = rng.random_range(0..workload.spread_s.get_ref() * 1000);
+                    let is_bounce = workload.null_sender_every > 0 && number % workload.null_sender_every == 0;
+                    let from = if is_bounce { String::new() } else { format!("s{}@{domain}", rng.random_range(0..5)) };
+                    let wanted = rng.random_range(1..=workload.max_rcpts.max(1)).min(users.len());
+                    let mut rcpts: Vec<String> = Vec::new();
+                    while rcpts.len() < wanted {
+                        let user = &users[rng.random_range(0..users.len())];
+                        let address = format!("{user}@{local_domain}");
+                        if !rcpts.contains(&address) {
+                            rcpts.push(address);
+                        }
+                    }
+                    if workload.unknown_rcpt_every > 0 && number % workload.unknown_rcpt_every == 0 {
+                        rcpts.push(format!("nobody{number}@{local_domain}"));
+                    }
+                    let fixture = &fixtures[rng.random_range(0..fixtures.len())];
+                    let msg = format!("{number}.{}@{domain}", provider_host(name));
+                    let subject = format!("message {number} from {name} ({})", fixture.name);
+                    let envelope = Envelope {
+                        message_id: &msg,
+                        from: &from,
+                        to: &rcpts,
+                        subject: &subject,
+                        date_unix_s: EPOCH_UNIX_S + at_ms / 1000,
+                    };
+                    let bytes = Rc::new(message::compose(&envelope, fixture));
+                    PlannedMessage { at_ms, msg, from, rcpts, bytes }
+                })
+                .collect()
+        })
+        .collect()
+}

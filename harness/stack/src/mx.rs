@@ -1,0 +1,415 @@
+//! The MX: an SMTP server (RFC 5321) for its own domains, writing accepted mail to its durable
+//! queue before it answers 250, and the queue runner beside it.
+//!
+//! Replies follow RFC 5321 §4.2 with RFC 3463 enhanced codes. A fault of its own storage is
+//! always a 4xx (451 4.3.0, 452 4.3.1): the sender keeps the message and tries again.
+
+use super::conn::{Conn, ConnError};
+use super::net::Listener;
+use super::queue::{self, QueuedMessage, RunnerConfig, INCOMING_DIR, QUEUE_DIR};
+use super::wire::{self, Command, CommandError, DataDecoder, DataError, Reply};
+use super::{Defect, Env, StackError, SMTP_PORT};
+use crate::crash_point;
+use disk::DiskError;
+use history::{Event, Stage};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// What the MX's operator has told it to answer: the admin control of a real MX (Postfix's
+/// `defer`/`reject` settings). The stack does not know why; an operator sets it during an outage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperatorMode {
+    Normal,
+    /// 421 4.3.2 at the greeting: senders keep the mail and retry.
+    TempFail,
+    /// 550 5.2.1 at RCPT: senders bounce the mail at once (what was done in January 2023).
+    Bounce,
+}
+
+#[derive(Clone, Debug)]
+pub struct MxConfig {
+    /// The operator's control; shared with whoever operates the MX.
+    pub operator: Rc<std::cell::Cell<OperatorMode>>,
+    pub hostname: String,
+    pub domains: Vec<String>,
+    /// Local parts that have a mailbox (the same in every local domain).
+    pub users: BTreeSet<String>,
+    pub max_message_bytes: usize,
+    pub max_recipients: usize,
+    /// At least 5 minutes (RFC 5321 §4.5.3.2.7).
+    pub idle_timeout: Duration,
+    /// Sessions served at once; beyond it new connections get 421 4.7.0 and are closed.
+    pub max_sessions: usize,
+    /// Sessions from one client host at once; beyond it 421 4.7.0.
+    pub max_sessions_per_client: usize,
+    /// Files in the queue beyond which MAIL gets 452 4.3.1 (backpressure when the store is slow).
+    pub max_queue_files: usize,
+    /// Delay of the greeting while the MX is near its session limit (tarpitting).
+    pub tarpit: Duration,
+    pub runner: RunnerConfig,
+}
+
+/// The MX host's software: recover, then serve SMTP and run the queue.
+pub async fn run(env: Env, config: MxConfig) {
+    let config = Rc::new(config);
+    let gauge: queue::QueueGauge = Rc::new(std::cell::Cell::new(0));
+    tokio::task::spawn_local(queue::run(env.clone(), config.runner.clone(), gauge.clone()));
+    let load = Rc::new(Load { gauge, sessions: std::cell::Cell::new(0), per_client: RefCell::new(BTreeMap::new()) });
+    let listener = match env.net.listen(SMTP_PORT).await {
+        Ok(listener) => listener,
+        Err(_) => return,
+    };
+    serve(env, config, listener, load).await;
+}
+
+/// What the MX knows about its own load.
+struct Load {
+    gauge: queue::QueueGauge,
+    sessions: std::cell::Cell<usize>,
+    per_client: RefCell<BTreeMap<String, usize>>,
+}
+
+impl Load {
+    /// Takes a session slot for `peer`, or names the reply that refuses it.
+    fn admit(&self, config: &MxConfig, peer: &str) -> Result<(), Reply> {
+        if self.sessions.get() >= config.max_sessions {
+            return Err(Reply::new(421, "4.7.0", "too many connections, try again later"));
+        }
+        let mut per_client = self.per_client.borrow_mut();
+        let count = per_client.entry(peer.to_string()).or_default();
+        if *count >= config.max_sessions_per_client {
+            return Err(Reply::new(421, "4.7.0", "too many connections from your host, try again later"));
+        }
+        *count += 1;
+        self.sessions.set(self.sessions.get() + 1);
+        Ok(())
+    }
+
+    fn release(&self, peer: &str) {
+        self.sessions.set(self.sessions.get().saturating_sub(1));
+        if let Some(count) = self.per_client.borrow_mut().get_mut(peer) {
+            *count = count.saturating_sub(1);
+        }
+    }
+
+    fn stressed(&self, config: &MxConfig) -> bool {
+        self.sessions.get() * 10 >= config.max_sessions * 8
+    }
+
+    fn queue_full(&self, config: &MxConfig) -> bool {
+        self.gauge.get() >= config.max_queue_files
+    }
+}
+
+async fn serve(env: Env, config: Rc<MxConfig>, listener: Box<dyn Listener>, load: Rc<Load>) {
+    let mut session_number = 0u64;
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else { continue };
+        session_number += 1;
+        let id = format!("mx-{}-{session_number}", env.journal.now_ms());
+        let mut conn = Conn::new(stream);
+        if let Err(reply) = load.admit(&config, &peer) {
+            env.journal.record(Event::MxRefusal { session: id, stage: Stage::Greeting, reply: reply.summary() });
+            let _ = conn.send(&reply.encode()).await;
+            continue;
+        }
+        let (env, config, load) = (env.clone(), config.clone(), load.clone());
+        tokio::task::spawn_local(async move {
+            if load.stressed(&config) {
+                tokio::time::sleep(config.tarpit).await;
+            }
+            let _ = Session { env: &env, config: &config, load: &load, id, helo: false, txn: None }.run(conn).await;
+            load.release(&peer);
+        });
+    }
+}
+
+struct Transaction {
+    from: String,
+    rcpts: Vec<String>,
+}
+
+struct Session<'a> {
+    env: &'a Env,
+    config: &'a MxConfig,
+    load: &'a Load,
+    id: String,
+    helo: bool,
+    txn: Option<Transaction>,
+}
+
+impl Session<'_> {
+    async fn run(mut self, mut conn: Conn) -> Result<(), StackError> {
+        if self.config.operator.get() == OperatorMode::TempFail {
+            self.send(&mut conn, Stage::Greeting, Reply::new(421, "4.3.2", "mail system temporarily unavailable, try again later")).await;
+            return Ok(());
+        }
+        let greeting = Reply::new(220, "", &format!("{} ESMTP mailchaos", self.config.hostname));
+        if conn.send(&greeting.encode()).await.is_err() {
+            return Ok(());
+        }
+        loop {
+            let line = match conn.read_line(wire::MAX_COMMAND_LINE - 2, self.config.idle_timeout).await {
+                Ok(line) => line,
+                Err(ConnError::TooLong) => {
+                    self.send(&mut conn, Stage::Other, Reply::new(500, "5.5.6", "line too long")).await;
+                    continue;
+                }
+                Err(ConnError::Timeout) => {
+                    self.send(&mut conn, Stage::Other, Reply::new(421, "4.4.2", "idle timeout")).await;
+                    return Ok(());
+                }
+                Err(_) => return Ok(()),
+            };
+            let command = wire::parse_command(&line);
+            let quit = command == Ok(Command::Quit);
+            let (stage, reply) = match command {
+                Ok(Command::Data) => match self.data(&mut conn).await? {
+                    Some(staged_reply) => staged_reply,
+                    None => return Ok(()),
+                },
+                Ok(command) => self.command(command),
+                Err(error) => (Stage::Other, command_error_reply(error)),
+            };
+            if !self.send(&mut conn, stage, reply).await || quit {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends a reply, recording refusals; false when the connection is gone.
+    async fn send(&self, conn: &mut Conn, stage: Stage, reply: Reply) -> bool {
+        if reply.class() >= 4 && stage != Stage::DataEnd {
+            self.env.journal.record(Event::MxRefusal { session: self.id.clone(), stage, reply: reply.summary() });
+        }
+        conn.send(&reply.encode()).await.is_ok()
+    }
+
+    fn command(&mut self, command: Command) -> (Stage, Reply) {
+        match command {
+            Command::Ehlo(_) => {
+                self.helo = true;
+                self.txn = None;
+                let lines = [
+                    self.config.hostname.clone(),
+                    "PIPELINING".into(),
+                    format!("SIZE {}", self.config.max_message_bytes),
+                    "8BITMIME".into(),
+                    "ENHANCEDSTATUSCODES".into(),
+                ];
+                (Stage::Ehlo, Reply { code: 250, enhanced: None, lines: lines.to_vec() })
+            }
+            Command::Helo(_) => {
+                self.helo = true;
+                self.txn = None;
+                (Stage::Ehlo, Reply::new(250, "", &self.config.hostname))
+            }
+            Command::Lhlo(_) => (Stage::Ehlo, Reply::new(500, "5.5.1", "this is an SMTP server, not LMTP")),
+            Command::Mail { from, params } => (Stage::Mail, self.mail(from, &params)),
+            Command::Rcpt { to, .. } => (Stage::Rcpt, self.rcpt(to)),
+            Command::Rset => {
+                self.txn = None;
+                (Stage::Other, Reply::new(250, "2.0.0", "reset"))
+            }
+            Command::Noop => (Stage::Other, Reply::new(250, "2.0.0", "ok")),
+            Command::Help => (Stage::Other, Reply::new(214, "2.0.0", "see RFC 5321")),
+            Command::Vrfy(_) => (Stage::Other, Reply::new(252, "2.1.5", "cannot VRFY user, but will accept message")),
+            Command::Quit => (Stage::Quit, Reply::new(221, "2.0.0", "bye")),
+            Command::Data => unreachable!("DATA is handled by the session loop"),
+        }
+    }
+
+    fn mail(&mut self, from: String, params: &[(String, Option<String>)]) -> Reply {
+        if !self.helo {
+            return Reply::new(503, "5.5.1", "send EHLO or HELO first");
+        }
+        if self.txn.is_some() {
+            return Reply::new(503, "5.5.1", "nested MAIL command");
+        }
+        if self.load.queue_full(self.config) && !self.env.defects.has(Defect::AcceptBeyondCapacity) {
+            // Backpressure: the sender keeps the message until the queue has room (RFC 5321 §4.5.3.1.10).
+            return Reply::new(452, "4.3.1", "insufficient system storage, try again later");
+        }
+        for (key, value) in params {
+            match (key.as_str(), value.as_deref()) {
+                ("SIZE", Some(size)) => match size.parse::<usize>() {
+                    Ok(size) if size > self.config.max_message_bytes => {
+                        return Reply::new(552, "5.3.4", "message size exceeds fixed maximum message size");
+                    }
+                    Ok(_) => {}
+                    Err(_) => return Reply::new(501, "5.5.4", "invalid SIZE parameter"),
+                },
+                ("BODY", Some(body)) if body.eq_ignore_ascii_case("8BITMIME") || body.eq_ignore_ascii_case("7BIT") => {}
+                _ => return Reply::new(555, "5.5.4", "unsupported MAIL parameter"),
+            }
+        }
+        self.txn = Some(Transaction { from, rcpts: Vec::new() });
+        Reply::new(250, "2.1.0", "sender ok")
+    }
+
+    fn rcpt(&mut self, to: String) -> Reply {
+        let Some(txn) = self.txn.as_mut() else {
+            return Reply::new(503, "5.5.1", "need MAIL before RCPT");
+        };
+        if self.config.operator.get() == OperatorMode::Bounce {
+            return Reply::new(550, "5.2.1", "mailbox unavailable");
+        }
+        let (local, domain) = to.rsplit_once('@').unwrap_or((to.as_str(), ""));
+        if !self.config.domains.iter().any(|own| own.eq_ignore_ascii_case(domain)) {
+            return Reply::new(550, "5.7.1", "relaying denied");
+        }
+        if !self.config.users.contains(&local.to_ascii_lowercase()) {
+            return Reply::new(550, "5.1.1", "no such user here");
+        }
+        if txn.rcpts.len() >= self.config.max_recipients {
+            return Reply::new(452, "4.5.3", "too many recipients");
+        }
+        txn.rcpts.push(to.to_ascii_lowercase());
+        Reply::new(250, "2.1.5", "recipient ok")
+    }
+
+    /// DATA: 354, the message, then one reply for the whole transaction (RFC 5321 §4.1.1.4).
+    /// None when the connection is gone.
+    async fn data(&mut self, conn: &mut Conn) -> Result<Option<(Stage, Reply)>, StackError> {
+        let Some(txn) = self.txn.take() else {
+            return Ok(Some((Stage::Data, Reply::new(503, "5.5.1", "need MAIL before DATA"))));
+        };
+        if txn.rcpts.is_empty() {
+            self.txn = Some(txn);
+            return Ok(Some((Stage::Data, Reply::new(554, "5.5.1", "no valid recipients"))));
+        }
+        if !self.send(conn, Stage::Data, Reply::new(354, "", "end data with <CR><LF>.<CR><LF>")).await {
+            return Ok(None);
+        }
+        let mut decoder = DataDecoder::new(self.config.max_message_bytes);
+        // RFC 5321 §4.5.3.2.5: the server waits at least 3 minutes for each data block.
+        if conn.read_data(&mut decoder, self.config.idle_timeout).await.is_err() {
+            return Ok(None);
+        }
+        let reply = match decoder.finish() {
+            Ok(message) => self.accept(&txn, message).await?,
+            Err(DataError::TooBig) => Reply::new(552, "5.3.4", "message too big"),
+            Err(DataError::LineTooLong) => Reply::new(500, "5.5.2", "line too long in message"),
+        };
+        Ok(Some((Stage::DataEnd, reply)))
+    }
+
+    /// Queues the message durably, then names the reply for end of data.
+    async fn accept(&self, txn: &Transaction, message: Vec<u8>) -> Result<Reply, StackError> {
+        let now_ms = self.env.journal.now_ms();
+        let name = format!("{now_ms:012}-{}", self.id.rsplit('-').next().unwrap_or("0"));
+        let msg = mail::message::message_id(&message).unwrap_or_else(|| format!("<none>{name}"));
+        let received = format!(
+            "Received: from sender by {} with ESMTP id {name}\r\n\tfor <{}>; t={now_ms}ms\r\n",
+            self.config.hostname, txn.rcpts[0]
+        );
+        let mut body = received.into_bytes();
+        body.extend_from_slice(&message);
+        let queued = QueuedMessage { msg: msg.clone(), from: txn.from.clone(), rcpts: txn.rcpts.clone(), body };
+        let (queue_file, result) = if self.load.queue_full(self.config) && self.env.defects.has(Defect::AcceptBeyondCapacity) {
+            // The planted bug: no room, so the message is acknowledged and silently dropped.
+            (None, Ok(()))
+        } else {
+            self.enqueue(&name, &queued).await
+        };
+        if result.is_ok() && queue_file.is_some() {
+            self.load.gauge.set(self.load.gauge.get() + 1);
+        }
+        let reply = match result {
+            Ok(()) => Reply::new(250, "2.0.0", &format!("Ok: queued as {name}")),
+            Err(StackError::CrashPoint(point)) => return Err(StackError::CrashPoint(point)),
+            Err(StackError::Disk(error)) => storage_error_reply(error, self.env.defects.has(Defect::BounceOnStorageError)),
+        };
+        self.env.journal.record(Event::MxDataEnd {
+            session: self.id.clone(),
+            msg,
+            rcpts: txn.rcpts.clone(),
+            queue_file,
+            reply: reply.summary(),
+        });
+        if reply.class() == 2 {
+            // The 250 is decided and recorded; a crash here loses only the reply, which the
+            // sender sees as a cut connection (a justified duplicate later, A13).
+            crash_point!(self.env, "mx-after-fsync-before-250");
+        }
+        if reply.class() == 2 && self.env.defects.has(Defect::AckBeforeFsync) {
+            // The planted bug: the reply goes out first, the syncs follow "later".
+            let path = format!("{QUEUE_DIR}/{name}");
+            let env = self.env.clone();
+            tokio::task::spawn_local(async move {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                let _ = env.disk.fsync(&path).await;
+                let _ = env.disk.fsync_dir(QUEUE_DIR).await;
+            });
+        }
+        Ok(reply)
+    }
+
+    /// Writes `incoming/NAME`, fsyncs it, renames it to `queue/NAME` and fsyncs the directory.
+    /// Returns the queue file that may hold the message (for the history) and the outcome.
+    async fn enqueue(&self, name: &str, queued: &QueuedMessage) -> (Option<String>, Result<(), StackError>) {
+        let disk = &self.env.disk;
+        let bytes = queued.encode();
+        let final_path = format!("{QUEUE_DIR}/{name}");
+        if self.env.defects.has(Defect::DeliverAfterRefusal) {
+            // The planted bug: written straight into the queue and never unlinked on error.
+            let result = async {
+                disk.write(&final_path, &bytes).await?;
+                disk.fsync(&final_path).await?;
+                disk.fsync_dir(QUEUE_DIR).await?;
+                Ok(())
+            };
+            return (Some(final_path.clone()), result.await);
+        }
+        let incoming = format!("{INCOMING_DIR}/{name}");
+        let skip_syncs = self.env.defects.has(Defect::AckBeforeFsync);
+        let staged = async {
+            disk.write(&incoming, &bytes).await?;
+            crash_point!(self.env, "mx-after-queue-write");
+            if !skip_syncs {
+                crate::fsync_file(&self.env, &incoming).await?;
+            }
+            Ok::<(), StackError>(())
+        };
+        if let Err(error) = staged.await {
+            let _ = disk.remove(&incoming).await;
+            return (None, Err(error));
+        }
+        if let Err(error) = disk.rename(&incoming, &final_path).await {
+            let _ = disk.remove(&incoming).await;
+            return (None, Err(error.into()));
+        }
+        if !skip_syncs {
+            if let Err(error) = disk.fsync_dir(QUEUE_DIR).await {
+                // Take the message back out of the queue: we are about to refuse it, and the
+                // runner must never deliver a refused copy (A4).
+                if disk.rename(&final_path, &incoming).await.is_err() {
+                    let _ = disk.remove(&final_path).await;
+                }
+                return (Some(final_path), Err(error.into()));
+            }
+        }
+        (Some(final_path), Ok(()))
+    }
+}
+
+/// A fault of the MX's own storage: 4xx, so that the sender keeps the message (A12).
+fn storage_error_reply(error: DiskError, planted_bounce: bool) -> Reply {
+    if planted_bounce {
+        return Reply::new(554, "5.3.0", "storage error");
+    }
+    match error {
+        DiskError::NoSpace => Reply::new(452, "4.3.1", "insufficient system storage"),
+        _ => Reply::new(451, "4.3.0", "local error in processing, try again later"),
+    }
+}
+
+fn command_error_reply(error: CommandError) -> Reply {
+    match error {
+        CommandError::TooLong => Reply::new(500, "5.5.6", "line too long"),
+        CommandError::Unrecognized => Reply::new(500, "5.5.2", "command not recognized"),
+        CommandError::Syntax(what) => Reply::new(501, "5.5.4", &format!("syntax error: {what}")),
+    }
+}

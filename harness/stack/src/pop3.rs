@@ -1,0 +1,259 @@
+//! The POP3 server (RFC 1939, CAPA from RFC 2449) on the store host.
+//!
+//! A user reads only their own mailbox; a session holds the maildrop lock. UIDL values are
+//! `UIDVALIDITY.UID`, so they name one message forever as long as UIDs are never reused (A19).
+//! A message whose bytes no longer match the checksum in its file name is never served as
+//! if intact: RETR answers -ERR [SYS/TEMP] instead.
+
+use super::conn::{Conn, ConnError};
+use super::store::{checksum, Entry, Index, StoreConfig};
+use super::wire::{self, Pop3Command};
+use super::{Defect, Env, POP3_PORT};
+use history::Event;
+use disk::parent;
+use std::collections::BTreeSet;
+use std::rc::Rc;
+
+/// The password of each user in simulation: `pw-<user>`.
+pub fn password_of(user: &str) -> String {
+    format!("pw-{user}")
+}
+
+pub async fn serve(env: Env, config: Rc<StoreConfig>, index: Index) {
+    let Ok(listener) = env.net.listen(POP3_PORT).await else { return };
+    let sessions = Rc::new(std::cell::Cell::new(0usize));
+    loop {
+        let Ok((stream, _peer)) = listener.accept().await else { continue };
+        let mut conn = Conn::new(stream);
+        if sessions.get() >= config.pop3_max_sessions {
+            // RFC 2449 §8.1.2: a temporary condition; the client should try again later.
+            let _ = conn.send(&err("[SYS/TEMP] too many connections, try again later")).await;
+            continue;
+        }
+        sessions.set(sessions.get() + 1);
+        let (env, config, index, sessions) = (env.clone(), config.clone(), index.clone(), sessions.clone());
+        tokio::task::spawn_local(async move {
+            let mut session = Session { env: &env, config: &config, index: &index, user: None, locked: None, view: Vec::new(), deleted: BTreeSet::new() };
+            session.run(conn).await;
+            session.unlock();
+            sessions.set(sessions.get() - 1);
+        });
+    }
+}
+
+struct Session<'a> {
+    env: &'a Env,
+    config: &'a StoreConfig,
+    index: &'a Index,
+    /// The name given by USER, before PASS.
+    user: Option<String>,
+    /// The mailbox this session has locked (TRANSACTION state).
+    locked: Option<String>,
+    /// The maildrop as it was at login: message number n is `view[n-1]` (uid, entry).
+    view: Vec<(u64, Entry)>,
+    deleted: BTreeSet<usize>,
+}
+
+fn ok(text: &str) -> Vec<u8> {
+    format!("+OK {text}\r\n").into_bytes()
+}
+
+fn err(text: &str) -> Vec<u8> {
+    format!("-ERR {text}\r\n").into_bytes()
+}
+
+impl Session<'_> {
+    async fn run(&mut self, mut conn: Conn) {
+        if conn.send(&ok("POP3 server ready")).await.is_err() {
+            return;
+        }
+        loop {
+            let line = match conn.read_line(253, self.config.idle_timeout).await {
+                Ok(line) => line,
+                Err(ConnError::TooLong) => {
+                    let _ = conn.send(&err("line too long")).await;
+                    continue;
+                }
+                Err(_) => return,
+            };
+            let response = match wire::parse_pop3_command(&line) {
+                Ok(Pop3Command::Quit) => {
+                    let response = self.quit().await;
+                    let _ = conn.send(&response).await;
+                    return;
+                }
+                Ok(command) => self.respond(command).await,
+                Err(text) => err(&text),
+            };
+            if conn.send(&response).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn unlock(&mut self) {
+        if let Some(user) = self.locked.take() {
+            if let Some(mailbox) = self.index.mailboxes.borrow_mut().get_mut(&user) {
+                mailbox.locked = false;
+            }
+        }
+    }
+
+    async fn respond(&mut self, command: Pop3Command) -> Vec<u8> {
+        if self.locked.is_none() {
+            return self.authorize(command);
+        }
+        match command {
+            Pop3Command::Stat => {
+                let live = self.live();
+                let size: u64 = live.iter().map(|(_, (_, entry))| entry.size).sum();
+                ok(&format!("{} {size}", live.len()))
+            }
+            Pop3Command::List(None) => self.listing(|_, entry| entry.size.to_string()),
+            Pop3Command::Uidl(None) => {
+                let uidvalidity = self.uidvalidity();
+                self.listing(move |uid, _| format!("{uidvalidity}.{uid}"))
+            }
+            Pop3Command::List(Some(number)) => match self.message(number) {
+                Some((_, entry)) => ok(&format!("{number} {}", entry.size)),
+                None => err("no such message"),
+            },
+            Pop3Command::Uidl(Some(number)) => match self.message(number) {
+                Some((uid, _)) => ok(&format!("{number} {}.{uid}", self.uidvalidity())),
+                None => err("no such message"),
+            },
+            Pop3Command::Retr(number) => self.retrieve(number).await,
+            Pop3Command::Top(..) => err("TOP is not supported"),
+            Pop3Command::Dele(number) => match self.message(number) {
+                Some(_) => {
+                    self.deleted.insert(number as usize);
+                    ok("message deleted")
+                }
+                None => err("no such message"),
+            },
+            Pop3Command::Rset => {
+                self.deleted.clear();
+                ok("maildrop reset")
+            }
+            Pop3Command::Noop => ok(""),
+            Pop3Command::Capa => capabilities(),
+            Pop3Command::User(_) | Pop3Command::Pass(_) => err("already authenticated"),
+            Pop3Command::Quit => err("unreachable"),
+        }
+    }
+
+    fn authorize(&mut self, command: Pop3Command) -> Vec<u8> {
+        match command {
+            Pop3Command::Capa => capabilities(),
+            Pop3Command::User(name) => {
+                self.user = Some(name.to_ascii_lowercase());
+                ok("send PASS")
+            }
+            Pop3Command::Pass(password) => {
+                let Some(user) = self.user.take() else { return err("send USER first") };
+                let mut mailboxes = self.index.mailboxes.borrow_mut();
+                let Some(mailbox) = mailboxes.get_mut(&user).filter(|_| password == password_of(&user)) else {
+                    return err("[AUTH] invalid user or password");
+                };
+                if mailbox.locked {
+                    return err("[IN-USE] maildrop already locked");
+                }
+                mailbox.locked = true;
+                self.view = mailbox.messages.iter().map(|(uid, entry)| (*uid, entry.clone())).collect();
+                self.locked = Some(user);
+                ok("maildrop locked and ready")
+            }
+            Pop3Command::Noop => ok(""),
+            _ => err("authenticate first"),
+        }
+    }
+
+    fn uidvalidity(&self) -> u64 {
+        let mailboxes = self.index.mailboxes.borrow();
+        self.locked.as_ref().and_then(|user| mailboxes.get(user)).map(|mailbox| mailbox.uidvalidity).unwrap_or(0)
+    }
+
+    /// Messages not marked deleted, with their 1-based numbers.
+    fn live(&self) -> Vec<(usize, &(u64, Entry))> {
+        self.view.iter().enumerate().map(|(i, item)| (i + 1, item)).filter(|(n, _)| !self.deleted.contains(n)).collect()
+    }
+
+    fn message(&self, number: u32) -> Option<(u64, &Entry)> {
+        let number = number as usize;
+        if number == 0 || self.deleted.contains(&number) {
+            return None;
+        }
+        self.view.get(number - 1).map(|(uid, entry)| (*uid, entry))
+    }
+
+    fn listing(&self, column: impl Fn(u64, &Entry) -> String) -> Vec<u8> {
+        let mut body = String::new();
+        for (number, (uid, entry)) in self.live() {
+            body.push_str(&format!("{number} {}\r\n", column(*uid, entry)));
+        }
+        let mut response = ok("listing follows");
+        body.push_str(".\r\n");
+        response.extend_from_slice(body.as_bytes());
+        response
+    }
+
+    async fn retrieve(&self, number: u32) -> Vec<u8> {
+        let Some((uid, entry)) = self.message(number) else { return err("no such message") };
+        let trust = self.env.defects.has(Defect::NoChecksum); // the planted bug: serve unchecked
+        match self.env.disk.read(&entry.file).await {
+            Ok(bytes) if trust || checksum(&bytes) == entry.checksum => {
+                let mut response = ok(&format!("{} octets", bytes.len()));
+                response.extend_from_slice(&wire::dot_stuff(&bytes));
+                response
+            }
+            Ok(_) => {
+                let mailbox = self.locked.clone().unwrap_or_default();
+                self.env.journal.record(Event::StoreCorruption { mailbox, uid, file: entry.file.clone() });
+                err("[SYS/PERM] message damaged on storage, not served")
+            }
+            Err(_) => err("[SYS/TEMP] storage error, try again later"),
+        }
+    }
+
+    /// UPDATE state (RFC 1939 §6): remove the messages marked deleted, durably, then answer.
+    async fn quit(&mut self) -> Vec<u8> {
+        if self.locked.is_none() {
+            return ok("bye");
+        }
+        // Remove what can be removed; the index forgets exactly what is gone.
+        let mut removed = Vec::new();
+        let mut failed = false;
+        let user = self.locked.clone().unwrap_or_default();
+        let uidvalidity = self.index.mailboxes.borrow().get(&user).map_or(0, |mailbox| mailbox.uidvalidity);
+        for number in self.deleted.clone() {
+            let Some((uid, entry)) = self.view.get(number - 1).cloned() else { continue };
+            // Said before the file goes, so that an account of the store is never behind it.
+            self.env.journal.record(Event::StoreExpunging { mailbox: user.clone(), uidvalidity, uid, file: entry.file.clone() });
+            match self.env.disk.remove(&entry.file).await {
+                Ok(()) => removed.push((uid, entry)),
+                Err(_) => failed = true,
+            }
+        }
+        let directories: BTreeSet<String> = removed.iter().map(|(_, entry)| parent(&entry.file).to_string()).collect();
+        for dir in directories {
+            failed |= self.env.disk.fsync_dir(&dir).await.is_err();
+        }
+        if let Some(user) = self.locked.clone() {
+            if let Some(mailbox) = self.index.mailboxes.borrow_mut().get_mut(&user) {
+                for (uid, _) in &removed {
+                    mailbox.messages.remove(uid);
+                }
+            }
+        }
+        if failed {
+            return err("[SYS/TEMP] some deleted messages not removed");
+        }
+        ok("bye")
+    }
+}
+
+fn capabilities() -> Vec<u8> {
+    let mut response = ok("capability list follows");
+    response.extend_from_slice(b"USER\r\nUIDL\r\nRESP-CODES\r\n.\r\n");
+    response
+}

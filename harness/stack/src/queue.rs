@@ -1,0 +1,388 @@
+//! The MX's durable queue: one file per accepted message, and the runner that hands queued mail
+//! to the store over LMTP (RFC 2033).
+//!
+//! Files are written in `incoming/`, fsynced, renamed into `queue/` and the directory fsynced
+//! before the MX answers 250: only then does the runner see them. A recipient leaves the queue
+//! only after the store's 2xx for it and a durable rewrite (or removal) of the file; on 4xx it
+//! stays and is retried with backoff; after a restart the runner rescans `queue/`.
+
+use super::conn::Conn;
+use super::wire::{self, Reply, ReplyParser};
+use super::{Defect, Env, StackError, LMTP_PORT};
+use crate::crash_point;
+use disk::DiskError;
+use history::{Event, Stage};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+pub const INCOMING_DIR: &str = "incoming";
+pub const QUEUE_DIR: &str = "queue";
+const MAGIC: &str = "MAILCHAOS-QUEUE/1";
+/// Queue files the runner looks at per scan: bounds the work of one pass.
+const MAX_FILES_PER_SCAN: usize = 1000;
+const LMTP_TIMEOUT: Duration = Duration::from_secs(300);
+/// A worker's connection idle longer than this is reopened (the store's idle timeout is longer).
+const IDLE_RECONNECT_MS: u64 = 120_000;
+
+/// A queued message: envelope and bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedMessage {
+    pub msg: String,
+    pub from: String,
+    pub rcpts: Vec<String>,
+    pub body: Vec<u8>,
+}
+
+impl QueuedMessage {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = format!("{MAGIC}\r\nmsg {}\r\nfrom {}\r\n", self.msg, self.from).into_bytes();
+        for rcpt in &self.rcpts {
+            bytes.extend_from_slice(format!("rcpt {rcpt}\r\n").as_bytes());
+        }
+        bytes.extend_from_slice(b"\r\n");
+        bytes.extend_from_slice(&self.body);
+        bytes
+    }
+
+    /// None for anything that is not a whole queue file (a torn or foreign file).
+    pub fn decode(bytes: &[u8]) -> Option<QueuedMessage> {
+        let split = bytes.windows(4).position(|window| window == b"\r\n\r\n")?;
+        let head = std::str::from_utf8(&bytes[..split]).ok()?;
+        let mut lines = head.split("\r\n");
+        if lines.next()? != MAGIC {
+            return None;
+        }
+        let msg = lines.next()?.strip_prefix("msg ")?.to_string();
+        let from = lines.next()?.strip_prefix("from")?.trim_start().to_string();
+        let rcpts: Vec<String> = lines.map(|line| line.strip_prefix("rcpt ").map(str::to_string)).collect::<Option<_>>()?;
+        if rcpts.is_empty() {
+            return None;
+        }
+        Some(QueuedMessage { msg, from, rcpts, body: bytes[split + 4..].to_vec() })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    pub store_host: String,
+    pub hostname: String,
+    pub scan_interval: Duration,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Delivery workers, each with its own LMTP connection.
+    pub workers: usize,
+}
+
+/// How many files the queue holds, as last counted (the MX reads it to push back).
+pub type QueueGauge = Rc<Cell<usize>>;
+
+/// Per-file retry state, kept in memory: after a restart every file is due at once.
+#[derive(Default)]
+struct Backoff {
+    failures: u32,
+    due_ms: u64,
+}
+
+#[derive(Default)]
+struct RunnerState {
+    /// Files handed to a worker and not finished yet.
+    in_flight: BTreeSet<String>,
+    backoff: BTreeMap<String, Backoff>,
+}
+
+type Pickup = Rc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<String>>>;
+
+/// The queue manager: rescans the queue and hands due files to the workers, fresh and retried
+/// mail alternately, so that a backlog of deferred mail cannot starve new mail or the reverse.
+pub async fn run(env: Env, config: RunnerConfig, gauge: QueueGauge) {
+    recover(&env).await;
+    let workers = config.workers.clamp(1, 64);
+    let (handoff, pickup) = tokio::sync::mpsc::channel::<String>(workers * 2);
+    let pickup: Pickup = Rc::new(tokio::sync::Mutex::new(pickup));
+    let state = Rc::new(RefCell::new(RunnerState::default()));
+    for _ in 0..workers {
+        tokio::task::spawn_local(worker(env.clone(), config.clone(), pickup.clone(), state.clone()));
+    }
+    loop {
+        if let Ok(names) = env.disk.list(QUEUE_DIR).await {
+            let names: Vec<String> = names.into_iter().filter(|name| !name.ends_with(".tmp")).collect();
+            gauge.set(names.len());
+            for name in admission_order(&env, &state, names) {
+                state.borrow_mut().in_flight.insert(name.clone());
+                if handoff.send(name).await.is_err() {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(config.scan_interval).await;
+    }
+}
+
+/// Due files not in flight, fresh and retried alternately, each group oldest first.
+fn admission_order(env: &Env, state: &Rc<RefCell<RunnerState>>, names: Vec<String>) -> Vec<String> {
+    let now_ms = env.journal.now_ms();
+    let mut state = state.borrow_mut();
+    let present: BTreeSet<&String> = names.iter().collect();
+    state.backoff.retain(|name, _| present.contains(name));
+    let (mut fresh, mut retried) = (Vec::new(), Vec::new());
+    for name in names.iter().take(MAX_FILES_PER_SCAN) {
+        if state.in_flight.contains(name) {
+            continue;
+        }
+        match state.backoff.get(name) {
+            None => fresh.push(name.clone()),
+            Some(backoff) if backoff.due_ms <= now_ms => retried.push(name.clone()),
+            Some(_) => {}
+        }
+    }
+    let mut order = Vec::with_capacity(fresh.len() + retried.len());
+    let (mut fresh, mut retried) = (fresh.into_iter(), retried.into_iter());
+    loop {
+        match (fresh.next(), retried.next()) {
+            (None, None) => return order,
+            (first, second) => order.extend(first.into_iter().chain(second)),
+        }
+    }
+}
+
+/// A delivery agent: takes files from the queue manager and delivers them over its own LMTP
+/// connection, reopening it when it failed or sat idle.
+async fn worker(env: Env, config: RunnerConfig, pickup: Pickup, state: Rc<RefCell<RunnerState>>) {
+    let mut session: Option<(Conn, u64)> = None;
+    loop {
+        let Some(name) = pickup.lock().await.recv().await else { return };
+        if session.as_ref().is_some_and(|(_, last_ms)| env.journal.now_ms().saturating_sub(*last_ms) > IDLE_RECONNECT_MS) {
+            session = None; // the store may have timed the idle connection out
+        }
+        let delivered = deliver_one(&env, &config, &name, &mut session).await;
+        let mut state = state.borrow_mut();
+        state.in_flight.remove(&name);
+        match delivered {
+            Ok(true) => {
+                state.backoff.remove(&name);
+            }
+            Ok(false) => defer(&env, &config, &mut state.backoff, &name),
+            Err(()) => return, // a crash point: the host is about to be crashed
+        }
+    }
+}
+
+/// Delivers one queue file. Ok(true) when nothing is left to retry, Ok(false) to retry later.
+async fn deliver_one(env: &Env, config: &RunnerConfig, name: &str, session: &mut Option<(Conn, u64)>) -> Result<bool, ()> {
+    let path = format!("{QUEUE_DIR}/{name}");
+    let Ok(bytes) = env.disk.read(&path).await else { return Ok(false) };
+    let Some(queued) = QueuedMessage::decode(&bytes) else { return Ok(true) };
+    if session.is_none() {
+        *session = open_lmtp(env, config, &path, &queued.msg).await.map(|conn| (conn, 0));
+    }
+    let Some((conn, last_ms)) = session.as_mut() else { return Ok(false) };
+    *last_ms = env.journal.now_ms();
+    let Some(replies) = transact(env, conn, &path, &queued).await else {
+        *session = None;
+        return Ok(false);
+    };
+    if record_outcome(env, &path, &queued, &replies).await.is_err() {
+        return Err(());
+    }
+    Ok(replies.values().all(|reply| reply.class() == 2))
+}
+
+fn defer(env: &Env, config: &RunnerConfig, backoff: &mut BTreeMap<String, Backoff>, name: &str) {
+    let entry = backoff.entry(name.to_string()).or_default();
+    entry.failures += 1;
+    let factor = 2u32.saturating_pow(entry.failures.saturating_sub(1).min(16));
+    let delay = config.retry_base.saturating_mul(factor).min(config.retry_max);
+    entry.due_ms = env.journal.now_ms() + delay.as_millis() as u64;
+}
+
+/// After a restart: `incoming/` holds only files that were never acknowledged; remove them.
+pub async fn recover(env: &Env) {
+    let mut files = 0;
+    if let Ok(names) = env.disk.list(INCOMING_DIR).await {
+        for name in names {
+            let _ = env.disk.remove(&format!("{INCOMING_DIR}/{name}")).await;
+        }
+        let _ = env.disk.fsync_dir(INCOMING_DIR).await;
+    }
+    if let Ok(names) = env.disk.list(QUEUE_DIR).await {
+        files = names.len() as u64;
+    }
+    env.journal.record(Event::QueueRecovered { files });
+}
+
+fn wire_line(text: &str) -> Vec<u8> {
+    format!("{text}\r\n").into_bytes()
+}
+
+async fn read_reply(conn: &mut Conn) -> Result<Reply, String> {
+    let mut parser = ReplyParser::default();
+    loop {
+        let line = conn.read_line(wire::MAX_TEXT_LINE, LMTP_TIMEOUT).await.map_err(|error| error.describe())?;
+        match parser.feed_line(&line) {
+            Ok(Some(reply)) => return Ok(reply),
+            Ok(None) => continue,
+            Err(error) => return Err(format!("{error:?}")),
+        }
+    }
+}
+
+async fn open_lmtp(env: &Env, config: &RunnerConfig, path: &str, msg: &str) -> Option<Conn> {
+    match try_open_lmtp(env, config).await {
+        Ok(conn) => Some(conn),
+        Err((stage, error)) => {
+            env.journal.record(Event::LmtpFailure { queue_file: path.to_string(), msg: msg.to_string(), stage, error });
+            None
+        }
+    }
+}
+
+type Failure = (Stage, String);
+
+async fn try_open_lmtp(env: &Env, config: &RunnerConfig) -> Result<Conn, Failure> {
+    let connect = env.net.connect(&config.store_host, LMTP_PORT);
+    let stream = match tokio::time::timeout(Duration::from_secs(60), connect).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => return Err((Stage::Connect, error.to_string())),
+        Err(_) => return Err((Stage::Connect, "timed out".into())),
+    };
+    let mut conn = Conn::new(stream);
+    let greeting = read_reply(&mut conn).await.map_err(|error| (Stage::Greeting, error))?;
+    if greeting.code != 220 {
+        return Err((Stage::Greeting, greeting.summary()));
+    }
+    expect(&mut conn, format!("LHLO {}", config.hostname), Stage::Ehlo, 2).await?;
+    Ok(conn)
+}
+
+/// Sends one command and reads its reply; Err unless the reply has the expected class.
+async fn expect(conn: &mut Conn, line: String, stage: Stage, class: u16) -> Result<Reply, Failure> {
+    let reply = command(conn, line).await.map_err(|error| (stage, error))?;
+    if reply.class() == class { Ok(reply) } else { Err((stage, reply.summary())) }
+}
+
+async fn command(conn: &mut Conn, line: String) -> Result<Reply, String> {
+    conn.send(&wire_line(&line)).await.map_err(|error| error.describe())?;
+    read_reply(conn).await
+}
+
+/// One LMTP transaction. Returns the reply for every recipient (RCPT refusals included), or
+/// None when the session failed before every accepted recipient had its reply.
+async fn transact(env: &Env, conn: &mut Conn, path: &str, queued: &QueuedMessage) -> Option<BTreeMap<String, Reply>> {
+    let mut replies = BTreeMap::new();
+    match try_transact(env, conn, path, queued, &mut replies).await {
+        Ok(()) => Some(replies),
+        Err((stage, error)) => {
+            env.journal.record(Event::LmtpFailure { queue_file: path.to_string(), msg: queued.msg.clone(), stage, error });
+            None
+        }
+    }
+}
+
+async fn try_transact(
+    env: &Env,
+    conn: &mut Conn,
+    path: &str,
+    queued: &QueuedMessage,
+    replies: &mut BTreeMap<String, Reply>,
+) -> Result<(), Failure> {
+    let record = |rcpt: &str, reply: &Reply| {
+        env.journal.record(Event::LmtpReply {
+            queue_file: path.to_string(),
+            msg: queued.msg.clone(),
+            rcpt: rcpt.to_string(),
+            reply: reply.summary(),
+        });
+    };
+    // PIPELINING (RFC 2920; every LMTP server supports it, RFC 2033 §4.1): MAIL, every RCPT
+    // and DATA go out together, and their replies come back in order.
+    let mut batch = format!("MAIL FROM:<{}>\r\n", queued.from);
+    for rcpt in &queued.rcpts {
+        batch.push_str(&format!("RCPT TO:<{rcpt}>\r\n"));
+    }
+    batch.push_str("DATA\r\n");
+    conn.send(batch.as_bytes()).await.map_err(|error| (Stage::Mail, error.describe()))?;
+    let mail = read_reply(conn).await.map_err(|error| (Stage::Mail, error))?;
+    let mut accepted = Vec::new();
+    for rcpt in &queued.rcpts {
+        let reply = read_reply(conn).await.map_err(|error| (Stage::Rcpt, error))?;
+        if reply.class() == 2 && mail.class() == 2 {
+            accepted.push(rcpt.clone());
+        } else if mail.class() == 2 {
+            record(rcpt, &reply);
+            replies.insert(rcpt.clone(), reply);
+        }
+    }
+    let data = read_reply(conn).await.map_err(|error| (Stage::Data, error))?;
+    if mail.class() != 2 {
+        return Err((Stage::Mail, mail.summary()));
+    }
+    if accepted.is_empty() {
+        return Ok(());
+    }
+    if data.code != 354 {
+        return Err((Stage::Data, data.summary()));
+    }
+    conn.send(&wire::dot_stuff(&queued.body)).await.map_err(|error| (Stage::DataEnd, error.describe()))?;
+    // RFC 2033 §4.2: one reply per accepted recipient, in RCPT order.
+    for rcpt in &accepted {
+        let reply = read_reply(conn).await.map_err(|error| (Stage::DataEnd, error))?;
+        record(rcpt, &reply);
+        replies.insert(rcpt.clone(), reply);
+    }
+    Ok(())
+}
+
+/// Makes the outcome durable: the recipients the store took leave the queue.
+async fn record_outcome(env: &Env, path: &str, queued: &QueuedMessage, replies: &BTreeMap<String, Reply>) -> Result<(), StackError> {
+    crash_point!(env, "mx-after-lmtp-2xx-before-record");
+    let drop_transient = env.defects.has(Defect::DropOnLmtp4xx);
+    let (done, remaining): (Vec<String>, Vec<String>) = queued.rcpts.iter().cloned().partition(|rcpt| {
+        let class = replies.get(rcpt).map(Reply::class);
+        // The store answers 5xx only for a mailbox that does not exist, which the MX already
+        // refused at RCPT; such a recipient is kept and retried rather than bounced here.
+        class == Some(2) || (drop_transient && class == Some(4))
+    });
+    if done.is_empty() {
+        return Ok(());
+    }
+    let written = if remaining.is_empty() {
+        remove_file(env, path).await
+    } else {
+        let rest = QueuedMessage { rcpts: remaining.clone(), ..queued.clone() };
+        rewrite_file(env, path, &rest.encode()).await
+    };
+    if written.is_ok() {
+        env.journal.record(Event::QueueRecorded { queue_file: path.to_string(), msg: queued.msg.clone(), done, remaining });
+    }
+    Ok(())
+}
+
+async fn remove_file(env: &Env, path: &str) -> Result<(), DiskError> {
+    env.disk.remove(path).await?;
+    env.disk.fsync_dir(QUEUE_DIR).await
+}
+
+/// Atomic replacement: write a temporary file, fsync it, rename it over, fsync the directory.
+async fn rewrite_file(env: &Env, path: &str, bytes: &[u8]) -> Result<(), DiskError> {
+    let temporary = format!("{path}.tmp");
+    env.disk.write(&temporary, bytes).await?;
+    env.disk.fsync(&temporary).await?;
+    env.disk.rename(&temporary, path).await?;
+    env.disk.fsync_dir(QUEUE_DIR).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_files_round_trip_and_torn_files_are_rejected() {
+        let queued = QueuedMessage { msg: "m1@x".into(), from: String::new(), rcpts: vec!["a@l".into(), "b@l".into()], body: b"Subject: x\r\n\r\nhi\r\n".to_vec() };
+        let bytes = queued.encode();
+        assert_eq!(QueuedMessage::decode(&bytes), Some(queued));
+        assert_eq!(QueuedMessage::decode(&bytes[..20]), None);
+        assert_eq!(QueuedMessage::decode(b""), None);
+    }
+}
