@@ -150,6 +150,10 @@ pub struct Provider {
     pub time_scale: f64,
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Send with BDAT (RFC 3030 CHUNKING), each session's transactions pipelined into one
+    /// flight, as large providers do. Default false: DATA, one reply at a time.
+    #[serde(default)]
+    pub chunking: bool,
 }
 
 fn default_time_scale() -> f64 {
@@ -174,7 +178,19 @@ pub struct Workload {
     /// Every n-th message of a provider also names a recipient the MX does not know; 0 = never.
     #[serde(default)]
     pub unknown_rcpt_every: u32,
+    /// Messages one SMTP session carries (a number, or a `[low, high]` range each session
+    /// draws from), 1 to 100. Messages of a session are sent together when the last of them
+    /// is due. Default 1.
+    #[serde(default = "one_per_session")]
+    pub messages_per_session: Spanned<Draw>,
 }
+
+fn one_per_session() -> Spanned<Draw> {
+    Spanned::new(0..0, Draw::Fixed(1))
+}
+
+/// The most messages one planned SMTP session carries.
+pub const MAX_MESSAGES_PER_SESSION: u64 = 100;
 
 fn no_users() -> Spanned<Vec<String>> {
     Spanned::new(0..0, Vec::new())
@@ -462,6 +478,9 @@ fn validate_people(scenario: &Scenario) -> Result<(), Invalid> {
     check(*messages.get_ref() <= MAX_MESSAGES_PER_PROVIDER, messages.span(), || format!("workload.messages must be at most {MAX_MESSAGES_PER_PROVIDER}"))?;
     let spread = &scenario.workload.spread_s;
     check(*spread.get_ref() >= 1 && spread.get_ref() <= scenario.horizon_s.get_ref(), spread.span(), || "spread_s must be between 1 and horizon_s".into())?;
+    let per_session = &scenario.workload.messages_per_session;
+    let (low, high) = per_session.get_ref().bounds();
+    check(1 <= low && low <= high && high <= MAX_MESSAGES_PER_SESSION, per_session.span(), || format!("messages_per_session must be a number or a [low, high] range within 1..={MAX_MESSAGES_PER_SESSION}"))?;
     Ok(())
 }
 

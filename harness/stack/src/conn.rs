@@ -84,6 +84,24 @@ impl Conn {
         }
     }
 
+    /// Reads exactly `len` octets (a BDAT chunk). With `into`, they are appended there;
+    /// without, they are read and dropped, so a refused chunk costs no memory.
+    pub async fn read_exact(&mut self, len: usize, mut into: Option<&mut Vec<u8>>, timeout: Duration) -> Result<(), ConnError> {
+        let mut left = len;
+        loop {
+            let take = left.min(self.buffer.len());
+            if let Some(sink) = into.as_deref_mut() {
+                sink.extend_from_slice(&self.buffer[..take]);
+            }
+            self.buffer.drain(..take);
+            left -= take;
+            if left == 0 {
+                return Ok(());
+            }
+            self.fill(timeout).await?;
+        }
+    }
+
     /// Feeds the connection into `decoder` until it has seen the terminator.
     pub async fn read_data(&mut self, decoder: &mut DataDecoder, timeout: Duration) -> Result<(), ConnError> {
         loop {

@@ -34,6 +34,10 @@ pub struct PlannedMessage {
     pub from: String,
     pub rcpts: Vec<String>,
     pub bytes: Rc<Vec<u8>>,
+    /// Messages of one provider with the same session number travel together: one SMTP
+    /// session carries them one transaction after another, as an MTA with a connection cache
+    /// does with mail queued for the same destination.
+    pub session: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -45,10 +49,16 @@ pub struct ProviderConfig {
     pub time_scale: f64,
     /// SMTP connections open at once from this provider.
     pub max_connections: usize,
+    /// Send with BDAT (RFC 3030 CHUNKING) when the MX offers it, every transaction of a
+    /// session pipelined into one flight (RFC 2920), as large providers do.
+    pub chunking: bool,
     pub plan: Vec<PlannedMessage>,
 }
 
-/// The provider host's software: one task per planned message.
+/// Transactions one session carries at most: a bound on a batch, whatever the plan says.
+const MAX_MESSAGES_PER_SESSION: usize = 100;
+
+/// The provider host's software: one task per planned session of messages.
 pub async fn run(env: Env, config: ProviderConfig) {
     let config = Rc::new(config);
     let policy = &config.policy;
@@ -62,18 +72,35 @@ pub async fn run(env: Env, config: ProviderConfig) {
     });
     let provider = Rc::new(Provider { connections: Semaphore::new(config.max_connections.max(1)), failing_since_ms: Cell::new(None) });
     let mut tasks = Vec::new();
-    for planned in config.plan.clone() {
+    for batch in batches(&config.plan) {
         let (env, config, provider) = (env.clone(), config.clone(), provider.clone());
         tasks.push(tokio::task::spawn_local(async move {
-            let wait = planned.at_ms.saturating_sub(env.journal.now_ms());
-            tokio::time::sleep(Duration::from_millis(wait)).await;
-            deliver(&env, &config, &provider, &planned).await;
+            let at_ms = batch.iter().map(|planned| planned.at_ms).max().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(at_ms.saturating_sub(env.journal.now_ms()))).await;
+            deliver(&env, &config, &provider, batch).await;
         }));
     }
     for task in tasks {
         let _ = task.await;
     }
     std::future::pending::<()>().await;
+}
+
+/// The plan's messages grouped by session number, in plan order, at most
+/// `MAX_MESSAGES_PER_SESSION` to a group.
+fn batches(plan: &[PlannedMessage]) -> Vec<Vec<PlannedMessage>> {
+    let mut groups: Vec<Vec<PlannedMessage>> = Vec::new();
+    let mut index_of: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
+    for planned in plan {
+        match index_of.get(&planned.session) {
+            Some(&index) if groups[index].len() < MAX_MESSAGES_PER_SESSION => groups[index].push(planned.clone()),
+            _ => {
+                index_of.insert(planned.session, groups.len());
+                groups.push(vec![planned.clone()]);
+            }
+        }
+    }
+    groups
 }
 
 /// What the tasks of one provider share.
@@ -90,59 +117,64 @@ enum Verdict {
     Transient(String),
 }
 
-async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, planned: &PlannedMessage) {
-    env.journal.record(Event::Submit {
-        msg: planned.msg.clone(),
-        from: planned.from.clone(),
-        rcpts: planned.rcpts.clone(),
-        digest: message::content_digest(&planned.bytes),
-        size: planned.bytes.len() as u64,
-    });
+/// One message's delivery state across the attempts of its session.
+struct Pending<'a> {
+    planned: &'a PlannedMessage,
+    rcpts: Vec<String>,
+    retried_permanent: Vec<String>,
+    last_error: String,
+    delay_notified: bool,
+}
+
+/// Delivers a batch of messages submitted together, retrying by the provider's policy. The
+/// messages share their attempts (one session each time) and so their schedule, which the
+/// policy computes from the age of the mail: all of a batch are of one age.
+async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, batch: Vec<PlannedMessage>) {
+    for planned in &batch {
+        env.journal.record(Event::Submit {
+            msg: planned.msg.clone(),
+            from: planned.from.clone(),
+            rcpts: planned.rcpts.clone(),
+            digest: message::content_digest(&planned.bytes),
+            size: planned.bytes.len() as u64,
+        });
+    }
     let policy = &config.policy;
     let started_ms = env.journal.now_ms();
     let age_s = || (env.journal.now_ms() - started_ms) as f64 / 1000.0;
     if let (Some(cutoff_s), Some(since_ms)) = (policy.dead_host_cutoff_s, provider.failing_since_ms.get()) {
         // Exim-style: a destination that has failed for long enough gets no new attempts.
         if (env.journal.now_ms() - since_ms) as f64 / 1000.0 >= cutoff_s {
-            let failed: Vec<(String, String)> = planned.rcpts.iter().map(|rcpt| (rcpt.clone(), "destination host has been failing; not tried".to_string())).collect();
-            give_up(env, config, planned, &failed, Outcome::Expired).await;
+            for planned in &batch {
+                let failed: Vec<(String, String)> = planned.rcpts.iter().map(|rcpt| (rcpt.clone(), "destination host has been failing; not tried".to_string())).collect();
+                give_up(env, config, planned, &failed, Outcome::Expired).await;
+            }
             return;
         }
     }
-    let mut pending = planned.rcpts.clone();
-    let mut retried_permanent: Vec<String> = Vec::new();
-    let mut last_error = String::new();
-    let mut delay_notified = false;
+    let mut pending: Vec<Pending> = batch
+        .iter()
+        .map(|planned| Pending { planned, rcpts: planned.rcpts.clone(), retried_permanent: Vec::new(), last_error: String::new(), delay_notified: false })
+        .collect();
     let (mut stage, mut attempts_in_stage) = (0usize, 0u32);
     for attempt in 1..=MAX_ATTEMPTS {
-        let session = format!("{}-{}-{attempt}", config.hostname, planned.msg);
+        let tries: Vec<Try> = pending
+            .iter()
+            .map(|p| Try { planned: p.planned, rcpts: p.rcpts.clone(), session: format!("{}-{}-{attempt}", config.hostname, p.planned.msg), attempt })
+            .collect();
         let verdicts = {
             let Ok(_permit) = provider.connections.acquire().await else { return };
-            env.journal.record(Event::SmtpAttempt { session: session.clone(), msg: planned.msg.clone(), attempt, rcpts: pending.clone() });
-            try_once(env, config, planned, &pending, &session).await
+            try_once(env, config, &tries).await
         };
-        let mut failed = Vec::new();
-        pending.clear();
-        for (rcpt, verdict) in verdicts {
-            match verdict {
-                Verdict::Delivered(reply) => outcome(env, planned, &rcpt, Outcome::Delivered, reply),
-                Verdict::Permanent(_) if env.defects.has(Defect::RetryAfter5xx) && !retried_permanent.contains(&rcpt) => {
-                    // The planted bug: one more try after a permanent refusal.
-                    retried_permanent.push(rcpt.clone());
-                    pending.push(rcpt);
-                }
-                Verdict::Permanent(reply) => failed.push((rcpt, reply)),
-                Verdict::Transient(reply) if env.defects.has(Defect::BounceOn4xx) => failed.push((rcpt, reply)),
-                Verdict::Transient(reply) => {
-                    last_error = reply;
-                    pending.push(rcpt);
-                }
-            }
+        let mut all_transient = true;
+        for (state, verdicts) in pending.iter_mut().zip(verdicts) {
+            let failed = settle(env, state, verdicts);
+            all_transient &= !state.rcpts.is_empty() && failed.is_empty();
+            give_up(env, config, state.planned, &failed, Outcome::Bounced).await;
         }
-        let all_transient = !pending.is_empty() && failed.is_empty();
         let now_ms = env.journal.now_ms();
         provider.failing_since_ms.set(if all_transient { provider.failing_since_ms.get().or(Some(now_ms)) } else { None });
-        give_up(env, config, planned, &failed, Outcome::Bounced).await;
+        pending.retain(|state| !state.rcpts.is_empty());
         if pending.is_empty() || !policy.retries {
             break;
         }
@@ -155,22 +187,47 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, planne
             policy.next_delay(age_s(), attempts_in_stage)
         };
         tokio::time::sleep(delay).await;
-        if !delay_notified && policy.delay_notice_s.is_some_and(|notice_s| age_s() >= notice_s) {
-            delay_notified = true;
-            let delayed: Vec<(String, String)> = pending.iter().map(|rcpt| (rcpt.clone(), last_error.clone())).collect();
-            send_dsn(env, config, planned, &delayed, DsnKind::Delay);
+        for state in pending.iter_mut() {
+            if !state.delay_notified && policy.delay_notice_s.is_some_and(|notice_s| age_s() >= notice_s) {
+                state.delay_notified = true;
+                let delayed: Vec<(String, String)> = state.rcpts.iter().map(|rcpt| (rcpt.clone(), state.last_error.clone())).collect();
+                send_dsn(env, config, state.planned, &delayed, DsnKind::Delay);
+            }
         }
         let lifetime_s = if env.defects.has(Defect::GiveUpEarly) { policy.lifetime_s / 4.0 } else { policy.lifetime_s };
         if age_s() >= lifetime_s {
             break;
         }
     }
-    if pending.is_empty() {
-        return;
-    }
     let reason = if policy.retries { "queue lifetime expired" } else { "this sender does not retry" };
-    let expired: Vec<(String, String)> = pending.into_iter().map(|rcpt| (rcpt, format!("{reason}; last error: {last_error}"))).collect();
-    give_up(env, config, planned, &expired, Outcome::Expired).await;
+    for state in pending {
+        let expired: Vec<(String, String)> = state.rcpts.iter().map(|rcpt| (rcpt.clone(), format!("{reason}; last error: {}", state.last_error))).collect();
+        give_up(env, config, state.planned, &expired, Outcome::Expired).await;
+    }
+}
+
+/// Records an attempt's verdicts for one message: delivered recipients leave, transient ones
+/// stay pending. Returns the recipients that failed for good.
+fn settle(env: &Env, state: &mut Pending, verdicts: Vec<(String, Verdict)>) -> Vec<(String, String)> {
+    let mut failed = Vec::new();
+    state.rcpts.clear();
+    for (rcpt, verdict) in verdicts {
+        match verdict {
+            Verdict::Delivered(reply) => outcome(env, state.planned, &rcpt, Outcome::Delivered, reply),
+            Verdict::Permanent(_) if env.defects.has(Defect::RetryAfter5xx) && !state.retried_permanent.contains(&rcpt) => {
+                // The planted bug: one more try after a permanent refusal.
+                state.retried_permanent.push(rcpt.clone());
+                state.rcpts.push(rcpt);
+            }
+            Verdict::Permanent(reply) => failed.push((rcpt, reply)),
+            Verdict::Transient(reply) if env.defects.has(Defect::BounceOn4xx) => failed.push((rcpt, reply)),
+            Verdict::Transient(reply) => {
+                state.last_error = reply;
+                state.rcpts.push(rcpt);
+            }
+        }
+    }
+    failed
 }
 
 fn outcome(env: &Env, planned: &PlannedMessage, rcpt: &str, outcome: Outcome, reply: String) {
@@ -245,15 +302,32 @@ fn dsn_status(kind: DsnKind, reply: &str) -> String {
 
 type Failure = (Stage, String);
 
-/// One SMTP session for `rcpts`. Every recipient gets a verdict.
-async fn try_once(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, rcpts: &[String], session: &str) -> Vec<(String, Verdict)> {
-    let mut verdicts = Vec::new();
-    let result = transaction(env, config, planned, rcpts, session, &mut verdicts).await;
-    if let Err((stage, error)) = result {
-        env.journal.record(Event::SmtpFailure { session: session.to_string(), msg: planned.msg.clone(), stage, error: error.clone() });
-        let decided: Vec<String> = verdicts.iter().map(|(rcpt, _)| rcpt.clone()).collect();
-        for rcpt in rcpts.iter().filter(|rcpt| !decided.contains(rcpt)) {
-            verdicts.push((rcpt.clone(), Verdict::Transient(error.clone())));
+/// One message's part of an attempt: which recipients it still tries, and the name its
+/// records carry (one per message and attempt, whatever the connection carries besides).
+struct Try<'a> {
+    planned: &'a PlannedMessage,
+    rcpts: Vec<String>,
+    session: String,
+    attempt: u32,
+}
+
+/// One SMTP session for a batch of messages. Every recipient of every message gets a verdict.
+async fn try_once(env: &Env, config: &ProviderConfig, tries: &[Try<'_>]) -> Vec<Vec<(String, Verdict)>> {
+    for one in tries {
+        env.journal.record(Event::SmtpAttempt { session: one.session.clone(), msg: one.planned.msg.clone(), attempt: one.attempt, rcpts: one.rcpts.clone() });
+    }
+    let mut verdicts: Vec<Vec<(String, Verdict)>> = tries.iter().map(|_| Vec::new()).collect();
+    if let Err((stage, error)) = session(env, config, tries, &mut verdicts).await {
+        for (one, verdicts) in tries.iter().zip(verdicts.iter_mut()) {
+            let decided: Vec<String> = verdicts.iter().map(|(rcpt, _)| rcpt.clone()).collect();
+            let undecided: Vec<&String> = one.rcpts.iter().filter(|rcpt| !decided.contains(rcpt)).collect();
+            if undecided.is_empty() {
+                continue;
+            }
+            env.journal.record(Event::SmtpFailure { session: one.session.clone(), msg: one.planned.msg.clone(), stage, error: error.clone() });
+            for rcpt in undecided {
+                verdicts.push((rcpt.clone(), Verdict::Transient(error.clone())));
+            }
         }
     }
     verdicts
@@ -267,12 +341,12 @@ fn timeout(env: &Env, rfc: Duration) -> Duration {
 struct Client<'a> {
     env: &'a Env,
     conn: Conn,
-    session: &'a str,
-    msg: &'a str,
 }
 
 impl Client<'_> {
-    async fn reply(&mut self, stage: Stage, rcpt: Option<&str>, rfc_timeout: Duration) -> Result<Reply, Failure> {
+    /// Reads one reply and records it for each of `tries` (a greeting or EHLO reply concerns
+    /// every message the session carries).
+    async fn reply(&mut self, tries: &[&Try<'_>], stage: Stage, rcpt: Option<&str>, rfc_timeout: Duration) -> Result<Reply, Failure> {
         let timeout = timeout(self.env, rfc_timeout);
         let mut parser = ReplyParser::default();
         let reply = loop {
@@ -283,19 +357,25 @@ impl Client<'_> {
                 Err(error) => return Err((stage, format!("malformed reply: {error:?}"))),
             }
         };
-        self.env.journal.record(Event::SmtpReply {
-            session: self.session.to_string(),
-            msg: self.msg.to_string(),
-            stage,
-            rcpt: rcpt.map(str::to_string),
-            reply: reply.summary(),
-        });
+        for one in tries {
+            self.env.journal.record(Event::SmtpReply {
+                session: one.session.clone(),
+                msg: one.planned.msg.clone(),
+                stage,
+                rcpt: rcpt.map(str::to_string),
+                reply: reply.summary(),
+            });
+        }
         Ok(reply)
     }
 
-    async fn command(&mut self, line: &str, stage: Stage, rcpt: Option<&str>, timeout: Duration) -> Result<Reply, Failure> {
-        self.conn.send(format!("{line}\r\n").as_bytes()).await.map_err(|error| (stage, error.describe()))?;
-        self.reply(stage, rcpt, timeout).await
+    async fn send(&mut self, bytes: &[u8], stage: Stage) -> Result<(), Failure> {
+        self.conn.send(bytes).await.map_err(|error| (stage, error.describe()))
+    }
+
+    async fn command(&mut self, one: &Try<'_>, line: &str, stage: Stage, rcpt: Option<&str>, timeout: Duration) -> Result<Reply, Failure> {
+        self.send(format!("{line}\r\n").as_bytes(), stage).await?;
+        self.reply(&[one], stage, rcpt, timeout).await
     }
 }
 
@@ -307,45 +387,82 @@ fn verdict_of(reply: &Reply) -> Verdict {
     }
 }
 
-async fn transaction(
-    env: &Env,
-    config: &ProviderConfig,
-    planned: &PlannedMessage,
-    rcpts: &[String],
-    session: &str,
-    verdicts: &mut Vec<(String, Verdict)>,
-) -> Result<(), Failure> {
+fn all(verdicts: &mut Vec<(String, Verdict)>, reply: &Reply, list: &[String]) {
+    for rcpt in list {
+        verdicts.push((rcpt.clone(), verdict_of(reply)));
+    }
+}
+
+/// Connects, greets, and carries each message's transaction: one after another, or all in
+/// one pipelined flight with BDAT when the provider chunks and the MX offers CHUNKING.
+async fn session(env: &Env, config: &ProviderConfig, tries: &[Try<'_>], verdicts: &mut [Vec<(String, Verdict)>]) -> Result<(), Failure> {
     let connect = env.net.connect(&config.mx_host, SMTP_PORT);
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => return Err((Stage::Connect, error.to_string())),
         Err(_) => return Err((Stage::Connect, "timed out".into())),
     };
-    let mut client = Client { env, conn: Conn::new(stream), session, msg: &planned.msg };
-    let all = |verdicts: &mut Vec<(String, Verdict)>, reply: &Reply, list: &[String]| {
-        for rcpt in list {
-            verdicts.push((rcpt.clone(), verdict_of(reply)));
-        }
-    };
-    let greeting = client.reply(Stage::Greeting, None, GREETING_TIMEOUT).await?;
+    let mut client = Client { env, conn: Conn::new(stream) };
+    let everyone: Vec<&Try> = tries.iter().collect();
+    let greeting = client.reply(&everyone, Stage::Greeting, None, GREETING_TIMEOUT).await?;
     if greeting.class() != 2 {
-        all(verdicts, &greeting, rcpts);
+        for (one, verdicts) in tries.iter().zip(verdicts.iter_mut()) {
+            all(verdicts, &greeting, &one.rcpts);
+        }
         return Ok(());
     }
-    let ehlo = client.command(&format!("EHLO {}", config.hostname), Stage::Ehlo, None, COMMAND_TIMEOUT).await?;
+    client.send(format!("EHLO {}\r\n", config.hostname).as_bytes(), Stage::Ehlo).await?;
+    let ehlo = client.reply(&everyone, Stage::Ehlo, None, COMMAND_TIMEOUT).await?;
     if ehlo.class() != 2 {
-        all(verdicts, &ehlo, rcpts);
+        for (one, verdicts) in tries.iter().zip(verdicts.iter_mut()) {
+            all(verdicts, &ehlo, &one.rcpts);
+        }
         return Ok(());
     }
-    let mail_line = format!("MAIL FROM:<{}> SIZE={}", planned.from, planned.bytes.len());
-    let mail = client.command(&mail_line, Stage::Mail, None, COMMAND_TIMEOUT).await?;
-    if mail.class() != 2 {
-        all(verdicts, &mail, rcpts);
+    let offers = |keyword: &str| ehlo.lines.iter().any(|line| line.split_whitespace().next().is_some_and(|word| word.eq_ignore_ascii_case(keyword)));
+    let last = tries.len().saturating_sub(1);
+    if config.chunking && offers("CHUNKING") && offers("PIPELINING") {
+        chunked_flight(&mut client, tries, verdicts).await?;
+        let _ = client.command(&tries[last], "QUIT", Stage::Quit, None, COMMAND_TIMEOUT).await;
         return Ok(());
+    }
+    for (index, (one, verdicts)) in tries.iter().zip(verdicts.iter_mut()).enumerate() {
+        let ended = transaction(&mut client, one, verdicts).await?;
+        if index == last {
+            if ended != Ended::Refused {
+                let _ = client.command(one, "QUIT", Stage::Quit, None, COMMAND_TIMEOUT).await;
+            }
+        } else if ended != Ended::Delivered {
+            // The transaction may still be open on the server (MAIL accepted, no recipient):
+            // reset it before the next MAIL.
+            client.command(one, "RSET", Stage::Other, None, COMMAND_TIMEOUT).await?;
+        }
+    }
+    Ok(())
+}
+
+/// How a transaction ended, for what the session sends next.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The end of data was answered (whatever the answer).
+    Delivered,
+    /// Every recipient was refused.
+    NoRecipient,
+    /// MAIL or DATA was refused.
+    Refused,
+}
+
+/// One transaction with DATA, waiting for each reply in turn.
+async fn transaction(client: &mut Client<'_>, one: &Try<'_>, verdicts: &mut Vec<(String, Verdict)>) -> Result<Ended, Failure> {
+    let mail_line = format!("MAIL FROM:<{}> SIZE={}", one.planned.from, one.planned.bytes.len());
+    let mail = client.command(one, &mail_line, Stage::Mail, None, COMMAND_TIMEOUT).await?;
+    if mail.class() != 2 {
+        all(verdicts, &mail, &one.rcpts);
+        return Ok(Ended::Refused);
     }
     let mut accepted = Vec::new();
-    for rcpt in rcpts {
-        let reply = client.command(&format!("RCPT TO:<{rcpt}>"), Stage::Rcpt, Some(rcpt), COMMAND_TIMEOUT).await?;
+    for rcpt in &one.rcpts {
+        let reply = client.command(one, &format!("RCPT TO:<{rcpt}>"), Stage::Rcpt, Some(rcpt), COMMAND_TIMEOUT).await?;
         if reply.class() == 2 {
             accepted.push(rcpt.clone());
         } else {
@@ -353,17 +470,53 @@ async fn transaction(
         }
     }
     if accepted.is_empty() {
-        let _ = client.command("QUIT", Stage::Quit, None, COMMAND_TIMEOUT).await;
-        return Ok(());
+        return Ok(Ended::NoRecipient);
     }
-    let data = client.command("DATA", Stage::Data, None, DATA_INIT_TIMEOUT).await?;
+    let data = client.command(one, "DATA", Stage::Data, None, DATA_INIT_TIMEOUT).await?;
     if data.code != 354 {
         all(verdicts, &data, &accepted);
-        return Ok(());
+        return Ok(Ended::Refused);
     }
-    client.conn.send(&wire::dot_stuff(&planned.bytes)).await.map_err(|error| (Stage::DataEnd, error.describe()))?;
-    let end = client.reply(Stage::DataEnd, None, DATA_END_TIMEOUT).await?;
+    client.send(&wire::dot_stuff(&one.planned.bytes), Stage::DataEnd).await?;
+    let end = client.reply(&[one], Stage::DataEnd, None, DATA_END_TIMEOUT).await?;
     all(verdicts, &end, &accepted);
-    let _ = client.command("QUIT", Stage::Quit, None, COMMAND_TIMEOUT).await;
+    Ok(Ended::Delivered)
+}
+
+/// Every transaction in one flight: MAIL, RCPTs and `BDAT <size> LAST` with the message for
+/// each (RFC 3030 §4.2 with RFC 2920), then the replies in order. A refused MAIL or RCPT makes
+/// the server refuse the BDAT too (503), so the verdicts follow from the replies alone.
+async fn chunked_flight(client: &mut Client<'_>, tries: &[Try<'_>], verdicts: &mut [Vec<(String, Verdict)>]) -> Result<(), Failure> {
+    let mut flight = Vec::new();
+    for one in tries {
+        flight.extend_from_slice(format!("MAIL FROM:<{}> SIZE={}\r\n", one.planned.from, one.planned.bytes.len()).as_bytes());
+        for rcpt in &one.rcpts {
+            flight.extend_from_slice(format!("RCPT TO:<{rcpt}>\r\n").as_bytes());
+        }
+        flight.extend_from_slice(format!("BDAT {} LAST\r\n", one.planned.bytes.len()).as_bytes());
+        flight.extend_from_slice(&one.planned.bytes);
+    }
+    client.send(&flight, Stage::Mail).await?;
+    for (one, verdicts) in tries.iter().zip(verdicts.iter_mut()) {
+        let mail = client.reply(&[one], Stage::Mail, None, COMMAND_TIMEOUT).await?;
+        let mut accepted = Vec::new();
+        for rcpt in &one.rcpts {
+            let reply = client.reply(&[one], Stage::Rcpt, Some(rcpt), COMMAND_TIMEOUT).await?;
+            if mail.class() != 2 {
+                continue;
+            }
+            if reply.class() == 2 {
+                accepted.push(rcpt.clone());
+            } else {
+                verdicts.push((rcpt.clone(), verdict_of(&reply)));
+            }
+        }
+        let end = client.reply(&[one], Stage::DataEnd, None, DATA_END_TIMEOUT).await?;
+        if mail.class() != 2 {
+            all(verdicts, &mail, &one.rcpts);
+        } else {
+            all(verdicts, &end, &accepted);
+        }
+    }
     Ok(())
 }

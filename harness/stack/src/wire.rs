@@ -50,6 +50,12 @@ pub enum Command {
         params: Vec<(String, Option<String>)>,
     },
     Data,
+    /// RFC 3030: a chunk of exactly `size` octets follows the command line; `last` ends the
+    /// message.
+    Bdat {
+        size: usize,
+        last: bool,
+    },
     Rset,
     Noop,
     Quit,
@@ -104,6 +110,7 @@ fn dispatch_command(verb: &str, arg: &str) -> Result<Command, CommandError> {
         "MAIL" => parse_mail(arg),
         "RCPT" => parse_rcpt(arg),
         "DATA" => no_argument(arg, Command::Data),
+        "BDAT" => parse_bdat(arg),
         "RSET" => no_argument(arg, Command::Rset),
         "QUIT" => no_argument(arg, Command::Quit),
         // RFC 5321 4.1.1.9 and 4.1.1.8 allow an argument and say to ignore it.
@@ -113,6 +120,26 @@ fn dispatch_command(verb: &str, arg: &str) -> Result<Command, CommandError> {
         "VRFY" => Ok(Command::Vrfy(arg.to_string())),
         _ => Err(CommandError::Unrecognized),
     }
+}
+
+/// `BDAT <chunk-size> [LAST]` (RFC 3030 §3): the size is digits only.
+fn parse_bdat(arg: &str) -> Result<Command, CommandError> {
+    let mut words = arg.split(' ').filter(|word| !word.is_empty());
+    let size = words.next().ok_or(CommandError::Syntax("BDAT needs a chunk size"))?;
+    // 20 digits hold any usize; a longer number is a syntax error, not an overflow.
+    if size.is_empty() || size.len() > 20 || !size.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(CommandError::Syntax("the chunk size must be a decimal number"));
+    }
+    let size = size.parse::<usize>().map_err(|_| CommandError::Syntax("the chunk size is too large"))?;
+    let last = match words.next() {
+        None => false,
+        Some(word) if word.eq_ignore_ascii_case("LAST") => true,
+        Some(_) => return Err(CommandError::Syntax("BDAT takes a size and LAST only")),
+    };
+    if words.next().is_some() {
+        return Err(CommandError::Syntax("BDAT takes a size and LAST only"));
+    }
+    Ok(Command::Bdat { size, last })
 }
 
 /// Returns `command` only when no argument was given.
@@ -1061,6 +1088,17 @@ mod tests {
             Ok(Command::Vrfy("Alice Smith".into()))
         );
         assert!(syntax("VRFY"));
+    }
+
+    #[test]
+    fn bdat_takes_a_size_and_an_optional_last() {
+        assert_eq!(parse_command(b"BDAT 42 LAST"), Ok(Command::Bdat { size: 42, last: true }));
+        assert_eq!(parse_command(b"bdat 0"), Ok(Command::Bdat { size: 0, last: false }));
+        assert!(matches!(parse_command(b"BDAT"), Err(CommandError::Syntax(_))));
+        assert!(matches!(parse_command(b"BDAT +5"), Err(CommandError::Syntax(_))));
+        assert!(matches!(parse_command(b"BDAT 5 FIRST"), Err(CommandError::Syntax(_))));
+        assert!(matches!(parse_command(b"BDAT 99999999999999999999999"), Err(CommandError::Syntax(_))));
+        assert!(matches!(parse_command(b"BDAT 5 LAST x"), Err(CommandError::Syntax(_))));
     }
 
     #[test]

@@ -278,6 +278,7 @@ impl<'a> World<'a> {
                 policy,
                 time_scale: provider.time_scale,
                 max_connections: provider.max_connections.clamp(1, 1000),
+                chunking: provider.chunking,
                 plan: planned,
             };
             self.sim.host(host.as_str(), move || stack::sender::run(env.clone(), config.clone()).map_ok());

@@ -143,9 +143,36 @@ fn plan_workload(scenario: &Scenario, seed: Seed) -> Vec<Vec<PlannedMessage>> {
                         date_unix_s: EPOCH_UNIX_S + at_ms / 1000,
                     };
                     let bytes = Rc::new(message::compose(&envelope, fixture));
-                    PlannedMessage { at_ms, msg, from, rcpts, bytes }
+                    PlannedMessage { at_ms, msg, from, rcpts, bytes, session: number }
                 })
-                .collect()
+                .collect::<Vec<_>>()
         })
+        .zip(&scenario.providers)
+        .map(|(messages, provider)| group_into_sessions(messages, workload.messages_per_session.get_ref().bounds(), seed, provider.name.get_ref()))
         .collect()
+}
+
+/// Groups a provider's messages into SMTP sessions of drawn sizes, in order of arrival; a
+/// session leaves when its last message has arrived. Sizes come from a stream of their own,
+/// so the messages themselves are the same whatever the grouping.
+fn group_into_sessions(mut messages: Vec<PlannedMessage>, sizes: (u64, u64), seed: Seed, provider: &str) -> Vec<PlannedMessage> {
+    if sizes == (1, 1) {
+        return messages;
+    }
+    let mut rng = seed.stream(&format!("sessions/{provider}"));
+    let mut order: Vec<usize> = (0..messages.len()).collect();
+    order.sort_by_key(|&index| (messages[index].at_ms, index));
+    let (mut session, mut start) = (0u32, 0usize);
+    while start < order.len() {
+        session += 1;
+        let size = (draw(&mut rng, sizes) as usize).max(1);
+        let members = &order[start..(start + size).min(order.len())];
+        let leaves_ms = members.iter().map(|&index| messages[index].at_ms).max().unwrap_or(0);
+        for &index in members {
+            messages[index].at_ms = leaves_ms;
+            messages[index].session = session;
+        }
+        start += members.len();
+    }
+    messages
 }
