@@ -67,3 +67,20 @@ fn violations_carry_a_blame() {
     let a2 = judged.violations.iter().find(|v| v.invariant == "A2").expect("A2 fires");
     assert!(a2.explanation.contains("[blame: stack"), "{}", a2.explanation);
 }
+
+/// A queue file the device damaged is set aside in `corrupt/` and reported, never relayed;
+/// without the checksum check the damaged bytes reach the mailbox (A20) or a flipped
+/// recipient is retried forever.
+#[test]
+fn a_damaged_queue_file_is_reported_not_relayed_and_its_absence_of_check_is_caught() {
+    caught("queue-damage", Defect::NoQueueChecksum, &["A20"]);
+    let mut damaged = 0;
+    for seed in 1..=3 {
+        let judged = judge(&storage("queue-damage"), Seed(seed), &Defects::none());
+        assert!(judged.violations.is_empty(), "seed {seed}: {:?}", &judged.violations[..judged.violations.len().min(3)]);
+        let set_aside = judged.output.history.records.iter().filter(|r| matches!(r.event, history::Event::QueueDamaged { .. })).count();
+        assert!(set_aside > 0, "seed {seed}: no queue file was found damaged");
+        damaged += mailchaos::report::counts(&judged.output.history.records).damaged_reported;
+    }
+    assert!(damaged > 0);
+}

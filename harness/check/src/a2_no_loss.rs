@@ -26,7 +26,7 @@ fn check_mx_acceptances(facts: &Facts, out: &mut Vec<Violation>) {
             let kept = deliveries.iter().any(|delivery| facts.survives(delivery) || facts.deleted.contains_key(&(mailbox.clone(), delivery.uidl.clone())));
             let bounced = dsn_covers(facts, msg, rcpt);
             let subject = format!("msg {msg} rcpt {rcpt}");
-            if deliveries.is_empty() && !bounced {
+            if deliveries.is_empty() && !bounced && !facts.reported.covers(&mailbox, msg) {
                 out.push(Violation::new("A2", subject, "accepted by the MX (250) but never delivered to the mailbox nor returned with a DSN", vec![*at]));
             } else if !deliveries.is_empty() && !kept && !fetched && !bounced && !facts.reported.covers(&mailbox, msg) {
                 let mut evidence = vec![*at];

@@ -135,8 +135,9 @@ pub struct Recovery {
 }
 
 /// Messages whose loss is reported rather than hidden: erased by a restore from backup (and never
-/// downloaded nor delivered again), or found damaged on storage (`StoreCorruption`). Both sets
-/// hold (mailbox, msg); the checkers of loss (A2, A20) exclude exactly these.
+/// downloaded nor delivered again), or found damaged on storage by the device's doing — by the
+/// store (`StoreCorruption`) or by the MX in its queue (`QueueDamaged`). Both sets hold
+/// (mailbox, msg); the checkers of loss (A2, A20) exclude exactly these.
 #[derive(Default, Debug, Clone)]
 pub struct ReportedLosses {
     pub lost_to_rollback: BTreeSet<(String, String)>,
@@ -159,6 +160,9 @@ impl ReportedLosses {
         let mut delivered: BTreeMap<(String, String), Vec<At>> = BTreeMap::new();
         let mut fetched: BTreeSet<(String, String)> = BTreeSet::new();
         let mut corrupt: Vec<(String, String)> = Vec::new();
+        // Queue file → (msg, recipients not yet delivered); queue files found damaged.
+        let mut queued: BTreeMap<&str, (&str, Vec<&str>)> = BTreeMap::new();
+        let mut damaged_queue_files: Vec<&str> = Vec::new();
         for (at, record) in records.iter().enumerate() {
             match &record.event {
                 Event::Fault { action } if is_snapshot(action) => snapshot_at = Some(at),
@@ -171,12 +175,27 @@ impl ReportedLosses {
                     fetched.insert((mailbox.clone(), msg.clone()));
                 }
                 Event::StoreCorruption { mailbox, file, .. } => corrupt.push((mailbox.clone(), file.clone())),
+                Event::MxDataEnd { queue_file: Some(file), msg, rcpts, reply, .. } if reply.starts_with('2') => {
+                    queued.insert(file, (msg, rcpts.iter().map(String::as_str).collect()));
+                }
+                Event::QueueRecorded { queue_file, remaining, .. } => {
+                    if let Some((_, pending)) = queued.get_mut(queue_file.as_str()) {
+                        pending.retain(|rcpt| remaining.iter().any(|left| left == rcpt));
+                    }
+                }
+                Event::QueueDamaged { queue_file, .. } => damaged_queue_files.push(queue_file),
                 _ => {}
             }
         }
         // Damage is a reported loss only when the device caused it; damage the stack caused
         // itself (a partial file it published) stays a violation.
         let by_device = device_damaged_names(records);
+        for file in damaged_queue_files {
+            let Some((msg, pending)) = queued.get(file).filter(|_| by_device.contains(file_name(file))) else { continue };
+            for rcpt in pending {
+                reported.damaged.insert((Facts::mailbox_of(rcpt), msg.to_string()));
+            }
+        }
         for key in corrupt {
             if !by_device.contains(file_name(&key.1)) {
                 continue;
@@ -206,17 +225,26 @@ fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-/// Names of the store's files whose bytes the device damaged or dropped after acknowledging them.
+/// Names of the store's and the MX's files whose bytes the device damaged or dropped after
+/// acknowledging them.
 pub fn device_damaged_names(records: &[Record]) -> BTreeSet<String> {
     records
         .iter()
-        .filter(|record| record.host == "store")
+        .filter(|record| record.host == "store" || record.host == "mx")
         .filter_map(|record| match &record.event {
-            Event::DiskFault { fault, path, .. } if DAMAGING_FAULTS.contains(&fault.as_str()) => Some(file_name(path).to_string()),
-            Event::DiskDropped { path, .. } => Some(file_name(path).to_string()),
+            Event::DiskFault { fault, path, .. } if DAMAGING_FAULTS.contains(&fault.as_str()) => Some(damaged_name(path)),
+            Event::DiskDropped { path, .. } => Some(damaged_name(path)),
             _ => None,
         })
         .collect()
+}
+
+/// The name a damaged file keeps: its last component, less the `.tmp` of a queue file being
+/// rewritten (renamed over the queue file once written). Maildir names and queue names never
+/// meet, so one set serves both hosts.
+fn damaged_name(path: &str) -> String {
+    let name = file_name(path);
+    name.strip_suffix(".tmp").unwrap_or(name).to_string()
 }
 
 /// The world's note of a backup (`Action::Snapshot`).

@@ -112,6 +112,9 @@ pub enum Event {
     /// The queue has durably recorded that these recipients are done (file rewritten or removed).
     QueueRecorded { queue_file: String, msg: String, done: Vec<String>, remaining: Vec<String> },
     QueueRecovered { files: u64 },
+    /// The MX found a queue file damaged (torn, or not matching its checksums) and moved it out
+    /// of the queue instead of relaying it: a reported loss when the device damaged it.
+    QueueDamaged { queue_file: String, moved_to: String, reason: String },
 
     // ----- store (LMTP server, maildir, POP3 server) -----
     /// The store is about to answer 2xx for this recipient: the message sits at `file`.

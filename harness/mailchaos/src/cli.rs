@@ -65,6 +65,7 @@ pub const EMBEDDED_STORAGE: &[(&str, &str)] = &[
     ("scenarios/storage/read-only-and-full.toml", include_str!("../../../scenarios/storage/read-only-and-full.toml")),
     ("scenarios/storage/rollback.toml", include_str!("../../../scenarios/storage/rollback.toml")),
     ("scenarios/storage/torn-and-lost.toml", include_str!("../../../scenarios/storage/torn-and-lost.toml")),
+    ("scenarios/storage/queue-damage.toml", include_str!("../../../scenarios/storage/queue-damage.toml")),
 ];
 
 #[derive(clap::Args, Debug, Clone, Default)]

@@ -181,12 +181,13 @@ pub fn outcomes_by_policy(records: &[Record]) -> BTreeMap<String, PolicyOutcomes
             table.entry(policy(msg)).or_default().duplicated += 1;
         }
     }
+    let reported = ReportedLosses::of(records);
     for (msg, mailbox) in &accepted {
-        if !copies.contains_key(&(*msg, mailbox.as_str())) {
+        // A loss the run reported is counted under `reported:`, not as a silent one.
+        if !copies.contains_key(&(*msg, mailbox.as_str())) && !reported.covers(mailbox, msg) {
             table.entry(policy(msg)).or_default().lost += 1;
         }
     }
-    let reported = ReportedLosses::of(records);
     for (_, msg) in &reported.lost_to_rollback {
         table.entry(policy(msg)).or_default().lost_to_rollback += 1;
     }

@@ -177,7 +177,7 @@ fn judge_state(moment: &Moment, image: &Image, expected: &Expected, scenario: &S
     let mut findings = Vec::new();
     if moment.host == "mx" {
         for (file, msg) in &expected.queue_files {
-            let intact = recovered.get(file).and_then(|bytes| QueuedMessage::decode(bytes)).is_some_and(|queued| &queued.msg == msg);
+            let intact = recovered.get(file).and_then(|bytes| QueuedMessage::decode(bytes, true).ok()).is_some_and(|queued| &queued.msg == msg);
             if !intact {
                 findings.push(("A1", format!("msg {msg} queue file {file}"), "acknowledged with 250, but the recovered queue does not hold it intact".to_string()));
             }

@@ -27,6 +27,7 @@ pub enum Defect {
     KeepUidvalidityOnRollback,
     RecoverTmpIntoNew,
     QueueNamePerMs,
+    NoQueueChecksum,
 }
 
 impl Defect {
@@ -53,6 +54,7 @@ impl Defect {
         Defect::KeepUidvalidityOnRollback,
         Defect::RecoverTmpIntoNew,
         Defect::QueueNamePerMs,
+        Defect::NoQueueChecksum,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,6 +81,7 @@ impl Defect {
             Defect::KeepUidvalidityOnRollback => "keep-uidvalidity-on-rollback",
             Defect::RecoverTmpIntoNew => "recover-tmp-into-new",
             Defect::QueueNamePerMs => "queue-name-per-ms",
+            Defect::NoQueueChecksum => "no-queue-checksum",
         }
     }
 
@@ -107,6 +110,7 @@ impl Defect {
             Defect::KeepUidvalidityOnRollback => "after a restore from backup the store keeps UIDVALIDITY and the old UIDNEXT (A17, A18, A19)",
             Defect::RecoverTmpIntoNew => "store recovery publishes what it finds in tmp/ into new/ instead of removing it (A15, A23)",
             Defect::QueueNamePerMs => "the MX names a queue file by the millisecond and the session only: two messages accepted in one millisecond on one connection get one name; the second replaces the first though both got 250 (A2)",
+            Defect::NoQueueChecksum => "the MX relays a queue file without checking it against its checksums: damaged bytes reach the mailbox, a flipped recipient is retried forever (A20, L1)",
         }
     }
 

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 pub const INCOMING_DIR: &str = "incoming";
 pub const QUEUE_DIR: &str = "queue";
-const MAGIC: &str = "MAILCHAOS-QUEUE/1";
+pub const CORRUPT_DIR: &str = "corrupt";
+const MAGIC: &str = "MAILCHAOS-QUEUE/2";
 /// Queue files the runner looks at per scan: bounds the work of one pass.
 const MAX_FILES_PER_SCAN: usize = 1000;
 const LMTP_TIMEOUT: Duration = Duration::from_secs(300);
@@ -35,32 +36,65 @@ pub struct QueuedMessage {
     pub body: Vec<u8>,
 }
 
-impl QueuedMessage {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = format!("{MAGIC}\r\nmsg {}\r\nfrom {}\r\n", self.msg, self.from).into_bytes();
-        for rcpt in &self.rcpts {
-            bytes.extend_from_slice(format!("rcpt {rcpt}\r\n").as_bytes());
+/// Why a queue file cannot be relayed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Damage {
+    /// Not a whole queue file: torn, truncated or foreign.
+    Unreadable,
+    /// The envelope or the body does not match the checksum written with it.
+    Checksum,
+}
+
+impl Damage {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Damage::Unreadable => "not a whole queue file",
+            Damage::Checksum => "contents do not match their checksum",
         }
-        bytes.extend_from_slice(b"\r\n");
+    }
+}
+
+/// blake3 of the bytes, first 16 hex digits.
+fn checksum(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex()[..16].to_string()
+}
+
+impl QueuedMessage {
+    /// `MAGIC`, `sum <envelope> <body>`, the envelope lines, an empty line, the body. The
+    /// checksums let the runner refuse a file the device damaged instead of relaying it.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut envelope = format!("msg {}\r\nfrom {}\r\n", self.msg, self.from);
+        for rcpt in &self.rcpts {
+            envelope.push_str(&format!("rcpt {rcpt}\r\n"));
+        }
+        let mut bytes = format!("{MAGIC}\r\nsum {} {}\r\n{envelope}\r\n", checksum(envelope.as_bytes()), checksum(&self.body)).into_bytes();
         bytes.extend_from_slice(&self.body);
         bytes
     }
 
-    /// None for anything that is not a whole queue file (a torn or foreign file).
-    pub fn decode(bytes: &[u8]) -> Option<QueuedMessage> {
-        let split = bytes.windows(4).position(|window| window == b"\r\n\r\n")?;
-        let head = std::str::from_utf8(&bytes[..split]).ok()?;
-        let mut lines = head.split("\r\n");
-        if lines.next()? != MAGIC {
-            return None;
+    /// The message of a whole, intact queue file. With `verify` false the checksums are
+    /// read but not compared (the planted `no-queue-checksum` bug).
+    pub fn decode(bytes: &[u8], verify: bool) -> Result<QueuedMessage, Damage> {
+        let split = bytes.windows(4).position(|window| window == b"\r\n\r\n").ok_or(Damage::Unreadable)?;
+        let head = std::str::from_utf8(&bytes[..split + 2]).map_err(|_| Damage::Unreadable)?;
+        let body = &bytes[split + 4..];
+        let (magic, rest) = head.split_once("\r\n").ok_or(Damage::Unreadable)?;
+        let (sums, envelope) = rest.split_once("\r\n").ok_or(Damage::Unreadable)?;
+        if magic != MAGIC {
+            return Err(Damage::Unreadable);
         }
-        let msg = lines.next()?.strip_prefix("msg ")?.to_string();
-        let from = lines.next()?.strip_prefix("from")?.trim_start().to_string();
-        let rcpts: Vec<String> = lines.map(|line| line.strip_prefix("rcpt ").map(str::to_string)).collect::<Option<_>>()?;
+        let (envelope_sum, body_sum) = sums.strip_prefix("sum ").and_then(|sums| sums.split_once(' ')).ok_or(Damage::Unreadable)?;
+        if verify && (checksum(envelope.as_bytes()) != envelope_sum || checksum(body) != body_sum) {
+            return Err(Damage::Checksum);
+        }
+        let mut lines = envelope.split("\r\n").filter(|line| !line.is_empty());
+        let msg = lines.next().and_then(|line| line.strip_prefix("msg ")).ok_or(Damage::Unreadable)?.to_string();
+        let from = lines.next().and_then(|line| line.strip_prefix("from")).ok_or(Damage::Unreadable)?.trim_start().to_string();
+        let rcpts: Vec<String> = lines.map(|line| line.strip_prefix("rcpt ").map(str::to_string)).collect::<Option<_>>().ok_or(Damage::Unreadable)?;
         if rcpts.is_empty() {
-            return None;
+            return Err(Damage::Unreadable);
         }
-        Some(QueuedMessage { msg, from, rcpts, body: bytes[split + 4..].to_vec() })
+        Ok(QueuedMessage { msg, from, rcpts, body: body.to_vec() })
     }
 }
 
@@ -173,7 +207,11 @@ async fn worker(env: Env, config: RunnerConfig, pickup: Pickup, state: Rc<RefCel
 async fn deliver_one(env: &Env, config: &RunnerConfig, name: &str, session: &mut Option<(Conn, u64)>) -> Result<bool, ()> {
     let path = format!("{QUEUE_DIR}/{name}");
     let Ok(bytes) = env.disk.read(&path).await else { return Ok(false) };
-    let Some(queued) = QueuedMessage::decode(&bytes) else { return Ok(true) };
+    let queued = match QueuedMessage::decode(&bytes, !env.defects.has(Defect::NoQueueChecksum)) {
+        Ok(queued) => queued,
+        // Never relayed damaged, never retried: set aside and reported.
+        Err(damage) => return Ok(quarantine(env, name, damage).await),
+    };
     if session.is_none() {
         *session = open_lmtp(env, config, &path, &queued.msg).await.map(|conn| (conn, 0));
     }
@@ -187,6 +225,22 @@ async fn deliver_one(env: &Env, config: &RunnerConfig, name: &str, session: &mut
         return Err(());
     }
     Ok(replies.values().all(|reply| reply.class() == 2))
+}
+
+/// Moves a damaged queue file out of the queue into `corrupt/` (as Postfix does), durably, and
+/// reports it: the message is lost and an operator must know. True once it is out of the queue.
+async fn quarantine(env: &Env, name: &str, damage: Damage) -> bool {
+    let (from, to) = (format!("{QUEUE_DIR}/{name}"), format!("{CORRUPT_DIR}/{name}"));
+    let moved = async {
+        env.disk.rename(&from, &to).await?;
+        env.disk.fsync_dir(CORRUPT_DIR).await?;
+        env.disk.fsync_dir(QUEUE_DIR).await
+    };
+    if moved.await.is_err() {
+        return false;
+    }
+    env.journal.record(Event::QueueDamaged { queue_file: from, moved_to: to, reason: damage.describe().to_string() });
+    true
 }
 
 fn defer(env: &Env, config: &RunnerConfig, backoff: &mut BTreeMap<String, Backoff>, name: &str) {
@@ -381,8 +435,24 @@ mod tests {
     fn queue_files_round_trip_and_torn_files_are_rejected() {
         let queued = QueuedMessage { msg: "m1@x".into(), from: String::new(), rcpts: vec!["a@l".into(), "b@l".into()], body: b"Subject: x\r\n\r\nhi\r\n".to_vec() };
         let bytes = queued.encode();
-        assert_eq!(QueuedMessage::decode(&bytes), Some(queued));
-        assert_eq!(QueuedMessage::decode(&bytes[..20]), None);
-        assert_eq!(QueuedMessage::decode(b""), None);
+        assert_eq!(QueuedMessage::decode(&bytes, true), Ok(queued));
+        assert_eq!(QueuedMessage::decode(&bytes[..20], true), Err(Damage::Unreadable));
+        assert_eq!(QueuedMessage::decode(b"", true), Err(Damage::Unreadable));
+    }
+
+    #[test]
+    fn a_flipped_bit_anywhere_in_a_queue_file_is_found() {
+        let queued = QueuedMessage { msg: "m1@x".into(), from: "s@r".into(), rcpts: vec!["anna@l".into()], body: b"Subject: x\r\n\r\nhi\r\n".to_vec() };
+        let bytes = queued.encode();
+        for at in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x01;
+            assert!(QueuedMessage::decode(&damaged, true).is_err(), "a flip at byte {at} went unnoticed");
+        }
+        // Without verification (the planted bug) a flipped recipient is read as another one.
+        let at = bytes.windows(4).position(|w| w == b"anna").unwrap();
+        let mut damaged = bytes.clone();
+        damaged[at] ^= 0x01;
+        assert_eq!(QueuedMessage::decode(&damaged, false).map(|q| q.rcpts), Ok(vec!["`nna@l".to_string()]));
     }
 }

@@ -714,6 +714,10 @@ impl Drain {
             Event::QueueRecorded { queue_file, remaining, .. } if remaining.is_empty() => {
                 self.mx_open.remove(queue_file);
             }
+            // A damaged queue file is set aside and reported: nothing more will come of it.
+            Event::QueueDamaged { queue_file, .. } => {
+                self.mx_open.remove(queue_file);
+            }
             Event::StoreDelivered { mailbox, uidvalidity, uid, .. } => {
                 self.unfetched.insert((mailbox.clone(), format!("{uidvalidity}.{uid}")));
             }
