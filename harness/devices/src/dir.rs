@@ -149,7 +149,7 @@ fn make_parent(path: &Path) -> Result<(), DiskError> {
 }
 
 impl Device for DirDisk {
-    fn wait_before(&self, _op: OpKind, _path: &str) -> Option<Duration> {
+    fn wait_before(&self, _op: OpKind, _path: &str, _waited: bool) -> Option<Duration> {
         None
     }
 

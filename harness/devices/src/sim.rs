@@ -130,8 +130,6 @@ struct State {
     read_only: bool,
     bytes_written: u64,
     stalled_until_ms: Option<u64>,
-    /// Waits granted (stalls, latency spikes), so that the ask after the wait goes ahead.
-    latency_until_ms: BTreeMap<(OpKind, String), u64>,
     snapshot: Option<Image>,
 }
 
@@ -235,7 +233,6 @@ impl SimDisk {
         state.log.clear();
         state.read_only = false;
         state.errors = 0;
-        state.latency_until_ms.clear();
     }
 
     /// Records every promised operation the chosen crash state does not keep.
@@ -336,20 +333,24 @@ impl SimDisk {
         if op.mutates() && self.state.borrow().read_only {
             return Some(DiskError::ReadOnly);
         }
-        let window = self.hit(op, path, |kind| matches!(kind, FaultKind::Eio | FaultKind::Full { .. } | FaultKind::ReadOnly))?;
+        // A limited "disk full" window matches only the calls it refuses: a write that fits is
+        // neither recorded as a fault nor counted as one that fired (nor as its Nth call).
+        let over_limit = |max_bytes: u64, max_files: u64| {
+            let state = self.state.borrow();
+            let unlimited = max_bytes == 0 && max_files == 0; // a plain "disk full" window
+            let over_bytes = max_bytes > 0 && state.used_bytes.saturating_add(len) > max_bytes;
+            let over_files = max_files > 0 && state.names.len() as u64 >= max_files;
+            unlimited || over_bytes || over_files
+        };
+        let window = self.hit(op, path, |kind| match kind {
+            FaultKind::Eio | FaultKind::ReadOnly => true,
+            FaultKind::Full { max_bytes, max_files } => over_limit(max_bytes, max_files),
+            _ => false,
+        })?;
         Some(match window.kind {
             FaultKind::Eio => DiskError::Io,
             FaultKind::ReadOnly => DiskError::ReadOnly,
-            FaultKind::Full { max_bytes, max_files } => {
-                let state = self.state.borrow();
-                let unlimited = max_bytes == 0 && max_files == 0; // a plain "disk full" window
-                let over_bytes = max_bytes > 0 && state.used_bytes + len > max_bytes;
-                let over_files = max_files > 0 && state.names.len() as u64 >= max_files;
-                if !(unlimited || over_bytes || over_files) {
-                    return None;
-                }
-                DiskError::NoSpace
-            }
+            FaultKind::Full { .. } => DiskError::NoSpace,
             _ => return None,
         })
     }
@@ -502,23 +503,21 @@ fn failover_period_ms(profile: &Profile) -> Option<u64> {
 }
 
 impl Device for SimDisk {
-    fn wait_before(&self, op: OpKind, path: &str) -> Option<Duration> {
+    fn wait_before(&self, op: OpKind, path: &str, waited: bool) -> Option<Duration> {
         let now_ms = self.now_ms();
         if let Some(until_ms) = self.hidden_limit_stall(now_ms) {
             return Some(Duration::from_millis(until_ms - now_ms));
         }
-        let key = (op, path.to_string());
-        if let Some(until_ms) = self.state.borrow_mut().latency_until_ms.remove(&key) {
-            return (until_ms > now_ms).then(|| Duration::from_millis(until_ms - now_ms));
+        if waited {
+            // This operation served the stall or spike it was granted: it goes ahead now.
+            return None;
         }
         let window = self.hit(op, path, |kind| matches!(kind, FaultKind::Stall | FaultKind::Latency { .. }))?;
         let until_ms = match window.kind {
             FaultKind::Latency { ms } => now_ms + ms,
             _ => window.end_ms,
         };
-        // Asked again once the wait is over: let the operation through then.
-        self.state.borrow_mut().latency_until_ms.insert(key, until_ms);
-        Some(Duration::from_millis(until_ms - now_ms))
+        (until_ms > now_ms).then(|| Duration::from_millis(until_ms - now_ms))
     }
 
     fn write(&self, path: &str, bytes: &[u8]) -> Result<(), DiskError> {
@@ -748,9 +747,9 @@ mod tests {
         now.set(20);
         assert_eq!(disk.fsync("q/a"), Ok(()));
         now.set(31);
-        assert_eq!(disk.wait_before(OpKind::Read, "q/a"), Some(Duration::from_millis(14)));
+        assert_eq!(disk.wait_before(OpKind::Read, "q/a", false), Some(Duration::from_millis(14)));
         now.set(45);
-        assert_eq!(disk.wait_before(OpKind::Read, "q/a"), None);
+        assert_eq!(disk.wait_before(OpKind::Read, "q/a", true), None);
         assert_eq!(disk.fired_counts(), vec![1, 1]);
     }
 
@@ -847,8 +846,33 @@ mod tests {
     fn a_latency_spike_delays_once_and_then_lets_the_operation_through() {
         let now = Rc::new(Cell::new(0));
         let disk = disk_at(now.clone(), vec![FaultWindow::new(FaultKind::Latency { ms: 250 }, 0, 1000)]);
-        assert_eq!(disk.wait_before(OpKind::Write, "a"), Some(Duration::from_millis(250)));
+        assert_eq!(disk.wait_before(OpKind::Write, "a", false), Some(Duration::from_millis(250)));
         now.set(250);
-        assert_eq!(disk.wait_before(OpKind::Write, "a"), None);
+        assert_eq!(disk.wait_before(OpKind::Write, "a", true), None);
+    }
+
+    #[test]
+    fn concurrent_operations_on_one_path_each_wait_one_spike_only() {
+        // Three fsyncs of one directory ask at once: each waits its own 15 s, none takes
+        // another's turn (a shared grant once turned a 15 s spike into minutes, then EIO).
+        let now = Rc::new(Cell::new(0));
+        let disk = disk_at(now.clone(), vec![FaultWindow::new(FaultKind::Latency { ms: 15_000 }, 0, 100_000)]);
+        for _ in 0..3 {
+            assert_eq!(disk.wait_before(OpKind::FsyncDir, "q", false), Some(Duration::from_millis(15_000)));
+        }
+        now.set(15_000);
+        for _ in 0..3 {
+            assert_eq!(disk.wait_before(OpKind::FsyncDir, "q", true), None);
+        }
+    }
+
+    #[test]
+    fn a_limited_disk_full_fires_only_on_the_writes_it_refuses() {
+        let full = FaultWindow::new(FaultKind::Full { max_bytes: 10, max_files: 0 }, 0, 1000);
+        let disk = disk_at(Rc::new(Cell::new(0)), vec![full]);
+        assert_eq!(disk.write("q/a", b"12345"), Ok(()));
+        assert_eq!(disk.fired_counts(), vec![0]);
+        assert_eq!(disk.write("q/b", b"1234567890"), Err(DiskError::NoSpace));
+        assert_eq!(disk.fired_counts(), vec![1]);
     }
 }

@@ -86,8 +86,11 @@ impl fmt::Display for DiskError {
 /// directory, with errors injected by fail points).
 pub trait Device {
     /// How long an operation must wait before it is carried out (a stall window, a latency
-    /// spike), or `None` to go ahead now. Asked again after the wait.
-    fn wait_before(&self, op: OpKind, path: &str) -> Option<Duration>;
+    /// spike), or `None` to go ahead now. Asked again after the wait with `waited` set: the
+    /// wait granted to this operation is served, so only a state that still holds (a device
+    /// stalled past its hidden limit) may make it wait again. Each operation asks for itself,
+    /// so concurrent operations on one path never take each other's turn.
+    fn wait_before(&self, op: OpKind, path: &str, waited: bool) -> Option<Duration>;
     fn write(&self, path: &str, bytes: &[u8]) -> Result<(), DiskError>;
     fn read(&self, path: &str) -> Result<Vec<u8>, DiskError>;
     fn fsync(&self, path: &str) -> Result<(), DiskError>;
@@ -114,11 +117,13 @@ impl Disk {
     }
 
     async fn gate(&self, op: OpKind, path: &str) -> Result<(), DiskError> {
+        let mut waited = false;
         for _ in 0..MAX_WAIT_ROUNDS {
-            match self.device.wait_before(op, path) {
+            match self.device.wait_before(op, path, waited) {
                 None => return Ok(()),
                 Some(wait) => tokio::time::sleep(wait).await,
             }
+            waited = true;
         }
         Err(DiskError::Io)
     }
