@@ -96,3 +96,24 @@ fn list_policies_prints_the_nine_shipped_policies() {
     let names: Vec<&str> = text.lines().filter_map(|line| line.split_whitespace().next()).collect();
     assert_eq!(names, ["rfc5321", "postfix", "exim", "exchange-server", "exchange-online", "gmail-like", "no-retry", "hammer", "dead-host-cutoff"]);
 }
+
+#[test]
+fn crash_explore_sweeps_the_seeds_it_is_given() {
+    let output = mailchaos(&["crash-explore", "scenarios/fast/store-crash.toml", "--seeds", "2"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    let text = stdout(&output);
+    assert!(text.contains("seed=0x1 ") && text.contains("seed=0x2 "), "{text}");
+    assert!(text.lines().any(|line| line.starts_with("summary: seeds=2 ")), "{text}");
+}
+
+#[test]
+fn a_fault_field_its_kind_ignores_is_bad_input_with_its_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outage-on-mx.toml");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenarios/fast/baseline.toml")).unwrap();
+    std::fs::write(&path, format!("{text}\n[[fault]]\nkind = \"outage\"\nhost = \"mx\"\nanswer = \"4xx-tempfail\"\nat_s = 100\nduration_s = 100\n")).unwrap();
+    let output = mailchaos(&["run", path.to_str().unwrap(), "--seeds", "1"]);
+    assert_eq!(output.status.code(), Some(2));
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("outage-on-mx.toml:") && error.contains("kind = \"outage\" takes no host"), "{error}");
+}

@@ -556,9 +556,11 @@ fn load_storage_suite() -> Result<Vec<Loaded>, BadInput> {
 
 fn crash_explore(path: &Path, runs: &Runs, max_states: usize) -> Result<bool, BadInput> {
     let loaded = load_one(path)?;
-    let seed = match &runs.seed {
-        Some(_) => single_seed(runs)?,
-        None => Seed(1),
+    // One seed unless --seeds asks for a sweep: every seed is a whole run plus its moments.
+    let seeds = match (&runs.seed, runs.seeds) {
+        (_, Some(_)) => seeds_of(runs)?,
+        (Some(_), None) => vec![single_seed(runs)?],
+        (None, None) => vec![Seed(1)],
     };
     if !(1..=1_000_000).contains(&max_states) {
         return Err(BadInput(format!("--max-states must be between 1 and 1000000, got {max_states}")));
@@ -567,17 +569,68 @@ fn crash_explore(path: &Path, runs: &Runs, max_states: usize) -> Result<bool, Ba
     let options = RunOptions { explore: true, ..options_of(runs)? };
     // Wall time is measured only for the rate in the summary; it never reaches a simulation.
     let started = std::time::Instant::now();
-    let output = world::run_with(&loaded.scenario, seed, &defects, &options);
+    let mut totals = Explored::default();
+    for &seed in &seeds {
+        let explored = explore_seed(&loaded, seed, &defects, &options, max_states);
+        if explored.violating > 0 {
+            let mut line = format!("{} crash-explore {} --seed {seed} --max-states {max_states}", program(), loaded.path.display());
+            for defect in defects.iter() {
+                line.push_str(&format!(" --defect {}", defect.name()));
+            }
+            if let Some(profile) = &runs.profile {
+                line.push_str(&format!(" --profile {profile}"));
+            }
+            say!("repro: {line}");
+        }
+        totals.add(&explored);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    say!(
+        "summary: seeds={} moments={} states={} exhaustive_moments={} violating_states={} wall={seconds:.2}s exploring={:.2}s states_per_s={:.0}",
+        seeds.len(),
+        totals.moments,
+        totals.states,
+        totals.exhaustive,
+        totals.violating,
+        totals.exploring_s,
+        totals.states as f64 / totals.exploring_s.max(1e-9)
+    );
+    Ok(totals.violating == 0)
+}
+
+/// What exploring the crash moments of one or more runs found.
+#[derive(Default)]
+struct Explored {
+    moments: usize,
+    states: usize,
+    exhaustive: usize,
+    violating: usize,
+    exploring_s: f64,
+}
+
+impl Explored {
+    fn add(&mut self, other: &Explored) {
+        self.moments += other.moments;
+        self.states += other.states;
+        self.exhaustive += other.exhaustive;
+        self.violating += other.violating;
+        self.exploring_s += other.exploring_s;
+    }
+}
+
+/// Runs one seed recording its crash moments, then explores every state of each moment.
+fn explore_seed(loaded: &Loaded, seed: Seed, defects: &Defects, options: &RunOptions, max_states: usize) -> Explored {
+    let output = world::run_with(&loaded.scenario, seed, defects, options);
     let moments = sim::explore::take();
     let exploring = std::time::Instant::now();
     let profile = options.profile.as_ref().map_or_else(|| world::profile_of(&loaded.scenario).name().to_string(), |profile| profile.name().to_string());
     say!("crash-explore {} seed={seed} profile={profile} moments={}", loaded.scenario.name, moments.len());
-    let (mut states, mut exhaustive, mut violating) = (0usize, 0usize, 0usize);
+    let mut explored = Explored { moments: moments.len(), ..Explored::default() };
     for (number, moment) in moments.iter().enumerate() {
-        let report = sim::explore::explore_moment(moment, &output.history.records, &loaded.scenario, &defects, max_states, seed);
-        states += report.states;
-        exhaustive += usize::from(report.exhaustive);
-        violating += report.findings.len();
+        let report = sim::explore::explore_moment(moment, &output.history.records, &loaded.scenario, defects, max_states, seed);
+        explored.states += report.states;
+        explored.exhaustive += usize::from(report.exhaustive);
+        explored.violating += report.findings.len();
         let how = if report.exhaustive { "exhaustive" } else { "sampled" };
         say!(
             "moment {}: {} at {} t={:.1}s unsynced_ops={} states={} {how} violating={}",
@@ -594,23 +647,8 @@ fn crash_explore(path: &Path, runs: &Runs, max_states: usize) -> Result<bool, Ba
             say!("  state {}", finding.state);
         }
     }
-    let (seconds, explore_s) = (started.elapsed().as_secs_f64(), exploring.elapsed().as_secs_f64());
-    say!(
-        "summary: moments={} states={states} exhaustive_moments={exhaustive} violating_states={violating} wall={seconds:.2}s exploring={explore_s:.2}s states_per_s={:.0}",
-        moments.len(),
-        states as f64 / explore_s.max(1e-9)
-    );
-    if violating > 0 {
-        let mut line = format!("{} crash-explore {} --seed {seed} --max-states {max_states}", program(), loaded.path.display());
-        for defect in defects.iter() {
-            line.push_str(&format!(" --defect {}", defect.name()));
-        }
-        if let Some(profile) = &runs.profile {
-            line.push_str(&format!(" --profile {profile}"));
-        }
-        say!("repro: {line}");
-    }
-    Ok(violating == 0)
+    explored.exploring_s = exploring.elapsed().as_secs_f64();
+    explored
 }
 
 fn digest(path: &Path, runs: &Runs) -> Result<bool, BadInput> {

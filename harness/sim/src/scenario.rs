@@ -330,10 +330,10 @@ pub struct Fault {
     pub duration_s: Option<Spanned<Draw>>,
     /// Disk faults: only paths starting with this.
     #[serde(default)]
-    pub path_prefix: String,
-    /// Disk faults: only these operations (empty: all).
+    pub path_prefix: Option<Spanned<String>>,
+    /// Disk faults: only these operations (unset or empty: all).
     #[serde(default)]
-    pub ops: Vec<disk::OpKind>,
+    pub ops: Option<Spanned<Vec<disk::OpKind>>>,
     /// Crashes: when set, the host crashes at the first hit of this fail point after `at_s`.
     #[serde(default)]
     pub point: Option<Spanned<String>>,
@@ -351,9 +351,9 @@ pub struct Fault {
     pub nth: Option<Spanned<u64>>,
     /// disk-full: ENOSPC once the disk holds more bytes / files than this (unset: always).
     #[serde(default)]
-    pub bytes: Option<u64>,
+    pub bytes: Option<Spanned<u64>>,
     #[serde(default)]
-    pub files: Option<u64>,
+    pub files: Option<Spanned<u64>>,
     /// latency-spike: how much longer each matching operation takes.
     #[serde(default)]
     pub latency_ms: Option<Spanned<u64>>,
@@ -484,7 +484,60 @@ fn validate_people(scenario: &Scenario) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// The optional fields a fault kind reads; any other one given is a mistake (it would be
+/// silently ignored, or worse, used where the writer did not mean it).
+fn fields_of(kind: FaultKind) -> &'static [&'static str] {
+    match kind {
+        FaultKind::DiskFull => &["host", "duration_s", "path_prefix", "ops", "nth", "bytes", "files"],
+        FaultKind::LatencySpike => &["host", "duration_s", "path_prefix", "ops", "nth", "latency_ms"],
+        kind if kind.is_storage() => &["host", "duration_s", "path_prefix", "ops", "nth"],
+        FaultKind::Failover => &["host"],
+        FaultKind::Rollback => &["host", "snapshot_s", "restart_after_s"],
+        FaultKind::Cut => &["hosts", "duration_s", "stage"],
+        FaultKind::Outage => &["duration_s", "answer"],
+        FaultKind::DnsFailure | FaultKind::PortClosed => &["host", "duration_s"],
+        FaultKind::Partition | FaultKind::PartitionOneway => &["hosts", "duration_s"],
+        FaultKind::Crash => &["host", "point", "restart_after_s"],
+        _ => &[],
+    }
+}
+
+/// The optional fields this fault sets, with where.
+fn fields_set(fault: &Fault) -> Vec<(&'static str, Range<usize>)> {
+    let mut set = Vec::new();
+    let mut add = |name: &'static str, span: Option<Range<usize>>| {
+        if let Some(span) = span {
+            set.push((name, span));
+        }
+    };
+    add("host", fault.host.as_ref().map(Spanned::span));
+    add("hosts", fault.hosts.as_ref().map(Spanned::span));
+    add("duration_s", fault.duration_s.as_ref().map(Spanned::span));
+    add("path_prefix", fault.path_prefix.as_ref().map(Spanned::span));
+    add("ops", fault.ops.as_ref().map(Spanned::span));
+    add("point", fault.point.as_ref().map(Spanned::span));
+    add("restart_after_s", fault.restart_after_s.as_ref().map(Spanned::span));
+    add("stage", fault.stage.as_ref().map(Spanned::span));
+    add("answer", fault.answer.as_ref().map(Spanned::span));
+    add("nth", fault.nth.as_ref().map(Spanned::span));
+    add("bytes", fault.bytes.as_ref().map(Spanned::span));
+    add("files", fault.files.as_ref().map(Spanned::span));
+    add("latency_ms", fault.latency_ms.as_ref().map(Spanned::span));
+    add("snapshot_s", fault.snapshot_s.as_ref().map(Spanned::span));
+    set
+}
+
 fn validate_fault(scenario: &Scenario, fault: &Fault) -> Result<(), Invalid> {
+    let allowed = fields_of(fault.kind);
+    for (field, span) in fields_set(fault) {
+        check(allowed.contains(&field), span, || {
+            let kind = fault.kind.name();
+            match allowed.is_empty() {
+                true => format!("kind = \"{kind}\" takes no {field}"),
+                false => format!("kind = \"{kind}\" takes no {field}; it takes at_s, {}", allowed.join(", ")),
+            }
+        })?;
+    }
     let hosts = scenario.hosts();
     let at = &fault.at_s;
     let (low, high) = at.get_ref().bounds();
@@ -645,6 +698,28 @@ poll_interval_s = 60
         assert!(parse("ok.toml", &ok).is_ok());
         let dns = error_of(&format!("{MINIMAL}[[fault]]\nkind = \"dns-failure\"\nhost = \"mx\"\nat_s = 10\nduration_s = 60\n"));
         assert!(dns.contains("unknown host 'mx'"), "{dns}");
+    }
+
+    #[test]
+    fn a_field_the_fault_kind_ignores_is_refused_where_it_stands() {
+        let fault = |body: &str| error_of(&format!("{MINIMAL}[[fault]]\n{body}\n"));
+        // The fault table's first key stands on line 17.
+        let outage = fault("kind = \"outage\"\nanswer = \"4xx-tempfail\"\nhost = \"mx\"\nat_s = 10\nduration_s = 60");
+        assert!(outage.contains(":19:8: kind = \"outage\" takes no host; it takes at_s, duration_s, answer"), "{outage}");
+        let partition = fault("kind = \"partition\"\nhosts = [\"mx\", \"store\"]\npath_prefix = \"q/\"\nat_s = 10\nduration_s = 60");
+        assert!(partition.contains(":19:15: kind = \"partition\" takes no path_prefix"), "{partition}");
+        let partition = fault("kind = \"partition\"\nhosts = [\"mx\", \"store\"]\nnth = 2\nat_s = 10\nduration_s = 60");
+        assert!(partition.contains("takes no nth"), "{partition}");
+        let stall = fault("kind = \"disk-stall\"\nhost = \"store\"\nanswer = \"5xx-bounce\"\nat_s = 10\nduration_s = 60");
+        assert!(stall.contains("kind = \"disk-stall\" takes no answer"), "{stall}");
+        let crash = fault("kind = \"crash\"\nhost = \"mx\"\nrestart_after_s = 30\nduration_s = 300\nat_s = 10");
+        assert!(crash.contains("kind = \"crash\" takes no duration_s"), "{crash}");
+        let failover = fault("kind = \"failover\"\nhost = \"store\"\nrestart_after_s = 30\nat_s = 10");
+        assert!(failover.contains("kind = \"failover\" takes no restart_after_s"), "{failover}");
+        let eio = fault("kind = \"disk-eio\"\nhost = \"mx\"\nbytes = 100\nat_s = 10\nduration_s = 60");
+        assert!(eio.contains("kind = \"disk-eio\" takes no bytes"), "{eio}");
+        let full = format!("{MINIMAL}[[fault]]\nkind = \"disk-full\"\nhost = \"mx\"\nbytes = 100\nfiles = 3\nops = [\"write\"]\npath_prefix = \"queue/\"\nat_s = 10\nduration_s = 60\n");
+        assert!(parse("ok.toml", &full).is_ok());
     }
 
     #[test]
