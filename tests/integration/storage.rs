@@ -84,3 +84,16 @@ fn a_damaged_queue_file_is_reported_not_relayed_and_its_absence_of_check_is_caug
     }
     assert!(damaged > 0);
 }
+
+/// A run ends when its work is done, not at its horizon: after a restore from backup the final
+/// sweep no longer waits for messages the restore erased.
+#[test]
+fn a_rollback_run_drains_before_its_horizon() {
+    let loaded = storage("rollback");
+    let horizon_ms = loaded.scenario.horizon_s.get_ref() * 1000;
+    for seed in 1..=3 {
+        let judged = judge(&loaded, Seed(seed), &Defects::none());
+        assert!(judged.violations.is_empty(), "seed {seed}: {:?}", &judged.violations[..judged.violations.len().min(3)]);
+        assert!(judged.output.drained_at_ms.is_some() && judged.output.ended_at_ms < horizon_ms, "seed {seed} idled to its horizon");
+    }
+}

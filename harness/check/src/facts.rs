@@ -120,6 +120,9 @@ pub struct Facts<'a> {
     pub corruptions: Vec<(At, String, u64, String)>,
     /// Every `DiskDropped`: (at, host, op, path): a promise the device broke.
     pub dropped: Vec<(At, String, String, String)>,
+    /// (at, host, fault, path): the device damaged a file's bytes by an injected fault (a torn,
+    /// lost or misdirected write, bit rot) — damage no sync could have prevented.
+    pub device_damage: Vec<(At, String, String, String)>,
     /// Rollbacks of the store: (snapshot at, rollback at), both world `Fault` records.
     pub rollbacks: Vec<(Option<At>, At)>,
     /// Losses the run reported instead of hiding, per (mailbox, msg).
@@ -285,6 +288,7 @@ impl<'a> Facts<'a> {
             recoveries: Vec::new(),
             corruptions: Vec::new(),
             dropped: Vec::new(),
+            device_damage: Vec::new(),
             rollbacks: Vec::new(),
             reported: ReportedLosses::of(&output.history.records),
         };
@@ -380,6 +384,9 @@ impl<'a> Facts<'a> {
             }
             Event::StoreCorruption { mailbox, uid, file } => self.corruptions.push((at, mailbox.clone(), *uid, file.clone())),
             Event::DiskDropped { op, path } => self.dropped.push((at, record.host.clone(), op.clone(), path.clone())),
+            Event::DiskFault { fault, path, .. } if DAMAGING_FAULTS.contains(&fault.as_str()) => {
+                self.device_damage.push((at, record.host.clone(), fault.clone(), path.clone()));
+            }
             Event::Fault { action } if is_snapshot(action) => self.rollbacks.push((Some(at), usize::MAX)),
             Event::Fault { action } if is_rollback(action) => match self.rollbacks.last_mut() {
                 Some(last) if last.1 == usize::MAX => last.1 = at,

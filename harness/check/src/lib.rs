@@ -132,17 +132,18 @@ const BLAMEABLE: &[&str] = &["A1", "A2", "A15", "A17", "A19", "A20", "A23"];
 fn blame(facts: &Facts, violations: &mut [Violation]) {
     for violation in violations.iter_mut().filter(|v| BLAMEABLE.contains(&v.invariant)) {
         let files = files_of(facts, violation);
-        let culprit = facts.dropped.iter().find(|(_, _, _, path)| files.iter().any(|file| same_file(file, path)));
-        let note = match culprit {
-            Some((at, _, op, path)) => {
-                if !violation.evidence.contains(at) {
-                    violation.evidence.push(*at);
-                }
-                format!(" [blame: device — it acknowledged {op} {path} as durable (record #{at}) and lost it]")
-            }
-            None if !facts.dropped.is_empty() => format!(" [blame: unclear — the device broke {} promise(s) in this run]", facts.dropped.len()),
-            None => " [blame: stack — the device kept every promise]".to_string(),
+        let on_file = |path: &str| files.iter().any(|file| same_file(file, path));
+        let dropped = facts.dropped.iter().find(|(_, _, _, path)| on_file(path));
+        let damaged = facts.device_damage.iter().find(|(_, _, _, path)| on_file(path));
+        let (at, note) = match (dropped, damaged) {
+            (Some((at, _, op, path)), _) => (Some(*at), format!(" [blame: device — it acknowledged {op} {path} as durable (record #{at}) and lost it]")),
+            (None, Some((at, _, fault, path))) => (Some(*at), format!(" [blame: device — an injected {fault} damaged {path} (record #{at}); a stack that checks its data reports such a loss instead]")),
+            (None, None) if !facts.dropped.is_empty() => (None, format!(" [blame: unclear — the device broke {} promise(s) in this run]", facts.dropped.len())),
+            (None, None) => (None, " [blame: stack — the device kept every promise]".to_string()),
         };
+        if let Some(at) = at.filter(|at| !violation.evidence.contains(at)) {
+            violation.evidence.push(at);
+        }
         violation.explanation.push_str(&note);
     }
 }

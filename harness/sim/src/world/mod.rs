@@ -546,6 +546,11 @@ impl<'a> World<'a> {
             }
             self.maybe_cut(host, event);
             drain.observe(event);
+            if let Event::QueueRecovered { .. } = event {
+                let queue = stack::queue::QUEUE_DIR;
+                let present = self.disks.get(host.as_str()).and_then(|disk| disk.list(queue).ok()).unwrap_or_default();
+                drain.forget_missing_queue_files(&present.into_iter().map(|name| format!("{queue}/{name}")).collect());
+            }
         }
         scanned + records.len()
     }
@@ -684,24 +689,42 @@ fn build_sim<'a>(scenario: &Scenario, seed: Seed) -> turmoil::Sim<'a> {
         .build()
 }
 
-/// Tracks, from the history alone, whether every queue has drained and every client has
-/// downloaded what was delivered to it.
+/// When the run may end: every planned message submitted and settled at the sender, every queue
+/// file the MX acknowledged finished, and (for the final sweep) every delivered message fetched
+/// by its mailbox's client. Bookkeeping only, from the history; it judges nothing.
 struct Drain {
     planned_messages: usize,
     submitted: usize,
     sender_open: usize,
     /// Queue files the MX acknowledged and has not finished.
     mx_open: BTreeSet<String>,
-    /// (mailbox, uidl) delivered and not yet downloaded by the mailbox's client.
-    unfetched: BTreeSet<(String, String)>,
+    /// (mailbox, msg) delivered and not yet downloaded by the mailbox's client, with the
+    /// observation number of its latest delivery. Keyed by message, not UIDL: the UIDL's
+    /// spelling is the store's business, and a restore gives the same message a new one.
+    unfetched: BTreeMap<(String, String), u64>,
+    /// (mailbox, uid) → msg: which message a damaged file held.
+    msg_of_uid: BTreeMap<(String, u64), String>,
+    /// Events observed so far, and the number at the latest backup of the store.
+    observed: u64,
+    backup_at: Option<u64>,
 }
 
 impl Drain {
     fn new(planned_messages: usize) -> Drain {
-        Drain { planned_messages, submitted: 0, sender_open: 0, mx_open: BTreeSet::new(), unfetched: BTreeSet::new() }
+        Drain {
+            planned_messages,
+            submitted: 0,
+            sender_open: 0,
+            mx_open: BTreeSet::new(),
+            unfetched: BTreeMap::new(),
+            msg_of_uid: BTreeMap::new(),
+            observed: 0,
+            backup_at: None,
+        }
     }
 
     fn observe(&mut self, event: &Event) {
+        self.observed += 1;
         match event {
             Event::Submit { rcpts, .. } => {
                 self.submitted += 1;
@@ -718,19 +741,34 @@ impl Drain {
             Event::QueueDamaged { queue_file, .. } => {
                 self.mx_open.remove(queue_file);
             }
-            Event::StoreDelivered { mailbox, uidvalidity, uid, .. } => {
-                self.unfetched.insert((mailbox.clone(), format!("{uidvalidity}.{uid}")));
+            Event::StoreDelivered { mailbox, msg, uid, .. } => {
+                self.unfetched.insert((mailbox.clone(), msg.clone()), self.observed);
+                self.msg_of_uid.insert((mailbox.clone(), *uid), msg.clone());
             }
-            Event::ClientFetched { mailbox, uidl, .. } => {
-                self.unfetched.remove(&(mailbox.clone(), uidl.clone()));
+            Event::ClientFetched { mailbox, msg, .. } => {
+                self.unfetched.remove(&(mailbox.clone(), msg.clone()));
             }
             // A damaged message is reported, not served: no client will ever fetch it.
             Event::StoreCorruption { mailbox, uid, .. } => {
-                let suffix = format!(".{uid}");
-                self.unfetched.retain(|(owner, uidl)| owner != mailbox || !uidl.ends_with(&suffix));
+                if let Some(msg) = self.msg_of_uid.get(&(mailbox.clone(), *uid)) {
+                    self.unfetched.remove(&(mailbox.clone(), msg.clone()));
+                }
+            }
+            Event::Fault { action } if action.starts_with("backup of store") => self.backup_at = Some(self.observed),
+            // The restore erased what was delivered after the backup: no client will fetch it.
+            Event::Fault { action } if action.starts_with("store restored from its backup") => {
+                let backup_at = self.backup_at.unwrap_or(0);
+                self.unfetched.retain(|_, delivered_at| *delivered_at <= backup_at);
             }
             _ => {}
         }
+    }
+
+    /// After the MX restarted: a queue file it acknowledged that is no longer in its queue
+    /// will never be finished (the device lost it; the checkers judge that). Waiting for it
+    /// would idle the run to its horizon.
+    fn forget_missing_queue_files(&mut self, present: &BTreeSet<String>) {
+        self.mx_open.retain(|file| present.contains(file));
     }
 
     fn is_drained(&self) -> bool {
