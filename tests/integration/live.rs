@@ -120,6 +120,7 @@ fn a_real_client_sends_over_smtp_and_reads_over_pop3() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(message.starts_with("Return-Path: <sender@example.org>\r\nReceived: from sender by mx.libero.test"), "{message}");
-    // The bare-LF dot line did not end DATA; relayed over LMTP its line ends became CRLF.
-    assert!(message.ends_with("Subject: live\r\n\r\nhello\r\n.\r\nnot the end\r\n.x\r\n"), "{message:?}");
+    // The bare-LF dot line did not end DATA. A bare LF ends a line (never DATA), so its dot was
+    // a stuffing dot and is gone; relayed over LMTP the line ends became CRLF.
+    assert!(message.ends_with("Subject: live\r\n\r\nhello\r\n\r\nnot the end\r\n.x\r\n"), "{message:?}");
 }

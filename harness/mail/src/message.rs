@@ -897,6 +897,8 @@ mod tests {
             .map(|l| l.len().saturating_sub(1))
             .collect();
         assert!(lengths.contains(&998) && lengths.contains(&997));
+        // A 998-octet line that starts with a dot: 999 octets once stuffed, still allowed.
+        assert!(long.split(|&b| b == b'\n').any(|l| l.len() == 999 && l.starts_with(b".")));
         let mixed = compose(&envelope(&[]), &fixtures[2]);
         let parsed = MessageParser::new().parse(&mixed).expect("parses");
         let attachment = parsed.attachment(0).expect("attachment");

@@ -291,7 +291,10 @@ impl Session<'_> {
         let reply = match decoder.finish() {
             Ok(message) => self.accept(&txn, message).await?,
             Err(DataError::TooBig) => Reply::new(552, "5.3.4", "message too big"),
-            Err(DataError::LineTooLong) => Reply::new(500, "5.5.2", "line too long in message"),
+            // One rule, told to the sender: CRLF or a bare LF ends a line; a stuffing dot is not text.
+            Err(DataError::LineTooLong) => {
+                Reply::new(500, "5.5.2", "line too long in message: over 998 octets of text before its CRLF or bare LF")
+            }
         };
         Ok(Some((Stage::DataEnd, reply)))
     }
