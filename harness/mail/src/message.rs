@@ -244,7 +244,7 @@ fn id_text(text: &str) -> String {
 
 /// An RFC 5322 date-time in UTC, computed from seconds since the epoch
 /// (clamped to year 9999), e.g. "Thu, 01 Jan 1970 00:00:00 +0000".
-fn rfc5322_date(unix_s: u64) -> String {
+pub fn rfc5322_date(unix_s: u64) -> String {
     let s = unix_s.min(MAX_DATE_S);
     let days = s / 86_400;
     let secs = s % 86_400;

@@ -26,6 +26,7 @@ pub enum Defect {
     NoChecksum,
     KeepUidvalidityOnRollback,
     RecoverTmpIntoNew,
+    DupRcptDeliveredTwice,
 }
 
 impl Defect {
@@ -51,6 +52,7 @@ impl Defect {
         Defect::NoChecksum,
         Defect::KeepUidvalidityOnRollback,
         Defect::RecoverTmpIntoNew,
+        Defect::DupRcptDeliveredTwice,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +78,7 @@ impl Defect {
             Defect::NoChecksum => "no-checksum",
             Defect::KeepUidvalidityOnRollback => "keep-uidvalidity-on-rollback",
             Defect::RecoverTmpIntoNew => "recover-tmp-into-new",
+            Defect::DupRcptDeliveredTwice => "dup-rcpt-delivered-twice",
         }
     }
 
@@ -103,6 +106,7 @@ impl Defect {
             Defect::NoChecksum => "POP3 serves a message without checking its bytes against the checksum in its name (A23)",
             Defect::KeepUidvalidityOnRollback => "after a restore from backup the store keeps UIDVALIDITY and the old UIDNEXT (A17, A18, A19)",
             Defect::RecoverTmpIntoNew => "store recovery publishes what it finds in tmp/ into new/ instead of removing it (A15, A23)",
+            Defect::DupRcptDeliveredTwice => "MX queues a recipient named twice in one transaction twice, so the mailbox gets two copies (A13)",
         }
     }
 

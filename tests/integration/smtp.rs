@@ -1,0 +1,33 @@
+//! SMTP details real clients hit, seen on whole simulated runs.
+
+use crate::support::fast;
+use mailchaos::cli::judge;
+use sim::seed::Seed;
+use stack::Defects;
+
+/// The copies of a multi-recipient message must not show one another's recipients: a
+/// `Received: ... for <addr>` clause, when there is one, names the mailbox it sits in. The
+/// fields name the sending MTA's HELO name and carry a date of the simulated year.
+#[test]
+fn received_fields_name_the_client_and_never_another_recipient() {
+    let judged = judge(&fast("baseline"), Seed(1), &Defects::none());
+    let store = &judged.output.images["store"];
+    let (mut with_for, mut without_for) = (0, 0);
+    for (path, bytes) in store.iter().filter(|(path, _)| path.contains("/new/") || path.contains("/cur/")) {
+        let mailbox = path.trim_start_matches("mail/").split('/').next().unwrap_or_default();
+        let text = String::from_utf8_lossy(bytes);
+        let start = text.find("Received: ").unwrap_or_else(|| panic!("{path} has no Received field"));
+        let field: String = text[start..].split("\r\n").take_while(|line| !line.is_empty()).enumerate().take_while(|(index, line)| *index == 0 || line.starts_with('\t')).map(|(_, line)| line.trim_start()).collect::<Vec<_>>().join(" ");
+        assert!(field.starts_with("Received: from mta.") && field.contains(" by mx.libero.test with ESMTP id "), "{path}: {field}");
+        assert!(field.contains(" Jan 2023 "), "{path}: {field}");
+        match field.split_once(" for <") {
+            Some((_, rest)) => {
+                with_for += 1;
+                let address = rest.split('>').next().unwrap_or_default();
+                assert_eq!(address.split('@').next(), Some(mailbox), "{path}: {field}");
+            }
+            None => without_for += 1,
+        }
+    }
+    assert!(with_for > 0 && without_for > 0, "{with_for} fields with a recipient, {without_for} without");
+}
