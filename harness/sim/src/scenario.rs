@@ -174,6 +174,10 @@ pub struct Workload {
     /// Every n-th message of a provider also names a recipient the MX does not know; 0 = never.
     #[serde(default)]
     pub unknown_rcpt_every: u32,
+    /// Every n-th message of a provider names its first recipient twice in one transaction (a
+    /// client that merges To and Cc); the MX must deliver it once. 0 = never.
+    #[serde(default)]
+    pub duplicate_rcpt_every: u32,
 }
 
 fn no_users() -> Spanned<Vec<String>> {

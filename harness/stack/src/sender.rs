@@ -33,6 +33,9 @@ pub struct PlannedMessage {
     /// "" for the null reverse-path <>.
     pub from: String,
     pub rcpts: Vec<String>,
+    /// Recipients (of `rcpts`) the client names a second time in the same transaction, as a
+    /// client that merges To and Cc does; the MX must accept them once.
+    pub repeated_rcpts: Vec<String>,
     pub bytes: Rc<Vec<u8>>,
 }
 
@@ -351,6 +354,10 @@ async fn transaction(
         } else {
             verdicts.push((rcpt.clone(), verdict_of(&reply)));
         }
+    }
+    // Named again (To and Cc merged): the first RCPT's verdict stands, whatever this one gets.
+    for rcpt in planned.repeated_rcpts.iter().filter(|rcpt| accepted.contains(rcpt)) {
+        client.command(&format!("RCPT TO:<{rcpt}>"), Stage::Rcpt, Some(rcpt), COMMAND_TIMEOUT).await?;
     }
     if accepted.is_empty() {
         let _ = client.command("QUIT", Stage::Quit, None, COMMAND_TIMEOUT).await;
