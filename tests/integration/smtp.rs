@@ -3,6 +3,7 @@
 use crate::support::fast;
 use mailchaos::cli::judge;
 use sim::seed::Seed;
+use sim::world::plan;
 use stack::Defects;
 
 /// The copies of a multi-recipient message must not show one another's recipients: a
@@ -30,4 +31,20 @@ fn received_fields_name_the_client_and_never_another_recipient() {
         }
     }
     assert!(with_for > 0 && without_for > 0, "{with_for} fields with a recipient, {without_for} without");
+}
+
+/// Workload messages sent with the null reverse-path (bounces) carry a valid From: the
+/// provider's MAILER-DAEMON, never `From: <>`.
+#[test]
+fn null_sender_workload_messages_have_a_valid_from() {
+    let loaded = fast("baseline");
+    let plan = plan::make(&loaded.scenario, Seed(1));
+    let bounces: Vec<_> = plan.workload.iter().flatten().filter(|planned| planned.from.is_empty()).collect();
+    assert!(!bounces.is_empty());
+    for planned in bounces {
+        let text = String::from_utf8_lossy(&planned.bytes);
+        let domain = planned.msg.rsplit_once('@').map(|(_, domain)| domain).unwrap_or_default();
+        let from = text.split("\r\n").find(|line| line.starts_with("From: ")).expect("a From field");
+        assert!(from == format!("From: <MAILER-DAEMON@{domain}>") || from == format!("From: MAILER-DAEMON@{domain}"), "{from}");
+    }
 }

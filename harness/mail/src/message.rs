@@ -176,7 +176,8 @@ fn check_header_line(index: usize, line: &str) -> Result<(), String> {
 pub struct Envelope<'a> {
     /// Without the angle brackets.
     pub message_id: &'a str,
-    /// "" for the null reverse-path <>.
+    /// The envelope sender; "" for the null reverse-path <> (the From field then names
+    /// MAILER-DAEMON, see `compose`).
     pub from: &'a str,
     pub to: &'a [String],
     pub subject: &'a str,
@@ -188,15 +189,21 @@ pub struct Envelope<'a> {
 /// comes from `date_unix_s` (no clock) so runs are byte-identical. mail-builder
 /// writes the fields so that long recipient lists are folded and a non-ASCII
 /// subject is RFC 2047-encoded; CR and LF in inputs become spaces so no input
-/// can inject a header field. An empty `from` gives `From: <>`, mirroring the
-/// null reverse-path; an empty `to` gives `To: undisclosed-recipients:;`.
+/// can inject a header field. An empty `from` (a bounce, sent with the null
+/// reverse-path) gives `From: MAILER-DAEMON@<the Message-ID's domain>`, as MTAs
+/// sign their bounces: `From: <>` is no mailbox (RFC 5322 §3.4, §3.6.2). An
+/// empty `to` gives `To: undisclosed-recipients:;`.
 pub fn compose(envelope: &Envelope, fixture: &Fixture) -> Vec<u8> {
     let mut out = Vec::with_capacity(fixture.bytes.len() + 256);
     let id = MessageId::new(id_text(envelope.message_id));
     write_field(&mut out, "Message-ID", &HeaderType::from(id));
     let date = Raw::new(rfc5322_date(envelope.date_unix_s));
     write_field(&mut out, "Date", &HeaderType::from(date));
-    let from = Address::from(one_line(envelope.from));
+    let from = match envelope.from {
+        "" => format!("MAILER-DAEMON@{}", id_domain(envelope.message_id)),
+        from => from.to_string(),
+    };
+    let from = Address::from(one_line(&from));
     write_field(&mut out, "From", &HeaderType::from(from));
     write_field(&mut out, "To", &recipients_header(envelope.to));
     let subject = Text::new(one_line(envelope.subject));
@@ -232,6 +239,14 @@ fn one_line(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
         .collect()
+}
+
+/// The domain of a Message-ID (after its last '@'), or "localhost" when it has none.
+fn id_domain(message_id: &str) -> String {
+    match id_text(message_id).rsplit_once('@') {
+        Some((_, domain)) if !domain.is_empty() => domain.to_string(),
+        _ => "localhost".to_string(),
+    }
 }
 
 /// A msg-id without brackets, whitespace or controls, which would break the
@@ -943,6 +958,18 @@ mod tests {
             ]
         );
         assert_eq!(message_id(&bytes).as_deref(), Some("dsn.1@mx.b.test"));
+    }
+
+    #[test]
+    fn null_sender_mail_has_a_valid_from() {
+        let to = vec!["bob@b.test".to_string()];
+        let bounce = Envelope { from: "", ..envelope(&to) };
+        let bytes = compose(&bounce, &plain());
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("\r\nFrom: <MAILER-DAEMON@sim.test>\r\n") || text.contains("\r\nFrom: MAILER-DAEMON@sim.test\r\n"), "{text}");
+        let parsed = MessageParser::new().parse(&bytes).expect("parses");
+        let from = parsed.from().and_then(|from| from.first()).and_then(|from| from.address());
+        assert_eq!(from, Some("MAILER-DAEMON@sim.test"));
     }
 
     #[test]
