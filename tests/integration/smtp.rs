@@ -1,9 +1,12 @@
-//! SMTP details real clients hit, seen on whole simulated runs.
+//! SMTP details real clients hit, seen on whole simulated runs: the trace field, the dates of
+//! DSNs, the From of bounces in the workload.
 
 use crate::support::fast;
+use history::{Event, Record};
 use mailchaos::cli::judge;
+use mail::message::rfc5322_date;
 use sim::seed::Seed;
-use sim::world::plan;
+use sim::world::plan::{self, EPOCH_UNIX_S};
 use stack::Defects;
 
 /// The copies of a multi-recipient message must not show one another's recipients: a
@@ -31,6 +34,31 @@ fn received_fields_name_the_client_and_never_another_recipient() {
         }
     }
     assert!(with_for > 0 && without_for > 0, "{with_for} fields with a recipient, {without_for} without");
+}
+
+fn submitted_at<'a>(records: &'a [Record], msg: &str) -> &'a Record {
+    records.iter().find(|record| matches!(&record.event, Event::Submit { msg: m, .. } if m == msg)).expect("every DSN is about a submitted message")
+}
+
+/// A DSN is dated on the simulated clock from the run's wall-time base (not 1970), and its
+/// Arrival-Date is when the sender took the original into its queue, not the DSN's own time.
+#[test]
+fn dsns_are_dated_now_and_name_the_arrival_of_the_original() {
+    let (mut checked, mut later) = (0, 0);
+    for scenario in ["baseline", "partition-sender-mx"] {
+        let judged = judge(&fast(scenario), Seed(1), &Defects::none());
+        let records = &judged.output.history.records;
+        for record in records {
+            let Event::DsnSent { msg, content, .. } = &record.event else { continue };
+            let date = rfc5322_date(EPOCH_UNIX_S + record.t_ms / 1000);
+            let arrival = rfc5322_date(EPOCH_UNIX_S + submitted_at(records, msg).t_ms / 1000);
+            assert!(content.contains(&format!("\r\nDate: {date}\r\n")), "{scenario} {msg}: {content}");
+            assert!(content.contains(&format!("\r\nArrival-Date: {arrival}\r\n")), "{scenario} {msg}: {content}");
+            checked += 1;
+            later += usize::from(date != arrival);
+        }
+    }
+    assert!(checked > 0 && later > 0, "{checked} DSNs, {later} of them written after the arrival's second");
 }
 
 /// Workload messages sent with the null reverse-path (bounces) carry a valid From: the

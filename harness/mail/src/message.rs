@@ -382,12 +382,17 @@ pub struct DsnRequest<'a> {
     pub to: &'a str,
     pub original: &'a [u8],
     pub recipients: &'a [DsnRecipient],
+    /// When the DSN is written: its Date field.
     pub date_unix_s: u64,
+    /// When the reporting MTA accepted the original message: the Arrival-Date field
+    /// (RFC 3464 §2.2.5), which is not the DSN's own date.
+    pub arrival_unix_s: u64,
 }
 
 /// An RFC 3464 failure DSN, built with mail-builder: multipart/report;
 /// report-type=delivery-status with (1) a text/plain human-readable part,
-/// (2) message/delivery-status (Reporting-MTA, Arrival-Date, then one block per
+/// (2) message/delivery-status (Reporting-MTA, Arrival-Date (when the original
+/// arrived: `arrival_unix_s`), then one block per
 /// recipient with Final-Recipient, Action: failed, Status, Diagnostic-Code when
 /// given), (3) text/rfc822-headers with the original's header section.
 /// CRLF line ends; From: MAILER-DAEMON@<reporting_mta>.
@@ -479,7 +484,7 @@ fn delivery_status_text(request: &DsnRequest) -> String {
     push_field(
         &mut text,
         "Arrival-Date",
-        &rfc5322_date(request.date_unix_s),
+        &rfc5322_date(request.arrival_unix_s),
     );
     for r in request.recipients {
         text.push_str("\r\n");
@@ -816,6 +821,7 @@ mod tests {
             original,
             recipients,
             date_unix_s: 1_700_000_100,
+            arrival_unix_s: 1_700_000_000,
         })
     }
 
@@ -972,6 +978,15 @@ mod tests {
         assert_eq!(from, Some("MAILER-DAEMON@sim.test"));
     }
 
+    /// The DSN's Date is when it was written; its Arrival-Date is when the original arrived.
+    #[test]
+    fn dsn_dates_itself_and_the_arrival_apart() {
+        let original = compose(&envelope(&["bob@b.test".to_string()]), &plain());
+        let text = String::from_utf8(dsn(&original, &two_recipients())).expect("ascii");
+        assert!(text.contains("\r\nDate: Tue, 14 Nov 2023 22:15:00 +0000\r\n"), "{text}");
+        assert!(text.contains("\r\nArrival-Date: Tue, 14 Nov 2023 22:13:20 +0000\r\n"), "{text}");
+    }
+
     #[test]
     fn dsn_is_deterministic() {
         let original = compose(&envelope(&["bob@b.test".to_string()]), &plain());
@@ -1069,6 +1084,7 @@ Status: 4.4.1\r\n\
             original: &[0xff, b'\n', b'\r'],
             recipients: &bad,
             date_unix_s: 0,
+            arrival_unix_s: 0,
         });
         assert!(parse_dsn(&bytes).is_err());
         let _ = content_digest(b"Received:\n \n");

@@ -48,6 +48,8 @@ pub struct ProviderConfig {
     pub time_scale: f64,
     /// SMTP connections open at once from this provider.
     pub max_connections: usize,
+    /// Unix time (seconds) at which the journal's clock reads 0: the base of DSN dates.
+    pub epoch_unix_s: u64,
     pub plan: Vec<PlannedMessage>,
 }
 
@@ -108,7 +110,7 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, planne
         // Exim-style: a destination that has failed for long enough gets no new attempts.
         if (env.journal.now_ms() - since_ms) as f64 / 1000.0 >= cutoff_s {
             let failed: Vec<(String, String)> = planned.rcpts.iter().map(|rcpt| (rcpt.clone(), "destination host has been failing; not tried".to_string())).collect();
-            give_up(env, config, planned, &failed, Outcome::Expired).await;
+            give_up(env, config, planned, &failed, Outcome::Expired, started_ms).await;
             return;
         }
     }
@@ -145,7 +147,7 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, planne
         let all_transient = !pending.is_empty() && failed.is_empty();
         let now_ms = env.journal.now_ms();
         provider.failing_since_ms.set(if all_transient { provider.failing_since_ms.get().or(Some(now_ms)) } else { None });
-        give_up(env, config, planned, &failed, Outcome::Bounced).await;
+        give_up(env, config, planned, &failed, Outcome::Bounced, started_ms).await;
         if pending.is_empty() || !policy.retries {
             break;
         }
@@ -161,7 +163,7 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, planne
         if !delay_notified && policy.delay_notice_s.is_some_and(|notice_s| age_s() >= notice_s) {
             delay_notified = true;
             let delayed: Vec<(String, String)> = pending.iter().map(|rcpt| (rcpt.clone(), last_error.clone())).collect();
-            send_dsn(env, config, planned, &delayed, DsnKind::Delay);
+            send_dsn(env, config, planned, &delayed, DsnKind::Delay, started_ms);
         }
         let lifetime_s = if env.defects.has(Defect::GiveUpEarly) { policy.lifetime_s / 4.0 } else { policy.lifetime_s };
         if age_s() >= lifetime_s {
@@ -173,7 +175,7 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, planne
     }
     let reason = if policy.retries { "queue lifetime expired" } else { "this sender does not retry" };
     let expired: Vec<(String, String)> = pending.into_iter().map(|rcpt| (rcpt, format!("{reason}; last error: {last_error}"))).collect();
-    give_up(env, config, planned, &expired, Outcome::Expired).await;
+    give_up(env, config, planned, &expired, Outcome::Expired, started_ms).await;
 }
 
 fn outcome(env: &Env, planned: &PlannedMessage, rcpt: &str, outcome: Outcome, reply: String) {
@@ -181,21 +183,23 @@ fn outcome(env: &Env, planned: &PlannedMessage, rcpt: &str, outcome: Outcome, re
 }
 
 /// Records the final failure of these recipients and returns the message to its sender.
-async fn give_up(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, failed: &[(String, String)], how: Outcome) {
+/// `arrival_ms`: when this MTA took the message into its queue.
+async fn give_up(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, failed: &[(String, String)], how: Outcome, arrival_ms: u64) {
     if failed.is_empty() {
         return;
     }
     for (rcpt, reply) in failed {
         outcome(env, planned, rcpt, how, reply.clone());
     }
-    send_dsn(env, config, planned, failed, DsnKind::Failure);
+    send_dsn(env, config, planned, failed, DsnKind::Failure, arrival_ms);
     if env.defects.has(Defect::DuplicateDsn) {
-        send_dsn(env, config, planned, failed, DsnKind::Failure);
+        send_dsn(env, config, planned, failed, DsnKind::Failure, arrival_ms);
     }
 }
 
 /// Sends a DSN about these recipients to the message's sender (RFC 3464), with MAIL FROM:<>.
-fn send_dsn(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, rcpts: &[(String, String)], kind: DsnKind) {
+/// It is dated on the simulated clock from the wall-time base; its Arrival-Date is `arrival_ms`.
+fn send_dsn(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, rcpts: &[(String, String)], kind: DsnKind, arrival_ms: u64) {
     // RFC 5321 §6.1 / RFC 3464 §2: never a DSN for a message whose reverse-path is null.
     if rcpts.is_empty() || (planned.from.is_empty() && !env.defects.has(Defect::BounceABounce)) {
         return;
@@ -213,7 +217,8 @@ fn send_dsn(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, rcpts:
         to: &planned.from,
         original: &planned.bytes,
         recipients: &recipients,
-        date_unix_s: env.journal.now_ms() / 1000,
+        date_unix_s: config.epoch_unix_s + env.journal.now_ms() / 1000,
+        arrival_unix_s: config.epoch_unix_s + arrival_ms / 1000,
     };
     let dsn = if env.defects.has(Defect::DsnNotMultipartReport) {
         // The planted bug: a human note only, which no program can read (RFC 3464 ignored).

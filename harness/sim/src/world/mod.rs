@@ -281,6 +281,7 @@ impl<'a> World<'a> {
                 policy,
                 time_scale: provider.time_scale,
                 max_connections: provider.max_connections.clamp(1, 1000),
+                epoch_unix_s: EPOCH_UNIX_S,
                 plan: planned,
             };
             self.sim.host(host.as_str(), move || stack::sender::run(env.clone(), config.clone()).map_ok());
