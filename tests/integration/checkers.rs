@@ -128,6 +128,13 @@ fn a17_a19_and_a20_catch_a_uid_reused_after_a_restart() {
     check("store-crash", 12, Defect::ReuseUidAfterRestart, &["A17", "A19", "A20"]);
 }
 
+/// The fast suite's workload names some recipients twice in one transaction; an MX that queues
+/// the second naming delivers a copy no cause in the history justifies.
+#[test]
+fn a13_catches_a_duplicate_recipient_delivered_twice() {
+    check("baseline", 2, Defect::DupRcptDeliveredTwice, &["A13"]);
+}
+
 #[test]
 fn a4_and_a13_catch_a_refused_message_that_is_delivered_anyway() {
     check("mx-queue-eio", 3, Defect::DeliverAfterRefusal, &["A4", "A13"]);

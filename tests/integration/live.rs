@@ -86,7 +86,10 @@ fn a_real_client_sends_over_smtp_and_reads_over_pop3() {
     assert!(smtp.smtp("MAIL FROM:<sender@example.org>").starts_with("250 "));
     assert!(smtp.smtp("RCPT TO:<someone@elsewhere.example>").starts_with("550 5.7.1"));
     assert!(smtp.smtp("RCPT TO:<nobody@libero.test>").starts_with("550 5.1.1"));
+    assert!(smtp.smtp("RCPT TO:<anna@libero.test> NOTIFY=NEVER").starts_with("555 5.5.4"));
     assert!(smtp.smtp("RCPT TO:<anna@libero.test>").starts_with("250 "));
+    // Postmaster is an alias of anna (the first mailbox): accepted, and one copy is delivered.
+    assert!(smtp.smtp("RCPT TO:<Postmaster>").starts_with("250 "));
     assert!(smtp.smtp("DATA").starts_with("354 "));
     // A smuggling attempt (bare-LF dot lines) stays inside the message; "..x" is unstuffed to ".x".
     let body = "Message-ID: <live-1@example.org>\r\nSubject: live\r\n\r\nhello\n.\nnot the end\r\n..x\r\n";
@@ -119,7 +122,8 @@ fn a_real_client_sends_over_smtp_and_reads_over_pop3() {
         assert!(Instant::now() < deadline, "the message never reached the mailbox");
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert!(message.starts_with("Return-Path: <sender@example.org>\r\nReceived: from sender by mx.libero.test"), "{message}");
-    // The bare-LF dot line did not end DATA; relayed over LMTP its line ends became CRLF.
-    assert!(message.ends_with("Subject: live\r\n\r\nhello\r\n.\r\nnot the end\r\n.x\r\n"), "{message:?}");
+    assert!(message.starts_with("Return-Path: <sender@example.org>\r\nReceived: from client.example ([127.0.0.1])\r\n\tby mx.libero.test with ESMTP id "), "{message}");
+    // The bare-LF dot line did not end DATA. A bare LF ends a line (never DATA), so its dot was
+    // a stuffing dot and is gone; relayed over LMTP the line ends became CRLF.
+    assert!(message.ends_with("Subject: live\r\n\r\nhello\r\n\r\nnot the end\r\n.x\r\n"), "{message:?}");
 }

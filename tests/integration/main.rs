@@ -4,6 +4,7 @@ mod checkers;
 mod cli;
 mod live;
 mod outage;
+mod smtp;
 mod snapshot;
 mod storage;
 mod storage_cli;

@@ -315,7 +315,13 @@ impl<'a> Facts<'a> {
             Event::SmtpReply { session, msg, stage, rcpt, reply } => {
                 let ok = reply.starts_with('2');
                 match (stage, rcpt) {
-                    (Stage::Rcpt, Some(rcpt)) if ok => session_rcpts.entry(session.clone()).or_default().push(rcpt.clone()),
+                    (Stage::Rcpt, Some(rcpt)) if ok => {
+                        // A client that names a recipient twice still sees one acknowledgement.
+                        let accepted = session_rcpts.entry(session.clone()).or_default();
+                        if !accepted.contains(rcpt) {
+                            accepted.push(rcpt.clone());
+                        }
+                    }
                     (Stage::DataEnd, _) if ok => {
                         for rcpt in session_rcpts.get(session).cloned().unwrap_or_default() {
                             *self.sender_saw_ack.entry((msg.clone(), rcpt)).or_default() += 1;

@@ -176,7 +176,8 @@ fn check_header_line(index: usize, line: &str) -> Result<(), String> {
 pub struct Envelope<'a> {
     /// Without the angle brackets.
     pub message_id: &'a str,
-    /// "" for the null reverse-path <>.
+    /// The envelope sender; "" for the null reverse-path <> (the From field then names
+    /// MAILER-DAEMON, see `compose`).
     pub from: &'a str,
     pub to: &'a [String],
     pub subject: &'a str,
@@ -188,15 +189,21 @@ pub struct Envelope<'a> {
 /// comes from `date_unix_s` (no clock) so runs are byte-identical. mail-builder
 /// writes the fields so that long recipient lists are folded and a non-ASCII
 /// subject is RFC 2047-encoded; CR and LF in inputs become spaces so no input
-/// can inject a header field. An empty `from` gives `From: <>`, mirroring the
-/// null reverse-path; an empty `to` gives `To: undisclosed-recipients:;`.
+/// can inject a header field. An empty `from` (a bounce, sent with the null
+/// reverse-path) gives `From: MAILER-DAEMON@<the Message-ID's domain>`, as MTAs
+/// sign their bounces: `From: <>` is no mailbox (RFC 5322 §3.4, §3.6.2). An
+/// empty `to` gives `To: undisclosed-recipients:;`.
 pub fn compose(envelope: &Envelope, fixture: &Fixture) -> Vec<u8> {
     let mut out = Vec::with_capacity(fixture.bytes.len() + 256);
     let id = MessageId::new(id_text(envelope.message_id));
     write_field(&mut out, "Message-ID", &HeaderType::from(id));
     let date = Raw::new(rfc5322_date(envelope.date_unix_s));
     write_field(&mut out, "Date", &HeaderType::from(date));
-    let from = Address::from(one_line(envelope.from));
+    let from = match envelope.from {
+        "" => format!("MAILER-DAEMON@{}", id_domain(envelope.message_id)),
+        from => from.to_string(),
+    };
+    let from = Address::from(one_line(&from));
     write_field(&mut out, "From", &HeaderType::from(from));
     write_field(&mut out, "To", &recipients_header(envelope.to));
     let subject = Text::new(one_line(envelope.subject));
@@ -234,6 +241,14 @@ fn one_line(text: &str) -> String {
         .collect()
 }
 
+/// The domain of a Message-ID (after its last '@'), or "localhost" when it has none.
+fn id_domain(message_id: &str) -> String {
+    match id_text(message_id).rsplit_once('@') {
+        Some((_, domain)) if !domain.is_empty() => domain.to_string(),
+        _ => "localhost".to_string(),
+    }
+}
+
 /// A msg-id without brackets, whitespace or controls, which would break the
 /// `<id>` form.
 fn id_text(text: &str) -> String {
@@ -244,7 +259,7 @@ fn id_text(text: &str) -> String {
 
 /// An RFC 5322 date-time in UTC, computed from seconds since the epoch
 /// (clamped to year 9999), e.g. "Thu, 01 Jan 1970 00:00:00 +0000".
-fn rfc5322_date(unix_s: u64) -> String {
+pub fn rfc5322_date(unix_s: u64) -> String {
     let s = unix_s.min(MAX_DATE_S);
     let days = s / 86_400;
     let secs = s % 86_400;
@@ -367,12 +382,17 @@ pub struct DsnRequest<'a> {
     pub to: &'a str,
     pub original: &'a [u8],
     pub recipients: &'a [DsnRecipient],
+    /// When the DSN is written: its Date field.
     pub date_unix_s: u64,
+    /// When the reporting MTA accepted the original message: the Arrival-Date field
+    /// (RFC 3464 §2.2.5), which is not the DSN's own date.
+    pub arrival_unix_s: u64,
 }
 
 /// An RFC 3464 failure DSN, built with mail-builder: multipart/report;
 /// report-type=delivery-status with (1) a text/plain human-readable part,
-/// (2) message/delivery-status (Reporting-MTA, Arrival-Date, then one block per
+/// (2) message/delivery-status (Reporting-MTA, Arrival-Date (when the original
+/// arrived: `arrival_unix_s`), then one block per
 /// recipient with Final-Recipient, Action: failed, Status, Diagnostic-Code when
 /// given), (3) text/rfc822-headers with the original's header section.
 /// CRLF line ends; From: MAILER-DAEMON@<reporting_mta>.
@@ -464,7 +484,7 @@ fn delivery_status_text(request: &DsnRequest) -> String {
     push_field(
         &mut text,
         "Arrival-Date",
-        &rfc5322_date(request.date_unix_s),
+        &rfc5322_date(request.arrival_unix_s),
     );
     for r in request.recipients {
         text.push_str("\r\n");
@@ -801,6 +821,7 @@ mod tests {
             original,
             recipients,
             date_unix_s: 1_700_000_100,
+            arrival_unix_s: 1_700_000_000,
         })
     }
 
@@ -897,6 +918,8 @@ mod tests {
             .map(|l| l.len().saturating_sub(1))
             .collect();
         assert!(lengths.contains(&998) && lengths.contains(&997));
+        // A 998-octet line that starts with a dot: 999 octets once stuffed, still allowed.
+        assert!(long.split(|&b| b == b'\n').any(|l| l.len() == 999 && l.starts_with(b".")));
         let mixed = compose(&envelope(&[]), &fixtures[2]);
         let parsed = MessageParser::new().parse(&mixed).expect("parses");
         let attachment = parsed.attachment(0).expect("attachment");
@@ -941,6 +964,27 @@ mod tests {
             ]
         );
         assert_eq!(message_id(&bytes).as_deref(), Some("dsn.1@mx.b.test"));
+    }
+
+    #[test]
+    fn null_sender_mail_has_a_valid_from() {
+        let to = vec!["bob@b.test".to_string()];
+        let bounce = Envelope { from: "", ..envelope(&to) };
+        let bytes = compose(&bounce, &plain());
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("\r\nFrom: <MAILER-DAEMON@sim.test>\r\n") || text.contains("\r\nFrom: MAILER-DAEMON@sim.test\r\n"), "{text}");
+        let parsed = MessageParser::new().parse(&bytes).expect("parses");
+        let from = parsed.from().and_then(|from| from.first()).and_then(|from| from.address());
+        assert_eq!(from, Some("MAILER-DAEMON@sim.test"));
+    }
+
+    /// The DSN's Date is when it was written; its Arrival-Date is when the original arrived.
+    #[test]
+    fn dsn_dates_itself_and_the_arrival_apart() {
+        let original = compose(&envelope(&["bob@b.test".to_string()]), &plain());
+        let text = String::from_utf8(dsn(&original, &two_recipients())).expect("ascii");
+        assert!(text.contains("\r\nDate: Tue, 14 Nov 2023 22:15:00 +0000\r\n"), "{text}");
+        assert!(text.contains("\r\nArrival-Date: Tue, 14 Nov 2023 22:13:20 +0000\r\n"), "{text}");
     }
 
     #[test]
@@ -1040,6 +1084,7 @@ Status: 4.4.1\r\n\
             original: &[0xff, b'\n', b'\r'],
             recipients: &bad,
             date_unix_s: 0,
+            arrival_unix_s: 0,
         });
         assert!(parse_dsn(&bytes).is_err());
         let _ = content_digest(b"Received:\n \n");

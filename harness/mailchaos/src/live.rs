@@ -50,10 +50,15 @@ async fn run(options: &Options, users: BTreeSet<String>) -> Result<bool, String>
         let disk = Disk::new(Rc::new(SimDisk::new(journal.clone(), Rc::new(Default::default()), Vec::new(), rng)));
         Env { journal, disk, net: net.clone(), defects: Defects::none() }
     };
+    // The journal's clock reads 0 now; the dates the MX writes count from the real time.
+    let epoch_unix_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs());
     let mx_config = MxConfig {
         operator: Rc::new(std::cell::Cell::new(stack::mx::OperatorMode::Normal)),
         hostname: format!("mx.{}", options.domain),
         domains: vec![options.domain.clone()],
+        // postmaster is an alias of the alphabetically first mailbox of --users.
+        postmaster: users.iter().next().cloned().unwrap_or_default(),
+        epoch_unix_s,
         users: users.clone(),
         max_message_bytes: 10 * 1024 * 1024,
         max_recipients: 100,

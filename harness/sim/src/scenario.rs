@@ -183,6 +183,10 @@ pub struct Workload {
     /// is due. Default 1.
     #[serde(default = "one_per_session")]
     pub messages_per_session: Spanned<Draw>,
+    /// Every n-th message of a provider names its first recipient twice in one transaction (a
+    /// client that merges To and Cc); the MX must deliver it once. 0 = never.
+    #[serde(default)]
+    pub duplicate_rcpt_every: u32,
 }
 
 fn one_per_session() -> Spanned<Draw> {

@@ -28,6 +28,7 @@ pub enum Defect {
     RecoverTmpIntoNew,
     QueueNamePerMs,
     NoQueueChecksum,
+    DupRcptDeliveredTwice,
 }
 
 impl Defect {
@@ -55,6 +56,7 @@ impl Defect {
         Defect::RecoverTmpIntoNew,
         Defect::QueueNamePerMs,
         Defect::NoQueueChecksum,
+        Defect::DupRcptDeliveredTwice,
     ];
 
     pub fn name(self) -> &'static str {
@@ -82,6 +84,7 @@ impl Defect {
             Defect::RecoverTmpIntoNew => "recover-tmp-into-new",
             Defect::QueueNamePerMs => "queue-name-per-ms",
             Defect::NoQueueChecksum => "no-queue-checksum",
+            Defect::DupRcptDeliveredTwice => "dup-rcpt-delivered-twice",
         }
     }
 
@@ -111,6 +114,7 @@ impl Defect {
             Defect::RecoverTmpIntoNew => "store recovery publishes what it finds in tmp/ into new/ instead of removing it (A15, A23)",
             Defect::QueueNamePerMs => "the MX names a queue file by the millisecond and the session only: two messages accepted in one millisecond on one connection get one name; the second replaces the first though both got 250 (A2)",
             Defect::NoQueueChecksum => "the MX relays a queue file without checking it against its checksums: damaged bytes reach the mailbox, a flipped recipient is retried forever (A20, L1)",
+            Defect::DupRcptDeliveredTwice => "MX queues a recipient named twice in one transaction twice, so the mailbox gets two copies (A13)",
         }
     }
 

@@ -36,6 +36,13 @@ pub struct MxConfig {
     pub domains: Vec<String>,
     /// Local parts that have a mailbox (the same in every local domain).
     pub users: BTreeSet<String>,
+    /// The mailbox (one of `users`) that receives the mail for `postmaster` of every local domain
+    /// and for the bare `<postmaster>`, which RFC 5321 §4.5.1 requires an MX to accept: the alias
+    /// a real MTA ships (`postmaster: root`). The MX rewrites such a recipient to this mailbox.
+    pub postmaster: String,
+    /// Unix time (seconds) at which the journal's clock reads 0: the base of the dates the MX
+    /// writes (the `Received:` field). The simulation passes its epoch, live mode the real time.
+    pub epoch_unix_s: u64,
     pub max_message_bytes: usize,
     pub max_recipients: usize,
     /// At least 5 minutes (RFC 5321 §4.5.3.2.7).
@@ -120,7 +127,7 @@ async fn serve(env: Env, config: Rc<MxConfig>, listener: Box<dyn Listener>, load
             if load.stressed(&config) {
                 tokio::time::sleep(config.tarpit).await;
             }
-            let session = Session { env: &env, config: &config, load: &load, id, helo: false, txn: None, chunks: Chunks::default(), accepted: 0 };
+            let session = Session { env: &env, config: &config, load: &load, id, peer: peer.clone(), helo: None, txn: None, chunks: Chunks::default(), accepted: 0 };
             let _ = session.run(conn).await;
             load.release(&peer);
         });
@@ -129,7 +136,11 @@ async fn serve(env: Env, config: Rc<MxConfig>, listener: Box<dyn Listener>, load
 
 struct Transaction {
     from: String,
+    /// The mailboxes to deliver to, each once, in RCPT order.
     rcpts: Vec<String>,
+    /// The recipients as the client named them (lower-cased, bare `postmaster` completed with
+    /// the primary domain), each once: a `Received: ... for <addr>` clause names the only one.
+    named: Vec<String>,
 }
 
 struct Session<'a> {
@@ -137,7 +148,10 @@ struct Session<'a> {
     config: &'a MxConfig,
     load: &'a Load,
     id: String,
-    helo: bool,
+    /// The client as the listener named it: a host name, or an address.
+    peer: String,
+    /// The name the client gave in EHLO or HELO, and the protocol that makes ("ESMTP", "SMTP").
+    helo: Option<(String, &'static str)>,
     txn: Option<Transaction>,
     /// The BDAT chunks of the open transaction.
     chunks: Chunks,
@@ -206,8 +220,8 @@ impl Session<'_> {
 
     fn command(&mut self, command: Command) -> (Stage, Reply) {
         match command {
-            Command::Ehlo(_) => {
-                self.helo = true;
+            Command::Ehlo(name) => {
+                self.helo = Some((name, "ESMTP"));
                 self.txn = None;
                 self.chunks = Chunks::default();
                 let lines = [
@@ -220,14 +234,14 @@ impl Session<'_> {
                 ];
                 (Stage::Ehlo, Reply { code: 250, enhanced: None, lines: lines.to_vec() })
             }
-            Command::Helo(_) => {
-                self.helo = true;
+            Command::Helo(name) => {
+                self.helo = Some((name, "SMTP"));
                 self.txn = None;
                 (Stage::Ehlo, Reply::new(250, "", &self.config.hostname))
             }
             Command::Lhlo(_) => (Stage::Ehlo, Reply::new(500, "5.5.1", "this is an SMTP server, not LMTP")),
             Command::Mail { from, params } => (Stage::Mail, self.mail(from, &params)),
-            Command::Rcpt { to, .. } => (Stage::Rcpt, self.rcpt(to)),
+            Command::Rcpt { to, params } => (Stage::Rcpt, self.rcpt(&to, &params)),
             Command::Rset => {
                 self.txn = None;
                 self.chunks = Chunks::default();
@@ -242,7 +256,7 @@ impl Session<'_> {
     }
 
     fn mail(&mut self, from: String, params: &[(String, Option<String>)]) -> Reply {
-        if !self.helo {
+        if self.helo.is_none() {
             return Reply::new(503, "5.5.1", "send EHLO or HELO first");
         }
         if self.txn.is_some() {
@@ -254,40 +268,76 @@ impl Session<'_> {
         }
         for (key, value) in params {
             match (key.as_str(), value.as_deref()) {
+                // RFC 1870: size-value = 1*20DIGIT; `str::parse` alone would also take "+5".
+                ("SIZE", Some(size)) if !size.bytes().all(|b| b.is_ascii_digit()) => {
+                    return Reply::new(501, "5.5.4", "invalid SIZE parameter: decimal digits only");
+                }
+                // Digits that overflow are a size beyond any maximum.
                 ("SIZE", Some(size)) => match size.parse::<usize>() {
-                    Ok(size) if size > self.config.max_message_bytes => {
-                        return Reply::new(552, "5.3.4", "message size exceeds fixed maximum message size");
-                    }
-                    Ok(_) => {}
-                    Err(_) => return Reply::new(501, "5.5.4", "invalid SIZE parameter"),
+                    Ok(size) if size <= self.config.max_message_bytes => {}
+                    _ => return Reply::new(552, "5.3.4", "message size exceeds fixed maximum message size"),
                 },
                 ("BODY", Some(body)) if body.eq_ignore_ascii_case("8BITMIME") || body.eq_ignore_ascii_case("7BIT") => {}
                 _ => return Reply::new(555, "5.5.4", "unsupported MAIL parameter"),
             }
         }
-        self.txn = Some(Transaction { from, rcpts: Vec::new() });
+        self.txn = Some(Transaction { from, rcpts: Vec::new(), named: Vec::new() });
         Reply::new(250, "2.1.0", "sender ok")
     }
 
-    fn rcpt(&mut self, to: String) -> Reply {
-        let Some(txn) = self.txn.as_mut() else {
+    fn rcpt(&mut self, to: &str, params: &[(String, Option<String>)]) -> Reply {
+        if self.txn.is_none() {
             return Reply::new(503, "5.5.1", "need MAIL before RCPT");
-        };
+        }
+        // None of the extensions we offer defines a RCPT parameter (RFC 5321 §4.1.1.3).
+        if let Some((key, _)) = params.first() {
+            return Reply::new(555, "5.5.4", &format!("unsupported RCPT parameter {key}"));
+        }
         if self.config.operator.get() == OperatorMode::Bounce {
             return Reply::new(550, "5.2.1", "mailbox unavailable");
         }
-        let (local, domain) = to.rsplit_once('@').unwrap_or((to.as_str(), ""));
-        if !self.config.domains.iter().any(|own| own.eq_ignore_ascii_case(domain)) {
-            return Reply::new(550, "5.7.1", "relaying denied");
-        }
-        if !self.config.users.contains(&local.to_ascii_lowercase()) {
-            return Reply::new(550, "5.1.1", "no such user here");
-        }
-        if txn.rcpts.len() >= self.config.max_recipients {
+        let (named, mailbox) = match self.resolve(to) {
+            Ok(resolved) => resolved,
+            Err(reply) => return reply,
+        };
+        let twice = self.env.defects.has(Defect::DupRcptDeliveredTwice);
+        let Some(txn) = self.txn.as_mut() else {
+            return Reply::new(503, "5.5.1", "need MAIL before RCPT");
+        };
+        // A recipient named twice (or postmaster and its mailbox) gets one copy: accepted again,
+        // not added again. Unless the planted bug is on.
+        let duplicate = txn.rcpts.contains(&mailbox) && !twice;
+        if !duplicate && txn.rcpts.len() >= self.config.max_recipients {
             return Reply::new(452, "4.5.3", "too many recipients");
         }
-        txn.rcpts.push(to.to_ascii_lowercase());
+        if !txn.named.contains(&named) {
+            txn.named.push(named);
+        }
+        if duplicate {
+            return Reply::new(250, "2.1.5", "recipient ok (already named: one copy is delivered)");
+        }
+        txn.rcpts.push(mailbox);
         Reply::new(250, "2.1.5", "recipient ok")
+    }
+
+    /// The recipient as named (lower-cased; a bare postmaster completed with the primary domain)
+    /// and the local mailbox address it is delivered to, or the refusal.
+    fn resolve(&self, to: &str) -> Result<(String, String), Reply> {
+        let address = to.to_ascii_lowercase();
+        let (local, domain) = address.rsplit_once('@').unwrap_or((address.as_str(), ""));
+        // RFC 5321 §4.5.1: <postmaster>, without a domain, is always accepted.
+        let domain = match (local, domain) {
+            ("postmaster", "") => self.config.domains.first().map(|primary| primary.to_ascii_lowercase()).unwrap_or_default(),
+            _ => domain.to_string(),
+        };
+        if domain.is_empty() || !self.config.domains.iter().any(|own| own.eq_ignore_ascii_case(&domain)) {
+            return Err(Reply::new(550, "5.7.1", "relaying denied"));
+        }
+        let user = if local == "postmaster" { self.config.postmaster.to_ascii_lowercase() } else { local.to_string() };
+        if !self.config.users.contains(&user) {
+            return Err(Reply::new(550, "5.1.1", "no such user here"));
+        }
+        Ok((format!("{local}@{domain}"), format!("{user}@{domain}")))
     }
 
     /// DATA: 354, the message, then one reply for the whole transaction (RFC 5321 §4.1.1.4).
@@ -315,7 +365,10 @@ impl Session<'_> {
         let reply = match decoder.finish() {
             Ok(message) => self.accept(&txn, message).await?,
             Err(DataError::TooBig) => Reply::new(552, "5.3.4", "message too big"),
-            Err(DataError::LineTooLong) => Reply::new(500, "5.5.2", "line too long in message"),
+            // One rule, told to the sender: CRLF or a bare LF ends a line; a stuffing dot is not text.
+            Err(DataError::LineTooLong) => {
+                Reply::new(500, "5.5.2", "line too long in message: over 998 octets of text before its CRLF or bare LF")
+            }
         };
         Ok(Some((Stage::DataEnd, reply)))
     }
@@ -367,11 +420,7 @@ impl Session<'_> {
         let now_ms = self.env.journal.now_ms();
         let name = self.queue_name(now_ms);
         let msg = mail::message::message_id(&message).unwrap_or_else(|| format!("<none>{name}"));
-        let received = format!(
-            "Received: from sender by {} with ESMTP id {name}\r\n\tfor <{}>; t={now_ms}ms\r\n",
-            self.config.hostname, txn.rcpts[0]
-        );
-        let mut body = received.into_bytes();
+        let mut body = self.received(txn, &name, now_ms).into_bytes();
         body.extend_from_slice(&message);
         let queued = QueuedMessage { msg: msg.clone(), from: txn.from.clone(), rcpts: txn.rcpts.clone(), body };
         let (queue_file, result) = if self.load.queue_full(self.config) && self.env.defects.has(Defect::AcceptBeyondCapacity) {
@@ -411,6 +460,20 @@ impl Session<'_> {
             });
         }
         Ok(reply)
+    }
+
+    /// The trace field (RFC 5321 §4.4): the client's HELO name and address, this host, the
+    /// protocol, the queue id, the recipient only when there is one (naming one of several in
+    /// every copy would show each recipient the others, the Bcc ones included), and the date on
+    /// the simulated clock.
+    fn received(&self, txn: &Transaction, id: &str, now_ms: u64) -> String {
+        let (helo, protocol) = self.helo.as_ref().map_or(("unknown", "ESMTP"), |(name, protocol)| (name.as_str(), *protocol));
+        let date = mail::message::rfc5322_date(self.config.epoch_unix_s + now_ms / 1000);
+        let for_clause = match txn.named.as_slice() {
+            [only] => format!("\r\n\tfor <{only}>"),
+            _ => String::new(),
+        };
+        format!("Received: from {helo} ({})\r\n\tby {} with {protocol} id {id}{for_clause};\r\n\t{date}\r\n", tcp_info(&self.peer), self.config.hostname)
     }
 
     /// Writes `incoming/NAME`, fsyncs it, renames it to `queue/NAME` and fsyncs the directory.
@@ -469,6 +532,17 @@ fn storage_error_reply(error: DiskError, planted_bounce: bool) -> Reply {
     match error {
         DiskError::NoSpace => Reply::new(452, "4.3.1", "insufficient system storage"),
         _ => Reply::new(451, "4.3.0", "local error in processing, try again later"),
+    }
+}
+
+/// The client's address for a `Received:` field: an address literal when the listener gave an
+/// address (live mode: "ip:port"), else the name it gave (the simulated network's host names).
+fn tcp_info(peer: &str) -> String {
+    let ip = peer.parse::<std::net::SocketAddr>().map(|address| address.ip()).or_else(|_| peer.parse::<std::net::IpAddr>());
+    match ip {
+        Ok(std::net::IpAddr::V4(ip)) => format!("[{ip}]"),
+        Ok(std::net::IpAddr::V6(ip)) => format!("[IPv6:{ip}]"),
+        Err(_) => peer.to_string(),
     }
 }
 

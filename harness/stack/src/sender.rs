@@ -33,6 +33,9 @@ pub struct PlannedMessage {
     /// "" for the null reverse-path <>.
     pub from: String,
     pub rcpts: Vec<String>,
+    /// Recipients (of `rcpts`) the client names a second time in the same transaction, as a
+    /// client that merges To and Cc does; the MX must accept them once.
+    pub repeated_rcpts: Vec<String>,
     pub bytes: Rc<Vec<u8>>,
     /// Messages of one provider with the same session number travel together: one SMTP
     /// session carries them one transaction after another, as an MTA with a connection cache
@@ -52,6 +55,8 @@ pub struct ProviderConfig {
     /// Send with BDAT (RFC 3030 CHUNKING) when the MX offers it, every transaction of a
     /// session pipelined into one flight (RFC 2920), as large providers do.
     pub chunking: bool,
+    /// Unix time (seconds) at which the journal's clock reads 0: the base of DSN dates.
+    pub epoch_unix_s: u64,
     pub plan: Vec<PlannedMessage>,
 }
 
@@ -147,7 +152,7 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, batch:
         if (env.journal.now_ms() - since_ms) as f64 / 1000.0 >= cutoff_s {
             for planned in &batch {
                 let failed: Vec<(String, String)> = planned.rcpts.iter().map(|rcpt| (rcpt.clone(), "destination host has been failing; not tried".to_string())).collect();
-                give_up(env, config, planned, &failed, Outcome::Expired).await;
+                give_up(env, config, planned, &failed, Outcome::Expired, started_ms).await;
             }
             return;
         }
@@ -170,7 +175,7 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, batch:
         for (state, verdicts) in pending.iter_mut().zip(verdicts) {
             let failed = settle(env, state, verdicts);
             all_transient &= !state.rcpts.is_empty() && failed.is_empty();
-            give_up(env, config, state.planned, &failed, Outcome::Bounced).await;
+            give_up(env, config, state.planned, &failed, Outcome::Bounced, started_ms).await;
         }
         let now_ms = env.journal.now_ms();
         provider.failing_since_ms.set(if all_transient { provider.failing_since_ms.get().or(Some(now_ms)) } else { None });
@@ -191,7 +196,7 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, batch:
             if !state.delay_notified && policy.delay_notice_s.is_some_and(|notice_s| age_s() >= notice_s) {
                 state.delay_notified = true;
                 let delayed: Vec<(String, String)> = state.rcpts.iter().map(|rcpt| (rcpt.clone(), state.last_error.clone())).collect();
-                send_dsn(env, config, state.planned, &delayed, DsnKind::Delay);
+                send_dsn(env, config, state.planned, &delayed, DsnKind::Delay, started_ms);
             }
         }
         let lifetime_s = if env.defects.has(Defect::GiveUpEarly) { policy.lifetime_s / 4.0 } else { policy.lifetime_s };
@@ -202,7 +207,7 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, batch:
     let reason = if policy.retries { "queue lifetime expired" } else { "this sender does not retry" };
     for state in pending {
         let expired: Vec<(String, String)> = state.rcpts.iter().map(|rcpt| (rcpt.clone(), format!("{reason}; last error: {}", state.last_error))).collect();
-        give_up(env, config, state.planned, &expired, Outcome::Expired).await;
+        give_up(env, config, state.planned, &expired, Outcome::Expired, started_ms).await;
     }
 }
 
@@ -235,21 +240,23 @@ fn outcome(env: &Env, planned: &PlannedMessage, rcpt: &str, outcome: Outcome, re
 }
 
 /// Records the final failure of these recipients and returns the message to its sender.
-async fn give_up(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, failed: &[(String, String)], how: Outcome) {
+/// `arrival_ms`: when this MTA took the message into its queue.
+async fn give_up(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, failed: &[(String, String)], how: Outcome, arrival_ms: u64) {
     if failed.is_empty() {
         return;
     }
     for (rcpt, reply) in failed {
         outcome(env, planned, rcpt, how, reply.clone());
     }
-    send_dsn(env, config, planned, failed, DsnKind::Failure);
+    send_dsn(env, config, planned, failed, DsnKind::Failure, arrival_ms);
     if env.defects.has(Defect::DuplicateDsn) {
-        send_dsn(env, config, planned, failed, DsnKind::Failure);
+        send_dsn(env, config, planned, failed, DsnKind::Failure, arrival_ms);
     }
 }
 
 /// Sends a DSN about these recipients to the message's sender (RFC 3464), with MAIL FROM:<>.
-fn send_dsn(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, rcpts: &[(String, String)], kind: DsnKind) {
+/// It is dated on the simulated clock from the wall-time base; its Arrival-Date is `arrival_ms`.
+fn send_dsn(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, rcpts: &[(String, String)], kind: DsnKind, arrival_ms: u64) {
     // RFC 5321 §6.1 / RFC 3464 §2: never a DSN for a message whose reverse-path is null.
     if rcpts.is_empty() || (planned.from.is_empty() && !env.defects.has(Defect::BounceABounce)) {
         return;
@@ -267,7 +274,8 @@ fn send_dsn(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, rcpts:
         to: &planned.from,
         original: &planned.bytes,
         recipients: &recipients,
-        date_unix_s: env.journal.now_ms() / 1000,
+        date_unix_s: config.epoch_unix_s + env.journal.now_ms() / 1000,
+        arrival_unix_s: config.epoch_unix_s + arrival_ms / 1000,
     };
     let dsn = if env.defects.has(Defect::DsnNotMultipartReport) {
         // The planted bug: a human note only, which no program can read (RFC 3464 ignored).
@@ -469,6 +477,10 @@ async fn transaction(client: &mut Client<'_>, one: &Try<'_>, verdicts: &mut Vec<
             verdicts.push((rcpt.clone(), verdict_of(&reply)));
         }
     }
+    // Named again (To and Cc merged): the first RCPT's verdict stands, whatever this one gets.
+    for rcpt in one.planned.repeated_rcpts.iter().filter(|rcpt| accepted.contains(rcpt)) {
+        client.command(one, &format!("RCPT TO:<{rcpt}>"), Stage::Rcpt, Some(rcpt), COMMAND_TIMEOUT).await?;
+    }
     if accepted.is_empty() {
         return Ok(Ended::NoRecipient);
     }
@@ -483,6 +495,11 @@ async fn transaction(client: &mut Client<'_>, one: &Try<'_>, verdicts: &mut Vec<
     Ok(Ended::Delivered)
 }
 
+/// The recipients this attempt names twice (only those it still tries).
+fn repeated<'a>(one: &'a Try<'_>) -> impl Iterator<Item = &'a String> {
+    one.planned.repeated_rcpts.iter().filter(|rcpt| one.rcpts.contains(rcpt))
+}
+
 /// Every transaction in one flight: MAIL, RCPTs and `BDAT <size> LAST` with the message for
 /// each (RFC 3030 §4.2 with RFC 2920), then the replies in order. A refused MAIL or RCPT makes
 /// the server refuse the BDAT too (503), so the verdicts follow from the replies alone.
@@ -490,7 +507,7 @@ async fn chunked_flight(client: &mut Client<'_>, tries: &[Try<'_>], verdicts: &m
     let mut flight = Vec::new();
     for one in tries {
         flight.extend_from_slice(format!("MAIL FROM:<{}> SIZE={}\r\n", one.planned.from, one.planned.bytes.len()).as_bytes());
-        for rcpt in &one.rcpts {
+        for rcpt in one.rcpts.iter().chain(repeated(one)) {
             flight.extend_from_slice(format!("RCPT TO:<{rcpt}>\r\n").as_bytes());
         }
         flight.extend_from_slice(format!("BDAT {} LAST\r\n", one.planned.bytes.len()).as_bytes());
@@ -510,6 +527,10 @@ async fn chunked_flight(client: &mut Client<'_>, tries: &[Try<'_>], verdicts: &m
             } else {
                 verdicts.push((rcpt.clone(), verdict_of(&reply)));
             }
+        }
+        // Named again: the first RCPT's verdict stands.
+        for rcpt in repeated(one) {
+            client.reply(&[one], Stage::Rcpt, Some(rcpt), COMMAND_TIMEOUT).await?;
         }
         let end = client.reply(&[one], Stage::DataEnd, None, DATA_END_TIMEOUT).await?;
         if mail.class() != 2 {

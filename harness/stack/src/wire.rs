@@ -7,7 +7,8 @@
 //! let an attacker hide a second message inside the first. Keeping the code
 //! here puts those rules under our control, and the property tests at the
 //! bottom of this file prove them: only the exact sequence CRLF "." CRLF
-//! ends DATA, while bare LF or bare CR never start or end a line.
+//! ends DATA. A bare LF ends a line for its length and its stuffing dot,
+//! never DATA; a bare CR is text.
 //!
 //! Everything here is pure and I/O-free so that the simulator stays
 //! deterministic, and no function panics on any input: the peer of a mail
@@ -586,33 +587,46 @@ pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
 pub enum DataError {
     /// 552: the unstuffed message is larger than the limit.
     TooBig,
-    /// 500: a line is longer than `MAX_TEXT_LINE`.
+    /// 500: a line holds more than `MAX_TEXT_LINE - 2` (998) octets of text, not counting its
+    /// line end (CRLF or a bare LF) nor a stuffing dot.
     LineTooLong,
 }
 
 /// Where the decoder stands in the byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DataState {
-    /// At the start of a line: after CRLF, or at the start of DATA.
+    /// At the start of a line after CRLF, or at the start of DATA: ".\r\n" here ends DATA.
     LineStart,
-    /// A '.' began the line; it is held back until we know the line.
+    /// At the start of a line after a bare LF: a leading dot is stuffing, but ".\r\n" here
+    /// never ends DATA (that would be the "\n.\r\n" smuggling terminator).
+    LfLineStart,
+    /// A '.' began a line after CRLF; it is held back until we know the line.
     Dot,
-    /// ".\r" began the line; only LF now makes the terminator.
+    /// ".\r" began a line after CRLF; only LF now makes the terminator.
     DotCr,
     /// Inside a line.
     Text,
-    /// Inside a line, right after a CR; only LF now ends the line.
+    /// Inside a line, right after a CR; only LF now ends the line. The CR is already in the
+    /// message but not yet counted against the line length: it is line content only when no
+    /// LF follows.
     TextCr,
     /// The terminator has been consumed.
     Done,
 }
 
-/// Incremental DATA receiver. Only the exact sequence CRLF "." CRLF (with
-/// the start of DATA counting as a preceding CRLF) ends the data; "\n.\n",
-/// "\r.\r", "\n.\r\n", "\r\n.\n" and so on never do.
-/// It removes one leading dot from lines that start with one. It keeps
-/// consuming until the end even after a limit was exceeded (so the session
-/// stays in sync) and reports the error then.
+/// Incremental DATA receiver. Only the exact sequence CRLF "." CRLF (with the start of DATA
+/// counting as a preceding CRLF) ends the data; "\n.\n", "\r.\r", "\n.\r\n", "\r\n.\n" and so on
+/// never do.
+///
+/// One rule says what a line is, for everything but the end of DATA: a line ends with CRLF or
+/// with a bare LF (a bare CR is line content). Each line may hold 998 octets of text
+/// (RFC 5321 §4.5.3.1.6: 1,000 with its CRLF), and a dot that begins a line is the sender's
+/// stuffing (§4.5.2): it is removed and does not count toward the length. So a message whose
+/// lines end in bare LF keeps its line lengths and has its doubled dots undone, exactly as
+/// `dot_stuff` (which sends every bare LF as CRLF) would have framed it.
+///
+/// It keeps consuming until the end even after a limit was exceeded (so the session stays in
+/// sync) and reports the error then.
 #[derive(Debug, Clone)]
 pub struct DataDecoder {
     state: DataState,
@@ -621,7 +635,7 @@ pub struct DataDecoder {
     /// Octets of the unstuffed message so far, counted even once they are
     /// no longer stored, so the limit check stays exact.
     size: usize,
-    /// Octets of the current line as received, CRLF included.
+    /// Octets of text in the current line: no line end, no stuffing dot.
     line_len: usize,
     error: Option<DataError>,
 }
@@ -674,41 +688,56 @@ impl DataDecoder {
 
     /// Advances the state machine by one received byte.
     fn step(&mut self, byte: u8) {
-        self.count_line_octet();
         self.state = match (self.state, byte) {
+            (DataState::Done, _) => DataState::Done,
             (DataState::LineStart, b'.') => DataState::Dot,
+            // After a bare LF the dot is stuffing too; dropping it at once means no ".\r\n"
+            // that follows can be mistaken for the terminator.
+            (DataState::LfLineStart, b'.') => DataState::Text,
             (DataState::Dot, b'\r') => DataState::DotCr,
             (DataState::DotCr, b'\n') => DataState::Done,
             // ".\r" not followed by LF: the dot was stuffing, the CR is data.
             (DataState::DotCr, _) => {
                 self.emit(b'\r');
-                self.text_byte(byte)
+                self.count_text_octet();
+                self.line_byte(byte)
             }
             (DataState::TextCr, b'\n') => {
                 self.emit(byte);
                 self.line_len = 0;
                 DataState::LineStart
             }
-            (DataState::Done, _) => DataState::Done,
+            // The CR before was a bare CR: line content after all.
+            (DataState::TextCr, _) => {
+                self.count_text_octet();
+                self.line_byte(byte)
+            }
             // Everything else is line content; a dot held in `Dot` is dropped.
-            _ => self.text_byte(byte),
+            _ => self.line_byte(byte),
         };
     }
 
-    /// Stores a content byte and notes whether it might start a CRLF.
-    fn text_byte(&mut self, byte: u8) -> DataState {
+    /// Takes one octet of a line (or its end) and names the state that follows.
+    fn line_byte(&mut self, byte: u8) -> DataState {
         self.emit(byte);
-        if byte == b'\r' {
-            DataState::TextCr
-        } else {
-            DataState::Text
+        match byte {
+            b'\r' => DataState::TextCr,
+            b'\n' => {
+                // A bare LF ends a line, for length and dot-stuffing, but never DATA.
+                self.line_len = 0;
+                DataState::LfLineStart
+            }
+            _ => {
+                self.count_text_octet();
+                DataState::Text
+            }
         }
     }
 
-    /// Counts one received octet against the line length limit.
-    fn count_line_octet(&mut self) {
+    /// Counts one octet of text against the line length limit.
+    fn count_text_octet(&mut self) {
         self.line_len = self.line_len.saturating_add(1);
-        if self.line_len > MAX_TEXT_LINE {
+        if self.line_len > MAX_TEXT_LINE - 2 {
             self.record(DataError::LineTooLong);
         }
     }
@@ -1438,7 +1467,7 @@ mod tests {
     }
 
     #[test]
-    fn decoder_line_limit_counts_received_octets() {
+    fn decoder_line_limit_counts_text_octets() {
         let line = |content: usize| {
             let mut input = vec![b'a'; content];
             input.extend_from_slice(b"\r\n.\r\n");
@@ -1449,10 +1478,55 @@ mod tests {
             decode_all(&line(999), 10_000),
             (true, 1004, Err(DataError::LineTooLong))
         );
-        // A stuffed dot counts: 1001 octets received even though 1000 remain.
-        let mut stuffed = vec![b'.'];
-        stuffed.extend(line(998));
-        assert_eq!(decode_all(&stuffed, 10_000).2, Err(DataError::LineTooLong));
+        // A bare CR is text, so it counts; the CR of CRLF does not.
+        let mut bare_cr = vec![b'a'; 997];
+        bare_cr.extend_from_slice(b"\rb\r\n.\r\n");
+        assert_eq!(decode_all(&bare_cr, 10_000).2, Err(DataError::LineTooLong));
+    }
+
+    /// RFC 5321 §4.5.3.1.6: the stuffing dot is not part of the line, so a 998-octet line that
+    /// starts with "." (1,001 octets on the wire with its CRLF) is accepted.
+    #[test]
+    fn decoder_line_limit_ignores_the_stuffing_dot() {
+        let stuffed = |content: &[u8], after: &[u8]| {
+            let mut input = after.to_vec();
+            input.push(b'.');
+            input.extend_from_slice(content);
+            input.extend_from_slice(b"\r\n.\r\n");
+            input
+        };
+        let mut dotted = vec![b'.'];
+        dotted.extend(vec![b'a'; 997]);
+        for after in [&b""[..], b"x\r\n", b"x\n"] {
+            let mut expected = after.to_vec();
+            expected.extend_from_slice(&dotted);
+            expected.extend_from_slice(b"\r\n");
+            assert_eq!(decode_all(&stuffed(&dotted, after), 10_000).2, Ok(expected), "{after:?}");
+            let mut longer = dotted.clone();
+            longer.push(b'a');
+            assert_eq!(decode_all(&stuffed(&longer, after), 10_000).2, Err(DataError::LineTooLong));
+        }
+    }
+
+    /// A bare LF ends a line for the length limit and for dot-stuffing (never DATA itself).
+    #[test]
+    fn decoder_treats_bare_lf_as_a_line_end() {
+        let mut input = Vec::new();
+        for _ in 0..30 {
+            input.extend_from_slice(&[b'a'; 100]);
+            input.push(b'\n');
+        }
+        input.extend_from_slice(&[b'a'; 998]);
+        input.extend_from_slice(b"\n..dot\n...two\n.\n\r\n.\r\n");
+        let (done, consumed, body) = decode_all(&input, 100_000);
+        assert!(done);
+        assert_eq!(consumed, input.len());
+        let mut expected = input[..30 * 101 + 998].to_vec();
+        expected.extend_from_slice(b"\n.dot\n..two\n\n\r\n");
+        assert_eq!(body, Ok(expected));
+        let mut long = vec![b'a'; 999];
+        long.extend_from_slice(b"\nb\r\n.\r\n");
+        assert_eq!(decode_all(&long, 10_000).2, Err(DataError::LineTooLong));
     }
 
     #[test]
@@ -1616,6 +1690,30 @@ mod tests {
             let (decoder, consumed) = feed_chunked(DataDecoder::new(msg.len()), &stuffed, &chunks);
             prop_assert!(decoder.is_done());
             prop_assert_eq!(consumed, stuffed.len());
+            prop_assert_eq!(decoder.finish(), Ok(msg));
+        }
+
+        /// A client that ends lines with bare LF but stuffs its dots the same way gets its
+        /// message back exactly.
+        #[test]
+        fn prop_bare_lf_lines_unstuff(lines in prop::collection::vec(message_line(), 0..12), chunks in chunk_sizes()) {
+            let lines: Vec<Vec<u8>> = lines.into_iter().map(|mut line| { line.truncate(line.len() - 2); line }).collect();
+            let mut msg = lines.join(&b'\n');
+            msg.extend_from_slice(b"\r\n");
+            let mut framed = Vec::new();
+            for (index, line) in lines.iter().enumerate() {
+                if index > 0 {
+                    framed.push(b'\n');
+                }
+                if line.first() == Some(&b'.') {
+                    framed.push(b'.');
+                }
+                framed.extend_from_slice(line);
+            }
+            framed.extend_from_slice(b"\r\n.\r\n");
+            let (decoder, consumed) = feed_chunked(DataDecoder::new(usize::MAX), &framed, &chunks);
+            prop_assert!(decoder.is_done());
+            prop_assert_eq!(consumed, framed.len());
             prop_assert_eq!(decoder.finish(), Ok(msg));
         }
 

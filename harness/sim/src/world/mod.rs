@@ -237,6 +237,9 @@ impl<'a> World<'a> {
             hostname: "mx.libero.test".into(),
             domains: scenario.mx.domains.clone(),
             users: users.clone(),
+            // The first mailbox of the scenario is the admin's: postmaster is its alias.
+            postmaster: scenario.mx.users.get_ref().first().cloned().unwrap_or_default(),
+            epoch_unix_s: EPOCH_UNIX_S,
             max_message_bytes: scenario.mx.max_message_bytes,
             max_recipients: scenario.mx.max_recipients,
             idle_timeout: Duration::from_secs(300),
@@ -279,6 +282,7 @@ impl<'a> World<'a> {
                 time_scale: provider.time_scale,
                 max_connections: provider.max_connections.clamp(1, 1000),
                 chunking: provider.chunking,
+                epoch_unix_s: EPOCH_UNIX_S,
                 plan: planned,
             };
             self.sim.host(host.as_str(), move || stack::sender::run(env.clone(), config.clone()).map_ok());

@@ -132,6 +132,10 @@ fn plan_workload(scenario: &Scenario, seed: Seed) -> Vec<Vec<PlannedMessage>> {
                     if workload.unknown_rcpt_every > 0 && number % workload.unknown_rcpt_every == 0 {
                         rcpts.push(format!("nobody{number}@{local_domain}"));
                     }
+                    let repeated_rcpts = match workload.duplicate_rcpt_every {
+                        every if every > 0 && number % every == 0 => rcpts.first().cloned().into_iter().collect(),
+                        _ => Vec::new(),
+                    };
                     let fixture = &fixtures[rng.random_range(0..fixtures.len())];
                     let msg = format!("{number}.{}@{domain}", provider_host(name));
                     let subject = format!("message {number} from {name} ({})", fixture.name);
@@ -143,7 +147,7 @@ fn plan_workload(scenario: &Scenario, seed: Seed) -> Vec<Vec<PlannedMessage>> {
                         date_unix_s: EPOCH_UNIX_S + at_ms / 1000,
                     };
                     let bytes = Rc::new(message::compose(&envelope, fixture));
-                    PlannedMessage { at_ms, msg, from, rcpts, bytes, session: number }
+                    PlannedMessage { at_ms, msg, from, rcpts, repeated_rcpts, bytes, session: number }
                 })
                 .collect::<Vec<_>>()
         })

@@ -1,0 +1,346 @@
+//! The MX as a real SMTP client meets it: one MX on an in-memory disk and in-memory pipes, driven
+//! command by command, its queue files read back. Each test names the RFC detail it holds.
+
+use disk::{Device, Disk, DiskError, OpKind};
+use history::{History, Journal};
+use stack::mx::{MxConfig, OperatorMode};
+use stack::net::{BoxStream, Listener, Net, NetFuture};
+use stack::queue::{QueuedMessage, RunnerConfig, QUEUE_DIR};
+use stack::{Defect, Defects, Env};
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+
+/// The wall time the journal's clock starts from: 2023-01-23 00:00:00 UTC.
+const EPOCH_UNIX_S: u64 = 1_674_432_000;
+/// What the journal's clock reads during every test.
+const NOW_MS: u64 = 3_723_000;
+
+/// Files in memory: every operation succeeds at once and is durable.
+#[derive(Default)]
+struct MemDisk(RefCell<BTreeMap<String, Vec<u8>>>);
+
+impl Device for MemDisk {
+    fn wait_before(&self, _op: OpKind, _path: &str, _waited: bool) -> Option<Duration> {
+        None
+    }
+    fn write(&self, path: &str, bytes: &[u8]) -> Result<(), DiskError> {
+        self.0.borrow_mut().insert(path.to_string(), bytes.to_vec());
+        Ok(())
+    }
+    fn read(&self, path: &str) -> Result<Vec<u8>, DiskError> {
+        self.0.borrow().get(path).cloned().ok_or(DiskError::NotFound)
+    }
+    fn fsync(&self, _path: &str) -> Result<(), DiskError> {
+        Ok(())
+    }
+    fn fsync_dir(&self, _dir: &str) -> Result<(), DiskError> {
+        Ok(())
+    }
+    fn rename(&self, from: &str, to: &str) -> Result<(), DiskError> {
+        let bytes = self.0.borrow_mut().remove(from).ok_or(DiskError::NotFound)?;
+        self.0.borrow_mut().insert(to.to_string(), bytes);
+        Ok(())
+    }
+    fn remove(&self, path: &str) -> Result<(), DiskError> {
+        self.0.borrow_mut().remove(path).map(|_| ()).ok_or(DiskError::NotFound)
+    }
+    fn list(&self, dir: &str) -> Result<Vec<String>, DiskError> {
+        let prefix = format!("{dir}/");
+        let files = self.0.borrow();
+        Ok(files.keys().filter_map(|path| path.strip_prefix(&prefix)).filter(|name| !name.contains('/')).map(str::to_string).collect())
+    }
+}
+
+/// The client's address as the listener reports it (live mode gives "ip:port").
+const PEER: &str = "192.0.2.7:40125";
+
+/// Connections handed over in memory; the MX's own outgoing connections (LMTP) are refused, so
+/// what it accepts stays in its queue for the test to read.
+struct PipeNet(RefCell<Option<mpsc::UnboundedReceiver<DuplexStream>>>);
+
+struct PipeListener(tokio::sync::Mutex<mpsc::UnboundedReceiver<DuplexStream>>);
+
+impl Listener for PipeListener {
+    fn accept(&self) -> NetFuture<'_, (BoxStream, String)> {
+        Box::pin(async move {
+            match self.0.lock().await.recv().await {
+                Some(stream) => Ok((Box::new(stream) as BoxStream, PEER.to_string())),
+                None => std::future::pending().await,
+            }
+        })
+    }
+}
+
+impl Net for PipeNet {
+    fn connect<'a>(&'a self, _host: &'a str, _port: u16) -> NetFuture<'a, BoxStream> {
+        Box::pin(async { Err(io::Error::from(io::ErrorKind::ConnectionRefused)) })
+    }
+    fn listen(&self, _port: u16) -> NetFuture<'_, Box<dyn Listener>> {
+        let incoming = self.0.borrow_mut().take();
+        Box::pin(async move {
+            let incoming = incoming.ok_or_else(|| io::Error::from(io::ErrorKind::AddrInUse))?;
+            Ok(Box::new(PipeListener(tokio::sync::Mutex::new(incoming))) as Box<dyn Listener>)
+        })
+    }
+}
+
+fn config() -> MxConfig {
+    MxConfig {
+        operator: Rc::new(Cell::new(OperatorMode::Normal)),
+        hostname: "mx.libero.test".into(),
+        domains: vec!["libero.test".into(), "libero.example".into()],
+        users: ["anna", "bruno", "carla"].into_iter().map(String::from).collect(),
+        postmaster: "anna".into(),
+        epoch_unix_s: EPOCH_UNIX_S,
+        max_message_bytes: 100_000,
+        max_recipients: 10,
+        idle_timeout: Duration::from_secs(300),
+        max_sessions: 10,
+        max_sessions_per_client: 10,
+        max_queue_files: 100,
+        tarpit: Duration::ZERO,
+        runner: RunnerConfig {
+            store_host: "store".into(),
+            hostname: "mx.libero.test".into(),
+            scan_interval: Duration::from_secs(3600),
+            retry_base: Duration::from_secs(3600),
+            retry_max: Duration::from_secs(3600),
+            workers: 1,
+        },
+    }
+}
+
+struct Mx {
+    connections: mpsc::UnboundedSender<DuplexStream>,
+    disk: Rc<MemDisk>,
+}
+
+impl Mx {
+    /// A new SMTP session, past the greeting.
+    async fn connect(&self) -> Client {
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        self.connections.send(theirs).expect("the MX listens");
+        let (reader, writer) = tokio::io::split(ours);
+        let mut client = Client { reader: BufReader::new(reader), writer };
+        assert!(client.reply().await.starts_with("220 "));
+        client
+    }
+
+    /// The queued message with this Message-ID (each test gives every message its own).
+    fn queued(&self, msg: &str) -> QueuedMessage {
+        let files = self.disk.0.borrow();
+        let mut found = files.iter().filter(|(path, _)| path.starts_with(&format!("{QUEUE_DIR}/"))).filter_map(|(_, bytes)| QueuedMessage::decode(bytes, true).ok()).filter(|queued| queued.msg == msg);
+        let queued = found.next().unwrap_or_else(|| panic!("{msg} is not queued"));
+        assert!(found.next().is_none(), "{msg} is queued twice");
+        queued
+    }
+}
+
+struct Client {
+    reader: BufReader<ReadHalf<DuplexStream>>,
+    writer: WriteHalf<DuplexStream>,
+}
+
+impl Client {
+    /// The last line of the next reply, without its CRLF.
+    async fn reply(&mut self) -> String {
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).await.expect("a reply");
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return line.trim_end().to_string();
+            }
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.expect("sent");
+    }
+
+    async fn command(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes()).await;
+        self.reply().await
+    }
+
+    /// EHLO, MAIL, every RCPT (each must get 2xx), DATA and the stuffed body: the final reply.
+    async fn transaction(&mut self, rcpts: &[&str], stuffed_body: &[u8]) -> String {
+        assert!(self.command("EHLO client.example").await.starts_with("250 "));
+        assert!(self.command("MAIL FROM:<sender@example.org>").await.starts_with("250 "));
+        for rcpt in rcpts {
+            let reply = self.command(&format!("RCPT TO:<{rcpt}>")).await;
+            assert!(reply.starts_with("250 "), "{rcpt}: {reply}");
+        }
+        assert!(self.command("DATA").await.starts_with("354 "));
+        self.send(stuffed_body).await;
+        self.reply().await
+    }
+}
+
+/// Runs `test` against a fresh MX with these defects.
+fn with_mx<F, Fut>(defects: &[Defect], test: F)
+where
+    F: FnOnce(Mx) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let history = Rc::new(RefCell::new(History::default()));
+        let journal = Journal::new(history, "mx", Rc::new(|| NOW_MS));
+        let disk = Rc::new(MemDisk::default());
+        let (connections, incoming) = mpsc::unbounded_channel();
+        let net = Rc::new(PipeNet(RefCell::new(Some(incoming))));
+        let env = Env { journal, disk: Disk::new(disk.clone()), net, defects: Defects::of(defects) };
+        tokio::task::spawn_local(stack::mx::run(env, config()));
+        test(Mx { connections, disk }).await;
+    });
+}
+
+/// A small message with this Message-ID, dot-stuffed and terminated.
+fn body(msg: &str) -> Vec<u8> {
+    format!("Message-ID: <{msg}>\r\nSubject: hi\r\n\r\nhello\r\n.\r\n").into_bytes()
+}
+
+fn text(queued: &QueuedMessage) -> String {
+    String::from_utf8_lossy(&queued.body).into_owned()
+}
+
+/// The `Received:` field at the top of a queued message, unfolded.
+fn received(queued: &QueuedMessage) -> String {
+    let text = text(queued);
+    let end = text.find("\r\nMessage-ID:").expect("the original follows the trace field");
+    text[..end].replace("\r\n\t", " ")
+}
+
+/// RFC 5321 §4.5.1: <postmaster> (no domain) and postmaster@ every local domain, in any case,
+/// are accepted and delivered: to the configured mailbox, once.
+#[test]
+fn postmaster_is_accepted_and_delivered_to_its_mailbox() {
+    with_mx(&[], |mx| async move {
+        let mut client = mx.connect().await;
+        let reply = client.transaction(&["postmaster", "PostMaster@Libero.TEST", "anna@libero.test"], &body("pm1@x")).await;
+        assert!(reply.starts_with("250 "), "{reply}");
+        let mut other = mx.connect().await;
+        assert!(other.transaction(&["POSTMASTER@libero.example"], &body("pm2@x")).await.starts_with("250 "));
+        let (first, second) = (mx.queued("pm1@x"), mx.queued("pm2@x"));
+        assert_eq!(first.rcpts, vec!["anna@libero.test".to_string()]);
+        assert_eq!(second.rcpts, vec!["anna@libero.example".to_string()]);
+        // Two names for one mailbox: no single recipient to name.
+        assert!(!received(&first).contains(" for "), "{}", received(&first));
+        assert!(received(&second).contains(" for <postmaster@libero.example>;"), "{}", received(&second));
+        // Postmaster of a domain that is not ours is still relaying.
+        assert!(client.command("MAIL FROM:<a@example.org>").await.starts_with("250 "));
+        assert!(client.command("RCPT TO:<postmaster@elsewhere.example>").await.starts_with("550 5.7.1"));
+    });
+}
+
+/// A recipient named twice in one transaction gets 250 both times and one copy.
+#[test]
+fn a_duplicate_recipient_is_accepted_and_queued_once() {
+    with_mx(&[], |mx| async move {
+        let mut client = mx.connect().await;
+        let reply = client.transaction(&["bruno@libero.test", "carla@libero.test", "Bruno@LIBERO.test"], &body("dup@x")).await;
+        assert!(reply.starts_with("250 "), "{reply}");
+        assert_eq!(mx.queued("dup@x").rcpts, vec!["bruno@libero.test".to_string(), "carla@libero.test".to_string()]);
+    });
+}
+
+/// The planted bug `dup-rcpt-delivered-twice` queues the duplicate: the test above fails with it.
+#[test]
+fn the_planted_duplicate_recipient_bug_queues_it_twice() {
+    with_mx(&[Defect::DupRcptDeliveredTwice], |mx| async move {
+        let mut client = mx.connect().await;
+        assert!(client.transaction(&["bruno@libero.test", "bruno@libero.test"], &body("dup@x")).await.starts_with("250 "));
+        assert_eq!(mx.queued("dup@x").rcpts, vec!["bruno@libero.test".to_string(), "bruno@libero.test".to_string()]);
+    });
+}
+
+/// RFC 5321 §4.4: the trace field names the client's HELO name and address, the protocol, and
+/// a real date on the simulated clock; `for <addr>` only for a single recipient, so that no copy
+/// of a message to several recipients shows one of them (a Bcc leak).
+#[test]
+fn the_received_field_names_the_client_and_the_date_and_leaks_no_recipient() {
+    with_mx(&[], |mx| async move {
+        let mut client = mx.connect().await;
+        assert!(client.transaction(&["bruno@libero.test", "carla@libero.test"], &body("many@x")).await.starts_with("250 "));
+        let mut single = mx.connect().await;
+        assert!(single.transaction(&["carla@libero.test"], &body("one@x")).await.starts_with("250 "));
+        let mut helo = mx.connect().await;
+        assert!(helo.command("HELO old.example").await.starts_with("250 "));
+        assert!(helo.command("MAIL FROM:<>").await.starts_with("250 "));
+        assert!(helo.command("RCPT TO:<bruno@libero.test>").await.starts_with("250 "));
+        assert!(helo.command("DATA").await.starts_with("354 "));
+        helo.send(&body("helo@x")).await;
+        assert!(helo.reply().await.starts_with("250 "));
+        let date = "Mon, 23 Jan 2023 01:02:03 +0000";
+        let many = received(&mx.queued("many@x"));
+        assert!(many.starts_with("Received: from client.example ([192.0.2.7]) by mx.libero.test with ESMTP id "), "{many}");
+        assert!(many.ends_with(&format!("; {date}")), "{many}");
+        assert!(!many.contains("bruno") && !many.contains("carla") && !many.contains(" for "), "{many}");
+        let one = received(&mx.queued("one@x"));
+        assert!(one.contains(" for <carla@libero.test>; "), "{one}");
+        assert!(one.ends_with(date), "{one}");
+        let old = received(&mx.queued("helo@x"));
+        assert!(old.starts_with("Received: from old.example ([192.0.2.7]) by mx.libero.test with SMTP id "), "{old}");
+        // The field is a valid RFC 5322 header: mail-parser reads the date back.
+        let one = mx.queued("one@x");
+        let parsed = mail_parser::MessageParser::new().parse(&one.body).expect("parses");
+        let stamp = parsed.received().and_then(|received| received.date()).map(|date| date.to_timestamp());
+        assert_eq!(stamp, Some((EPOCH_UNIX_S + NOW_MS / 1000) as i64));
+    });
+}
+
+/// RCPT parameters are checked like MAIL's: none of our extensions defines one (RFC 5321
+/// §4.1.1.3: 555 for an unrecognized parameter); SIZE is decimal digits only (RFC 1870).
+#[test]
+fn parameters_are_checked_on_rcpt_and_size_is_digits_only() {
+    with_mx(&[], |mx| async move {
+        let mut client = mx.connect().await;
+        assert!(client.command("EHLO client.example").await.starts_with("250 "));
+        for bad in ["+5", "-5", "5.0", "0x10"] {
+            let reply = client.command(&format!("MAIL FROM:<a@example.org> SIZE={bad}")).await;
+            assert!(reply.starts_with("501 5.5.4"), "SIZE={bad}: {reply}");
+        }
+        let huge = client.command("MAIL FROM:<a@example.org> SIZE=99999999999999999999999").await;
+        assert!(huge.starts_with("552 5.3.4"), "{huge}");
+        assert!(client.command("MAIL FROM:<a@example.org> SIZE=5").await.starts_with("250 "));
+        for bad in ["NOTIFY=NEVER", "SIZE=5", "X-UNKNOWN", "ORCPT=rfc822;a@b"] {
+            let reply = client.command(&format!("RCPT TO:<anna@libero.test> {bad}")).await;
+            assert!(reply.starts_with("555 5.5.4"), "{bad}: {reply}");
+        }
+        assert!(client.command("RCPT TO:<anna@libero.test>").await.starts_with("250 "));
+    });
+}
+
+/// One line rule in DATA, as the reply text states it: a stuffing dot is not text, and a bare LF
+/// ends a line (never DATA).
+#[test]
+fn data_lines_follow_one_rule() {
+    with_mx(&[], |mx| async move {
+        let mut body = b"Message-ID: <dots@example.org>\r\n\r\n".to_vec();
+        // A 998-octet line that starts with a dot: 999 octets once stuffed.
+        body.push(b'.');
+        body.extend_from_slice(format!(".{}\r\n", "d".repeat(997)).as_bytes());
+        // More than 1,000 octets of short lines ended by bare LF, with a stuffed dot after one.
+        for _ in 0..20 {
+            body.extend_from_slice(format!("{}\n", "x".repeat(80)).as_bytes());
+        }
+        body.extend_from_slice(b"..after a bare LF\n\r\n.\r\n");
+        let mut client = mx.connect().await;
+        let reply = client.transaction(&["anna@libero.test"], &body).await;
+        assert!(reply.starts_with("250 "), "{reply}");
+        let queued = text(&mx.queued("dots@example.org"));
+        assert!(queued.contains(&format!("\r\n\r\n.{}\r\n", "d".repeat(997))));
+        assert!(queued.contains("\n.after a bare LF\n\r\n"), "{queued:?}");
+        let mut long = b"Message-ID: <long@example.org>\r\n\r\n".to_vec();
+        long.extend_from_slice(format!("{}\nshort\r\n.\r\n", "y".repeat(999)).as_bytes());
+        let reply = client.transaction(&["anna@libero.test"], &long).await;
+        assert!(reply.starts_with("500 5.5.2") && reply.contains("998") && reply.contains("bare LF"), "{reply}");
+    });
+}
