@@ -240,3 +240,9 @@ fn one_session_carries_several_messages_with_bdat_and_each_gets_its_own_queue_fi
         assert_eq!(unique.len(), files.len(), "queue file names repeat within a session: {files:?}");
     }
 }
+
+#[test]
+fn a9_catches_a_dsn_sent_to_a_header_address_instead_of_the_envelope_sender() {
+    // The fast suite sends list mail, whose envelope sender, From and Reply-To all differ.
+    check("baseline", 2, Defect::DsnToHeaderFrom, &["A9"]);
+}

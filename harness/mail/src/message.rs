@@ -182,6 +182,12 @@ pub struct Envelope<'a> {
     pub to: &'a [String],
     pub subject: &'a str,
     pub date_unix_s: u64,
+    /// The header addresses where they differ from the envelope, as mailing lists send: the
+    /// author in From (default: the envelope sender), an address for replies, the agent that
+    /// sent it. A DSN goes to the envelope sender, never to any of these (RFC 3464 §2).
+    pub header_from: Option<&'a str>,
+    pub reply_to: Option<&'a str>,
+    pub sender: Option<&'a str>,
 }
 
 /// Builds a whole message for the workload: prepends Message-ID, Date, From,
@@ -199,12 +205,19 @@ pub fn compose(envelope: &Envelope, fixture: &Fixture) -> Vec<u8> {
     write_field(&mut out, "Message-ID", &HeaderType::from(id));
     let date = Raw::new(rfc5322_date(envelope.date_unix_s));
     write_field(&mut out, "Date", &HeaderType::from(date));
-    let from = match envelope.from {
-        "" => format!("MAILER-DAEMON@{}", id_domain(envelope.message_id)),
-        from => from.to_string(),
+    let from = match (envelope.header_from, envelope.from) {
+        (Some(author), _) => author.to_string(),
+        (None, "") => format!("MAILER-DAEMON@{}", id_domain(envelope.message_id)),
+        (None, from) => from.to_string(),
     };
     let from = Address::from(one_line(&from));
     write_field(&mut out, "From", &HeaderType::from(from));
+    if let Some(sender) = envelope.sender {
+        write_field(&mut out, "Sender", &HeaderType::from(Address::from(one_line(sender))));
+    }
+    if let Some(reply_to) = envelope.reply_to {
+        write_field(&mut out, "Reply-To", &HeaderType::from(Address::from(one_line(reply_to))));
+    }
     write_field(&mut out, "To", &recipients_header(envelope.to));
     let subject = Text::new(one_line(envelope.subject));
     write_field(&mut out, "Subject", &HeaderType::from(subject));
@@ -340,6 +353,18 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The Message-ID (without <>) of a message, parsed with mail-parser; None
 /// when absent or empty.
+/// The first address of a header field (From, Reply-To, Sender), as mail-parser reads it.
+pub fn header_address(message: &[u8], field: &str) -> Option<String> {
+    let parsed = MessageParser::new().parse_headers(message)?;
+    let address = match field.to_ascii_lowercase().as_str() {
+        "from" => parsed.from(),
+        "reply-to" => parsed.reply_to(),
+        "sender" => parsed.sender(),
+        _ => None,
+    }?;
+    address.first()?.address().map(str::to_string)
+}
+
 pub fn message_id(message: &[u8]) -> Option<String> {
     let parsed = MessageParser::new().parse_headers(message)?;
     parsed
@@ -787,6 +812,9 @@ mod tests {
             to,
             subject: "Hello città",
             date_unix_s: 1_700_000_000,
+            header_from: None,
+            reply_to: None,
+            sender: None,
         }
     }
 
@@ -978,6 +1006,16 @@ mod tests {
         assert_eq!(from, Some("MAILER-DAEMON@sim.test"));
     }
 
+    #[test]
+    fn list_mail_names_its_author_its_agent_and_where_replies_go() {
+        let to = vec!["bob@b.test".to_string()];
+        let list = Envelope { from: "owner-list+7@a.test", header_from: Some("alice@a.test"), reply_to: Some("list@a.test"), sender: Some("owner-list@a.test"), ..envelope(&to) };
+        let bytes = compose(&list, &plain());
+        assert_eq!(header_address(&bytes, "From").as_deref(), Some("alice@a.test"));
+        assert_eq!(header_address(&bytes, "Reply-To").as_deref(), Some("list@a.test"));
+        assert_eq!(header_address(&bytes, "Sender").as_deref(), Some("owner-list@a.test"));
+    }
+
     /// The DSN's Date is when it was written; its Arrival-Date is when the original arrived.
     #[test]
     fn dsn_dates_itself_and_the_arrival_apart() {
@@ -1067,6 +1105,9 @@ Status: 4.4.1\r\n\
             to: &to,
             subject: "s\r\nX-Evil: 1",
             date_unix_s: u64::MAX,
+            header_from: None,
+            reply_to: Some("r@x\r\nX-Evil: 2"),
+            sender: None,
         };
         let message = compose(&env, &plain());
         assert!(!message.windows(7).any(|w| w == b"\nX-Evil"));

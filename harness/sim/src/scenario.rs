@@ -187,6 +187,11 @@ pub struct Workload {
     /// client that merges To and Cc); the MX must deliver it once. 0 = never.
     #[serde(default)]
     pub duplicate_rcpt_every: u32,
+    /// Every n-th message of a provider is sent as a mailing list sends: the envelope sender is
+    /// the list's bounce address, the header From the author, with Sender and Reply-To; a DSN
+    /// must go to the envelope sender. 0 = never.
+    #[serde(default)]
+    pub list_mail_every: u32,
 }
 
 fn one_per_session() -> Spanned<Draw> {

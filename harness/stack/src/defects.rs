@@ -29,6 +29,7 @@ pub enum Defect {
     QueueNamePerMs,
     NoQueueChecksum,
     DupRcptDeliveredTwice,
+    DsnToHeaderFrom,
 }
 
 impl Defect {
@@ -57,6 +58,7 @@ impl Defect {
         Defect::QueueNamePerMs,
         Defect::NoQueueChecksum,
         Defect::DupRcptDeliveredTwice,
+        Defect::DsnToHeaderFrom,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,6 +87,7 @@ impl Defect {
             Defect::QueueNamePerMs => "queue-name-per-ms",
             Defect::NoQueueChecksum => "no-queue-checksum",
             Defect::DupRcptDeliveredTwice => "dup-rcpt-delivered-twice",
+            Defect::DsnToHeaderFrom => "dsn-to-header-from",
         }
     }
 
@@ -115,6 +118,7 @@ impl Defect {
             Defect::QueueNamePerMs => "the MX names a queue file by the millisecond and the session only: two messages accepted in one millisecond on one connection get one name; the second replaces the first though both got 250 (A2)",
             Defect::NoQueueChecksum => "the MX relays a queue file without checking it against its checksums: damaged bytes reach the mailbox, a flipped recipient is retried forever (A20, L1)",
             Defect::DupRcptDeliveredTwice => "MX queues a recipient named twice in one transaction twice, so the mailbox gets two copies (A13)",
+            Defect::DsnToHeaderFrom => "remote sender returns mail to the header's Reply-To or From instead of the envelope reverse-path (A9)",
         }
     }
 

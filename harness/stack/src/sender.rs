@@ -265,13 +265,19 @@ fn send_dsn(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, rcpts:
         .iter()
         .map(|(rcpt, reply)| DsnRecipient { address: rcpt.clone(), status: dsn_status(kind, reply), diagnostic: reply.clone() })
         .collect();
+    // RFC 3464 §2: to the envelope's reverse-path, whatever the header says.
+    let to = match env.defects.has(Defect::DsnToHeaderFrom) {
+        // The planted bug: the address a human would reply to.
+        true => message::header_address(&planned.bytes, "Reply-To").or_else(|| message::header_address(&planned.bytes, "From")).unwrap_or_else(|| planned.from.clone()),
+        false => planned.from.clone(),
+    };
     let kind_name = if kind == DsnKind::Failure { "failure" } else { "delay" };
     let dsn_id = format!("dsn.{kind_name}.{}.{}", env.journal.now_ms(), planned.msg);
     let request = DsnRequest {
         kind,
         reporting_mta: &config.hostname,
         dsn_message_id: &dsn_id,
-        to: &planned.from,
+        to: &to,
         original: &planned.bytes,
         recipients: &recipients,
         date_unix_s: config.epoch_unix_s + env.journal.now_ms() / 1000,
@@ -288,7 +294,7 @@ fn send_dsn(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, rcpts:
         dsn: message::message_id(&dsn).unwrap_or(dsn_id),
         kind: kind_name.to_string(),
         mail_from: String::new(),
-        to: planned.from.clone(),
+        to: to.clone(),
         rcpts: rcpts.iter().map(|(rcpt, _)| rcpt.clone()).collect(),
         status: recipients.first().map(|r| r.status.clone()).unwrap_or_default(),
         content: String::from_utf8_lossy(&dsn).to_string(),

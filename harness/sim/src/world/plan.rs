@@ -119,7 +119,13 @@ fn plan_workload(scenario: &Scenario, seed: Seed) -> Vec<Vec<PlannedMessage>> {
                 .map(|number| {
                     let at_ms = rng.random_range(0..workload.spread_s.get_ref() * 1000);
                     let is_bounce = workload.null_sender_every > 0 && number % workload.null_sender_every == 0;
-                    let from = if is_bounce { String::new() } else { format!("s{}@{domain}", rng.random_range(0..5)) };
+                    let author = if is_bounce { String::new() } else { format!("s{}@{domain}", rng.random_range(0..5)) };
+                    // List mail: the envelope names the list's bounce address, the header the
+                    // author, and replies go to the list (no draw: the stream stays as it was).
+                    let list_mail = !is_bounce && workload.list_mail_every > 0 && number % workload.list_mail_every == 0;
+                    let from = if list_mail { format!("owner-list+{number}@{domain}") } else { author.clone() };
+                    let list = format!("list@{domain}");
+                    let owner = format!("owner-list@{domain}");
                     let wanted = rng.random_range(1..=workload.max_rcpts.max(1)).min(users.len());
                     let mut rcpts: Vec<String> = Vec::new();
                     while rcpts.len() < wanted {
@@ -145,6 +151,9 @@ fn plan_workload(scenario: &Scenario, seed: Seed) -> Vec<Vec<PlannedMessage>> {
                         to: &rcpts,
                         subject: &subject,
                         date_unix_s: EPOCH_UNIX_S + at_ms / 1000,
+                        header_from: list_mail.then_some(author.as_str()),
+                        reply_to: list_mail.then_some(list.as_str()),
+                        sender: list_mail.then_some(owner.as_str()),
                     };
                     let bytes = Rc::new(message::compose(&envelope, fixture));
                     PlannedMessage { at_ms, msg, from, rcpts, repeated_rcpts, bytes, session: number }
