@@ -26,6 +26,8 @@ pub enum Defect {
     NoChecksum,
     KeepUidvalidityOnRollback,
     RecoverTmpIntoNew,
+    StoreWideUidLock,
+    UidVisibleOutOfOrder,
 }
 
 impl Defect {
@@ -51,6 +53,8 @@ impl Defect {
         Defect::NoChecksum,
         Defect::KeepUidvalidityOnRollback,
         Defect::RecoverTmpIntoNew,
+        Defect::StoreWideUidLock,
+        Defect::UidVisibleOutOfOrder,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +80,8 @@ impl Defect {
             Defect::NoChecksum => "no-checksum",
             Defect::KeepUidvalidityOnRollback => "keep-uidvalidity-on-rollback",
             Defect::RecoverTmpIntoNew => "recover-tmp-into-new",
+            Defect::StoreWideUidLock => "store-wide-uid-lock",
+            Defect::UidVisibleOutOfOrder => "uid-visible-out-of-order",
         }
     }
 
@@ -103,6 +109,12 @@ impl Defect {
             Defect::NoChecksum => "POP3 serves a message without checking its bytes against the checksum in its name (A23)",
             Defect::KeepUidvalidityOnRollback => "after a restore from backup the store keeps UIDVALIDITY and the old UIDNEXT (A17, A18, A19)",
             Defect::RecoverTmpIntoNew => "store recovery publishes what it finds in tmp/ into new/ instead of removing it (A15, A23)",
+            Defect::StoreWideUidLock => {
+                "store delivers under one store-wide lock held across disk I/O and does not recognise the MX's retries: one stalled mailbox freezes every delivery and each LMTP timeout adds a copy (A13)"
+            }
+            Defect::UidVisibleOutOfOrder => {
+                "store reserves a UID under the mailbox lock but publishes after releasing it: with slow storage a lower UID becomes visible after higher ones (A17)"
+            }
         }
     }
 
