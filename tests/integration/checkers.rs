@@ -246,3 +246,54 @@ fn a9_catches_a_dsn_sent_to_a_header_address_instead_of_the_envelope_sender() {
     // The fast suite sends list mail, whose envelope sender, From and Reply-To all differ.
     check("baseline", 2, Defect::DsnToHeaderFrom, &["A9"]);
 }
+
+/// Issue #8, bug 2: with one store-wide lock held across disk I/O, one stalled mailbox freezes
+/// every delivery, the MX's LMTP timeout fires and each retry adds a copy; A13 finds the extra
+/// copies without a cause.
+#[test]
+fn a13_catches_a_store_wide_lock_that_multiplies_mail_past_a_mailbox_stall() {
+    check("mailbox-stall", 3, Defect::StoreWideUidLock, &["A13"]);
+}
+
+/// Issue #8, bug 3: a UID reserved under the mailbox lock but published after it is released
+/// shows up after higher ones when the storage is slow for one delivery.
+#[test]
+fn a17_catches_uids_that_become_visible_out_of_order() {
+    check("mailbox-stall", 3, Defect::UidVisibleOutOfOrder, &["A17"]);
+}
+
+/// The clean store under a one-mailbox stall past the MX's timeout: the other mailboxes keep
+/// receiving while it lasts, the MX's retries for the stalled one are recognised (answered
+/// without a second copy), and no mailbox ever holds two copies of one message.
+#[test]
+fn a_stalled_mailbox_holds_up_only_itself_and_its_retries_make_no_copies() {
+    let loaded = fast("mailbox-stall");
+    let mut recognised = 0;
+    for seed in 1..=5 {
+        let judged = judge(&loaded, Seed(seed), &Defects::none());
+        assert!(judged.violations.is_empty(), "seed {seed}: {:?}", judged.violations);
+        let records = &judged.output.history.records;
+        let stall = |edge: &str| {
+            records.iter().find_map(|r| match &r.event {
+                Event::Fault { action } if action.starts_with(&format!("{edge} disk-stall store path=mail/anna/")) => Some(r.t_ms),
+                _ => None,
+            })
+        };
+        let (Some(begin), Some(end)) = (stall("begin"), stall("end")) else { panic!("seed {seed}: the stall of anna's mailbox did not happen") };
+        let mut copies: BTreeMap<(String, String), usize> = BTreeMap::new();
+        let mut others_during_stall = 0;
+        for record in records {
+            match &record.event {
+                Event::StoreDelivered { msg, mailbox, .. } => {
+                    *copies.entry((msg.clone(), mailbox.clone())).or_default() += 1;
+                    others_during_stall += usize::from(mailbox != "anna" && (begin..end).contains(&record.t_ms));
+                }
+                Event::StoreRetryRecognised { .. } => recognised += 1,
+                _ => {}
+            }
+        }
+        assert!(copies.values().all(|count| *count == 1), "seed {seed}: a mailbox holds two copies of a message");
+        assert!(others_during_stall > 0, "seed {seed}: no other mailbox received mail while anna's storage stalled");
+    }
+    assert!(recognised > 0, "the MX should have retried a delivery the store had made, and the store recognised it");
+}

@@ -1,48 +1,199 @@
 //! A13 justified-duplicates: a second mailbox copy of the same (message, recipient) is allowed
-//! only when the history shows its cause. RFC 1047; RFC 5321 §4.5.3.2.6.
+//! only when the history shows its cause, one cause justifies at most one extra copy, and the
+//! report names the cause's record. RFC 1047; RFC 5321 §4.5.3.2.6.
 //!
-//! Copies that the queue never durably recorded as done are explained (the store's 2xx was not
-//! seen, or a crash or a storage error came between the 2xx and the record). What remains is
-//! the number of queue entries completed for the pair; each entry beyond the first needs an
-//! MX acknowledgement that the sender never saw (a cut after the final dot, a timeout), which
-//! made the sender send again.
+//! A copy is a `StoreDelivered` (the store's 2xx for it). Copies are followed through the MX's
+//! account of its LMTP transactions: a copy stays open until the MX sees a reply (`LmtpReply`
+//! 2xx: the copy is seen, and then recorded by `QueueRecorded` for that queue file) or learns
+//! it will see none. The causes, each usable once per recipient:
+//!
+//! - the MX never saw the store's reply to a copy: its transaction failed after the final dot
+//!   (`LmtpFailure` at data-end: timed out, connection lost) while the copy was open;
+//! - the MX crashed while a copy was open, between seeing its 2xx and recording it, or with
+//!   the transaction in flight (the store completed the copy while the MX was down);
+//! - the MX's queue could not record a seen 2xx (a `DiskError` on the queue file or directory);
+//! - the MX's disk lost the acknowledged rewrite or unlink that recorded a copy as done
+//!   (`DiskDropped`): the queue entry came back and was delivered again;
+//! - an MX acknowledgement (end-of-data 2xx) that the sender never saw: it sent again, and the
+//!   second queue entry made a second copy.
+//!
+//! A copy the store made after the MX had already given up waiting on its transaction (and was
+//! still up) has no cause: the MX's timeout came first, so no reply was lost; the store took
+//! longer to answer than the MX waits (RFC 1047 puts that on the receiver) and then the retry
+//! made another copy. That is how one stalled mailbox multiplies mail, and a store must
+//! recognise the retry of a delivery it is still making.
 
-use super::facts::Facts;
+use super::facts::{At, Facts};
 use super::Violation;
+use history::{parent, Event, Stage};
 use std::collections::BTreeMap;
 
-pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
-    let mut copies: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
-    for delivery in &facts.deliveries {
-        copies.entry((delivery.msg.clone(), delivery.mailbox.clone())).or_default().push(delivery.at);
+/// A record that explains one extra copy.
+struct Cause {
+    at: At,
+    what: String,
+}
+
+/// The copies of one (message, mailbox) as the walk over the history follows them.
+#[derive(Default)]
+struct Copies {
+    all: Vec<At>,
+    /// Copies the MX has not seen answered yet.
+    open: Vec<At>,
+    /// Copies whose 2xx the MX saw and has not recorded yet: (copy, queue file).
+    seen: Vec<(At, String)>,
+    /// Copies recorded done: (copy, queue file, whether the device already lost that record).
+    recorded: Vec<(At, String, bool)>,
+    /// An MX crash that found nothing of this pair in flight yet, until the MX restarts: a copy
+    /// the store completes meanwhile belongs to a transaction the crash cut short.
+    crash_unused: Option<At>,
+    causes: Vec<Cause>,
+}
+
+impl Copies {
+    fn take_open(&mut self) -> Option<At> {
+        (!self.open.is_empty()).then(|| self.open.remove(0))
     }
-    for ((msg, mailbox), ats) in copies {
-        if ats.len() < 2 {
+}
+
+pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
+    let mut count: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for delivery in &facts.deliveries {
+        *count.entry((delivery.msg.as_str(), delivery.mailbox.as_str())).or_default() += 1;
+    }
+    let mut pairs: BTreeMap<(String, String), Copies> =
+        count.into_iter().filter(|(_, copies)| *copies > 1).map(|((msg, mailbox), _)| ((msg.to_string(), mailbox.to_string()), Copies::default())).collect();
+    if pairs.is_empty() {
+        return;
+    }
+    for (at, record) in facts.records.iter().enumerate() {
+        follow(&mut pairs, at, &record.host, &record.event);
+    }
+    for ((msg, mailbox), mut copies) in pairs {
+        sender_causes(facts, &msg, &mailbox, &mut copies.causes);
+        let allowed = 1 + copies.causes.len();
+        if copies.all.len() <= allowed {
             continue;
         }
-        let rcpt_key = |rcpt: &String| Facts::mailbox_of(rcpt) == mailbox;
-        let acks = facts.acks_of_message(&msg).filter(|(_, _, rcpts, ..)| rcpts.iter().any(rcpt_key)).count();
-        let of_msg = |key: &(String, String)| key.0 == msg;
-        let range = (msg.clone(), String::new())..;
-        let seen: usize = facts.sender_saw_ack.range(range.clone()).take_while(|(key, _)| of_msg(key)).filter(|((_, rcpt), _)| rcpt_key(rcpt)).map(|(_, count)| count).sum();
-        let recorded: Vec<usize> =
-            facts.queue_recorded.range(range).take_while(|(key, _)| of_msg(key)).filter(|((_, rcpt), _)| rcpt_key(rcpt)).flat_map(|(_, ats)| ats.clone()).collect();
-        let unseen_acks = acks.saturating_sub(seen);
-        if recorded.len() > 1 + unseen_acks {
-            let mut evidence = ats.clone();
-            evidence.extend(recorded.iter().copied());
-            evidence.sort();
-            out.push(Violation::new(
-                "A13",
-                format!("msg {msg} mailbox {mailbox}"),
-                format!(
-                    "{} mailbox copies; {} queue entries completed, but only {} MX acknowledgement(s) went unseen by the sender: the duplicate has no cause in the history",
-                    ats.len(),
-                    recorded.len(),
-                    unseen_acks
-                ),
-                evidence,
-            ));
+        let mut evidence = copies.all.clone();
+        evidence.extend(copies.causes.iter().map(|cause| cause.at));
+        evidence.sort();
+        evidence.dedup();
+        let named = if copies.causes.is_empty() {
+            "none".to_string()
+        } else {
+            copies.causes.iter().map(|cause| format!("#{}: {}", cause.at, cause.what)).collect::<Vec<_>>().join("; ")
+        };
+        let late = copies.open.iter().map(|at| format!("#{at}")).collect::<Vec<_>>();
+        let late = if late.is_empty() { String::new() } else { format!("; copies no reply, failure or crash at the MX accounts for: {}", late.join(", ")) };
+        out.push(Violation::new(
+            "A13",
+            format!("msg {msg} mailbox {mailbox}"),
+            format!(
+                "{} mailbox copies but {} cause(s) in the history (causes: {named}){late}: {} duplicate(s) without a cause",
+                copies.all.len(),
+                copies.causes.len(),
+                copies.all.len() - allowed
+            ),
+            evidence,
+        ));
+    }
+}
+
+/// Advances every followed pair over one record.
+fn follow(pairs: &mut BTreeMap<(String, String), Copies>, at: At, host: &str, event: &Event) {
+    match event {
+        Event::StoreDelivered { mailbox, msg, .. } => {
+            if let Some(copies) = pairs.get_mut(&(msg.clone(), mailbox.clone())) {
+                copies.all.push(at);
+                match copies.crash_unused.take() {
+                    Some(crash) => copies.causes.push(Cause { at: crash, what: format!("the MX crashed with the transaction in flight; the store completed the copy at #{at} while the MX was down") }),
+                    None => copies.open.push(at),
+                }
+            }
         }
+        Event::LmtpReply { queue_file, msg, rcpt, reply } if reply.starts_with('2') => {
+            if let Some(copies) = pairs.get_mut(&(msg.clone(), Facts::mailbox_of(rcpt))) {
+                if let Some(copy) = copies.take_open() {
+                    copies.seen.push((copy, queue_file.clone()));
+                }
+            }
+        }
+        Event::LmtpFailure { msg, stage: Stage::DataEnd, error, queue_file } => {
+            for copies in of_message(pairs, msg) {
+                if let Some(copy) = copies.take_open() {
+                    copies.causes.push(Cause { at, what: format!("the MX never saw the store's reply to the copy at #{copy} ({queue_file}: {error})") });
+                }
+            }
+        }
+        Event::QueueRecorded { queue_file, msg, done, .. } => {
+            for rcpt in done {
+                let Some(copies) = pairs.get_mut(&(msg.clone(), Facts::mailbox_of(rcpt))) else { continue };
+                if let Some(position) = copies.seen.iter().position(|(_, file)| file == queue_file) {
+                    let (copy, file) = copies.seen.remove(position);
+                    copies.recorded.push((copy, file, false));
+                }
+            }
+        }
+        Event::Crash if host == "mx" => {
+            for copies in pairs.values_mut() {
+                if !copies.seen.is_empty() {
+                    let (copy, file) = copies.seen.remove(0);
+                    copies.causes.push(Cause { at, what: format!("the MX crashed between the store's 2xx for the copy at #{copy} and recording it in {file}") });
+                } else if let Some(copy) = copies.take_open() {
+                    copies.causes.push(Cause { at, what: format!("the MX crashed before it saw the store's reply to the copy at #{copy}") });
+                } else {
+                    copies.crash_unused = Some(at);
+                }
+            }
+        }
+        Event::Restart if host == "mx" => {
+            for copies in pairs.values_mut() {
+                copies.crash_unused = None;
+            }
+        }
+        Event::DiskError { op, path, error } if host == "mx" => {
+            for copies in pairs.values_mut() {
+                if let Some(position) = copies.seen.iter().position(|(_, file)| touches(path, file)) {
+                    let (copy, file) = copies.seen.remove(position);
+                    copies.causes.push(Cause { at, what: format!("the queue could not record the store's 2xx for the copy at #{copy} in {file} ({op} {path}: {error})") });
+                }
+            }
+        }
+        Event::DiskDropped { op, path } if host == "mx" => {
+            for copies in pairs.values_mut() {
+                if let Some(recorded) = copies.recorded.iter_mut().find(|(_, file, lost)| !lost && touches(path, file)) {
+                    recorded.2 = true;
+                    let copy = recorded.0;
+                    copies.causes.push(Cause { at, what: format!("the MX's disk lost the acknowledged {op} {path} that recorded the copy at #{copy} as done") });
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn of_message<'a>(pairs: &'a mut BTreeMap<(String, String), Copies>, msg: &str) -> impl Iterator<Item = &'a mut Copies> {
+    let from = (msg.to_string(), String::new());
+    let msg = msg.to_string();
+    pairs.range_mut(from..).take_while(move |((of, _), _)| *of == msg).map(|(_, copies)| copies)
+}
+
+/// Whether a disk operation on `path` was part of recording `queue_file`: the file itself, its
+/// temporary rewrite, or its directory's fsync.
+fn touches(path: &str, queue_file: &str) -> bool {
+    path == queue_file || path.strip_prefix(queue_file).is_some_and(|rest| rest.starts_with('.')) || path == parent(queue_file)
+}
+
+/// MX acknowledgements of the message for this mailbox that its sender never saw: each made the
+/// sender send again, and so one more queue entry.
+fn sender_causes(facts: &Facts, msg: &str, mailbox: &str, causes: &mut Vec<Cause>) {
+    let for_mailbox = |rcpt: &String| Facts::mailbox_of(rcpt) == mailbox;
+    let acks: Vec<At> = facts.acks_of_message(msg).filter(|(_, _, rcpts, ..)| rcpts.iter().any(for_mailbox)).map(|(at, ..)| *at).collect();
+    let range = (msg.to_string(), String::new())..;
+    let seen: usize = facts.sender_saw_ack.range(range).take_while(|((of, _), _)| of == msg).filter(|((_, rcpt), _)| for_mailbox(rcpt)).map(|(_, count)| count).sum();
+    // The sender stops at the acknowledgement it sees: the ones it missed came first.
+    for at in acks.iter().take(acks.len().saturating_sub(seen)) {
+        causes.push(Cause { at: *at, what: "the MX acknowledged the message but the sender never saw the 2xx and sent it again".to_string() });
     }
 }

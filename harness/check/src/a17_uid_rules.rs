@@ -2,13 +2,18 @@
 //! never reused; UIDNEXT never decreases and stays above every UID issued; (mailbox,
 //! UIDVALIDITY, UID) always names the same immutable message. RFC 3501/9051 §2.3.1.1.
 //!
+//! UIDs become visible in ascending order: a client that listed UID 14 never later finds a new
+//! UID 4 in the same (mailbox, UIDVALIDITY), or an IMAP client that fetched "UID 15:*" misses it.
+//!
 //! Judged from the history only: the store's `StoreDelivered` (UID and digest), its
-//! `StoreRecovered` (UIDNEXT), and what clients fetched under one UIDL.
+//! `StoreRecovered` (UIDNEXT), what clients fetched under one UIDL, and the order in which
+//! UIDLs first appeared in the clients' listings (the UID each names is the one the store
+//! delivered it under).
 
 use super::facts::{At, Facts};
 use super::Violation;
 use history::Event;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Default)]
 struct Validity {
@@ -54,6 +59,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
             _ => {}
         }
     }
+    visible_in_order(facts, out);
     // One UIDL, one content: what clients received under it.
     let mut first_fetch: BTreeMap<(&str, &str), (At, &str)> = BTreeMap::new();
     for fetch in &facts.fetches {
@@ -68,6 +74,49 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
                 vec![*first_at, fetch.at],
             )),
             Some(_) => {}
+        }
+    }
+}
+
+/// A UIDL that first appears in a client's listing names a UID above every UID of the same
+/// (mailbox, UIDVALIDITY) that an earlier listing of that client showed.
+fn visible_in_order(facts: &Facts, out: &mut Vec<Violation>) {
+    // (mailbox, uidl) → (uidvalidity, uid), from the store's deliveries.
+    let mut named: BTreeMap<(&str, String), (u64, u64)> = BTreeMap::new();
+    // Per mailbox: the UIDLs its client has listed, and per UIDVALIDITY the highest UID listed.
+    let mut listed: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut highest: BTreeMap<(&str, u64), (u64, At)> = BTreeMap::new();
+    for (at, record) in facts.records.iter().enumerate() {
+        match &record.event {
+            Event::StoreDelivered { mailbox, uidvalidity, uid, .. } => {
+                named.insert((mailbox.as_str(), format!("{uidvalidity}.{uid}")), (*uidvalidity, *uid));
+            }
+            Event::ClientListing { mailbox, listed: listing } => {
+                let before = listed.entry(mailbox.as_str()).or_default();
+                let mut raised: Vec<(u64, u64)> = Vec::new();
+                for (uidl, _) in listing {
+                    let Some(&(uidvalidity, uid)) = named.get(&(mailbox.as_str(), uidl.clone())) else { continue };
+                    if !before.contains(uidl.as_str()) {
+                        if let Some(&(above, above_at)) = highest.get(&(mailbox.as_str(), uidvalidity)).filter(|(above, _)| *above > uid) {
+                            out.push(Violation::new(
+                                "A17",
+                                format!("mailbox {mailbox} uidl {uidl}"),
+                                format!("UID {uid} became visible after UID {above} had been listed (UIDVALIDITY {uidvalidity}): UIDs must become visible in ascending order"),
+                                vec![above_at, at],
+                            ));
+                        }
+                    }
+                    raised.push((uidvalidity, uid));
+                }
+                before.extend(listing.iter().map(|(uidl, _)| uidl.as_str()));
+                for (uidvalidity, uid) in raised {
+                    let entry = highest.entry((mailbox.as_str(), uidvalidity)).or_insert((uid, at));
+                    if uid > entry.0 {
+                        *entry = (uid, at);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }

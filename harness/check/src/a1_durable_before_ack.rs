@@ -28,6 +28,15 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
             ));
         }
     }
+    // A retry the store recognised is answered 2xx for the copy it made before: that copy must
+    // be durable by then too.
+    for (at, record) in facts.records.iter().enumerate() {
+        let history::Event::StoreRetryRecognised { mailbox, msg, file, .. } = &record.event else { continue };
+        if let Err((why, mut evidence)) = covered(store_disk, file, at) {
+            evidence.push(at);
+            out.push(Violation::new("A1", format!("msg {msg} mailbox {mailbox}"), format!("store answered LMTP 250 to a retry but {why} ({file})"), evidence));
+        }
+    }
 }
 
 /// Ok when `file` was durable at `reply_at`; otherwise why not, with the records that show it.

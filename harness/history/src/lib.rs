@@ -120,6 +120,9 @@ pub enum Event {
     /// The store is about to answer 2xx for this recipient: the message sits at `file`.
     StoreDelivered { mailbox: String, msg: String, uidvalidity: u64, uid: u64, file: String, digest: String },
     StoreRefusal { mailbox: String, msg: String, reply: String },
+    /// The store is about to answer 2xx for a retry of a delivery it had made already (the same
+    /// bytes to the same mailbox): no second copy; the message sits at `file` under `uid`.
+    StoreRetryRecognised { mailbox: String, msg: String, uidvalidity: u64, uid: u64, file: String },
     /// The store's account of an LMTP data phase: the recipients it had accepted, and those it
     /// sent a reply for, in the order it sent them.
     /// `connection_lost` when a reply could not be sent.

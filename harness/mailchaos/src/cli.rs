@@ -30,6 +30,7 @@ pub const EMBEDDED_FAST: &[(&str, &str)] = &[
     ("scenarios/fast/cuts.toml", include_str!("../../../scenarios/fast/cuts.toml")),
     ("scenarios/fast/network.toml", include_str!("../../../scenarios/fast/network.toml")),
     ("scenarios/fast/store-stall.toml", include_str!("../../../scenarios/fast/store-stall.toml")),
+    ("scenarios/fast/mailbox-stall.toml", include_str!("../../../scenarios/fast/mailbox-stall.toml")),
     ("scenarios/fast/mx-queue-eio.toml", include_str!("../../../scenarios/fast/mx-queue-eio.toml")),
     ("scenarios/fast/partition-mx-store.toml", include_str!("../../../scenarios/fast/partition-mx-store.toml")),
     ("scenarios/fast/store-crash.toml", include_str!("../../../scenarios/fast/store-crash.toml")),

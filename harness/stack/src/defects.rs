@@ -30,6 +30,8 @@ pub enum Defect {
     NoQueueChecksum,
     DupRcptDeliveredTwice,
     DsnToHeaderFrom,
+    StoreWideUidLock,
+    UidVisibleOutOfOrder,
 }
 
 impl Defect {
@@ -59,6 +61,8 @@ impl Defect {
         Defect::NoQueueChecksum,
         Defect::DupRcptDeliveredTwice,
         Defect::DsnToHeaderFrom,
+        Defect::StoreWideUidLock,
+        Defect::UidVisibleOutOfOrder,
     ];
 
     pub fn name(self) -> &'static str {
@@ -88,6 +92,8 @@ impl Defect {
             Defect::NoQueueChecksum => "no-queue-checksum",
             Defect::DupRcptDeliveredTwice => "dup-rcpt-delivered-twice",
             Defect::DsnToHeaderFrom => "dsn-to-header-from",
+            Defect::StoreWideUidLock => "store-wide-uid-lock",
+            Defect::UidVisibleOutOfOrder => "uid-visible-out-of-order",
         }
     }
 
@@ -119,6 +125,12 @@ impl Defect {
             Defect::NoQueueChecksum => "the MX relays a queue file without checking it against its checksums: damaged bytes reach the mailbox, a flipped recipient is retried forever (A20, L1)",
             Defect::DupRcptDeliveredTwice => "MX queues a recipient named twice in one transaction twice, so the mailbox gets two copies (A13)",
             Defect::DsnToHeaderFrom => "remote sender returns mail to the header's Reply-To or From instead of the envelope reverse-path (A9)",
+            Defect::StoreWideUidLock => {
+                "store delivers under one store-wide lock held across disk I/O and does not recognise the MX's retries: one stalled mailbox freezes every delivery and each LMTP timeout adds a copy (A13)"
+            }
+            Defect::UidVisibleOutOfOrder => {
+                "store reserves a UID under the mailbox lock but publishes after releasing it: with slow storage a lower UID becomes visible after higher ones (A17)"
+            }
         }
     }
 

@@ -24,6 +24,12 @@ const MAGIC: &str = "MAILCHAOS-QUEUE/2";
 /// Queue files the runner looks at per scan: bounds the work of one pass.
 const MAX_FILES_PER_SCAN: usize = 1000;
 const LMTP_TIMEOUT: Duration = Duration::from_secs(300);
+/// The wait for each recipient's reply after the final dot: RFC 5321 §4.5.3.2.6's 10 minutes
+/// (Postfix's `lmtp_data_done_timeout`). Giving up sooner makes the MX deliver again while the
+/// store may still be writing the first copy. The store answers within its own mailbox-wait
+/// budget (a minute) unless a disk operation it started hangs; a stall longer than this still
+/// ends in a retry, which the store recognises (store.rs, `Recent`).
+const LMTP_DATA_DONE_TIMEOUT: Duration = Duration::from_secs(600);
 /// A worker's connection idle longer than this is reopened (the store's idle timeout is longer).
 const IDLE_RECONNECT_MS: u64 = 120_000;
 
@@ -221,10 +227,10 @@ async fn deliver_one(env: &Env, config: &RunnerConfig, name: &str, session: &mut
         *session = None;
         return Ok(false);
     };
-    if record_outcome(env, &path, &queued, &replies).await.is_err() {
-        return Err(());
-    }
-    Ok(replies.values().all(|reply| reply.class() == 2))
+    // Unrecorded (the queue's disk refused the rewrite) is not done: back off like after a 4xx,
+    // rather than deliver again at the next scan. The store recognises the retry either way.
+    let Ok(recorded) = record_outcome(env, &path, &queued, &replies).await else { return Err(()) };
+    Ok(recorded && replies.values().all(|reply| reply.class() == 2))
 }
 
 /// Moves a damaged queue file out of the queue into `corrupt/` (as Postfix does), durably, and
@@ -271,9 +277,13 @@ fn wire_line(text: &str) -> Vec<u8> {
 }
 
 async fn read_reply(conn: &mut Conn) -> Result<Reply, String> {
+    read_reply_within(conn, LMTP_TIMEOUT).await
+}
+
+async fn read_reply_within(conn: &mut Conn, timeout: Duration) -> Result<Reply, String> {
     let mut parser = ReplyParser::default();
     loop {
-        let line = conn.read_line(wire::MAX_TEXT_LINE, LMTP_TIMEOUT).await.map_err(|error| error.describe())?;
+        let line = conn.read_line(wire::MAX_TEXT_LINE, timeout).await.map_err(|error| error.describe())?;
         match parser.feed_line(&line) {
             Ok(Some(reply)) => return Ok(reply),
             Ok(None) => continue,
@@ -381,15 +391,16 @@ async fn try_transact(
     conn.send(&wire::dot_stuff(&queued.body)).await.map_err(|error| (Stage::DataEnd, error.describe()))?;
     // RFC 2033 §4.2: one reply per accepted recipient, in RCPT order.
     for rcpt in &accepted {
-        let reply = read_reply(conn).await.map_err(|error| (Stage::DataEnd, error))?;
+        let reply = read_reply_within(conn, LMTP_DATA_DONE_TIMEOUT).await.map_err(|error| (Stage::DataEnd, error))?;
         record(rcpt, &reply);
         replies.insert(rcpt.clone(), reply);
     }
     Ok(())
 }
 
-/// Makes the outcome durable: the recipients the store took leave the queue.
-async fn record_outcome(env: &Env, path: &str, queued: &QueuedMessage, replies: &BTreeMap<String, Reply>) -> Result<(), StackError> {
+/// Makes the outcome durable: the recipients the store took leave the queue. Ok(false) when
+/// the queue file could not be rewritten or removed.
+async fn record_outcome(env: &Env, path: &str, queued: &QueuedMessage, replies: &BTreeMap<String, Reply>) -> Result<bool, StackError> {
     crash_point!(env, "mx-after-lmtp-2xx-before-record");
     let drop_transient = env.defects.has(Defect::DropOnLmtp4xx);
     let (done, remaining): (Vec<String>, Vec<String>) = queued.rcpts.iter().cloned().partition(|rcpt| {
@@ -399,7 +410,7 @@ async fn record_outcome(env: &Env, path: &str, queued: &QueuedMessage, replies: 
         class == Some(2) || (drop_transient && class == Some(4))
     });
     if done.is_empty() {
-        return Ok(());
+        return Ok(true);
     }
     let written = if remaining.is_empty() {
         remove_file(env, path).await
@@ -410,7 +421,7 @@ async fn record_outcome(env: &Env, path: &str, queued: &QueuedMessage, replies: 
     if written.is_ok() {
         env.journal.record(Event::QueueRecorded { queue_file: path.to_string(), msg: queued.msg.clone(), done, remaining });
     }
-    Ok(())
+    Ok(written.is_ok())
 }
 
 async fn remove_file(env: &Env, path: &str) -> Result<(), DiskError> {

@@ -5,6 +5,18 @@
 //! file name carries the message's UID and a checksum (`,U=7,H=3fa9…`), so the index is rebuilt
 //! from what is durable after a restart. UIDNEXT is kept durably in `uidlist` and never goes
 //! back (RFC 3501 §2.3.1.1), even when the newest messages were deleted before a crash.
+//!
+//! Concurrency. Each mailbox has its own lock, held while a delivery reserves its UID and
+//! publishes the message: UIDs become visible in ascending order (a client that saw UID 14 never
+//! later finds a new UID 4, RFC 3501 §2.3.1.1), and a mailbox whose storage stalls holds up
+//! only its own deliveries. A delivery waits for a busy mailbox only so long (`MAILBOX_WAIT`,
+//! per transaction), then answers 451 for that recipient, as a local delivery agent that cannot
+//! lock a mailbox tempfails and lets the MTA retry; the other recipients go ahead.
+//!
+//! Retries. An MX that gives up waiting for a reply (a stalled disk, a lost reply) delivers the
+//! same queue entry again. The store recognises it: per mailbox it remembers the deliveries in
+//! progress and recently completed by the checksum of their bytes, and answers a retry with the
+//! outcome of the delivery it repeats instead of making a second copy (see `Recent`).
 
 use super::conn::{Conn, ConnError};
 use mail::message;
@@ -50,13 +62,117 @@ pub struct Mailbox {
     pub locked: bool,
 }
 
+/// How long one LMTP transaction waits, in all, for busy mailboxes (another delivery holding the
+/// mailbox's lock, or an earlier delivery of the same message still in progress) before it
+/// answers 451 for the recipients still waiting. Like a delivery agent's lock timeout (lockmail
+/// gives up after three minutes; Dovecot's `mail_max_lock_timeout`): a slow mailbox costs the MX
+/// a retry of that recipient later, and keeps the store's replies well inside the MX's
+/// DATA-termination timeout (10 minutes, RFC 5321 §4.5.3.2.6). Only a disk operation already
+/// under way can hold a reply longer.
+pub const MAILBOX_WAIT: Duration = Duration::from_secs(60);
+
+/// Completed deliveries remembered per mailbox to recognise retries: far more than an MX has
+/// in flight to one mailbox between a lost reply and its retry (bounded, oldest forgotten first).
+const REMEMBERED_PER_MAILBOX: usize = 4096;
+
 /// The in-memory state of one store, shared by its LMTP and POP3 servers.
 #[derive(Default)]
 pub struct StoreState {
     pub mailboxes: RefCell<BTreeMap<String, Mailbox>>,
-    /// Serialises UID reservations, so that `uidlist` on disk never goes backwards when
-    /// deliveries to one store overlap.
-    uid_lock: tokio::sync::Mutex<()>,
+    /// One lock per mailbox: a UID is reserved (and `uidlist` written) and the message published
+    /// under it, so that `uidlist` never goes backwards and UIDs become visible in order.
+    locks: RefCell<BTreeMap<String, Rc<tokio::sync::Mutex<()>>>>,
+    /// One lock for the whole store: only the planted `store-wide-uid-lock` takes it.
+    store_lock: Rc<tokio::sync::Mutex<()>>,
+    /// Per mailbox: deliveries in progress or recently completed (see `Recent`).
+    recent: RefCell<BTreeMap<String, Recent>>,
+}
+
+/// What a mailbox remembers of its recent deliveries, to answer the MX's retries.
+///
+/// Why at the store, and why by checksum. LMTP gives the client no way to ask "did my last
+/// transaction arrive?": an MX whose reply timed out (the disk stalled, the reply was lost)
+/// must deliver again (RFC 5321 §4.5.3.2.6; RFC 1047). It could wait longer, but no timeout is
+/// long enough for a stall of days, so only the store can tell a retry from new mail. Stores do:
+/// Cyrus's lmtpd keeps a duplicate-delivery database (message and mailbox) and suppresses a
+/// second delivery. The key here is stricter than a Message-ID: the checksum of the bytes as
+/// stored (Return-Path, the MX's own `Received:` line naming its queue entry, the message).
+/// A retry of one queue entry is byte-identical; a message the sender sent twice (it never saw
+/// the MX's 250) is queued twice under two queue ids, so it stays two deliveries, as A13
+/// expects of a copy with a cause; two different messages that share a Message-ID are never
+/// merged.
+///
+/// In memory: a restart of the store forgets it, so that it never outlives the files it speaks
+/// for (a restore from backup restarts the store). A copy made just before a store crash whose
+/// reply the MX never got is then delivered again: a duplicate with a cause (A13). Bounded per
+/// mailbox.
+#[derive(Default)]
+struct Recent {
+    by_checksum: BTreeMap<String, Attempt>,
+    /// Completed deliveries, oldest first, to forget the oldest beyond the bound.
+    completed: std::collections::VecDeque<String>,
+}
+
+#[derive(Clone)]
+enum Attempt {
+    /// A delivery of these bytes is under way; waiters are woken when it ends either way.
+    InProgress(Rc<tokio::sync::Notify>),
+    /// Delivered durably and answered 2xx.
+    Done { uidvalidity: u64, uid: u64, file: String },
+}
+
+/// Removes an `InProgress` mark when the delivery ends (or its task is dropped) without
+/// completing, and wakes whoever waits on it.
+struct InProgressMark<'a> {
+    index: &'a StoreState,
+    user: String,
+    key: String,
+    notify: Rc<tokio::sync::Notify>,
+    done: bool,
+}
+
+impl InProgressMark<'_> {
+    fn complete(mut self, uidvalidity: u64, uid: u64, file: String) {
+        let mut recent = self.index.recent.borrow_mut();
+        let mailbox = recent.entry(self.user.clone()).or_default();
+        mailbox.by_checksum.insert(self.key.clone(), Attempt::Done { uidvalidity, uid, file });
+        mailbox.completed.push_back(self.key.clone());
+        while mailbox.completed.len() > REMEMBERED_PER_MAILBOX {
+            if let Some(old) = mailbox.completed.pop_front() {
+                mailbox.by_checksum.remove(&old);
+            }
+        }
+        self.done = true;
+        self.notify.notify_waiters();
+    }
+}
+
+impl Drop for InProgressMark<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Some(mailbox) = self.index.recent.borrow_mut().get_mut(&self.user) {
+                mailbox.by_checksum.remove(&self.key);
+            }
+            self.notify.notify_waiters();
+        }
+    }
+}
+
+impl StoreState {
+    fn mailbox_lock(&self, user: &str) -> Rc<tokio::sync::Mutex<()>> {
+        self.locks.borrow_mut().entry(user.to_string()).or_default().clone()
+    }
+
+    fn attempt(&self, user: &str, key: &str) -> Option<Attempt> {
+        self.recent.borrow().get(user).and_then(|mailbox| mailbox.by_checksum.get(key)).cloned()
+    }
+
+    fn mark_in_progress(&self, user: &str, key: &str) -> InProgressMark<'_> {
+        let notify = Rc::new(tokio::sync::Notify::new());
+        let mut recent = self.recent.borrow_mut();
+        recent.entry(user.to_string()).or_default().by_checksum.insert(key.to_string(), Attempt::InProgress(notify.clone()));
+        InProgressMark { index: self, user: user.to_string(), key: key.to_string(), notify, done: false }
+    }
 }
 
 pub type Index = Rc<StoreState>;
@@ -75,7 +191,7 @@ pub async fn recover(env: &Env, config: &StoreConfig) -> Index {
         let mailbox = recover_mailbox(env, user, restored).await;
         index.insert(user.clone(), mailbox);
     }
-    Rc::new(StoreState { mailboxes: RefCell::new(index), uid_lock: tokio::sync::Mutex::new(()) })
+    Rc::new(StoreState { mailboxes: RefCell::new(index), ..StoreState::default() })
 }
 
 async fn recover_mailbox(env: &Env, user: &str, restored: bool) -> Mailbox {
@@ -222,12 +338,17 @@ async fn lmtp_session(env: &Env, config: &StoreConfig, index: &Index, mut conn: 
                 let single_reply = env.defects.has(Defect::LmtpSingleReply);
                 let mut replied = Vec::new();
                 let mut connection_lost = false;
+                // One budget of waiting for busy mailboxes for the whole transaction.
+                let deadline_ms = env.journal.now_ms() + MAILBOX_WAIT.as_millis() as u64;
                 for (position, rcpt) in accepted.iter().enumerate() {
                     delivery += 1;
                     let reply = match &message {
                         Ok(bytes) => {
                             let unique = format!("{}.S{session}D{delivery}", env.journal.now_ms());
-                            deliver(env, config, index, rcpt, &sender, bytes, &unique).await?
+                            // A retry is a later transaction; a recipient named twice in this
+                            // one is delivered as asked (deduplicating is the client's job).
+                            let retry_possible = !accepted[..position].contains(rcpt);
+                            deliver(env, config, index, rcpt, &sender, bytes, &unique, deadline_ms, retry_possible).await?
                         }
                         Err(_) => Reply::new(552, "5.3.4", "message too big or malformed"),
                     };
@@ -273,7 +394,9 @@ fn local_user(config: &StoreConfig, address: &str) -> Option<String> {
     (own_domain && config.users.contains(&local)).then_some(local)
 }
 
-/// Delivers one copy into `rcpt`'s maildir and names the LMTP reply for that recipient.
+/// Delivers one copy into `rcpt`'s maildir and names the LMTP reply for that recipient. A retry
+/// of a delivery in progress or done gets that delivery's outcome instead of a second copy.
+#[allow(clippy::too_many_arguments)]
 async fn deliver(
     env: &Env,
     config: &StoreConfig,
@@ -282,6 +405,8 @@ async fn deliver(
     sender: &str,
     message: &[u8],
     unique: &str,
+    deadline_ms: u64,
+    retry_possible: bool,
 ) -> Result<Reply, StackError> {
     let Some(user) = local_user(config, rcpt) else {
         return Ok(Reply::new(550, "5.1.1", "no such mailbox"));
@@ -289,28 +414,132 @@ async fn deliver(
     let mut bytes = format!("Return-Path: <{sender}>\r\n").into_bytes();
     bytes.extend_from_slice(message);
     let msg = message::message_id(message).unwrap_or_default();
-    match publish(env, index, &user, &bytes, unique).await {
+    let refuse = |reply: Reply| {
+        env.journal.record(Event::StoreRefusal { mailbox: user.clone(), msg: msg.clone(), reply: reply.summary() });
+        Ok(reply)
+    };
+    // The planted `store-wide-uid-lock` does not recognise retries.
+    let mark = if env.defects.has(Defect::StoreWideUidLock) || !retry_possible {
+        None
+    } else {
+        let key = checksum(&bytes);
+        match recognise(env, index, &user, &key, deadline_ms).await {
+            Recognised::New => Some(index.mark_in_progress(&user, &key)),
+            Recognised::Done { uidvalidity, uid, file } => {
+                env.journal.record(Event::StoreRetryRecognised { mailbox: user.clone(), msg, uidvalidity, uid, file });
+                return Ok(Reply::new(250, "2.0.0", &format!("<{rcpt}> delivered")));
+            }
+            Recognised::StillInProgress => return refuse(Reply::new(451, "4.2.0", "an earlier delivery of this message is still in progress, try again later")),
+        }
+    };
+    match publish(env, index, &user, &bytes, unique, deadline_ms).await {
         Ok((uidvalidity, uid, file)) => {
             let digest = message::content_digest(&bytes);
-            env.journal.record(Event::StoreDelivered { mailbox: user, msg, uidvalidity, uid, file, digest });
+            env.journal.record(Event::StoreDelivered { mailbox: user.clone(), msg, uidvalidity, uid, file: file.clone(), digest });
+            if let Some(mark) = mark {
+                mark.complete(uidvalidity, uid, file);
+            }
             Ok(Reply::new(250, "2.0.0", &format!("<{rcpt}> delivered")))
         }
-        Err(StackError::Disk(error)) => {
-            let reply = match error {
-                DiskError::NoSpace => Reply::new(452, "4.3.1", "insufficient system storage"),
-                _ => Reply::new(451, "4.3.0", "temporary storage error"),
-            };
-            env.journal.record(Event::StoreRefusal { mailbox: user, msg, reply: reply.summary() });
-            Ok(reply)
-        }
-        Err(crash) => Err(crash),
+        Err(PublishError::Busy) => refuse(Reply::new(451, "4.2.0", "mailbox busy, try again later")),
+        Err(PublishError::Stack(StackError::Disk(error))) => refuse(match error {
+            DiskError::NoSpace => Reply::new(452, "4.3.1", "insufficient system storage"),
+            _ => Reply::new(451, "4.3.0", "temporary storage error"),
+        }),
+        Err(PublishError::Stack(crash)) => Err(crash),
     }
 }
 
-/// tmp/ → fsync → new/ → fsync dir. Returns (uidvalidity, uid, file) once durable.
-async fn publish(env: &Env, index: &Index, user: &str, bytes: &[u8], unique: &str) -> Result<(u64, u64, String), StackError> {
+enum Recognised {
+    /// Nothing delivered or under way with these bytes: deliver.
+    New,
+    /// Delivered already: answer 2xx, make no second copy.
+    Done { uidvalidity: u64, uid: u64, file: String },
+    /// Still under way after the transaction's waiting budget: answer 451, the MX tries again.
+    StillInProgress,
+}
+
+/// Whether these bytes were delivered to `user`'s mailbox recently or are being delivered now;
+/// waits (within the budget) for a delivery under way to end.
+async fn recognise(env: &Env, index: &Index, user: &str, key: &str, deadline_ms: u64) -> Recognised {
+    loop {
+        match index.attempt(user, key) {
+            None => return Recognised::New,
+            Some(Attempt::Done { uidvalidity, uid, file }) => return Recognised::Done { uidvalidity, uid, file },
+            Some(Attempt::InProgress(notify)) => {
+                // Registered before the wait: the end of the delivery cannot slip past it.
+                let ended = notify.notified();
+                let remaining = Duration::from_millis(deadline_ms.saturating_sub(env.journal.now_ms()));
+                if tokio::time::timeout(remaining, ended).await.is_err() {
+                    return Recognised::StillInProgress;
+                }
+            }
+        }
+    }
+}
+
+/// Why a publication did not happen.
+enum PublishError {
+    /// The mailbox stayed busy beyond the transaction's waiting budget: nothing was done.
+    Busy,
+    Stack(StackError),
+}
+
+impl From<DiskError> for PublishError {
+    fn from(error: DiskError) -> Self {
+        PublishError::Stack(StackError::Disk(error))
+    }
+}
+
+impl From<StackError> for PublishError {
+    fn from(error: StackError) -> Self {
+        PublishError::Stack(error)
+    }
+}
+
+/// Under the mailbox's lock: reserve a UID, then tmp/ → fsync → new/ → fsync dir, then show the
+/// message in the index. Returns (uidvalidity, uid, file) once durable.
+async fn publish(env: &Env, index: &Index, user: &str, bytes: &[u8], unique: &str, deadline_ms: u64) -> Result<(u64, u64, String), PublishError> {
     let dir = mailbox_dir(user);
+    if env.defects.has(Defect::StoreWideUidLock) {
+        // The planted bug: one lock for the whole store, held across the disk I/O of every
+        // delivery and waited for without bound. One mailbox whose storage stalls freezes every
+        // delivery; the MX times out and delivers again, and nothing recognises the retry.
+        let lock = index.store_lock.clone();
+        let _guard = lock.lock().await;
+        let (uidvalidity, uid) = reserve_uid(env, index, user, &dir).await?;
+        return write_and_show(env, index, user, &dir, bytes, unique, uidvalidity, uid).await;
+    }
+    let lock = index.mailbox_lock(user);
+    let remaining = Duration::from_millis(deadline_ms.saturating_sub(env.journal.now_ms()));
+    // A free lock is taken even when the budget is spent: `timeout` polls the lock first.
+    let Ok(guard) = tokio::time::timeout(remaining, lock.lock()).await else {
+        return Err(PublishError::Busy);
+    };
+    let mut guard = Some(guard);
     let (uidvalidity, uid) = reserve_uid(env, index, user, &dir).await?;
+    if env.defects.has(Defect::UidVisibleOutOfOrder) {
+        // The planted bug: the lock covers the reservation only. A delivery whose storage is
+        // slow publishes its UID after later deliveries published higher ones.
+        guard = None;
+    }
+    let published = write_and_show(env, index, user, &dir, bytes, unique, uidvalidity, uid).await;
+    drop(guard);
+    published
+}
+
+/// tmp/ → fsync → new/ → fsync dir, then the index shows the message.
+#[allow(clippy::too_many_arguments)]
+async fn write_and_show(
+    env: &Env,
+    index: &Index,
+    user: &str,
+    dir: &str,
+    bytes: &[u8],
+    unique: &str,
+    uidvalidity: u64,
+    uid: u64,
+) -> Result<(u64, u64, String), PublishError> {
     let name = mail::maildir::file_name(unique, uid, bytes);
     let final_path = format!("{dir}/new/{name}");
     if env.defects.has(Defect::WriteIntoNew) {
@@ -325,7 +554,7 @@ async fn publish(env: &Env, index: &Index, user: &str, bytes: &[u8], unique: &st
         }
         env.disk.rename(&temporary, &final_path).await?;
     }
-    crash_point!(env, "store-after-rename-before-dirsync");
+    after_rename_before_dirsync(env)?;
     if !env.defects.has(Defect::NoDirFsync) {
         env.disk.fsync_dir(&format!("{dir}/new")).await?;
     }
@@ -337,15 +566,19 @@ async fn publish(env: &Env, index: &Index, user: &str, bytes: &[u8], unique: &st
     Ok((uidvalidity, uid, final_path))
 }
 
+fn after_rename_before_dirsync(env: &Env) -> Result<(), StackError> {
+    crash_point!(env, "store-after-rename-before-dirsync");
+    Ok(())
+}
+
 async fn stage_file(env: &Env, path: &str, bytes: &[u8]) -> Result<(), DiskError> {
     env.disk.write(path, bytes).await?;
     crate::fsync_file(env, path).await
 }
 
 /// Takes the next UID and makes the new UIDNEXT durable before the UID is used, so no crash can
-/// hand the same UID to another message.
+/// hand the same UID to another message. The caller holds the mailbox's lock.
 async fn reserve_uid(env: &Env, index: &Index, user: &str, dir: &str) -> Result<(u64, u64), StackError> {
-    let _guard = index.uid_lock.lock().await;
     let (uidvalidity, uid) = {
         let mut mailboxes = index.mailboxes.borrow_mut();
         let mailbox = mailboxes.get_mut(user).ok_or(StackError::Disk(DiskError::NotFound))?;
