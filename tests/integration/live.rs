@@ -1,7 +1,8 @@
-//! Live mode: a real TCP client talks SMTP to the MX and POP3 to the store, over loopback.
+//! Live mode: a real TCP client talks SMTP to the MX and POP3 to the store, over loopback;
+//! and an independent one, Python's standard library (`tests/interop/`), does the same.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,8 +16,12 @@ impl Drop for Server {
 }
 
 fn start(port_offset: u16) -> Server {
+    start_with(port_offset, "anna,bruno")
+}
+
+fn start_with(port_offset: u16, users: &str) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mailchaos"))
-        .args(["serve", "--port-offset", &port_offset.to_string(), "--users", "anna,bruno", "--seconds", "60"])
+        .args(["serve", "--port-offset", &port_offset.to_string(), "--users", users, "--seconds", "120"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("starts");
@@ -126,4 +131,63 @@ fn a_real_client_sends_over_smtp_and_reads_over_pop3() {
     // The bare-LF dot line did not end DATA. A bare LF ends a line (never DATA), so its dot was
     // a stuffing dot and is gone; relayed over LMTP the line ends became CRLF.
     assert!(message.ends_with("Subject: live\r\n\r\nhello\r\n\r\nnot the end\r\n.x\r\n"), "{message:?}");
+}
+
+/// A port offset whose SMTP, LMTP and POP3 ports are free right now (`serve` announces its ports
+/// even when a bind failed, so look first): one of 10,000..60,000, the first tried drawn from `seed`.
+fn free_offset(seed: u32) -> u16 {
+    (0..200u32)
+        .map(|step| (10_000 + (seed + step * 211) % 50_000) as u16)
+        .find(|offset| [25, 24, 110].iter().all(|port| TcpListener::bind(("127.0.0.1", offset + port)).is_ok()))
+        .expect("a free port offset")
+}
+
+/// Issue #8: Python's smtplib sends varied messages (multipart/alternative, 8-bit UTF-8 with
+/// BODY=8BITMIME, dot-led lines, two recipients, a Bcc, 998-octet lines, no final newline) back
+/// to back on one SMTP connection; poplib reads every mailbox (UIDL, LIST, RETR) and each
+/// message must arrive exactly once per recipient, byte-identical apart from the trace fields.
+#[test]
+fn python_stdlib_clients_round_trip_mail_through_live_serve() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/interop/smtp_pop3_roundtrip.py");
+    match Command::new("python3").arg("--version").output() {
+        Ok(output) if output.status.success() => {}
+        Ok(output) => panic!("python3 --version failed ({}): {}; this test needs Python 3 (its standard library is the independent client)", output.status, String::from_utf8_lossy(&output.stderr)),
+        Err(error) => panic!("cannot run python3 ({error}): this test needs Python 3 on PATH (its standard library is the independent client); install it, the test is not skipped"),
+    }
+    let offset = free_offset(std::process::id() % 50_000 + 7);
+    let _server = start_with(offset, "anna,bruno,carla");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let stdout_path = dir.path().join("stdout");
+    let stderr_path = dir.path().join("stderr");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args(["--smtp-port", &(offset + 25).to_string(), "--pop3-port", &(offset + 110).to_string()])
+        .args(["--users", "anna,bruno,carla", "--domain", "libero.test"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .expect("python3 starts");
+    // The script bounds its own waits (10 s socket timeouts, 30 s for delivery); this is the backstop.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for python3") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let shown = format!("--- stdout ---\n{stdout}--- stderr ---\n{stderr}");
+    match status {
+        None => panic!("{script} did not finish within 90 s\n{shown}"),
+        Some(status) => assert!(status.success(), "{script} failed ({status})\n{shown}"),
+    }
+    assert!(stdout.starts_with("interop: ok: 9 messages on one SMTP connection"), "{shown}");
+    println!("{stdout}");
 }
