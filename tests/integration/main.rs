@@ -4,6 +4,7 @@ mod checkers;
 mod cli;
 mod live;
 mod outage;
+mod regressions;
 mod smtp;
 mod snapshot;
 mod storage;

@@ -64,7 +64,7 @@ fn ci() -> Result<bool, String> {
         return Ok(false);
     }
     // The determinism check first, so that the test runner's summary closes the output.
-    if !status(mailchaos(&["check-determinism", "scenarios/fast", "scenarios/storage", "--seeds", "5"]))? {
+    if !status(mailchaos(&["check-determinism", "scenarios/fast", "scenarios/storage", "scenarios/regressions", "--seeds", "5"]))? {
         return Ok(false);
     }
     // Crash states are drawn from the disk's own stream: prove that too, on a profile that

@@ -51,7 +51,7 @@ fn check_acknowledged_present(facts: &Facts, out: &mut Vec<Violation>) {
         return;
     }
     for delivery in &facts.deliveries {
-        let deleted = facts.deleted.contains_key(&(delivery.mailbox.clone(), delivery.uidl.clone()));
+        let deleted = facts.deleted_message(&delivery.mailbox, &delivery.msg);
         // A restore from backup took it away: A18 judges that (re-delivery or reported loss).
         let erased = facts.erased_by_rollback(delivery);
         if !deleted && !erased && !facts.survives(delivery) {

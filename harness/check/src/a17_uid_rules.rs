@@ -81,16 +81,33 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
 /// A UIDL that first appears in a client's listing names a UID above every UID of the same
 /// (mailbox, UIDVALIDITY) that an earlier listing of that client showed.
 fn visible_in_order(facts: &Facts, out: &mut Vec<Violation>) {
-    // (mailbox, uidl) → (uidvalidity, uid), from the store's deliveries.
+    // (mailbox, uidl) → (uidvalidity, uid): the UIDL names the message the client fetched under
+    // it, and that message's delivery (the copy with the bytes fetched) carries the UID.
+    // Copies that look alike (a duplicate of the same bytes) cannot be told apart from outside,
+    // so their UIDLs are not judged here (A13 and A20 judge the duplicate itself).
+    // A restore renumbers what it brings back without a new delivery, so a UIDL fetched after a
+    // restore is not judged by the UID of a delivery before it (A18 judges the restore).
+    let mut copies: BTreeMap<(&str, &str, &str), Vec<(At, u64, u64)>> = BTreeMap::new();
+    for d in &facts.deliveries {
+        copies.entry((&d.mailbox, &d.msg, &d.digest)).or_default().push((d.at, d.uidvalidity, d.uid));
+    }
     let mut named: BTreeMap<(&str, String), (u64, u64)> = BTreeMap::new();
+    for fetch in &facts.fetches {
+        let Some([(delivered_at, uidvalidity, uid)]) = copies.get(&(fetch.mailbox.as_str(), fetch.msg.as_str(), fetch.digest.as_str())).map(Vec::as_slice) else { continue };
+        // A copy published just before a crash has no delivery record of its own: with two
+        // copies in the mailbox, which UIDL is which cannot be told, so neither is judged.
+        if facts.published_copies(&fetch.mailbox, &fetch.msg) > 1 {
+            continue;
+        }
+        if !facts.restored_between(&fetch.mailbox, *delivered_at, fetch.at) {
+            named.entry((fetch.mailbox.as_str(), fetch.uidl.clone())).or_insert((*uidvalidity, *uid));
+        }
+    }
     // Per mailbox: the UIDLs its client has listed, and per UIDVALIDITY the highest UID listed.
     let mut listed: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     let mut highest: BTreeMap<(&str, u64), (u64, At)> = BTreeMap::new();
     for (at, record) in facts.records.iter().enumerate() {
         match &record.event {
-            Event::StoreDelivered { mailbox, uidvalidity, uid, .. } => {
-                named.insert((mailbox.as_str(), format!("{uidvalidity}.{uid}")), (*uidvalidity, *uid));
-            }
             Event::ClientListing { mailbox, listed: listing } => {
                 let before = listed.entry(mailbox.as_str()).or_default();
                 let mut raised: Vec<(u64, u64)> = Vec::new();

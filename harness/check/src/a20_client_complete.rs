@@ -12,7 +12,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     // (mailbox, msg) → deliveries that the mailbox still holds or that its owner deleted.
     let mut held: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
     for delivery in &facts.deliveries {
-        let deleted = facts.deleted.contains_key(&(delivery.mailbox.clone(), delivery.uidl.clone()));
+        let deleted = facts.deleted_message(&delivery.mailbox, &delivery.msg);
         if facts.survives(delivery) || deleted {
             held.entry((delivery.mailbox.clone(), delivery.msg.clone())).or_default().push(delivery.at);
         }
@@ -23,7 +23,8 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     for fetch in &facts.fetches {
         let key = (fetch.mailbox.clone(), fetch.msg.clone());
         let before = earlier.entry(key.clone()).or_default();
-        let justified = before.iter().any(|(at, uidl)| uidvalidity(uidl) != uidvalidity(&fetch.uidl) && facts.restored_between(&fetch.mailbox, *at, fetch.at));
+        // The same message under another UIDL after a restore: the store had to renumber it.
+        let justified = before.iter().any(|(at, uidl)| *uidl != fetch.uidl && facts.restored_between(&fetch.mailbox, *at, fetch.at));
         before.push((fetch.at, &fetch.uidl));
         if !justified {
             fetched.entry(key).or_default().push(fetch.at);
@@ -50,7 +51,3 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     }
 }
 
-/// The UIDVALIDITY part of a UIDL `uidvalidity.uid`.
-pub fn uidvalidity(uidl: &str) -> &str {
-    uidl.split_once('.').map(|(validity, _)| validity).unwrap_or(uidl)
-}

@@ -1,9 +1,11 @@
 //! A23 no-silent-corruption: a message whose bytes were damaged on storage is never served as if
 //! intact: it is detected (the checksum in its name) and reported (`StoreCorruption`) or repaired.
 //!
-//! Judged from what clients received: the digest of a `ClientFetched` must equal the digest the
-//! store recorded when it delivered that (mailbox, UIDL), whether or not the disk injected a
-//! fault (bit-rot, misdirected or torn writes) into it.
+//! Judged from what clients received, whether or not the disk injected a fault (bit rot,
+//! misdirected or torn writes): the bytes of a `ClientFetched` must be one of the copies the
+//! store delivered of that message to that mailbox, and their size the size the server listed
+//! for that UIDL (RFC 1939 LIST) — another message's bytes served under a UIDL show there. No
+//! UIDL spelling is assumed: identities come from what was listed and fetched.
 
 use super::facts::{At, Facts};
 use super::Violation;
@@ -11,17 +13,31 @@ use history::Event;
 use std::collections::BTreeMap;
 
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
-    // (mailbox, uidl) → (at, digest) of its latest delivery so far.
-    let mut delivered: BTreeMap<(&str, &str), (At, &str)> = BTreeMap::new();
+    // (mailbox, msg) → (at, digest) of every delivery so far: the client's bytes must be one of
+    // the copies the store delivered (identity from the message, not from a UIDL spelling).
+    let mut delivered: BTreeMap<(&str, &str), Vec<(At, &str)>> = BTreeMap::new();
+    // (mailbox, uidl) → (at, size) the server last listed, before each fetch.
+    let listed = listed_sizes(facts);
     let (mut deliveries, mut fetches) = (facts.deliveries.iter().peekable(), facts.fetches.iter());
     for fetch in fetches.by_ref() {
         while let Some(delivery) = deliveries.next_if(|d| d.at < fetch.at) {
-            delivered.insert((&delivery.mailbox, &delivery.uidl), (delivery.at, &delivery.digest));
+            delivered.entry((&delivery.mailbox, &delivery.msg)).or_default().push((delivery.at, &delivery.digest));
         }
-        let Some(&(delivered_at, digest)) = delivered.get(&(fetch.mailbox.as_str(), fetch.uidl.as_str())) else { continue };
-        if digest == fetch.digest {
+        let listed_size = listed.get(&(fetch.mailbox.as_str(), fetch.uidl.as_str())).and_then(|sizes| sizes.iter().rev().find(|(at, _)| *at < fetch.at));
+        if let Some(&(listed_at, size)) = listed_size.filter(|(_, size)| *size != fetch.size) {
+            out.push(Violation::new(
+                "A23",
+                format!("mailbox {} uidl {}", fetch.mailbox, fetch.uidl),
+                format!("the server listed this UIDL at {size} octets and served {} octets under it, and nothing detected it", fetch.size),
+                vec![listed_at, fetch.at],
+            ));
             continue;
         }
+        let Some(copies) = delivered.get(&(fetch.mailbox.as_str(), fetch.msg.as_str())) else { continue };
+        if copies.iter().any(|(_, digest)| *digest == fetch.digest) {
+            continue;
+        }
+        let &(delivered_at, digest) = copies.last().expect("an entry holds at least one copy");
         let mut evidence = vec![delivered_at];
         // The device's faults on that file, for the reader.
         let file = facts.deliveries.iter().find(|d| d.at == delivered_at).map(|d| d.file.as_str()).unwrap_or_default();
@@ -35,4 +51,17 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
             evidence,
         ));
     }
+}
+
+/// Per (mailbox, UIDL): every (at, size) a listing of the server gave it.
+fn listed_sizes<'a>(facts: &Facts<'a>) -> BTreeMap<(&'a str, &'a str), Vec<(At, u64)>> {
+    let mut listed: BTreeMap<(&str, &str), Vec<(At, u64)>> = BTreeMap::new();
+    for (at, record) in facts.records.iter().enumerate() {
+        if let Event::ClientListing { mailbox, listed: listing } = &record.event {
+            for (uidl, size) in listing {
+                listed.entry((mailbox, uidl)).or_default().push((at, *size));
+            }
+        }
+    }
+    listed
 }

@@ -29,11 +29,14 @@ pub struct HostDisk {
     pub renamed_from: BTreeMap<String, Vec<(At, String)>>,
 }
 
+/// A message the store reported delivered, with the UID it gave (the store's numbers, which A17
+/// and A18 judge; how a UID is spelt in a UIDL is the store's business and nobody else's).
 pub struct Delivery {
     pub at: At,
     pub mailbox: String,
     pub msg: String,
-    pub uidl: String,
+    pub uidvalidity: u64,
+    pub uid: u64,
     pub file: String,
     pub digest: String,
 }
@@ -91,6 +94,9 @@ pub struct Facts<'a> {
     pub deleted: BTreeMap<(String, String), At>,
     /// The same, where the server answered the QUIT with +OK.
     pub deleted_confirmed: BTreeMap<(String, String), At>,
+    /// (mailbox, msg) whose copy the client deleted: the UIDL it deleted is the one it had
+    /// fetched the message under (identity from what crossed the wire, not from a UIDL spelling).
+    pub deleted_messages: BTreeSet<(String, String)>,
     /// Sender's terminal outcomes per (msg, rcpt).
     pub outcomes: BTreeMap<(String, String), Vec<(At, Outcome)>>,
     /// Per (msg, rcpt): sender sessions in which the RCPT and the end of data both got 2xx.
@@ -274,6 +280,7 @@ impl<'a> Facts<'a> {
             fetches: Vec::new(),
             deleted: BTreeMap::new(),
             deleted_confirmed: BTreeMap::new(),
+            deleted_messages: BTreeSet::new(),
             outcomes: BTreeMap::new(),
             sender_saw_ack: BTreeMap::new(),
             lmtp_ok: BTreeMap::new(),
@@ -298,6 +305,7 @@ impl<'a> Facts<'a> {
             facts.observe(at, record, &mut session_rcpts);
         }
         facts.rollbacks.retain(|(_, rollback)| *rollback != usize::MAX);
+        facts.deleted_messages = facts.messages_deleted();
         facts
     }
 
@@ -365,7 +373,8 @@ impl<'a> Facts<'a> {
                 at,
                 mailbox: mailbox.clone(),
                 msg: msg.clone(),
-                uidl: format!("{uidvalidity}.{uid}"),
+                uidvalidity: *uidvalidity,
+                uid: *uid,
                 file: file.clone(),
                 digest: digest.clone(),
             }),
@@ -437,6 +446,27 @@ impl<'a> Facts<'a> {
     }
 
     /// Whether a store delivery's file survives in the final durable image.
+    /// Whether the mailbox's client deleted (its copy of) this message.
+    pub fn deleted_message(&self, mailbox: &str, msg: &str) -> bool {
+        self.deleted_messages.contains(&(mailbox.to_string(), msg.to_string()))
+    }
+
+    /// (mailbox, msg) of every deletion: a deleted UIDL names the message last fetched under it.
+    fn messages_deleted(&self) -> BTreeSet<(String, String)> {
+        let mut fetched_under: BTreeMap<(&str, &str), Vec<(At, &str)>> = BTreeMap::new();
+        for fetch in &self.fetches {
+            fetched_under.entry((&fetch.mailbox, &fetch.uidl)).or_default().push((fetch.at, &fetch.msg));
+        }
+        let mut deleted = BTreeSet::new();
+        for ((mailbox, uidl), deleted_at) in &self.deleted {
+            let fetches = fetched_under.get(&(mailbox.as_str(), uidl.as_str()));
+            if let Some((_, msg)) = fetches.and_then(|list| list.iter().rev().find(|(at, _)| at < deleted_at)) {
+                deleted.insert((mailbox.clone(), msg.to_string()));
+            }
+        }
+        deleted
+    }
+
     pub fn survives(&self, delivery: &Delivery) -> bool {
         self.image("store").is_some_and(|image| image.contains_key(&delivery.file))
     }
