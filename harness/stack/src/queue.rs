@@ -265,7 +265,12 @@ fn defer(env: &Env, config: &RunnerConfig, backoff: &mut BTreeMap<String, Backof
     let entry = backoff.entry(name.to_string()).or_default();
     entry.failures += 1;
     let factor = RETRY_FACTOR.saturating_pow(entry.failures.saturating_sub(1).min(16));
-    let delay = config.retry_base.saturating_mul(factor).min(config.retry_max);
+    let delay = if env.defects.has(Defect::MxRetryWithoutBackoff) {
+        // The planted bug: due again at once, so taken at the next scan.
+        Duration::ZERO
+    } else {
+        config.retry_base.saturating_mul(factor).min(config.retry_max)
+    };
     entry.due_ms = env.journal.now_ms() + delay.as_millis() as u64;
 }
 
