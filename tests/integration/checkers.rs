@@ -72,6 +72,61 @@ fn a6_catches_retries_without_backoff() {
     check("mx-queue-eio", 3, Defect::RetryWithoutBackoff, &["A6"]);
 }
 
+/// A sender that never waits less than its policy's smallest interval, but only half of what the
+/// policy gives for later attempts: the old global-minimum rule passed it, the schedule for each
+/// attempt does not.
+#[test]
+fn a6_catches_a_retry_sooner_than_the_policy_gives_for_that_attempt() {
+    check("partition-sender-mx", 2, Defect::RetryScheduleTooEarly, &["A6"]);
+    let judged = judge(&fast("partition-sender-mx"), Seed(1), &Defects::of(&[Defect::RetryScheduleTooEarly]));
+    let records = &judged.output.history.records;
+    let mut min_interval_ms: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut provider_of: BTreeMap<&str, &str> = BTreeMap::new();
+    // Per session: (message, start, time of its last reply or failure).
+    let mut sessions: BTreeMap<&str, (&str, u64, u64)> = BTreeMap::new();
+    for record in records {
+        match &record.event {
+            Event::SenderPolicy { min_interval_s, .. } => {
+                min_interval_ms.insert(&record.host, (min_interval_s * 1000.0) as u64);
+            }
+            Event::Submit { msg, .. } => {
+                provider_of.insert(msg, &record.host);
+            }
+            Event::SmtpAttempt { session, msg, .. } => {
+                sessions.insert(session, (msg, record.t_ms, record.t_ms));
+            }
+            Event::SmtpReply { session, .. } | Event::SmtpFailure { session, .. } => {
+                if let Some(attempt) = sessions.get_mut(session.as_str()) {
+                    attempt.2 = record.t_ms;
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut attempts: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    for (msg, start, end) in sessions.into_values() {
+        attempts.entry(msg).or_default().push((start, end));
+    }
+    let mut waits = 0;
+    for (msg, list) in &mut attempts {
+        list.sort();
+        let floor_ms = min_interval_ms[provider_of[msg]];
+        for pair in list.windows(2) {
+            waits += 1;
+            assert!(pair[1].0 - pair[0].1 >= floor_ms, "msg {msg}: a wait below the policy's minimum, which the old rule caught already");
+        }
+    }
+    assert!(waits > 0 && judged.violations.iter().any(|v| v.invariant == "A6"), "{:?}", judged.violations);
+}
+
+/// The MX's own retries towards the store follow the schedule it declares (`QueueRetryPolicy`):
+/// a queue runner that takes a deferred file again at every scan hammers the store it cannot
+/// reach.
+#[test]
+fn a6_catches_an_mx_retrying_the_store_without_backoff() {
+    check("partition-mx-store", 2, Defect::MxRetryWithoutBackoff, &["A6"]);
+}
+
 #[test]
 fn a7_catches_a_sender_that_gives_up_early() {
     check("mx-queue-eio", 6, Defect::GiveUpEarly, &["A7"]);

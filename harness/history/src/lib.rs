@@ -61,6 +61,9 @@ pub enum Outcome {
 pub enum Event {
     // ----- world -----
     Phase { name: String },
+    /// The simulated clock advances in steps of `tick_ms`: every time in the history is a
+    /// multiple of it, so a wait is seen to within one tick. Recorded once, before anything else.
+    Clock { tick_ms: u64 },
     Fault { action: String },
     /// The MX's operator changes what it answers: normal, 4xx-tempfail, 5xx-bounce, closed-port.
     Operator { mode: String },
@@ -106,6 +109,14 @@ pub enum Event {
     MxDataEnd { session: String, msg: String, rcpts: Vec<String>, queue_file: Option<String>, reply: String },
     /// Server side: any other 4xx/5xx reply the MX sends.
     MxRefusal { session: String, stage: Stage, reply: String },
+    /// The queue runner's retry schedule towards the store, declared as it starts: after its
+    /// n-th failed delivery since this start a queue file waits at least
+    /// min(base_ms × factor^(n-1), max_ms) before the next; due files are taken at scans
+    /// `scan_interval_ms` apart (so a wait may be longer, never shorter).
+    QueueRetryPolicy { base_ms: u64, max_ms: u64, factor: u32, scan_interval_ms: u64 },
+    /// The queue runner starts delivering a queue file to the store (connecting first, or on a
+    /// connection it holds open). `attempt` counts the file's attempts since this MX started.
+    LmtpAttempt { queue_file: String, msg: String, attempt: u32 },
     /// LMTP reply per recipient as the queue runner saw it.
     LmtpReply { queue_file: String, msg: String, rcpt: String, reply: String },
     LmtpFailure { queue_file: String, msg: String, stage: Stage, error: String },

@@ -32,6 +32,8 @@ pub enum Defect {
     DsnToHeaderFrom,
     StoreWideUidLock,
     UidVisibleOutOfOrder,
+    MxRetryWithoutBackoff,
+    RetryScheduleTooEarly,
 }
 
 impl Defect {
@@ -63,6 +65,8 @@ impl Defect {
         Defect::DsnToHeaderFrom,
         Defect::StoreWideUidLock,
         Defect::UidVisibleOutOfOrder,
+        Defect::MxRetryWithoutBackoff,
+        Defect::RetryScheduleTooEarly,
     ];
 
     pub fn name(self) -> &'static str {
@@ -94,6 +98,8 @@ impl Defect {
             Defect::DsnToHeaderFrom => "dsn-to-header-from",
             Defect::StoreWideUidLock => "store-wide-uid-lock",
             Defect::UidVisibleOutOfOrder => "uid-visible-out-of-order",
+            Defect::MxRetryWithoutBackoff => "mx-retry-without-backoff",
+            Defect::RetryScheduleTooEarly => "retry-schedule-too-early",
         }
     }
 
@@ -130,6 +136,10 @@ impl Defect {
             }
             Defect::UidVisibleOutOfOrder => {
                 "store reserves a UID under the mailbox lock but publishes after releasing it: with slow storage a lower UID becomes visible after higher ones (A17)"
+            }
+            Defect::MxRetryWithoutBackoff => "MX retries a deferred queue file at every queue scan, ignoring its backoff: it hammers a store that refuses or cannot be reached (A6)",
+            Defect::RetryScheduleTooEarly => {
+                "remote sender halves every wait of its policy after the first of a stage (never below the stage's first interval, so never below the policy's minimum): too early for that attempt (A6)"
             }
         }
     }

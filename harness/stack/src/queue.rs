@@ -30,6 +30,9 @@ const LMTP_TIMEOUT: Duration = Duration::from_secs(300);
 /// budget (a minute) unless a disk operation it started hangs; a stall longer than this still
 /// ends in a retry, which the store recognises (store.rs, `Recent`).
 const LMTP_DATA_DONE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Each failed delivery of a queue file multiplies its next wait by this, from `retry_base` up to
+/// `retry_max` (declared in the history as `QueueRetryPolicy`, and judged against it by A6).
+const RETRY_FACTOR: u32 = 2;
 /// A worker's connection idle longer than this is reopened (the store's idle timeout is longer).
 const IDLE_RECONNECT_MS: u64 = 120_000;
 
@@ -137,6 +140,12 @@ type Pickup = Rc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<String>>>;
 /// The queue manager: rescans the queue and hands due files to the workers, fresh and retried
 /// mail alternately, so that a backlog of deferred mail cannot starve new mail or the reverse.
 pub async fn run(env: Env, config: RunnerConfig, gauge: QueueGauge) {
+    env.journal.record(Event::QueueRetryPolicy {
+        base_ms: config.retry_base.as_millis() as u64,
+        max_ms: config.retry_max.as_millis() as u64,
+        factor: RETRY_FACTOR,
+        scan_interval_ms: config.scan_interval.as_millis() as u64,
+    });
     recover(&env).await;
     let workers = config.workers.clamp(1, 64);
     let (handoff, pickup) = tokio::sync::mpsc::channel::<String>(workers * 2);
@@ -196,7 +205,8 @@ async fn worker(env: Env, config: RunnerConfig, pickup: Pickup, state: Rc<RefCel
         if session.as_ref().is_some_and(|(_, last_ms)| env.journal.now_ms().saturating_sub(*last_ms) > IDLE_RECONNECT_MS) {
             session = None; // the store may have timed the idle connection out
         }
-        let delivered = deliver_one(&env, &config, &name, &mut session).await;
+        let attempt = state.borrow().backoff.get(&name).map_or(0, |backoff| backoff.failures).saturating_add(1);
+        let delivered = deliver_one(&env, &config, &name, attempt, &mut session).await;
         let mut state = state.borrow_mut();
         state.in_flight.remove(&name);
         match delivered {
@@ -210,7 +220,8 @@ async fn worker(env: Env, config: RunnerConfig, pickup: Pickup, state: Rc<RefCel
 }
 
 /// Delivers one queue file. Ok(true) when nothing is left to retry, Ok(false) to retry later.
-async fn deliver_one(env: &Env, config: &RunnerConfig, name: &str, session: &mut Option<(Conn, u64)>) -> Result<bool, ()> {
+/// `attempt`: this file's attempt number since the MX started.
+async fn deliver_one(env: &Env, config: &RunnerConfig, name: &str, attempt: u32, session: &mut Option<(Conn, u64)>) -> Result<bool, ()> {
     let path = format!("{QUEUE_DIR}/{name}");
     let Ok(bytes) = env.disk.read(&path).await else { return Ok(false) };
     let queued = match QueuedMessage::decode(&bytes, !env.defects.has(Defect::NoQueueChecksum)) {
@@ -218,6 +229,7 @@ async fn deliver_one(env: &Env, config: &RunnerConfig, name: &str, session: &mut
         // Never relayed damaged, never retried: set aside and reported.
         Err(damage) => return Ok(quarantine(env, name, damage).await),
     };
+    env.journal.record(Event::LmtpAttempt { queue_file: path.clone(), msg: queued.msg.clone(), attempt });
     if session.is_none() {
         *session = open_lmtp(env, config, &path, &queued.msg).await.map(|conn| (conn, 0));
     }
@@ -252,8 +264,13 @@ async fn quarantine(env: &Env, name: &str, damage: Damage) -> bool {
 fn defer(env: &Env, config: &RunnerConfig, backoff: &mut BTreeMap<String, Backoff>, name: &str) {
     let entry = backoff.entry(name.to_string()).or_default();
     entry.failures += 1;
-    let factor = 2u32.saturating_pow(entry.failures.saturating_sub(1).min(16));
-    let delay = config.retry_base.saturating_mul(factor).min(config.retry_max);
+    let factor = RETRY_FACTOR.saturating_pow(entry.failures.saturating_sub(1).min(16));
+    let delay = if env.defects.has(Defect::MxRetryWithoutBackoff) {
+        // The planted bug: due again at once, so taken at the next scan.
+        Duration::ZERO
+    } else {
+        config.retry_base.saturating_mul(factor).min(config.retry_max)
+    };
     entry.due_ms = env.journal.now_ms() + delay.as_millis() as u64;
 }
 

@@ -188,6 +188,9 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, batch:
         stage = index;
         let delay = if env.defects.has(Defect::RetryWithoutBackoff) {
             Duration::from_millis((60_000.0 * config.time_scale) as u64).max(Duration::from_secs(1))
+        } else if env.defects.has(Defect::RetryScheduleTooEarly) {
+            // The planted bug: half the policy's wait, but never below the stage's first interval.
+            (policy.next_delay(age_s(), attempts_in_stage) / 2).max(policy.next_delay(age_s(), 1))
         } else {
             policy.next_delay(age_s(), attempts_in_stage)
         };
