@@ -117,3 +117,18 @@ fn a_fault_field_its_kind_ignores_is_bad_input_with_its_location() {
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(error.contains("outage-on-mx.toml:") && error.contains("kind = \"outage\" takes no host"), "{error}");
 }
+
+/// crash-explore stops between a store's tmp/ write and its fsync, and checks that a queue file
+/// the MX finished stays removed after any crash: without the directory fsync after the unlink
+/// a crash brings it back (a duplicate delivery), and the clean stack never does.
+#[test]
+fn crash_explore_finds_a_finished_queue_file_that_a_crash_brings_back() {
+    let clean = mailchaos(&["crash-explore", "scenarios/fast/mx-crash.toml", "--seeds", "2"]);
+    assert_eq!(clean.status.code(), Some(0), "{}", stdout(&clean));
+    let store = stdout(&mailchaos(&["crash-explore", "scenarios/fast/store-crash.toml", "--seed", "1"]));
+    assert!(store.contains("at fail point store-after-tmp-write-before-fsync"), "{store}");
+    let planted = mailchaos(&["crash-explore", "scenarios/fast/mx-crash.toml", "--seeds", "2", "--defect", "no-fsync-after-unlink"]);
+    assert_eq!(planted.status.code(), Some(1), "{}", stdout(&planted));
+    let text = stdout(&planted);
+    assert!(text.contains("A13 msg") && text.contains("the recovered queue holds it again"), "{text}");
+}

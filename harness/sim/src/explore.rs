@@ -126,6 +126,9 @@ pub fn explore_moment(moment: &Moment, records: &[Record], scenario: &Scenario, 
 struct Expected {
     /// Queue files the MX answered 250 for and had not finished: file → message id.
     queue_files: BTreeMap<String, String>,
+    /// Queue files the MX finished (every recipient recorded done, the file removed): a crash
+    /// must not bring them back, or their mail would be delivered again.
+    finished_queue_files: BTreeMap<String, String>,
     /// Store deliveries answered 2xx and not since removed by a client: file → (mailbox, uidvalidity, uid, digest).
     mailbox_files: BTreeMap<String, (String, u64, u64, String)>,
     /// The highest UID issued per (mailbox, uidvalidity).
@@ -138,15 +141,16 @@ struct Expected {
 impl Expected {
     fn from_history(host: &str, records: &[Record]) -> Expected {
         let damaged_by_device = check::facts::device_damaged_names(records);
-        let mut expected = Expected { queue_files: BTreeMap::new(), mailbox_files: BTreeMap::new(), highest_uid: BTreeMap::new(), damaged_by_device };
+        let mut expected = Expected { queue_files: BTreeMap::new(), finished_queue_files: BTreeMap::new(), mailbox_files: BTreeMap::new(), highest_uid: BTreeMap::new(), damaged_by_device };
         let mut removed = BTreeSet::new();
         for record in records {
             match &record.event {
                 Event::MxDataEnd { msg, queue_file: Some(file), reply, .. } if reply.starts_with('2') => {
                     expected.queue_files.insert(file.clone(), msg.clone());
                 }
-                Event::QueueRecorded { queue_file, remaining, .. } if remaining.is_empty() => {
+                Event::QueueRecorded { queue_file, msg, remaining, .. } if remaining.is_empty() => {
                     expected.queue_files.remove(queue_file);
+                    expected.finished_queue_files.insert(queue_file.clone(), msg.clone());
                 }
                 Event::StoreDelivered { mailbox, uidvalidity, uid, file, digest, .. } => {
                     expected.mailbox_files.insert(file.clone(), (mailbox.clone(), *uidvalidity, *uid, digest.clone()));
@@ -180,6 +184,11 @@ fn judge_state(moment: &Moment, image: &Image, expected: &Expected, scenario: &S
             let intact = recovered.get(file).and_then(|bytes| QueuedMessage::decode(bytes, true).ok()).is_some_and(|queued| &queued.msg == msg);
             if !intact {
                 findings.push(("A1", format!("msg {msg} queue file {file}"), "acknowledged with 250, but the recovered queue does not hold it intact".to_string()));
+            }
+        }
+        for (file, msg) in expected.finished_queue_files.iter().filter(|(file, _)| !expected.damaged_by_device.contains(file.rsplit('/').next().unwrap_or(file))) {
+            if recovered.contains_key(file) {
+                findings.push(("A13", format!("msg {msg} queue file {file}"), "delivered and removed from the queue, but the recovered queue holds it again: its mail would be delivered twice".to_string()));
             }
         }
         return findings;

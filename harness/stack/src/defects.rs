@@ -34,6 +34,7 @@ pub enum Defect {
     UidVisibleOutOfOrder,
     MxRetryWithoutBackoff,
     RetryScheduleTooEarly,
+    NoFsyncAfterUnlink,
 }
 
 impl Defect {
@@ -67,6 +68,7 @@ impl Defect {
         Defect::UidVisibleOutOfOrder,
         Defect::MxRetryWithoutBackoff,
         Defect::RetryScheduleTooEarly,
+        Defect::NoFsyncAfterUnlink,
     ];
 
     pub fn name(self) -> &'static str {
@@ -98,6 +100,7 @@ impl Defect {
             Defect::DsnToHeaderFrom => "dsn-to-header-from",
             Defect::StoreWideUidLock => "store-wide-uid-lock",
             Defect::UidVisibleOutOfOrder => "uid-visible-out-of-order",
+            Defect::NoFsyncAfterUnlink => "no-fsync-after-unlink",
             Defect::MxRetryWithoutBackoff => "mx-retry-without-backoff",
             Defect::RetryScheduleTooEarly => "retry-schedule-too-early",
         }
@@ -137,6 +140,7 @@ impl Defect {
             Defect::UidVisibleOutOfOrder => {
                 "store reserves a UID under the mailbox lock but publishes after releasing it: with slow storage a lower UID becomes visible after higher ones (A17)"
             }
+            Defect::NoFsyncAfterUnlink => "MX unlinks a delivered queue file without syncing the queue directory: a crash brings it back and its mail is delivered again (A13, found by crash-explore)",
             Defect::MxRetryWithoutBackoff => "MX retries a deferred queue file at every queue scan, ignoring its backoff: it hammers a store that refuses or cannot be reached (A6)",
             Defect::RetryScheduleTooEarly => {
                 "remote sender halves every wait of its policy after the first of a stage (never below the stage's first interval, so never below the policy's minimum): too early for that attempt (A6)"

@@ -441,8 +441,13 @@ async fn record_outcome(env: &Env, path: &str, queued: &QueuedMessage, replies: 
     Ok(written.is_ok())
 }
 
+/// Unlinks a finished queue file and makes the unlink durable before it is recorded: a crash
+/// must not bring the file back, or its mail would be delivered again.
 async fn remove_file(env: &Env, path: &str) -> Result<(), DiskError> {
     env.disk.remove(path).await?;
+    if env.defects.has(Defect::NoFsyncAfterUnlink) {
+        return Ok(()); // the planted bug: the unlink waits for whatever syncs the directory next
+    }
     env.disk.fsync_dir(QUEUE_DIR).await
 }
 

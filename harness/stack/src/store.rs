@@ -571,9 +571,11 @@ fn after_rename_before_dirsync(env: &Env) -> Result<(), StackError> {
     Ok(())
 }
 
-async fn stage_file(env: &Env, path: &str, bytes: &[u8]) -> Result<(), DiskError> {
+async fn stage_file(env: &Env, path: &str, bytes: &[u8]) -> Result<(), StackError> {
     env.disk.write(path, bytes).await?;
-    crate::fsync_file(env, path).await
+    // The moment between the write and its fsync: a crash here leaves tmp/ debris at most.
+    crash_point!(env, "store-after-tmp-write-before-fsync");
+    Ok(crate::fsync_file(env, path).await?)
 }
 
 /// Takes the next UID and makes the new UIDNEXT durable before the UID is used, so no crash can
