@@ -274,6 +274,7 @@ fn store_config(scenario: &Scenario) -> StoreConfig {
         idle_timeout: Duration::from_secs(600),
         pop3_max_sessions: 1,
         restored: Rc::default(),
+        mark_read_on_retr: scenario.clients.mark_read,
     }
 }
 

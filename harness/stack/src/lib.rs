@@ -82,4 +82,5 @@ pub const CRASH_POINTS: &[&str] = &[
     "mx-after-fsync-before-250",
     "mx-after-lmtp-2xx-before-record",
     "store-after-rename-before-dirsync",
+    "store-after-mark-read-rename",
 ];
