@@ -58,14 +58,29 @@ fn vendor_compare_flags_a_lying_fsync_and_accepts_xfs() {
     assert_eq!(xfs.status.code(), Some(0), "{}", stdout(&xfs));
 }
 
-/// The first message file of any mailbox's new/.
-fn some_message(store: &Path) -> std::path::PathBuf {
+/// The message files in `sub` (new or cur) of every mailbox, sorted.
+fn messages_in(store: &Path, sub: &str) -> Vec<std::path::PathBuf> {
     let mut mailboxes: Vec<_> = std::fs::read_dir(store.join("mail")).unwrap().flatten().map(|entry| entry.path()).collect();
     mailboxes.sort();
-    mailboxes
-        .iter()
-        .find_map(|mailbox| std::fs::read_dir(mailbox.join("new")).ok()?.flatten().map(|entry| entry.path()).min())
-        .expect("the store kept at least one message")
+    let mut files: Vec<_> = mailboxes.iter().flat_map(|mailbox| std::fs::read_dir(mailbox.join(sub)).into_iter().flatten().flatten().map(|entry| entry.path())).collect();
+    files.sort();
+    files
+}
+
+/// The first message file of any mailbox's new/.
+fn some_message(store: &Path) -> std::path::PathBuf {
+    messages_in(store, "new").into_iter().next().expect("the store kept at least one message in new/")
+}
+
+/// Every mailbox of the store is a whole maildir: tmp/, new/ and cur/.
+fn assert_whole_maildirs(store: &Path) {
+    let mailboxes: Vec<_> = std::fs::read_dir(store.join("mail")).unwrap().flatten().map(|entry| entry.path()).collect();
+    assert!(!mailboxes.is_empty());
+    for mailbox in mailboxes {
+        for sub in ["tmp", "new", "cur"] {
+            assert!(mailbox.join(sub).is_dir(), "{} has no {sub}/", mailbox.display());
+        }
+    }
 }
 
 #[test]
@@ -82,6 +97,22 @@ fn a_store_on_a_real_directory_survives_a_stop_and_verify_store_catches_a_tamper
     assert_eq!(verified.status.code(), Some(0), "{text}");
     let checked: u64 = text.split_whitespace().find_map(|word| word.strip_prefix("checked=")).and_then(|n| n.parse().ok()).unwrap_or(0);
     assert!(checked > 0, "the ledger holds acknowledged messages: {text}");
+    // store-crash marks what clients retrieve as read (clients.mark_read): moved into cur/ with
+    // the seen flag, which verify-store (above) counts as present; a reader sees whole maildirs.
+    assert_whole_maildirs(&store);
+    let read = messages_in(&store, "cur");
+    assert!(!read.is_empty(), "clients read some mail before the stop");
+    assert!(read.iter().all(|file| file.to_string_lossy().ends_with(":2,S")), "{read:?}");
+
+    // Damage in cur/ is caught as it is in new/.
+    let mut bytes = std::fs::read(&read[0]).unwrap();
+    bytes[0] ^= 0x20;
+    std::fs::write(&read[0], &bytes).unwrap();
+    let tampered = mailchaos(&["verify-store", store_arg, "--ledger", ledger_arg]);
+    assert_eq!(tampered.status.code(), Some(1), "{}", stdout(&tampered));
+    assert!(stdout(&tampered).contains(read[0].file_name().unwrap().to_str().unwrap()), "{}", stdout(&tampered));
+    bytes[0] ^= 0x20;
+    std::fs::write(&read[0], &bytes).unwrap();
 
     let victim = some_message(&store);
     let mut bytes = std::fs::read(&victim).unwrap();
