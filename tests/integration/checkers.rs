@@ -261,6 +261,13 @@ fn a13_catches_a_store_wide_lock_that_multiplies_mail_past_a_mailbox_stall() {
 
 /// Issue #8, bug 3: a UID reserved under the mailbox lock but published after it is released
 /// shows up after higher ones when the storage is slow for one delivery.
+#[test]
+fn a19_catches_a_recovery_that_forgets_read_mail_in_cur() {
+    // store-crash marks retrieved mail read (moved into cur/); after each restart the planted
+    // recovery lists new/ only, and read messages drop out of the clients' listings.
+    check("store-crash", 3, Defect::RecoverNewOnly, &["A19"]);
+}
+
 /// Read mail moves from new/ into cur/ (`:2,S`), durably, and stays the mailbox's: the checkers
 /// follow it there (not lost, not a partial publish) and the final image holds it in cur/.
 #[test]

@@ -32,6 +32,7 @@ pub enum Defect {
     DsnToHeaderFrom,
     StoreWideUidLock,
     UidVisibleOutOfOrder,
+    RecoverNewOnly,
 }
 
 impl Defect {
@@ -63,6 +64,7 @@ impl Defect {
         Defect::DsnToHeaderFrom,
         Defect::StoreWideUidLock,
         Defect::UidVisibleOutOfOrder,
+        Defect::RecoverNewOnly,
     ];
 
     pub fn name(self) -> &'static str {
@@ -94,6 +96,7 @@ impl Defect {
             Defect::DsnToHeaderFrom => "dsn-to-header-from",
             Defect::StoreWideUidLock => "store-wide-uid-lock",
             Defect::UidVisibleOutOfOrder => "uid-visible-out-of-order",
+            Defect::RecoverNewOnly => "recover-new-only",
         }
     }
 
@@ -130,6 +133,9 @@ impl Defect {
             }
             Defect::UidVisibleOutOfOrder => {
                 "store reserves a UID under the mailbox lock but publishes after releasing it: with slow storage a lower UID becomes visible after higher ones (A17)"
+            }
+            Defect::RecoverNewOnly => {
+                "store recovery indexes new/ only, as if a maildir had no cur/: after a restart every message its owner has read vanishes from the mailbox, never deleted, its UIDL gone (A19)"
             }
         }
     }

@@ -229,8 +229,10 @@ async fn recover_mailbox(env: &Env, user: &str, restored: bool) -> Mailbox {
     ensure_layout(env, &dir).await;
     let debris_removed = remove_debris(env, &dir).await;
     let mut messages = BTreeMap::new();
-    // Read mail is as much the mailbox's as unread mail.
-    for sub in ["new", "cur"] {
+    // Read mail is as much the mailbox's as unread mail. The planted `recover-new-only` forgets
+    // cur/: what the owner has read vanishes from the index at every restart.
+    let subdirs: &[&str] = if env.defects.has(Defect::RecoverNewOnly) { &["new"] } else { &["new", "cur"] };
+    for sub in subdirs {
         for name in env.disk.list(&format!("{dir}/{sub}")).await.unwrap_or_default() {
             if let Some((uid, sum)) = parse_file_name(&name) {
                 let file = format!("{dir}/{sub}/{name}");
