@@ -137,3 +137,28 @@ fn crash_explore_catches_recovery_that_publishes_tmp_debris() {
     let text = stdout(&broken);
     assert!(text.lines().any(|line| line.trim_start().starts_with("A15 ") && line.contains("visible in new/")), "{text}");
 }
+
+/// Issue #8 ("Maildir without cur/"): Python's own `mailbox.Maildir` (create=False) opens every
+/// mailbox of a store a whole baseline run wrote on a real directory, the `email` package parses
+/// every message without a defect, and messages clients retrieved read back as seen ('S') from
+/// cur/. Needs python3 (the independent reader): not skipped without it.
+#[test]
+fn python_mailbox_reads_a_store_written_by_a_baseline_run() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/interop/maildir_read.py");
+    match Command::new("python3").arg("--version").output() {
+        Ok(output) if output.status.success() => {}
+        Ok(output) => panic!("python3 --version failed ({}): {}; this test needs Python 3 (its standard library is the independent reader)", output.status, String::from_utf8_lossy(&output.stderr)),
+        Err(error) => panic!("cannot run python3 ({error}): this test needs Python 3 on PATH (its standard library is the independent reader); install it, the test is not skipped"),
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (store, ledger) = (dir.path().join("store"), dir.path().join("ledger"));
+    let (store_arg, ledger_arg) = (store.to_str().unwrap(), ledger.to_str().unwrap());
+    let run = mailchaos(&["run", "scenarios/fast/baseline.toml", "--store-dir", store_arg, "--ledger", ledger_arg, "--seed", "1"]);
+    assert_eq!(run.status.code(), Some(0), "{}", stdout(&run));
+    let verified = mailchaos(&["verify-store", store_arg, "--ledger", ledger_arg]);
+    assert_eq!(verified.status.code(), Some(0), "{}", stdout(&verified));
+    let output = Command::new("python3").arg(script).arg(store_arg).output().expect("python3 runs");
+    let shown = format!("--- stdout ---\n{}--- stderr ---\n{}", stdout(&output), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{script} failed ({})\n{shown}", output.status);
+    assert!(stdout(&output).starts_with("maildir: ok: 6 mailboxes, "), "{shown}");
+}
