@@ -36,6 +36,9 @@ fn crash_explore_is_clean_on_posix_strict_and_shows_the_failing_state_of_no_dir_
     assert_eq!(clean.status.code(), Some(0), "{}", stdout(&clean));
     let summary = stdout(&clean).lines().find(|line| line.starts_with("summary:")).unwrap_or_default().to_string();
     assert!(summary.contains("violating_states=0") && !summary.contains(" states=0 "), "{summary}");
+    // Marking read (store-crash sets clients.mark_read) is explored between its rename into cur/
+    // and the directory syncs: the message may come back under either name, whole.
+    assert!(stdout(&clean).lines().any(|line| line.contains("at fail point store-after-mark-read-rename") && line.contains("violating=0")), "{}", stdout(&clean));
     let broken = mailchaos(&["crash-explore", "scenarios/fast/store-crash.toml", "--profile", "posix-strict", "--defect", "no-dir-fsync"]);
     assert_eq!(broken.status.code(), Some(1));
     let text = stdout(&broken);
@@ -55,14 +58,29 @@ fn vendor_compare_flags_a_lying_fsync_and_accepts_xfs() {
     assert_eq!(xfs.status.code(), Some(0), "{}", stdout(&xfs));
 }
 
-/// The first message file of any mailbox's new/.
-fn some_message(store: &Path) -> std::path::PathBuf {
+/// The message files in `sub` (new or cur) of every mailbox, sorted.
+fn messages_in(store: &Path, sub: &str) -> Vec<std::path::PathBuf> {
     let mut mailboxes: Vec<_> = std::fs::read_dir(store.join("mail")).unwrap().flatten().map(|entry| entry.path()).collect();
     mailboxes.sort();
-    mailboxes
-        .iter()
-        .find_map(|mailbox| std::fs::read_dir(mailbox.join("new")).ok()?.flatten().map(|entry| entry.path()).min())
-        .expect("the store kept at least one message")
+    let mut files: Vec<_> = mailboxes.iter().flat_map(|mailbox| std::fs::read_dir(mailbox.join(sub)).into_iter().flatten().flatten().map(|entry| entry.path())).collect();
+    files.sort();
+    files
+}
+
+/// The first message file of any mailbox's new/.
+fn some_message(store: &Path) -> std::path::PathBuf {
+    messages_in(store, "new").into_iter().next().expect("the store kept at least one message in new/")
+}
+
+/// Every mailbox of the store is a whole maildir: tmp/, new/ and cur/.
+fn assert_whole_maildirs(store: &Path) {
+    let mailboxes: Vec<_> = std::fs::read_dir(store.join("mail")).unwrap().flatten().map(|entry| entry.path()).collect();
+    assert!(!mailboxes.is_empty());
+    for mailbox in mailboxes {
+        for sub in ["tmp", "new", "cur"] {
+            assert!(mailbox.join(sub).is_dir(), "{} has no {sub}/", mailbox.display());
+        }
+    }
 }
 
 #[test]
@@ -79,6 +97,22 @@ fn a_store_on_a_real_directory_survives_a_stop_and_verify_store_catches_a_tamper
     assert_eq!(verified.status.code(), Some(0), "{text}");
     let checked: u64 = text.split_whitespace().find_map(|word| word.strip_prefix("checked=")).and_then(|n| n.parse().ok()).unwrap_or(0);
     assert!(checked > 0, "the ledger holds acknowledged messages: {text}");
+    // store-crash marks what clients retrieve as read (clients.mark_read): moved into cur/ with
+    // the seen flag, which verify-store (above) counts as present; a reader sees whole maildirs.
+    assert_whole_maildirs(&store);
+    let read = messages_in(&store, "cur");
+    assert!(!read.is_empty(), "clients read some mail before the stop");
+    assert!(read.iter().all(|file| file.to_string_lossy().ends_with(":2,S")), "{read:?}");
+
+    // Damage in cur/ is caught as it is in new/.
+    let mut bytes = std::fs::read(&read[0]).unwrap();
+    bytes[0] ^= 0x20;
+    std::fs::write(&read[0], &bytes).unwrap();
+    let tampered = mailchaos(&["verify-store", store_arg, "--ledger", ledger_arg]);
+    assert_eq!(tampered.status.code(), Some(1), "{}", stdout(&tampered));
+    assert!(stdout(&tampered).contains(read[0].file_name().unwrap().to_str().unwrap()), "{}", stdout(&tampered));
+    bytes[0] ^= 0x20;
+    std::fs::write(&read[0], &bytes).unwrap();
 
     let victim = some_message(&store);
     let mut bytes = std::fs::read(&victim).unwrap();
@@ -102,4 +136,29 @@ fn crash_explore_catches_recovery_that_publishes_tmp_debris() {
     assert_eq!(broken.status.code(), Some(1));
     let text = stdout(&broken);
     assert!(text.lines().any(|line| line.trim_start().starts_with("A15 ") && line.contains("visible in new/")), "{text}");
+}
+
+/// Issue #8 ("Maildir without cur/"): Python's own `mailbox.Maildir` (create=False) opens every
+/// mailbox of a store a whole baseline run wrote on a real directory, the `email` package parses
+/// every message without a defect, and messages clients retrieved read back as seen ('S') from
+/// cur/. Needs python3 (the independent reader): not skipped without it.
+#[test]
+fn python_mailbox_reads_a_store_written_by_a_baseline_run() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/interop/maildir_read.py");
+    match Command::new("python3").arg("--version").output() {
+        Ok(output) if output.status.success() => {}
+        Ok(output) => panic!("python3 --version failed ({}): {}; this test needs Python 3 (its standard library is the independent reader)", output.status, String::from_utf8_lossy(&output.stderr)),
+        Err(error) => panic!("cannot run python3 ({error}): this test needs Python 3 on PATH (its standard library is the independent reader); install it, the test is not skipped"),
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (store, ledger) = (dir.path().join("store"), dir.path().join("ledger"));
+    let (store_arg, ledger_arg) = (store.to_str().unwrap(), ledger.to_str().unwrap());
+    let run = mailchaos(&["run", "scenarios/fast/baseline.toml", "--store-dir", store_arg, "--ledger", ledger_arg, "--seed", "1"]);
+    assert_eq!(run.status.code(), Some(0), "{}", stdout(&run));
+    let verified = mailchaos(&["verify-store", store_arg, "--ledger", ledger_arg]);
+    assert_eq!(verified.status.code(), Some(0), "{}", stdout(&verified));
+    let output = Command::new("python3").arg(script).arg(store_arg).output().expect("python3 runs");
+    let shown = format!("--- stdout ---\n{}--- stderr ---\n{}", stdout(&output), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{script} failed ({})\n{shown}", output.status);
+    assert!(stdout(&output).starts_with("maildir: ok: 6 mailboxes, "), "{shown}");
 }

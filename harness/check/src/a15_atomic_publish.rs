@@ -1,7 +1,8 @@
 //! A15 atomic-publish: the store writes under a unique name in tmp/, fsyncs, renames into new/,
 //! fsyncs the directory, and only then replies 2xx; never writes straight into new/. In the
 //! final durable image every file in new/ and cur/ is byte-identical to an accepted message,
-//! and every 2xx'd message is there unless its owner deleted it. maildir(5).
+//! and every 2xx'd message is there unless its owner deleted it: under its name in new/, or
+//! under a name the disk renamed it to since (read mail moves into cur/). maildir(5).
 
 use super::facts::{DiskOp, Facts};
 use super::Violation;

@@ -2,6 +2,13 @@
 //! reused for other content. Judged from what clients saw: a UIDL fetched with two contents,
 //! listed with another size than it was fetched with, or listed again after its deletion.
 //! RFC 1939 §7.
+//!
+//! And it persists across sessions (RFC 1939 §7: the unique-id "persists across sessions"): a
+//! message listed under a UIDL is listed under it in every later session until its owner
+//! deletes it. A UIDL that drops out of the listing though its client never deleted it is a
+//! message that vanished from the mailbox (a store that forgot what its owner had read, say),
+//! unless a restore from backup lay between the listings (a new UIDVALIDITY renames every
+//! message; A18 judges the restore).
 
 use super::facts::Facts;
 use super::Violation;
@@ -41,5 +48,36 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
             }
         }
     }
+    persists(facts, out);
     out.dedup_by(|a, b| a.invariant == "A19" && a.subject == b.subject && a.explanation == b.explanation);
+}
+
+/// A UIDL listed in one session and missing from a later listing of the same mailbox, never
+/// deleted by its client, no restore between.
+fn persists(facts: &Facts, out: &mut Vec<Violation>) {
+    // Per mailbox: the previous listing its client recorded, and where.
+    let mut previous: BTreeMap<&str, (usize, Vec<&str>)> = BTreeMap::new();
+    for (at, record) in facts.records.iter().enumerate() {
+        let Event::ClientListing { mailbox, listed } = &record.event else { continue };
+        let now: Vec<&str> = listed.iter().map(|(uidl, _)| uidl.as_str()).collect();
+        if let Some((before_at, before)) = previous.insert(mailbox, (at, now.clone())) {
+            if facts.restored_between(mailbox, before_at, at) {
+                continue;
+            }
+            for uidl in before.into_iter().filter(|uidl| !now.contains(uidl)) {
+                if facts.deleted.contains_key(&(mailbox.clone(), uidl.to_string())) {
+                    continue;
+                }
+                // Where the client fetched it, if it did (what the UIDL named, seen on the wire).
+                let mut evidence: Vec<usize> = facts.fetches.iter().filter(|f| &f.mailbox == mailbox && f.uidl == uidl).map(|f| f.at).take(1).collect();
+                evidence.extend([before_at, at]);
+                out.push(Violation::new(
+                    "A19",
+                    format!("mailbox {mailbox} uidl {uidl}"),
+                    "listed to its client, then missing from a later listing though the client never deleted it: the UIDL did not persist across sessions (the message vanished from the mailbox)",
+                    evidence,
+                ));
+            }
+        }
+    }
 }

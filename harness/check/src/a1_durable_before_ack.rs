@@ -41,12 +41,15 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
 
 /// Ok when `file` was durable at `reply_at`; otherwise why not, with the records that show it.
 pub fn covered(disk: &HostDisk, file: &str, reply_at: At) -> Result<(), (String, Vec<At>)> {
-    // The file's contents may have been written under an earlier name and renamed here.
+    // The file's contents may have been written under earlier names and renamed here (tmp/ →
+    // new/, and new/ → cur/ once its owner read it): follow the renames back.
     let mut names = vec![file.to_string()];
-    if let Some(sources) = disk.renamed_from.get(file) {
-        if let Some((_, source)) = sources.iter().rev().find(|(at, _)| *at < reply_at) {
-            names.push(source.clone());
-        }
+    let mut before = reply_at;
+    while names.len() < 16 {
+        let current = &names[names.len() - 1];
+        let Some((at, source)) = disk.renamed_from.get(current).and_then(|sources| sources.iter().rev().find(|(at, _)| *at < before)) else { break };
+        before = *at;
+        names.push(source.clone());
     }
     let ops: Vec<(At, DiskOp)> = {
         let mut ops: Vec<(At, DiskOp)> = names.iter().flat_map(|name| disk.by_path.get(name).cloned().unwrap_or_default()).filter(|(at, _)| *at < reply_at).collect();
@@ -70,4 +73,39 @@ pub fn covered(disk: &HostDisk, file: &str, reply_at: At) -> Result<(), (String,
         return Err((format!("directory {dir} was not fsynced after the file got its name"), vec![named]));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// tmp/X written and synced (0, 1), renamed into new/ (2), new/ synced (3); read later:
+    /// renamed into cur/ (5), cur/ synced (6).
+    fn read_message() -> HostDisk {
+        let mut disk = HostDisk::default();
+        let (tmp, new, cur) = ("mail/anna/tmp/X", "mail/anna/new/X", "mail/anna/cur/X:2,S");
+        disk.by_path.insert(tmp.into(), vec![(0, DiskOp::Write), (1, DiskOp::Sync), (2, DiskOp::RenamedFrom)]);
+        disk.by_path.insert(new.into(), vec![(2, DiskOp::RenamedTo), (5, DiskOp::RenamedFrom)]);
+        disk.by_path.insert(cur.into(), vec![(5, DiskOp::RenamedTo)]);
+        disk.renamed_from.insert(new.into(), vec![(2, tmp.into())]);
+        disk.renamed_from.insert(cur.into(), vec![(5, new.into())]);
+        disk.renamed_to.insert(tmp.into(), vec![(2, new.into())]);
+        disk.renamed_to.insert(new.into(), vec![(5, cur.into())]);
+        disk.dir_syncs.insert("mail/anna/new".into(), vec![3]);
+        disk.dir_syncs.insert("mail/anna/cur".into(), vec![6]);
+        disk
+    }
+
+    #[test]
+    fn a_message_read_into_cur_is_followed_through_its_renames() {
+        let disk = read_message();
+        assert_eq!(covered(&disk, "mail/anna/new/X", 4), Ok(()));
+        // Where a retry's 2xx finds it once read: written under tmp/, two renames back.
+        assert_eq!(covered(&disk, "mail/anna/cur/X:2,S", 7), Ok(()));
+        assert!(covered(&disk, "mail/anna/cur/X:2,S", 6).is_err(), "cur/ not yet synced");
+        assert_eq!(disk.names_from("mail/anna/new/X", 4), ["mail/anna/new/X", "mail/anna/cur/X:2,S"]);
+        assert_eq!(disk.names_from("mail/anna/new/X", 5), ["mail/anna/new/X"]);
+        let lineage: Vec<String> = disk.lineage("mail/anna/cur/X:2,S").into_iter().collect();
+        assert_eq!(lineage, ["mail/anna/cur/X:2,S", "mail/anna/new/X", "mail/anna/tmp/X"]);
+    }
 }

@@ -10,7 +10,7 @@
 use super::facts::{At, Facts};
 use super::Violation;
 use history::Event;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     // (mailbox, msg) → (at, digest) of every delivery so far: the client's bytes must be one of
@@ -41,8 +41,10 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
         let mut evidence = vec![delivered_at];
         // The device's faults on that file, for the reader.
         let file = facts.deliveries.iter().find(|d| d.at == delivered_at).map(|d| d.file.as_str()).unwrap_or_default();
-        let name = file.rsplit('/').next().unwrap_or(file);
-        evidence.extend(facts.records.iter().enumerate().filter(|(at, record)| *at < fetch.at && matches!(&record.event, Event::DiskFault { path, .. } if path.rsplit('/').next() == Some(name))).map(|(at, _)| at).take(3));
+        // Under any name the file had (read mail moves from new/ into cur/).
+        let last = |path: &str| path.rsplit('/').next().unwrap_or(path).to_string();
+        let names: BTreeSet<String> = facts.disks.get("store").map(|disk| disk.lineage(file)).unwrap_or_default().iter().map(|path| last(path)).chain([last(file)]).collect();
+        evidence.extend(facts.records.iter().enumerate().filter(|(at, record)| *at < fetch.at && matches!(&record.event, Event::DiskFault { path, .. } if names.contains(&last(path)))).map(|(at, _)| at).take(3));
         evidence.push(fetch.at);
         out.push(Violation::new(
             "A23",

@@ -27,6 +27,43 @@ pub struct HostDisk {
     pub dir_syncs: BTreeMap<String, Vec<At>>,
     /// Per target path of a rename: the source path.
     pub renamed_from: BTreeMap<String, Vec<(At, String)>>,
+    /// Per source path of a rename: the target path.
+    pub renamed_to: BTreeMap<String, Vec<(At, String)>>,
+}
+
+/// Renames followed in one chain at most: a file moves tmp/ → new/ → cur/, a few steps.
+const MAX_RENAME_CHAIN: usize = 16;
+
+impl HostDisk {
+    /// The names a file had from record `since` on, as the disk recorded its renames: `path`,
+    /// then each later name it was renamed to (a message moved from new/ into cur/ once read).
+    /// A crash may leave it under any of them until the rename was made durable.
+    pub fn names_from(&self, path: &str, since: At) -> Vec<String> {
+        let mut names = vec![path.to_string()];
+        let mut at = since;
+        while names.len() < MAX_RENAME_CHAIN {
+            let current = &names[names.len() - 1];
+            let Some((moved_at, to)) = self.renamed_to.get(current).and_then(|moves| moves.iter().find(|(moved_at, _)| *moved_at > at)) else { break };
+            at = *moved_at;
+            names.push(to.clone());
+        }
+        names
+    }
+
+    /// Every name a file had, before and after `path`, as the disk recorded its renames.
+    pub fn lineage(&self, path: &str) -> BTreeSet<String> {
+        let mut names = BTreeSet::from([path.to_string()]);
+        let mut pending = vec![path.to_string()];
+        while let Some(name) = pending.pop() {
+            let next = self.renamed_to.get(&name).into_iter().chain(self.renamed_from.get(&name)).flatten();
+            for (_, other) in next {
+                if names.len() < MAX_RENAME_CHAIN && names.insert(other.clone()) {
+                    pending.push(other.clone());
+                }
+            }
+        }
+        names
+    }
 }
 
 /// A message the store reported delivered, with the UID it gave (the store's numbers, which A17
@@ -119,6 +156,8 @@ pub struct Facts<'a> {
     /// Per (mailbox, checksum in the file name): files that appeared in the mailbox's new/ by
     /// rename or write, acknowledged or not. A store that crashes after publishing a file but
     /// before its 2xx leaves such a copy (and the sender's retry makes a justified duplicate).
+    /// Publication is into new/ only: a later move of the same file into cur/ (read mail) is
+    /// the same copy, not another.
     pub published: BTreeMap<(String, String), BTreeSet<String>>,
     /// Every `StoreRecovered`, in history order.
     pub recoveries: Vec<Recovery>,
@@ -164,8 +203,10 @@ impl ReportedLosses {
         let mut reported = ReportedLosses::default();
         let mut snapshot_at = None;
         let mut rollbacks = Vec::new();
-        // (mailbox, file) → msg; (mailbox, msg) → delivery and fetch positions.
+        // (mailbox, file) → msg, following the store's renames of the file (read mail moves
+        // into cur/); (mailbox, msg) → delivery and fetch positions.
         let mut msg_of_file: BTreeMap<(String, String), String> = BTreeMap::new();
+        let mut delivered_file: BTreeMap<String, (String, String)> = BTreeMap::new();
         let mut delivered: BTreeMap<(String, String), Vec<At>> = BTreeMap::new();
         let mut fetched: BTreeSet<(String, String)> = BTreeSet::new();
         let mut corrupt: Vec<(String, String)> = Vec::new();
@@ -178,7 +219,14 @@ impl ReportedLosses {
                 Event::Fault { action } if is_rollback(action) => rollbacks.push((snapshot_at, at)),
                 Event::StoreDelivered { mailbox, msg, file, .. } => {
                     msg_of_file.insert((mailbox.clone(), file.clone()), msg.clone());
+                    delivered_file.insert(file.clone(), (mailbox.clone(), msg.clone()));
                     delivered.entry((mailbox.clone(), msg.clone())).or_default().push(at);
+                }
+                Event::DiskRename { from, to } if record.host == "store" => {
+                    if let Some((mailbox, msg)) = delivered_file.get(from).cloned() {
+                        msg_of_file.insert((mailbox.clone(), to.clone()), msg.clone());
+                        delivered_file.insert(to.clone(), (mailbox, msg));
+                    }
                 }
                 Event::ClientFetched { mailbox, msg, .. } => {
                     fetched.insert((mailbox.clone(), msg.clone()));
@@ -235,17 +283,38 @@ fn file_name(path: &str) -> &str {
 }
 
 /// Names of the store's and the MX's files whose bytes the device damaged or dropped after
-/// acknowledging them.
+/// acknowledging them. A damaged file stays damaged under every name the disk renamed it to or
+/// from (a message read after the damage moves from new/ into cur/ under a longer name).
 pub fn device_damaged_names(records: &[Record]) -> BTreeSet<String> {
-    records
-        .iter()
-        .filter(|record| record.host == "store" || record.host == "mx")
-        .filter_map(|record| match &record.event {
-            Event::DiskFault { fault, path, .. } if DAMAGING_FAULTS.contains(&fault.as_str()) => Some(damaged_name(path)),
-            Event::DiskDropped { path, .. } => Some(damaged_name(path)),
-            _ => None,
-        })
-        .collect()
+    let mut damaged = BTreeSet::new();
+    let mut renamed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for record in records.iter().filter(|record| record.host == "store" || record.host == "mx") {
+        match &record.event {
+            Event::DiskFault { fault, path, .. } if DAMAGING_FAULTS.contains(&fault.as_str()) => {
+                damaged.insert(damaged_name(path));
+            }
+            Event::DiskDropped { path, .. } => {
+                damaged.insert(damaged_name(path));
+            }
+            Event::DiskRename { from, to } => {
+                let (from, to) = (damaged_name(from), damaged_name(to));
+                if from != to {
+                    renamed.entry(from.clone()).or_default().insert(to.clone());
+                    renamed.entry(to).or_default().insert(from);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut pending: Vec<String> = damaged.iter().cloned().collect();
+    while let Some(name) = pending.pop() {
+        for other in renamed.get(&name).into_iter().flatten() {
+            if damaged.insert(other.clone()) {
+                pending.push(other.clone());
+            }
+        }
+    }
+    damaged
 }
 
 /// The name a damaged file keeps: its last component, less the `.tmp` of a queue file being
@@ -429,6 +498,7 @@ impl<'a> Facts<'a> {
                 op(from, DiskOp::RenamedFrom);
                 op(to, DiskOp::RenamedTo);
                 disk.renamed_from.entry(to.clone()).or_default().push((at, from.clone()));
+                disk.renamed_to.entry(from.clone()).or_default().push((at, to.clone()));
             }
             Event::DiskDirSync { dir } => disk.dir_syncs.entry(dir.clone()).or_default().push(at),
             _ => {}
@@ -445,7 +515,6 @@ impl<'a> Facts<'a> {
         self.images.get(host)
     }
 
-    /// Whether a store delivery's file survives in the final durable image.
     /// Whether the mailbox's client deleted (its copy of) this message.
     pub fn deleted_message(&self, mailbox: &str, msg: &str) -> bool {
         self.deleted_messages.contains(&(mailbox.to_string(), msg.to_string()))
@@ -467,8 +536,14 @@ impl<'a> Facts<'a> {
         deleted
     }
 
+    /// Whether a store delivery's file survives in the final durable image: under the name it
+    /// was delivered as, or one the disk renamed it to since (read mail moves into cur/).
     pub fn survives(&self, delivery: &Delivery) -> bool {
-        self.image("store").is_some_and(|image| image.contains_key(&delivery.file))
+        let Some(image) = self.image("store") else { return false };
+        match self.disks.get("store") {
+            Some(disk) => disk.names_from(&delivery.file, delivery.at).iter().any(|name| image.contains_key(name)),
+            None => image.contains_key(&delivery.file),
+        }
     }
 
     /// The retry policy of the sender that submitted this message.

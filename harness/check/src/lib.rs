@@ -148,8 +148,20 @@ fn blame(facts: &Facts, violations: &mut [Violation]) {
     }
 }
 
-/// The files a violation is about: those its evidence records name, and a mailbox's uidlist.
+/// The files a violation is about: those its evidence records name (under every name the disk
+/// gave each: a message read moves from new/ into cur/), and a mailbox's uidlist.
 fn files_of(facts: &Facts, violation: &Violation) -> Vec<String> {
+    let mut files = files_named_by(facts, violation);
+    if let Some(disk) = facts.disks.get("store") {
+        let renamed: Vec<String> = files.iter().flat_map(|file| disk.lineage(file)).collect();
+        files.extend(renamed);
+        files.sort();
+        files.dedup();
+    }
+    files
+}
+
+fn files_named_by(facts: &Facts, violation: &Violation) -> Vec<String> {
     let mut files = Vec::new();
     for record in violation.evidence.iter().filter_map(|&at| facts.records.get(at)) {
         match &record.event {
@@ -169,7 +181,8 @@ fn files_of(facts: &Facts, violation: &Violation) -> Vec<String> {
     files
 }
 
-/// Same file: equal last path components (a file keeps its name from tmp/ to new/), except for
+/// Same file: equal last path components (a file keeps its name from tmp/ to new/; its other
+/// names, in cur/, come from the disk's renames, see `files_of`), except for
 /// a mailbox's `uidlist`, which only its own path names.
 fn same_file(file: &str, path: &str) -> bool {
     let last = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();

@@ -142,6 +142,10 @@ pub enum Event {
     StoreRecovered { mailbox: String, uidvalidity: u64, uidnext: u64, messages: u64, debris_removed: u64, restored: bool },
     /// The store is about to remove a message its owner deleted (POP3 UPDATE state).
     StoreExpunging { mailbox: String, uidvalidity: u64, uid: u64, file: String },
+    /// The store marked a message read (POP3 RETR, as Dovecot does): it moved from `from_file`
+    /// in new/ to `to_file` in cur/ (with the seen flag), and both directories were fsynced.
+    /// Same UID, same bytes; the disk's own rename record is what checkers follow.
+    StoreMarkedRead { mailbox: String, uidvalidity: u64, uid: u64, from_file: String, to_file: String },
     /// A read found a message's bytes differ from the checksum in its name: not served (A23).
     StoreCorruption { mailbox: String, uid: u64, file: String },
 

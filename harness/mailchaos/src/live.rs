@@ -84,6 +84,8 @@ async fn run(options: &Options, users: BTreeSet<String>) -> Result<bool, String>
         max_message_bytes: 10 * 1024 * 1024 + 4096,
         idle_timeout: Duration::from_secs(600),
         pop3_max_sessions: 100,
+        // As Dovecot by default: a message a POP3 client retrieves is marked read (moved to cur/).
+        mark_read_on_retr: true,
     };
     tokio::task::spawn_local(stack::store_host::run(env_of("store"), store_config));
     tokio::task::spawn_local(stack::mx::run(env_of("mx"), mx_config));

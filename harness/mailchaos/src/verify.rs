@@ -2,17 +2,21 @@
 //! cut on a vendor's storage): only the files and the ledger are evidence, never the store's
 //! memory or its own account of itself.
 //!
-//! What must hold, with the store's layout (`mail/<user>/{tmp,new}/NAME`, NAME carrying
-//! `,U=<uid>` and `,H=<checksum>`, `mail/<user>/uidlist` holding "uidvalidity uidnext"):
+//! What must hold, with the store's layout (`mail/<user>/{tmp,new,cur}/NAME`, NAME carrying
+//! `,U=<uid>` and `,H=<checksum>`, in `cur/` followed by the info `:2,<flags>` once the owner
+//! read it; `mail/<user>/uidlist` holding "uidvalidity uidnext"):
+//! - every mailbox is a whole maildir (`tmp/`, `new/` and `cur/`: mutt and Python's
+//!   `mailbox.Maildir` refuse one without `cur/`);
 //! - every acknowledged message not since expunged is there, with the bytes that were
-//!   acknowledged;
-//! - every message visible in `new/` is whole (its bytes match the checksum in its name); `tmp/`
-//!   is the store's scratch space and never visible;
+//!   acknowledged: where the ledger says, or moved into `new/` or `cur/` under the same base
+//!   name with any info suffix (a message read after its delivery);
+//! - every message visible in `new/` or `cur/` is whole (its bytes match the checksum in its
+//!   name); `tmp/` is the store's scratch space and never visible;
 //! - a UID names one message: no two visible files of a mailbox share one, UIDNEXT is past every
 //!   UID handed out (RFC 3501 §2.3.1.1), and the ledger never saw one UID with two contents.
 
 use sim::ledger::{EntryKind, LedgerEntry};
-use mail::maildir::{checksum, parse_file_name};
+use mail::maildir::{base_name, checksum, parse_file_name, SUBDIRS};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::ErrorKind;
@@ -24,8 +28,11 @@ pub enum ProblemKind {
     Lost,
     /// An acknowledged message is there with other bytes (or cannot be read).
     Damaged,
-    /// A file in `new/` is not a whole message: a client could read a torn or corrupt message.
+    /// A file in `new/` or `cur/` is not a whole message: a client could read a torn or corrupt
+    /// message.
     VisibleDamaged,
+    /// A mailbox directory lacks `tmp/`, `new/` or `cur/`: other maildir readers refuse it.
+    IncompleteMaildir,
     /// Two visible files of one mailbox carry one UID.
     DuplicateUid,
     /// `uidlist` would hand out a UID already used.
@@ -43,6 +50,7 @@ impl ProblemKind {
             ProblemKind::Lost => "lost acknowledged message",
             ProblemKind::Damaged => "damaged acknowledged message",
             ProblemKind::VisibleDamaged => "partial or damaged message visible",
+            ProblemKind::IncompleteMaildir => "incomplete maildir",
             ProblemKind::DuplicateUid => "duplicate uid",
             ProblemKind::UidlistBehind => "uidlist behind",
             ProblemKind::UidlistUnreadable => "unreadable uidlist",
@@ -81,7 +89,7 @@ pub struct Verdict {
     pub present: usize,
     /// Of those, expunged by a later `expunging` entry: their absence is fine.
     pub expunged: usize,
-    /// Files in `new/` directories.
+    /// Files in `new/` and `cur/` directories.
     pub visible: usize,
 }
 
@@ -143,23 +151,42 @@ fn check_acknowledged(dir: &Path, entries: &[LedgerEntry], verdict: &mut Verdict
     }
 }
 
+/// Where an acknowledged message is now: the file the ledger names, or else a file of the same
+/// base name in the mailbox's `new/` or `cur/`, whatever its info suffix (`:2,S` once read).
+fn locate(dir: &Path, entry: &LedgerEntry) -> String {
+    if dir.join(&entry.file).exists() {
+        return entry.file.clone();
+    }
+    for sub in ["cur", "new"] {
+        let relative = format!("mail/{}/{sub}", entry.mailbox);
+        let Ok(found) = std::fs::read_dir(dir.join(&relative)) else { continue };
+        let mut moved: Vec<String> = found.flatten().map(|file| file.file_name().to_string_lossy().into_owned()).filter(|found| base_name(found) == entry.base_name()).collect();
+        moved.sort();
+        if let Some(found) = moved.first() {
+            return format!("{relative}/{found}");
+        }
+    }
+    entry.file.clone()
+}
+
 fn check_one_acknowledged(dir: &Path, entry: &LedgerEntry, acknowledged: &str, verdict: &mut Verdict) {
     let line = Some(entry.line);
-    match std::fs::read(dir.join(&entry.file)) {
+    let file = locate(dir, entry);
+    match std::fs::read(dir.join(&file)) {
         Err(error) if error.kind() == ErrorKind::NotFound => {
             let detail = format!("uid {} of {} is gone and was never expunged", entry.uid, entry.mailbox);
             verdict.report(ProblemKind::Lost, &entry.file, line, detail);
         }
         Err(error) => {
             verdict.present += 1;
-            verdict.report(ProblemKind::Damaged, &entry.file, line, format!("cannot read: {error}"));
+            verdict.report(ProblemKind::Damaged, &file, line, format!("cannot read: {error}"));
         }
         Ok(bytes) => {
             verdict.present += 1;
             let found = checksum(&bytes);
             if found != acknowledged {
                 let detail = format!("{} bytes with checksum {found}, acknowledged as {acknowledged}", bytes.len());
-                verdict.report(ProblemKind::Damaged, &entry.file, line, detail);
+                verdict.report(ProblemKind::Damaged, &file, line, detail);
             }
         }
     }
@@ -191,27 +218,39 @@ fn names_in(dir: &Path, relative: &str, want_dirs: bool, verdict: &mut Verdict) 
 fn check_visible(dir: &Path, verdict: &mut Verdict) -> Visible {
     let mut visible = Visible::new();
     for user in names_in(dir, "mail", true, verdict) {
+        let subdirs = names_in(dir, &format!("mail/{user}"), true, verdict);
+        let missing: Vec<&str> = SUBDIRS.into_iter().filter(|sub| !subdirs.iter().any(|found| found == sub)).collect();
+        if !missing.is_empty() {
+            let detail = format!("no {} (a maildir has tmp/, new/ and cur/)", missing.iter().map(|sub| format!("{sub}/")).collect::<Vec<_>>().join(", "));
+            verdict.report(ProblemKind::IncompleteMaildir, &format!("mail/{user}"), None, detail);
+        }
         let uids = visible.entry(user.clone()).or_default();
-        let new_dir = format!("mail/{user}/new");
-        for name in names_in(dir, &new_dir, false, verdict) {
-            verdict.visible += 1;
-            let file = format!("{new_dir}/{name}");
-            let Some((uid, named)) = parse_file_name(&name) else {
-                verdict.report(ProblemKind::VisibleDamaged, &file, None, "the name carries no U=<uid> and H=<checksum>".into());
-                continue;
-            };
-            uids.entry(uid).or_default().push(file.clone());
-            match std::fs::read(dir.join(&file)) {
-                Err(error) => verdict.report(ProblemKind::VisibleDamaged, &file, None, format!("cannot read: {error}")),
-                Ok(bytes) if checksum(&bytes) != named => {
-                    let detail = format!("{} bytes with checksum {}, the name says {named}", bytes.len(), checksum(&bytes));
-                    verdict.report(ProblemKind::VisibleDamaged, &file, None, detail);
-                }
-                Ok(_) => {}
-            }
+        for sub in ["new", "cur"] {
+            check_visible_in(dir, &format!("mail/{user}/{sub}"), uids, verdict);
         }
     }
     visible
+}
+
+/// The messages of one `new/` or `cur/`: each whole, under its UID.
+fn check_visible_in(dir: &Path, visible_dir: &str, uids: &mut BTreeMap<u64, Vec<String>>, verdict: &mut Verdict) {
+    for name in names_in(dir, visible_dir, false, verdict) {
+        verdict.visible += 1;
+        let file = format!("{visible_dir}/{name}");
+        let Some((uid, named)) = parse_file_name(&name) else {
+            verdict.report(ProblemKind::VisibleDamaged, &file, None, "the name carries no U=<uid> and H=<checksum>".into());
+            continue;
+        };
+        uids.entry(uid).or_default().push(file.clone());
+        match std::fs::read(dir.join(&file)) {
+            Err(error) => verdict.report(ProblemKind::VisibleDamaged, &file, None, format!("cannot read: {error}")),
+            Ok(bytes) if checksum(&bytes) != named => {
+                let detail = format!("{} bytes with checksum {}, the name says {named}", bytes.len(), checksum(&bytes));
+                verdict.report(ProblemKind::VisibleDamaged, &file, None, detail);
+            }
+            Ok(_) => {}
+        }
+    }
 }
 
 fn check_duplicates(visible: &Visible, verdict: &mut Verdict) {
@@ -256,7 +295,7 @@ fn check_uidlists(dir: &Path, entries: &[LedgerEntry], visible: &Visible, verdic
                 continue;
             }
         };
-        // Files in new/ carry no UIDVALIDITY: they belong to the mailbox's current one.
+        // Files in new/ and cur/ carry no UIDVALIDITY: they belong to the mailbox's current one.
         let highest_visible = visible.get(user).and_then(|uids| uids.keys().next_back());
         if let Some(&uid) = highest_visible.filter(|&&uid| uid >= uidnext) {
             verdict.report(ProblemKind::UidlistBehind, &file, None, format!("uidnext is {uidnext} but uid {uid} is visible"));
@@ -295,9 +334,20 @@ mod tests {
         /// Publishes a message in new/ without acknowledging it; returns its file.
         fn publish(&self, user: &str, uid: u64, body: &str) -> String {
             let file = format!("mail/{user}/new/1000.S1D{uid},U={uid},S={},H={}", body.len(), checksum(body.as_bytes()));
-            fs::create_dir_all(self.path(&file).parent().unwrap()).unwrap();
+            for sub in SUBDIRS {
+                fs::create_dir_all(self.path(&format!("mail/{user}/{sub}"))).unwrap();
+            }
             fs::write(self.path(&file), body).unwrap();
             file
+        }
+
+        /// Marks a message read as the store does: new/NAME → cur/NAME:2,S; returns its file.
+        fn read(&self, file: &str) -> String {
+            let name = file.rsplit('/').next().unwrap();
+            let user = file.split('/').nth(1).unwrap();
+            let moved = format!("mail/{user}/cur/{}", mail::maildir::with_flags(name, "S"));
+            fs::rename(self.path(file), self.path(&moved)).unwrap();
+            moved
         }
 
         fn deliver(&mut self, user: &str, uid: u64, body: &str) -> String {
@@ -343,6 +393,36 @@ mod tests {
         let verdict = consistent().verdict();
         assert_eq!(verdict.problems, vec![]);
         assert_eq!(verdict.summary(), "verdict: ok problems=0 checked=4 present=2 expunged=2 visible=3");
+    }
+
+    #[test]
+    fn messages_read_into_cur_are_present_and_judged_like_new_ones() {
+        let mut store = consistent();
+        let read = store.read(&("mail/anna/new/1000.S1D1,U=1,S=5,H=".to_string() + &checksum(b"first")));
+        assert!(read.starts_with("mail/anna/cur/") && read.ends_with(":2,S"), "{read}");
+        let fourth = store.deliver("anna", 4, "fourth");
+        store.read(&fourth);
+        store.uidlist("anna", 5);
+        let verdict = store.verdict();
+        assert_eq!(verdict.problems, vec![]);
+        assert_eq!(verdict.summary(), "verdict: ok problems=0 checked=5 present=3 expunged=2 visible=4");
+        // Read and then damaged: the same problems as in new/, named by the file in cur/.
+        fs::write(store.path(&read), "firsT").unwrap();
+        let verdict = store.verdict();
+        assert_eq!(kinds(&verdict), vec![(ProblemKind::Damaged, Some(2)), (ProblemKind::VisibleDamaged, None)]);
+        assert!(verdict.problems.iter().all(|problem| problem.file == read), "{:?}", verdict.problems);
+        // Read and then gone: lost.
+        fs::remove_file(store.path(&read)).unwrap();
+        assert_eq!(kinds(&store.verdict()), vec![(ProblemKind::Lost, Some(2))]);
+    }
+
+    #[test]
+    fn a_mailbox_without_cur_is_an_incomplete_maildir() {
+        let store = consistent();
+        fs::remove_dir(store.path("mail/bruno/cur")).unwrap();
+        let verdict = store.verdict();
+        assert_eq!(kinds(&verdict), vec![(ProblemKind::IncompleteMaildir, None)]);
+        assert_eq!(verdict.problems[0].to_string(), "incomplete maildir: mail/bruno: no cur/ (a maildir has tmp/, new/ and cur/)");
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! Moments are the scenario's own crashes and the first hits of every fail point of the stack
 //! (armed with a callback that only records, so the run itself goes on undisturbed). The oracle
 //! is the history up to the moment: an acknowledged queue file or mailbox message that recovery
-//! does not find intact is a violation (A1), a damaged file visible in new/ is A15, and a
-//! recovered UIDNEXT at or below an issued UID is A17.
+//! does not find intact is a violation (A1), a damaged file visible in new/ or cur/ is A15, and
+//! a recovered UIDNEXT at or below an issued UID is A17. A message moved since its delivery
+//! (read: new/ → cur/, as the disk recorded the rename) may come back under any of its names.
 
 use devices::crash::{Frontier, Image};
 use devices::profile::Profile;
@@ -129,8 +130,9 @@ struct Expected {
     /// Queue files the MX finished (every recipient recorded done, the file removed): a crash
     /// must not bring them back, or their mail would be delivered again.
     finished_queue_files: BTreeMap<String, String>,
-    /// Store deliveries answered 2xx and not since removed by a client: file → (mailbox, uidvalidity, uid, digest).
-    mailbox_files: BTreeMap<String, (String, u64, u64, String)>,
+    /// Store deliveries answered 2xx and not since removed by a client: file as delivered →
+    /// (mailbox, uid, digest, every name it has had since: a crash may keep any of them).
+    mailbox_files: BTreeMap<String, (String, u64, String, Vec<String>)>,
     /// The highest UID issued per (mailbox, uidvalidity).
     highest_uid: BTreeMap<(String, u64), u64>,
     /// Files whose bytes the device itself damaged or dropped (an injected fault): not the
@@ -143,6 +145,9 @@ impl Expected {
         let damaged_by_device = check::facts::device_damaged_names(records);
         let mut expected = Expected { queue_files: BTreeMap::new(), finished_queue_files: BTreeMap::new(), mailbox_files: BTreeMap::new(), highest_uid: BTreeMap::new(), damaged_by_device };
         let mut removed = BTreeSet::new();
+        let mut unlinked = BTreeSet::new();
+        let mut moved: BTreeMap<String, String> = BTreeMap::new();
+        let mut delivered: BTreeMap<String, (String, u64, String)> = BTreeMap::new();
         for record in records {
             match &record.event {
                 Event::MxDataEnd { msg, queue_file: Some(file), reply, .. } if reply.starts_with('2') => {
@@ -153,15 +158,17 @@ impl Expected {
                     expected.finished_queue_files.insert(queue_file.clone(), msg.clone());
                 }
                 Event::StoreDelivered { mailbox, uidvalidity, uid, file, digest, .. } => {
-                    expected.mailbox_files.insert(file.clone(), (mailbox.clone(), *uidvalidity, *uid, digest.clone()));
+                    delivered.insert(file.clone(), (mailbox.clone(), *uid, digest.clone()));
                     let highest = expected.highest_uid.entry((mailbox.clone(), *uidvalidity)).or_default();
                     *highest = (*highest).max(*uid);
                 }
                 Event::DiskRemove { path } if record.host == host => {
                     removed.insert(path.clone());
+                    unlinked.insert(path.clone());
                 }
-                Event::DiskRename { from, .. } if record.host == host => {
+                Event::DiskRename { from, to } if record.host == host => {
                     removed.insert(from.clone());
+                    moved.insert(from.clone(), to.clone());
                 }
                 _ => {}
             }
@@ -169,7 +176,15 @@ impl Expected {
         // A file the stack itself removed (a delivered queue file, a message its owner deleted)
         // may be gone in any state.
         expected.queue_files.retain(|file, _| !removed.contains(file));
-        expected.mailbox_files.retain(|file, _| !removed.contains(file));
+        for (file, (mailbox, uid, digest)) in delivered {
+            let mut names = vec![file.clone()];
+            while let Some(next) = moved.get(&names[names.len() - 1]).filter(|_| names.len() < 16) {
+                names.push(next.clone());
+            }
+            if !names.last().is_some_and(|name| unlinked.contains(name)) {
+                expected.mailbox_files.insert(file, (mailbox, uid, digest, names));
+            }
+        }
         expected
     }
 }
@@ -194,21 +209,23 @@ fn judge_state(moment: &Moment, image: &Image, expected: &Expected, scenario: &S
         return findings;
     }
     let by_device = |path: &str| expected.damaged_by_device.contains(path.rsplit('/').next().unwrap_or(path));
-    for (file, (mailbox, _, uid, digest)) in expected.mailbox_files.iter().filter(|(file, _)| !by_device(file)) {
-        match recovered.get(file) {
-            Some(bytes) if &message::content_digest(bytes) == digest => {}
-            Some(_) => findings.push(("A1", format!("mailbox {mailbox} uid {uid}"), format!("delivered (LMTP 250), but {file} came back damaged"))),
-            None => findings.push(("A1", format!("mailbox {mailbox} uid {uid}"), format!("delivered (LMTP 250), but {file} is gone after recovery"))),
+    for (file, (mailbox, uid, digest, names)) in expected.mailbox_files.iter().filter(|(_, (.., names))| !names.iter().any(|name| by_device(name))) {
+        let found: Vec<&Vec<u8>> = names.iter().filter_map(|name| recovered.get(name)).collect();
+        if found.iter().any(|bytes| &message::content_digest(bytes) == digest) {
+            continue;
         }
+        let what = if found.is_empty() { "is gone after recovery" } else { "came back damaged" };
+        findings.push(("A1", format!("mailbox {mailbox} uid {uid}"), format!("delivered (LMTP 250), but {file} {what}")));
     }
     for (path, bytes) in &recovered {
         let Some((dir, name)) = path.rsplit_once('/') else { continue };
-        if !dir.ends_with("/new") || by_device(path) {
+        let Some(sub) = ["new", "cur"].into_iter().find(|sub| dir.ends_with(&format!("/{sub}"))) else { continue };
+        if by_device(path) {
             continue;
         }
         if let Some((_, sum)) = store::parse_file_name(name) {
             if store::checksum(bytes) != sum {
-                findings.push(("A15", path.clone(), format!("a partial or damaged message ({} bytes) is visible in new/ after recovery", bytes.len())));
+                findings.push(("A15", path.clone(), format!("a partial or damaged message ({} bytes) is visible in {sub}/ after recovery", bytes.len())));
             }
         }
     }
@@ -266,6 +283,7 @@ fn store_config(scenario: &Scenario) -> StoreConfig {
         idle_timeout: Duration::from_secs(600),
         pop3_max_sessions: 1,
         restored: Rc::default(),
+        mark_read_on_retr: scenario.clients.mark_read,
     }
 }
 

@@ -12,7 +12,13 @@
 //! `delivered` is written after the store acknowledged the message; `<file>` is relative to the
 //! store directory and `<checksum>` is the store's (first 16 hex digits of blake3). `expunging`
 //! is written before the store is asked to remove a message, so from that line on its absence is
-//! expected. Each line is durable (`sync_data`) before the append returns; a power cut can only
+//! expected; its `<file>` is where the message was then.
+//!
+//! A message does not stay where it was delivered: once its owner reads it, the store moves it
+//! from `new/NAME` to `cur/NAME:2,S` (maildir(5)), and a mail reader on the same directory may
+//! set other flags. The ledger does not follow it: a `delivered` message counts as present in
+//! `new/` or `cur/` under the base name of its `<file>` with any info suffix (see
+//! [`LedgerEntry::base_name`]). Each line is durable (`sync_data`) before the append returns; a power cut can only
 //! leave a last line without its newline, which was never acknowledged and is ignored on reading.
 
 use std::fmt;
@@ -39,11 +45,18 @@ pub struct LedgerEntry {
     pub mailbox: String,
     pub uidvalidity: u64,
     pub uid: u64,
-    /// Path relative to the store directory, e.g. `mail/anna/new/…`.
+    /// Path relative to the store directory, e.g. `mail/anna/new/…`, or `mail/anna/cur/…:2,S`
+    /// for an expunge of a message read before.
     pub file: String,
 }
 
 impl LedgerEntry {
+    /// The maildir base name of the file: its last component less any info (`:2,<flags>`), the
+    /// same in `new/` and in `cur/`.
+    pub fn base_name(&self) -> &str {
+        mail::maildir::base_name(self.file.rsplit('/').next().unwrap_or(&self.file))
+    }
+
     /// The message's identity: IMAP names a message by mailbox, UIDVALIDITY and UID.
     pub fn key(&self) -> (&str, u64, u64) {
         (&self.mailbox, self.uidvalidity, self.uid)
@@ -249,6 +262,19 @@ mod tests {
                 LedgerEntry { line: 3, kind: EntryKind::Expunging, mailbox: "anna".into(), uidvalidity: 7, uid: 1, file },
             ]
         );
+    }
+
+    #[test]
+    fn a_message_read_into_cur_keeps_its_base_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger");
+        let mut ledger = Ledger::create(&path).unwrap();
+        ledger.append_delivered("anna", 7, 1, "mail/anna/new/a,U=1,H=00ff00ff00ff00ff", SUM).unwrap();
+        ledger.append_expunging("anna", 7, 1, "mail/anna/cur/a,U=1,H=00ff00ff00ff00ff:2,S").unwrap();
+        let entries = read_ledger(&path).unwrap();
+        assert_eq!(entries[1].file, "mail/anna/cur/a,U=1,H=00ff00ff00ff00ff:2,S");
+        assert_eq!(entries[0].base_name(), "a,U=1,H=00ff00ff00ff00ff");
+        assert_eq!(entries[1].base_name(), entries[0].base_name());
     }
 
     #[test]

@@ -223,6 +223,10 @@ pub struct Clients {
     /// The store's POP3 session limit.
     #[serde(default = "default_pop3_max_sessions")]
     pub pop3_max_sessions: usize,
+    /// A message a client retrieves is marked read, as Dovecot's POP3 server does on RETR:
+    /// moved from new/ into cur/ with the seen flag (`:2,S`). Default false.
+    #[serde(default)]
+    pub mark_read: bool,
 }
 
 fn default_pop3_max_sessions() -> usize {

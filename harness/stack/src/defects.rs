@@ -35,6 +35,7 @@ pub enum Defect {
     MxRetryWithoutBackoff,
     RetryScheduleTooEarly,
     NoFsyncAfterUnlink,
+    RecoverNewOnly,
 }
 
 impl Defect {
@@ -69,6 +70,7 @@ impl Defect {
         Defect::MxRetryWithoutBackoff,
         Defect::RetryScheduleTooEarly,
         Defect::NoFsyncAfterUnlink,
+        Defect::RecoverNewOnly,
     ];
 
     pub fn name(self) -> &'static str {
@@ -103,6 +105,7 @@ impl Defect {
             Defect::NoFsyncAfterUnlink => "no-fsync-after-unlink",
             Defect::MxRetryWithoutBackoff => "mx-retry-without-backoff",
             Defect::RetryScheduleTooEarly => "retry-schedule-too-early",
+            Defect::RecoverNewOnly => "recover-new-only",
         }
     }
 
@@ -144,6 +147,9 @@ impl Defect {
             Defect::MxRetryWithoutBackoff => "MX retries a deferred queue file at every queue scan, ignoring its backoff: it hammers a store that refuses or cannot be reached (A6)",
             Defect::RetryScheduleTooEarly => {
                 "remote sender halves every wait of its policy after the first of a stage (never below the stage's first interval, so never below the policy's minimum): too early for that attempt (A6)"
+            }
+            Defect::RecoverNewOnly => {
+                "store recovery indexes new/ only, as if a maildir had no cur/: after a restart every message its owner has read vanishes from the mailbox, never deleted, its UIDL gone (A19)"
             }
         }
     }

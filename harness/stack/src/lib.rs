@@ -83,4 +83,5 @@ pub const CRASH_POINTS: &[&str] = &[
     "mx-after-lmtp-2xx-before-record",
     "store-after-rename-before-dirsync",
     "store-after-tmp-write-before-fsync",
+    "store-after-mark-read-rename",
 ];

@@ -4,9 +4,13 @@
 //! `UIDVALIDITY.UID`, so they name one message forever as long as UIDs are never reused (A19).
 //! A message whose bytes no longer match the checksum in its file name is never served as
 //! if intact: RETR answers -ERR [SYS/TEMP] instead.
+//!
+//! Messages are served from `new/` and `cur/` alike. With `mark_read_on_retr` (Dovecot's
+//! default), a message served by RETR is marked read: moved into `cur/` with the seen flag
+//! (`store::mark_read`); DELE then removes it from wherever it is.
 
 use super::conn::{Conn, ConnError};
-use super::store::{checksum, Entry, Index, StoreConfig};
+use super::store::{self, checksum, Entry, Index, StoreConfig};
 use super::wire::{self, Pop3Command};
 use super::{Defect, Env, POP3_PORT};
 use history::Event;
@@ -33,7 +37,7 @@ pub async fn serve(env: Env, config: Rc<StoreConfig>, index: Index) {
         sessions.set(sessions.get() + 1);
         let (env, config, index, sessions) = (env.clone(), config.clone(), index.clone(), sessions.clone());
         tokio::task::spawn_local(async move {
-            let mut session = Session { env: &env, config: &config, index: &index, user: None, locked: None, view: Vec::new(), deleted: BTreeSet::new() };
+            let mut session = Session { env: &env, config: &config, index: &index, user: None, locked: None, view: Vec::new(), deleted: BTreeSet::new(), crashed: false };
             session.run(conn).await;
             session.unlock();
             sessions.set(sessions.get() - 1);
@@ -52,6 +56,8 @@ struct Session<'a> {
     /// The maildrop as it was at login: message number n is `view[n-1]` (uid, entry).
     view: Vec<(u64, Entry)>,
     deleted: BTreeSet<usize>,
+    /// A crash point fired in this session: it stops at once, answering nothing.
+    crashed: bool,
 }
 
 fn ok(text: &str) -> Vec<u8> {
@@ -85,6 +91,9 @@ impl Session<'_> {
                 Ok(command) => self.respond(command).await,
                 Err(text) => err(&text),
             };
+            if self.crashed {
+                return;
+            }
             if conn.send(&response).await.is_err() {
                 return;
             }
@@ -197,11 +206,22 @@ impl Session<'_> {
         response
     }
 
-    async fn retrieve(&self, number: u32) -> Vec<u8> {
-        let Some((uid, entry)) = self.message(number) else { return err("no such message") };
+    async fn retrieve(&mut self, number: u32) -> Vec<u8> {
+        let Some((uid, entry)) = self.message(number).map(|(uid, entry)| (uid, entry.clone())) else { return err("no such message") };
         let trust = self.env.defects.has(Defect::NoChecksum); // the planted bug: serve unchecked
         match self.env.disk.read(&entry.file).await {
             Ok(bytes) if trust || checksum(&bytes) == entry.checksum => {
+                if self.config.mark_read_on_retr {
+                    let user = self.locked.clone().unwrap_or_default();
+                    let Ok(now) = store::mark_read(self.env, self.index, &user, uid, &entry).await else {
+                        // A crash point fired: the host is going down, answer nothing more.
+                        self.crashed = true;
+                        return Vec::new();
+                    };
+                    if let Some(seen) = self.view.get_mut(number as usize - 1) {
+                        seen.1 = now;
+                    }
+                }
                 let mut response = ok(&format!("{} octets", bytes.len()));
                 response.extend_from_slice(&wire::dot_stuff(&bytes));
                 response

@@ -6,6 +6,11 @@
 //! from what is durable after a restart. UIDNEXT is kept durably in `uidlist` and never goes
 //! back (RFC 3501 §2.3.1.1), even when the newest messages were deleted before a crash.
 //!
+//! Layout. Every mailbox is a whole maildir: `tmp/`, `new/` and `cur/` exist, made durable at
+//! every start, so that other maildir readers (mutt, Python's `mailbox.Maildir`) open it. A
+//! message its owner has read lives in `cur/` as `NAME:2,S` (see [`mark_read`]); recovery
+//! indexes `new/` and `cur/` alike, under the UID and checksum in the base name.
+//!
 //! Concurrency. Each mailbox has its own lock, held while a delivery reserves its UID and
 //! publishes the message: UIDs become visible in ascending order (a client that saw UID 14 never
 //! later finds a new UID 4, RFC 3501 §2.3.1.1), and a mailbox whose storage stalls holds up
@@ -42,11 +47,15 @@ pub struct StoreConfig {
     /// The operator's notice that the storage was restored from a backup: the next recovery
     /// starts a new UIDVALIDITY (RFC 3501 §2.3.1.1) and clears the notice.
     pub restored: Rc<Cell<bool>>,
+    /// POP3 RETR marks the message read, as Dovecot does unless `pop3_no_flag_updates`: it
+    /// moves from `new/` to `cur/` with the seen flag (`:2,S`).
+    pub mark_read_on_retr: bool,
 }
 
 /// One message as the index knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
+    /// Where the message is now: `new/NAME`, or `cur/NAME:2,S` once read.
     pub file: String,
     pub size: u64,
     /// The checksum stored in the file name: blake3 of the bytes, first 16 hex digits.
@@ -159,6 +168,11 @@ impl Drop for InProgressMark<'_> {
 }
 
 impl StoreState {
+    /// Where the message with this UID is now, if the index holds it.
+    fn current_file(&self, user: &str, uid: u64) -> Option<String> {
+        self.mailboxes.borrow().get(user).and_then(|mailbox| mailbox.messages.get(&uid)).map(|entry| entry.file.clone())
+    }
+
     fn mailbox_lock(&self, user: &str) -> Rc<tokio::sync::Mutex<()>> {
         self.locks.borrow_mut().entry(user.to_string()).or_default().clone()
     }
@@ -178,7 +192,7 @@ impl StoreState {
 pub type Index = Rc<StoreState>;
 
 pub fn mailbox_dir(user: &str) -> String {
-    format!("mail/{user}")
+    format!("{MAIL_DIR}/{user}")
 }
 
 pub use mail::maildir::{checksum, parse_file_name};
@@ -191,18 +205,42 @@ pub async fn recover(env: &Env, config: &StoreConfig) -> Index {
         let mailbox = recover_mailbox(env, user, restored).await;
         index.insert(user.clone(), mailbox);
     }
+    // The mailboxes' own names in mail/ (created with their first subdirectory).
+    let _ = env.disk.fsync_dir(MAIL_DIR).await;
     Rc::new(StoreState { mailboxes: RefCell::new(index), ..StoreState::default() })
+}
+
+/// The directory holding one maildir per mailbox.
+pub const MAIL_DIR: &str = "mail";
+
+/// Makes the mailbox a whole maildir, durably: `tmp/`, `new/` and `cur/` exist (a device creates
+/// a directory it is asked to sync) with their contents' names durable, and their own names are
+/// durable in the mailbox's directory. Idempotent; errors are left to the next start, as a
+/// missing subdirectory only hides the mailbox from other maildir readers.
+async fn ensure_layout(env: &Env, dir: &str) {
+    for sub in mail::maildir::SUBDIRS {
+        let _ = env.disk.fsync_dir(&format!("{dir}/{sub}")).await;
+    }
+    let _ = env.disk.fsync_dir(dir).await;
 }
 
 async fn recover_mailbox(env: &Env, user: &str, restored: bool) -> Mailbox {
     let dir = mailbox_dir(user);
+    ensure_layout(env, &dir).await;
     let debris_removed = remove_debris(env, &dir).await;
     let mut messages = BTreeMap::new();
-    for name in env.disk.list(&format!("{dir}/new")).await.unwrap_or_default() {
-        if let Some((uid, sum)) = parse_file_name(&name) {
-            let file = format!("{dir}/new/{name}");
-            let size = env.disk.read(&file).await.map(|bytes| bytes.len() as u64).unwrap_or(0);
-            messages.insert(uid, Entry { file, size, checksum: sum });
+    // Read mail is as much the mailbox's as unread mail. The planted `recover-new-only` forgets
+    // cur/: what the owner has read vanishes from the index at every restart.
+    let subdirs: &[&str] = if env.defects.has(Defect::RecoverNewOnly) { &["new"] } else { &["new", "cur"] };
+    for sub in subdirs {
+        for name in env.disk.list(&format!("{dir}/{sub}")).await.unwrap_or_default() {
+            if let Some((uid, sum)) = parse_file_name(&name) {
+                let file = format!("{dir}/{sub}/{name}");
+                let size = env.disk.read(&file).await.map(|bytes| bytes.len() as u64).unwrap_or(0);
+                // A UID in both (only a hand-made copy can do that: a move is one rename): the
+                // read one, as the owner last saw it.
+                messages.insert(uid, Entry { file, size, checksum: sum });
+            }
         }
     }
     let stored = read_uidlist(env, &dir).await;
@@ -426,6 +464,8 @@ async fn deliver(
         match recognise(env, index, &user, &key, deadline_ms).await {
             Recognised::New => Some(index.mark_in_progress(&user, &key)),
             Recognised::Done { uidvalidity, uid, file } => {
+                // Where the copy is now: its owner may have read it (moved into cur/) since.
+                let file = index.current_file(&user, uid).unwrap_or(file);
                 env.journal.record(Event::StoreRetryRecognised { mailbox: user.clone(), msg, uidvalidity, uid, file });
                 return Ok(Reply::new(250, "2.0.0", &format!("<{rcpt}> delivered")));
             }
@@ -578,6 +618,43 @@ async fn stage_file(env: &Env, path: &str, bytes: &[u8]) -> Result<(), StackErro
     Ok(crate::fsync_file(env, path).await?)
 }
 
+/// Marks a retrieved message read, as Dovecot's POP3 server does on RETR: the file moves from
+/// `new/NAME` to `cur/NAME:2,S` (maildir(5): `cur/` holds what the mail reader has seen, the
+/// info suffix its flags), then `cur/` and `new/` are fsynced, so that the move survives a
+/// crash (before the syncs, a crash may leave the message in either place, whole: recovery
+/// indexes both). The UID, the checksum and the bytes stay; the index follows the file at once.
+/// Returns the entry as it is now (unchanged when it is not in `new/`, or the move failed), or
+/// the crash of the fail point `store-after-mark-read-rename` (between the rename and the syncs).
+pub async fn mark_read(env: &Env, index: &Index, user: &str, uid: u64, entry: &Entry) -> Result<Entry, StackError> {
+    let dir = mailbox_dir(user);
+    let (new_dir, cur_dir) = (format!("{dir}/new"), format!("{dir}/cur"));
+    let Some(name) = entry.file.strip_prefix(&format!("{new_dir}/")) else { return Ok(entry.clone()) };
+    let to = format!("{cur_dir}/{}", mail::maildir::with_flags(name, &mail::maildir::SEEN.to_string()));
+    if env.disk.rename(&entry.file, &to).await.is_err() {
+        return Ok(entry.clone());
+    }
+    let moved = Entry { file: to.clone(), ..entry.clone() };
+    let uidvalidity = {
+        let mut mailboxes = index.mailboxes.borrow_mut();
+        let Some(mailbox) = mailboxes.get_mut(user) else { return Ok(moved) };
+        if let Some(indexed) = mailbox.messages.get_mut(&uid).filter(|indexed| indexed.file == entry.file) {
+            indexed.file = to.clone();
+        }
+        mailbox.uidvalidity
+    };
+    after_mark_read_rename(env)?;
+    let synced = env.disk.fsync_dir(&cur_dir).await.is_ok() & env.disk.fsync_dir(&new_dir).await.is_ok();
+    if synced {
+        env.journal.record(Event::StoreMarkedRead { mailbox: user.to_string(), uidvalidity, uid, from_file: entry.file.clone(), to_file: to });
+    }
+    Ok(moved)
+}
+
+fn after_mark_read_rename(env: &Env) -> Result<(), StackError> {
+    crash_point!(env, "store-after-mark-read-rename");
+    Ok(())
+}
+
 /// Takes the next UID and makes the new UIDNEXT durable before the UID is used, so no crash can
 /// hand the same UID to another message. The caller holds the mailbox's lock.
 async fn reserve_uid(env: &Env, index: &Index, user: &str, dir: &str) -> Result<(u64, u64), StackError> {
@@ -590,16 +667,4 @@ async fn reserve_uid(env: &Env, index: &Index, user: &str, dir: &str) -> Result<
     };
     write_uidlist(env, dir, uidvalidity, uid + 1).await?;
     Ok((uidvalidity, uid))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_names_carry_uid_and_checksum() {
-        assert_eq!(parse_file_name("1200.S1D1,U=7,S=42,H=00ff00ff00ff00ff"), Some((7, "00ff00ff00ff00ff".to_string())));
-        assert_eq!(parse_file_name("1200.S1D1,S=42"), None);
-        assert_eq!(parse_file_name("garbage,U=x,H=1"), None);
-    }
 }

@@ -267,6 +267,7 @@ impl<'a> World<'a> {
             idle_timeout: Duration::from_secs(600),
             pop3_max_sessions: scenario.clients.pop3_max_sessions.max(1),
             restored: self.restored.clone(),
+            mark_read_on_retr: scenario.clients.mark_read,
         };
         self.sim.host("store", move || stack::store_host::run(store_env.clone(), store_config.clone()).map_ok());
 
