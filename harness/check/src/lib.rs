@@ -109,7 +109,6 @@ pub fn check_all(output: &RunOutput) -> Vec<Violation> {
     a21_overload::check(&facts, &mut violations);
     a22_outage_answer::check(&facts, &mut violations);
     a23_no_silent_corruption::check(&facts, &mut violations);
-    blame(&facts, &mut violations);
     if output.drained_at_ms.is_none() && output.aborted.is_none() {
         // L1 drains: every queue must be empty and every message terminal within the horizon.
         violations.push(Violation::new("L1", "queues", format!("the backlog had not drained when the run reached its horizon at {}s", output.ended_at_ms / 1000), vec![]));
@@ -120,11 +119,13 @@ pub fn check_all(output: &RunOutput) -> Vec<Violation> {
     if output.history.overflowed {
         violations.push(Violation::new("L1", "history", format!("the run produced more than {} events (a runaway loop)", history::MAX_EVENTS), vec![]));
     }
+    // Last, so that every violation that may be the device's doing says who broke the chain.
+    blame(&facts, &mut violations);
     violations
 }
 
 /// The invariants whose violation may be the device's doing rather than the stack's.
-const BLAMEABLE: &[&str] = &["A1", "A2", "A15", "A17", "A19", "A20", "A23"];
+const BLAMEABLE: &[&str] = &["A1", "A2", "A13", "A15", "A17", "A19", "A20", "A23", "L1"];
 
 /// Says who broke a durability promise: the device, when it dropped an operation on one of the
 /// violation's files that a sync had acknowledged (`DiskDropped`); unclear when it dropped
