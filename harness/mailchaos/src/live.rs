@@ -50,7 +50,8 @@ async fn run(options: &Options, users: BTreeSet<String>) -> Result<bool, String>
         let disk = Disk::new(Rc::new(SimDisk::new(journal.clone(), Rc::new(Default::default()), Vec::new(), rng)));
         Env { journal, disk, net: net.clone(), defects: Defects::none() }
     };
-    // The journal's clock reads 0 now; the dates the MX writes count from the real time.
+    // Live mode only (never a simulation): the journal's clock reads 0 now, and the dates the MX
+    // writes count from the real time, as a real server's do.
     let epoch_unix_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs());
     let mx_config = MxConfig {
         operator: Rc::new(std::cell::Cell::new(stack::mx::OperatorMode::Normal)),

@@ -198,8 +198,8 @@ fn one_per_session() -> Spanned<Draw> {
     Spanned::new(0..0, Draw::Fixed(1))
 }
 
-/// The most messages one planned SMTP session carries.
-pub const MAX_MESSAGES_PER_SESSION: u64 = 100;
+/// The most messages one planned SMTP session carries: the sender's own bound.
+pub const MAX_MESSAGES_PER_SESSION: u64 = stack::sender::MAX_MESSAGES_PER_SESSION as u64;
 
 fn no_users() -> Spanned<Vec<String>> {
     Spanned::new(0..0, Vec::new())

@@ -61,7 +61,7 @@ pub struct ProviderConfig {
 }
 
 /// Transactions one session carries at most: a bound on a batch, whatever the plan says.
-const MAX_MESSAGES_PER_SESSION: usize = 100;
+pub const MAX_MESSAGES_PER_SESSION: usize = 100;
 
 /// The provider host's software: one task per planned session of messages.
 pub async fn run(env: Env, config: ProviderConfig) {
