@@ -143,6 +143,25 @@ fn a3_catches_an_lmtp_server_that_replies_once_per_transaction() {
     assert_eq!(violated("baseline", 1, &[]), set(&[]));
 }
 
+/// A1 times a 250 where it crossed the wire, not where the stack's log puts it. With
+/// `ack-logged-late` every claim the MX logs is covered by syncs before it (a checker reading
+/// the log would pass), yet the wire shows each 250 before them.
+#[test]
+fn a1_judges_the_wire_not_the_log_when_they_disagree() {
+    check("baseline", 2, Defect::AckLoggedLate, &["A1"]);
+    let judged = judge(&fast("baseline"), Seed(1), &Defects::of(&[Defect::AckLoggedLate]));
+    let records = &judged.output.history.records;
+    let claims: Vec<usize> = records.iter().enumerate().filter(|(_, r)| matches!(&r.event, Event::MxDataEnd { reply, .. } if reply.starts_with('2'))).map(|(at, _)| at).collect();
+    assert!(!claims.is_empty());
+    for &at in &claims {
+        let Event::MxDataEnd { queue_file: Some(file), .. } = &records[at].event else { panic!("a 2xx claim names its file") };
+        let synced = records[..at].iter().any(|r| matches!(&r.event, Event::DiskSync { path } if path == file));
+        assert!(synced, "the log looks right: {file} was synced before the claim at record {at}");
+    }
+    let a1: Vec<_> = judged.violations.iter().filter(|v| v.invariant == "A1").collect();
+    assert!(a1.iter().any(|v| v.explanation.contains("its log and the wire disagree")), "{a1:?}");
+}
+
 #[test]
 fn a8_catches_a_retry_after_a_permanent_failure() {
     check("baseline", 2, Defect::RetryAfter5xx, &["A8"]);

@@ -1,42 +1,58 @@
 //! A1 durable-before-ack: a 2xx at end of data (SMTP) or per recipient (LMTP) goes out only
 //! after the message is durable: its last write fsynced, and its final name made durable by a
 //! directory fsync after the file was created or renamed there. RFC 5321 §4.1.1.4, §6.1.
+//!
+//! The moment a 2xx went out is where the network layer saw it cross the server's socket
+//! (`wire.rs`), not when the stack says it answered. Which file holds the message is the
+//! stack's claim (`MxDataEnd`, `StoreDelivered`, `StoreRetryRecognised` on that connection),
+//! and a 2xx on the wire with no claim before it is itself a violation: a server whose log and
+//! wire disagree is caught, not believed.
 
 use super::facts::{At, DiskOp, Facts, HostDisk};
 use super::Violation;
-use history::parent;
+use history::{parent, Event};
+use std::collections::{BTreeMap, VecDeque};
+
+/// A stack's claim of where an acknowledged message sits: (at, file, what it is about).
+type Claim<'a> = (At, Option<&'a str>, String);
 
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
+    let (mut mx_claims, mut store_claims) = claims(facts);
     let empty = HostDisk::default();
-    let mx_disk = facts.disks.get("mx").unwrap_or(&empty);
-    for (at, msg, rcpts, queue_file, _) in facts.mx_acks() {
-        let Some(file) = queue_file else { continue };
-        if let Err((why, mut evidence)) = covered(mx_disk, file, *at) {
-            evidence.push(*at);
-            out.push(Violation::new("A1", format!("msg {msg} rcpts {}", rcpts.join(",")), format!("MX answered 250 but {why} (queue file {file})"), evidence));
+    for reply in facts.wire.data_replies.iter().filter(|reply| reply.reply.starts_with('2')) {
+        let (server, claims) = if reply.lmtp { ("store", &mut store_claims) } else { ("mx", &mut mx_claims) };
+        let queue = claims.entry(reply.conn.as_str()).or_default();
+        let Some((claim_at, file, subject)) = queue.front().filter(|(claim_at, ..)| *claim_at < reply.at).cloned() else {
+            let answered = reply.rcpt.as_ref().map_or(String::from("at end of data"), |rcpt| format!("for <{rcpt}>"));
+            let evidence = queue.front().map_or(vec![reply.at], |(claim_at, ..)| vec![reply.at, *claim_at]);
+            out.push(Violation::new("A1", format!("{server} connection {}", reply.conn), format!("{server} answered {:?} {answered} on the wire before it named where the message is durable (its log and the wire disagree)", reply.reply), evidence));
+            continue;
+        };
+        queue.pop_front();
+        let Some(file) = file else { continue }; // a 2xx for a message it dropped: A21 judges that
+        let disk = facts.disks.get(server).unwrap_or(&empty);
+        if let Err((why, mut evidence)) = covered(disk, file, reply.at) {
+            evidence.extend([claim_at, reply.at]);
+            out.push(Violation::new("A1", subject, format!("{server} answered {:?} on the wire but {why} ({file})", reply.reply), evidence));
         }
     }
-    let store_disk = facts.disks.get("store").unwrap_or(&empty);
-    for delivery in &facts.deliveries {
-        if let Err((why, mut evidence)) = covered(store_disk, &delivery.file, delivery.at) {
-            evidence.push(delivery.at);
-            out.push(Violation::new(
-                "A1",
-                format!("msg {} mailbox {}", delivery.msg, delivery.mailbox),
-                format!("store answered LMTP 250 but {why} ({})", delivery.file),
-                evidence,
-            ));
-        }
-    }
-    // A retry the store recognised is answered 2xx for the copy it made before: that copy must
-    // be durable by then too.
+}
+
+/// Per connection, in order: the MX's 2xx claims at end of data, and the store's per recipient.
+fn claims<'a>(facts: &'a Facts) -> (BTreeMap<&'a str, VecDeque<Claim<'a>>>, BTreeMap<&'a str, VecDeque<Claim<'a>>>) {
+    let (mut mx, mut store): (BTreeMap<_, VecDeque<_>>, BTreeMap<_, VecDeque<_>>) = (BTreeMap::new(), BTreeMap::new());
     for (at, record) in facts.records.iter().enumerate() {
-        let history::Event::StoreRetryRecognised { mailbox, msg, file, .. } = &record.event else { continue };
-        if let Err((why, mut evidence)) = covered(store_disk, file, at) {
-            evidence.push(at);
-            out.push(Violation::new("A1", format!("msg {msg} mailbox {mailbox}"), format!("store answered LMTP 250 to a retry but {why} ({file})"), evidence));
+        match &record.event {
+            Event::MxDataEnd { conn, msg, rcpts, queue_file, reply, .. } if reply.starts_with('2') => {
+                mx.entry(conn.as_str()).or_default().push_back((at, queue_file.as_deref(), format!("msg {msg} rcpts {}", rcpts.join(","))));
+            }
+            Event::StoreDelivered { conn, mailbox, msg, file, .. } | Event::StoreRetryRecognised { conn, mailbox, msg, file, .. } => {
+                store.entry(conn.as_str()).or_default().push_back((at, Some(file.as_str()), format!("msg {msg} mailbox {mailbox}")));
+            }
+            _ => {}
         }
     }
+    (mx, store)
 }
 
 /// Ok when `file` was durable at `reply_at`; otherwise why not, with the records that show it.

@@ -5,6 +5,7 @@
 use history::{Event, Outcome, Record, Stage};
 use mail::message;
 use history::RunOutput;
+use super::wire::Wire;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A record index in the history.
@@ -115,6 +116,8 @@ impl SenderPolicy {
 
 pub struct Facts<'a> {
     pub records: &'a [Record],
+    /// What crossed the servers' sockets: replies paired with the commands they answer.
+    pub wire: Wire,
     /// Per provider host: its policy.
     pub policies: BTreeMap<String, SenderPolicy>,
     /// Per message: the host that submitted it.
@@ -339,6 +342,7 @@ impl<'a> Facts<'a> {
     pub fn build(output: &'a RunOutput) -> Facts<'a> {
         let mut facts = Facts {
             records: &output.history.records,
+            wire: Wire::read(&output.history.records),
             policies: BTreeMap::new(),
             submitted_by: BTreeMap::new(),
             images: &output.images,
@@ -438,7 +442,7 @@ impl<'a> Facts<'a> {
                     self.queue_recorded.entry((msg.clone(), rcpt.clone())).or_default().push(at);
                 }
             }
-            Event::StoreDelivered { mailbox, msg, uidvalidity, uid, file, digest } => self.deliveries.push(Delivery {
+            Event::StoreDelivered { mailbox, msg, uidvalidity, uid, file, digest, .. } => self.deliveries.push(Delivery {
                 at,
                 mailbox: mailbox.clone(),
                 msg: msg.clone(),

@@ -88,6 +88,20 @@ pub enum Event {
     /// its promise (a lying fsync, a lost cache write), not the stack.
     DiskDropped { op: String, path: String },
 
+    // ----- the wire (recorded by the network layer where the server's socket is, not by the stack) -----
+    /// A connection to a server was accepted; `protocol` is what its port speaks (`smtp`,
+    /// `lmtp`). `conn` names it for the events below and for the stack's own records of what
+    /// it did on it.
+    WireOpen { conn: String, protocol: String, peer: String },
+    /// A command line the server read (SMTP or LMTP; message data is not recorded: the end of
+    /// a DATA block shows as the line `.`, a BDAT chunk as its command line).
+    WireCommand { conn: String, line: String },
+    /// A complete reply the server wrote (the last line of a multi-line reply).
+    WireReply { conn: String, reply: String },
+    /// The server read the end of the stream (`eof`: the client closed), or a read or write
+    /// failed (`error: …`).
+    WireClosed { conn: String, how: String },
+
     // ----- remote senders -----
     /// A provider's retry policy as it starts (durations already scaled by `time_scale`).
     SenderPolicy { policy: String, time_scale: f64, min_interval_s: f64, lifetime_s: f64, retries: bool, delay_notice_s: Option<f64> },
@@ -105,8 +119,9 @@ pub enum Event {
     DsnSent { msg: String, dsn: String, kind: String, mail_from: String, to: String, rcpts: Vec<String>, status: String, content: String },
 
     // ----- MX (SMTP server and its queue) -----
-    /// Server side: the reply the MX is about to send at end of data, and the queue file it names.
-    MxDataEnd { session: String, msg: String, rcpts: Vec<String>, queue_file: Option<String>, reply: String },
+    /// Server side: the reply the MX is about to send at end of data on connection `conn`, and
+    /// the queue file it names. Its claim only: A1 times the reply by the wire.
+    MxDataEnd { session: String, conn: String, msg: String, rcpts: Vec<String>, queue_file: Option<String>, reply: String },
     /// Server side: any other 4xx/5xx reply the MX sends.
     MxRefusal { session: String, stage: Stage, reply: String },
     /// The queue runner's retry schedule towards the store, declared as it starts: after its
@@ -128,16 +143,13 @@ pub enum Event {
     QueueDamaged { queue_file: String, moved_to: String, reason: String },
 
     // ----- store (LMTP server, maildir, POP3 server) -----
-    /// The store is about to answer 2xx for this recipient: the message sits at `file`.
-    StoreDelivered { mailbox: String, msg: String, uidvalidity: u64, uid: u64, file: String, digest: String },
+    /// The store is about to answer 2xx for this recipient on connection `conn`: the message
+    /// sits at `file`.
+    StoreDelivered { conn: String, mailbox: String, msg: String, uidvalidity: u64, uid: u64, file: String, digest: String },
     StoreRefusal { mailbox: String, msg: String, reply: String },
     /// The store is about to answer 2xx for a retry of a delivery it had made already (the same
     /// bytes to the same mailbox): no second copy; the message sits at `file` under `uid`.
-    StoreRetryRecognised { mailbox: String, msg: String, uidvalidity: u64, uid: u64, file: String },
-    /// The store's account of an LMTP data phase: the recipients it had accepted, and those it
-    /// sent a reply for, in the order it sent them.
-    /// `connection_lost` when a reply could not be sent.
-    LmtpDataEnd { session: String, accepted: Vec<String>, replied: Vec<String>, connection_lost: bool },
+    StoreRetryRecognised { conn: String, mailbox: String, msg: String, uidvalidity: u64, uid: u64, file: String },
     /// `restored`: the operator said the storage came back from a backup.
     StoreRecovered { mailbox: String, uidvalidity: u64, uidnext: u64, messages: u64, debris_removed: u64, restored: bool },
     /// The store is about to remove a message its owner deleted (POP3 UPDATE state).

@@ -36,6 +36,8 @@ pub enum Defect {
     RetryScheduleTooEarly,
     NoFsyncAfterUnlink,
     RecoverNewOnly,
+    /// The MX's log and the wire disagree: 250 first, durable and logged 30 s later.
+    AckLoggedLate,
 }
 
 impl Defect {
@@ -71,6 +73,7 @@ impl Defect {
         Defect::RetryScheduleTooEarly,
         Defect::NoFsyncAfterUnlink,
         Defect::RecoverNewOnly,
+        Defect::AckLoggedLate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -106,6 +109,7 @@ impl Defect {
             Defect::MxRetryWithoutBackoff => "mx-retry-without-backoff",
             Defect::RetryScheduleTooEarly => "retry-schedule-too-early",
             Defect::RecoverNewOnly => "recover-new-only",
+            Defect::AckLoggedLate => "ack-logged-late",
         }
     }
 
@@ -150,6 +154,9 @@ impl Defect {
             }
             Defect::RecoverNewOnly => {
                 "store recovery indexes new/ only, as if a maildir had no cur/: after a restart every message its owner has read vanishes from the mailbox, never deleted, its UIDL gone (A19)"
+            }
+            Defect::AckLoggedLate => {
+                "MX answers 250 before its queue file is durable, and logs the acceptance only once the syncs are done: its log looks right, the wire does not (A1, judged on the wire)"
             }
         }
     }

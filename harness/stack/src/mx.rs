@@ -5,7 +5,7 @@
 //! always a 4xx (451 4.3.0, 452 4.3.1): the sender keeps the message and tries again.
 
 use super::conn::{Conn, ConnError};
-use super::net::Listener;
+use super::net::{Accepted, Listener};
 use super::queue::{self, QueuedMessage, RunnerConfig, INCOMING_DIR, QUEUE_DIR};
 use super::wire::{self, Command, CommandError, DataDecoder, DataError, Reply};
 use super::{Defect, Env, StackError, SMTP_PORT};
@@ -113,7 +113,7 @@ impl Load {
 async fn serve(env: Env, config: Rc<MxConfig>, listener: Box<dyn Listener>, load: Rc<Load>) {
     let mut session_number = 0u64;
     loop {
-        let Ok((stream, peer)) = listener.accept().await else { continue };
+        let Ok(Accepted { stream, peer, conn: wire }) = listener.accept().await else { continue };
         session_number += 1;
         let id = format!("mx-{}-{session_number}", env.journal.now_ms());
         let mut conn = Conn::new(stream);
@@ -127,7 +127,7 @@ async fn serve(env: Env, config: Rc<MxConfig>, listener: Box<dyn Listener>, load
             if load.stressed(&config) {
                 tokio::time::sleep(config.tarpit).await;
             }
-            let session = Session { env: &env, config: &config, load: &load, id, peer: peer.clone(), helo: None, txn: None, chunks: Chunks::default(), accepted: 0 };
+            let session = Session { env: &env, config: &config, load: &load, id, wire, peer: peer.clone(), helo: None, txn: None, chunks: Chunks::default(), accepted: 0 };
             let _ = session.run(conn).await;
             load.release(&peer);
         });
@@ -148,6 +148,8 @@ struct Session<'a> {
     config: &'a MxConfig,
     load: &'a Load,
     id: String,
+    /// The network's name of the connection, for the records A1 lays beside the wire's.
+    wire: String,
     /// The client as the listener named it: a host name, or an address.
     peer: String,
     /// The name the client gave in EHLO or HELO, and the protocol that makes ("ESMTP", "SMTP").
@@ -437,26 +439,32 @@ impl Session<'_> {
             Err(StackError::CrashPoint(point)) => return Err(StackError::CrashPoint(point)),
             Err(StackError::Disk(error)) => storage_error_reply(error, self.env.defects.has(Defect::BounceOnStorageError)),
         };
-        self.env.journal.record(Event::MxDataEnd {
-            session: self.id.clone(),
-            msg,
-            rcpts: txn.rcpts.clone(),
-            queue_file,
-            reply: reply.summary(),
-        });
+        let claim = Event::MxDataEnd { session: self.id.clone(), conn: self.wire.clone(), msg, rcpts: txn.rcpts.clone(), queue_file, reply: reply.summary() };
+        let log_late = reply.class() == 2 && self.env.defects.has(Defect::AckLoggedLate);
+        let claim = if log_late {
+            Some(claim)
+        } else {
+            self.env.journal.record(claim);
+            None
+        };
         if reply.class() == 2 {
             // The 250 is decided and recorded; a crash here loses only the reply, which the
             // sender sees as a cut connection (a justified duplicate later, A13).
             crash_point!(self.env, "mx-after-fsync-before-250");
         }
-        if reply.class() == 2 && self.env.defects.has(Defect::AckBeforeFsync) {
-            // The planted bug: the reply goes out first, the syncs follow "later".
+        if reply.class() == 2 && (self.env.defects.has(Defect::AckBeforeFsync) || log_late) {
+            // The planted bugs: the reply goes out first, the syncs follow "later"; and with
+            // `ack-logged-late` the log says the 250 came after them.
             let path = format!("{QUEUE_DIR}/{name}");
             let env = self.env.clone();
+            let later = Duration::from_secs(if log_late { 1 } else { 30 });
             tokio::task::spawn_local(async move {
-                tokio::time::sleep(Duration::from_secs(30)).await;
+                tokio::time::sleep(later).await;
                 let _ = env.disk.fsync(&path).await;
                 let _ = env.disk.fsync_dir(QUEUE_DIR).await;
+                if let Some(claim) = claim {
+                    env.journal.record(claim);
+                }
             });
         }
         Ok(reply)
@@ -493,7 +501,7 @@ impl Session<'_> {
             return (Some(final_path.clone()), result.await);
         }
         let incoming = format!("{INCOMING_DIR}/{name}");
-        let skip_syncs = self.env.defects.has(Defect::AckBeforeFsync);
+        let skip_syncs = self.env.defects.has(Defect::AckBeforeFsync) || self.env.defects.has(Defect::AckLoggedLate);
         let staged = async {
             disk.write(&incoming, &bytes).await?;
             crash_point!(self.env, "mx-after-queue-write");

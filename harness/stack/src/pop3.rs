@@ -10,6 +10,7 @@
 //! (`store::mark_read`); DELE then removes it from wherever it is.
 
 use super::conn::{Conn, ConnError};
+use super::net::Accepted;
 use super::store::{self, checksum, Entry, Index, StoreConfig};
 use super::wire::{self, Pop3Command};
 use super::{Defect, Env, POP3_PORT};
@@ -27,7 +28,7 @@ pub async fn serve(env: Env, config: Rc<StoreConfig>, index: Index) {
     let Ok(listener) = env.net.listen(POP3_PORT).await else { return };
     let sessions = Rc::new(std::cell::Cell::new(0usize));
     loop {
-        let Ok((stream, _peer)) = listener.accept().await else { continue };
+        let Ok(Accepted { stream, .. }) = listener.accept().await else { continue };
         let mut conn = Conn::new(stream);
         if sessions.get() >= config.pop3_max_sessions {
             // RFC 2449 §8.1.2: a temporary condition; the client should try again later.

@@ -24,6 +24,7 @@
 //! outcome of the delivery it repeats instead of making a second copy (see `Recent`).
 
 use super::conn::{Conn, ConnError};
+use super::net::Accepted;
 use mail::message;
 use super::wire::{self, Command, DataDecoder, Reply};
 use super::{Defect, Env, StackError, LMTP_PORT};
@@ -314,16 +315,23 @@ pub async fn serve_lmtp(env: Env, config: Rc<StoreConfig>, index: Index) {
     let Ok(listener) = env.net.listen(LMTP_PORT).await else { return };
     let mut sequence = 0u64;
     loop {
-        let Ok((stream, _peer)) = listener.accept().await else { continue };
+        let Ok(Accepted { stream, conn: wire, .. }) = listener.accept().await else { continue };
         sequence += 1;
         let (env, config, index) = (env.clone(), config.clone(), index.clone());
         tokio::task::spawn_local(async move {
-            let _ = lmtp_session(&env, &config, &index, Conn::new(stream), sequence).await;
+            let _ = lmtp_session(&env, &config, &index, Conn::new(stream), Session { number: sequence, wire }).await;
         });
     }
 }
 
-async fn lmtp_session(env: &Env, config: &StoreConfig, index: &Index, mut conn: Conn, session: u64) -> Result<(), StackError> {
+/// An LMTP connection: its number (part of unique file names) and the network's name for it
+/// (in the store's records of what it answered there).
+struct Session {
+    number: u64,
+    wire: String,
+}
+
+async fn lmtp_session(env: &Env, config: &StoreConfig, index: &Index, mut conn: Conn, session: Session) -> Result<(), StackError> {
     let send = |reply: Reply| reply.encode();
     if conn.send(&send(Reply::new(220, "", &format!("{} LMTP mailchaos", config.hostname)))).await.is_err() {
         return Ok(());
@@ -374,19 +382,18 @@ async fn lmtp_session(env: &Env, config: &StoreConfig, index: &Index, mut conn: 
                 // RFC 2033 §4.2: exactly one reply per accepted recipient, in RCPT order.
                 let accepted = std::mem::take(&mut rcpts);
                 let single_reply = env.defects.has(Defect::LmtpSingleReply);
-                let mut replied = Vec::new();
-                let mut connection_lost = false;
                 // One budget of waiting for busy mailboxes for the whole transaction.
                 let deadline_ms = env.journal.now_ms() + MAILBOX_WAIT.as_millis() as u64;
                 for (position, rcpt) in accepted.iter().enumerate() {
                     delivery += 1;
                     let reply = match &message {
                         Ok(bytes) => {
-                            let unique = format!("{}.S{session}D{delivery}", env.journal.now_ms());
+                            let unique = format!("{}.S{}D{delivery}", env.journal.now_ms(), session.number);
                             // A retry is a later transaction; a recipient named twice in this
                             // one is delivered as asked (deduplicating is the client's job).
                             let retry_possible = !accepted[..position].contains(rcpt);
-                            deliver(env, config, index, rcpt, &sender, bytes, &unique, deadline_ms, retry_possible).await?
+                            let target = Target { rcpt, wire: &session.wire, unique: &unique, deadline_ms, retry_possible };
+                            deliver(env, config, index, &target, &sender, bytes).await?
                         }
                         Err(_) => Reply::new(552, "5.3.4", "message too big or malformed"),
                     };
@@ -394,15 +401,8 @@ async fn lmtp_session(env: &Env, config: &StoreConfig, index: &Index, mut conn: 
                         continue; // the planted bug: one reply for the whole transaction
                     }
                     if conn.send(&send(reply)).await.is_err() {
-                        connection_lost = true;
-                        break;
+                        return Ok(());
                     }
-                    replied.push(rcpt.clone());
-                }
-                let session = format!("lmtp-{session}");
-                env.journal.record(Event::LmtpDataEnd { session, accepted, replied, connection_lost });
-                if connection_lost {
-                    return Ok(());
                 }
                 continue;
             }
@@ -432,20 +432,20 @@ fn local_user(config: &StoreConfig, address: &str) -> Option<String> {
     (own_domain && config.users.contains(&local)).then_some(local)
 }
 
-/// Delivers one copy into `rcpt`'s maildir and names the LMTP reply for that recipient. A retry
-/// of a delivery in progress or done gets that delivery's outcome instead of a second copy.
-#[allow(clippy::too_many_arguments)]
-async fn deliver(
-    env: &Env,
-    config: &StoreConfig,
-    index: &Index,
-    rcpt: &str,
-    sender: &str,
-    message: &[u8],
-    unique: &str,
+/// One recipient of an LMTP data phase: who, on which connection, the unique part of its file
+/// name, how long a busy mailbox may be waited for, and whether the MX may be retrying it.
+struct Target<'a> {
+    rcpt: &'a str,
+    wire: &'a str,
+    unique: &'a str,
     deadline_ms: u64,
     retry_possible: bool,
-) -> Result<Reply, StackError> {
+}
+
+/// Delivers one copy into the recipient's maildir and names the LMTP reply for it. A retry of a
+/// delivery in progress or done gets that delivery's outcome instead of a second copy.
+async fn deliver(env: &Env, config: &StoreConfig, index: &Index, target: &Target<'_>, sender: &str, message: &[u8]) -> Result<Reply, StackError> {
+    let Target { rcpt, wire, unique, deadline_ms, retry_possible } = *target;
     let Some(user) = local_user(config, rcpt) else {
         return Ok(Reply::new(550, "5.1.1", "no such mailbox"));
     };
@@ -466,7 +466,7 @@ async fn deliver(
             Recognised::Done { uidvalidity, uid, file } => {
                 // Where the copy is now: its owner may have read it (moved into cur/) since.
                 let file = index.current_file(&user, uid).unwrap_or(file);
-                env.journal.record(Event::StoreRetryRecognised { mailbox: user.clone(), msg, uidvalidity, uid, file });
+                env.journal.record(Event::StoreRetryRecognised { conn: wire.to_string(), mailbox: user.clone(), msg, uidvalidity, uid, file });
                 return Ok(Reply::new(250, "2.0.0", &format!("<{rcpt}> delivered")));
             }
             Recognised::StillInProgress => return refuse(Reply::new(451, "4.2.0", "an earlier delivery of this message is still in progress, try again later")),
@@ -475,7 +475,7 @@ async fn deliver(
     match publish(env, index, &user, &bytes, unique, deadline_ms).await {
         Ok((uidvalidity, uid, file)) => {
             let digest = message::content_digest(&bytes);
-            env.journal.record(Event::StoreDelivered { mailbox: user.clone(), msg, uidvalidity, uid, file: file.clone(), digest });
+            env.journal.record(Event::StoreDelivered { conn: wire.to_string(), mailbox: user.clone(), msg, uidvalidity, uid, file: file.clone(), digest });
             if let Some(mark) = mark {
                 mark.complete(uidvalidity, uid, file);
             }

@@ -224,7 +224,7 @@ impl<'a> World<'a> {
             (Some(real), "store") => real.clone(),
             _ => self.disks.get(host).cloned().expect("every host has a disk"),
         };
-        let net = net::SimNet { host: host.to_string(), faults: self.net_faults.clone() };
+        let net = net::SimNet { host: host.to_string(), faults: self.net_faults.clone(), journal: journal.clone() };
         Env { journal, disk: Disk::new(disk), net: Rc::new(net), defects: defects.clone() }
     }
 
@@ -478,7 +478,9 @@ impl<'a> World<'a> {
     /// Kills the host's software and loses what its disk had not made durable.
     fn crash(&mut self, host: &str) {
         crate::explore::capture(host, &format!("crash of {host}"));
+        self.net_faults.teardown.set(true);
         self.sim.crash(host);
+        self.net_faults.teardown.set(false);
         self.disks[host].crash();
         self.disks[host].journal_crash();
     }
@@ -627,6 +629,7 @@ impl<'a> World<'a> {
         };
         let images = DISK_HOSTS.iter().map(|host| (host.to_string(), image_of(host))).collect();
         let ended_at_ms = self.now_ms.get();
+        self.net_faults.teardown.set(true);
         drop(self.sim);
         let history = std::mem::take(&mut *self.history.borrow_mut());
         let environment_failure = self.setup_failure.borrow().clone();
@@ -704,6 +707,9 @@ struct Drain {
     sender_open: usize,
     /// Queue files the MX acknowledged and has not finished.
     mx_open: BTreeSet<String>,
+    /// Queue files finished (or set aside): an acknowledgement logged after its file was done
+    /// (a log that lags the wire) opens nothing to wait for.
+    mx_finished: BTreeSet<String>,
     /// (mailbox, msg) delivered and not yet downloaded by the mailbox's client, with the
     /// observation number of its latest delivery. Keyed by message, not UIDL: the UIDL's
     /// spelling is the store's business, and a restore gives the same message a new one.
@@ -722,6 +728,7 @@ impl Drain {
             submitted: 0,
             sender_open: 0,
             mx_open: BTreeSet::new(),
+            mx_finished: BTreeSet::new(),
             unfetched: BTreeMap::new(),
             msg_of_uid: BTreeMap::new(),
             observed: 0,
@@ -737,16 +744,12 @@ impl Drain {
                 self.sender_open += rcpts.len();
             }
             Event::SenderOutcome { .. } => self.sender_open = self.sender_open.saturating_sub(1),
-            Event::MxDataEnd { queue_file: Some(file), reply, .. } if reply.starts_with('2') => {
+            Event::MxDataEnd { queue_file: Some(file), reply, .. } if reply.starts_with('2') && !self.mx_finished.contains(file) => {
                 self.mx_open.insert(file.clone());
             }
-            Event::QueueRecorded { queue_file, remaining, .. } if remaining.is_empty() => {
-                self.mx_open.remove(queue_file);
-            }
-            // A damaged queue file is set aside and reported: nothing more will come of it.
-            Event::QueueDamaged { queue_file, .. } => {
-                self.mx_open.remove(queue_file);
-            }
+            // Finished; or damaged, set aside and reported: nothing more will come of it.
+            Event::QueueRecorded { queue_file, remaining, .. } if remaining.is_empty() => self.finish(queue_file),
+            Event::QueueDamaged { queue_file, .. } => self.finish(queue_file),
             Event::StoreDelivered { mailbox, msg, uid, .. } => {
                 self.unfetched.insert((mailbox.clone(), msg.clone()), self.observed);
                 self.msg_of_uid.insert((mailbox.clone(), *uid), msg.clone());
@@ -768,6 +771,11 @@ impl Drain {
             }
             _ => {}
         }
+    }
+
+    fn finish(&mut self, queue_file: &str) {
+        self.mx_open.remove(queue_file);
+        self.mx_finished.insert(queue_file.to_string());
     }
 
     /// After the MX restarted: a queue file it acknowledged that is no longer in its queue

@@ -1,7 +1,10 @@
 //! The stack's [`Net`] over turmoil's simulated network. The only place sockets meet turmoil.
 
-use stack::net::{BoxStream, Listener, Net, NetFuture};
-use std::cell::RefCell;
+use history::Journal;
+use stack::net::tap::Tap;
+use stack::net::{Accepted, BoxStream, Listener, Net, NetFuture};
+use stack::{LMTP_PORT, SMTP_PORT};
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::io;
 use std::rc::Rc;
@@ -13,22 +16,46 @@ pub struct NetFaults {
     pub dns_down: RefCell<BTreeSet<String>>,
     /// (host, port) pairs whose listener refuses connections.
     pub closed: RefCell<BTreeSet<(String, u16)>>,
+    /// Connections accepted so far in the run, on any host: numbers each one.
+    pub accepted: Cell<u64>,
+    /// Set while the world tears a host down (a crash, the end of the run): the wire tap does
+    /// not take the streams dropped then for the server closing them.
+    pub teardown: Rc<Cell<bool>>,
 }
 
 /// One host's view of the simulated network.
 pub struct SimNet {
     pub host: String,
     pub faults: Rc<NetFaults>,
+    /// The host's journal: the wire of its SMTP and LMTP listeners is recorded there.
+    pub journal: Journal,
 }
 
-struct SimListener(turmoil::net::TcpListener);
+/// The ports whose wire is recorded, and what they speak: SMTP and LMTP, whose replies A1 and
+/// A3 judge. (POP3 is judged by its clients' own records.)
+const TAPPED_PORTS: [(u16, &str); 2] = [(SMTP_PORT, "smtp"), (LMTP_PORT, "lmtp")];
+
+struct SimListener {
+    listener: turmoil::net::TcpListener,
+    host: String,
+    port: u16,
+    faults: Rc<NetFaults>,
+    journal: Journal,
+}
 
 impl Listener for SimListener {
-    fn accept(&self) -> NetFuture<'_, (BoxStream, String)> {
+    fn accept(&self) -> NetFuture<'_, Accepted> {
         Box::pin(async move {
-            let (stream, peer) = self.0.accept().await?;
-            let name = turmoil::reverse_lookup(peer.ip()).unwrap_or_else(|| peer.to_string());
-            Ok((Box::new(stream) as BoxStream, name))
+            let (stream, peer) = self.listener.accept().await?;
+            let peer = turmoil::reverse_lookup(peer.ip()).unwrap_or_else(|| peer.to_string());
+            self.faults.accepted.set(self.faults.accepted.get() + 1);
+            let conn = format!("{}:{}#{}", self.host, self.port, self.faults.accepted.get());
+            let stream: BoxStream = Box::new(stream);
+            let stream = match TAPPED_PORTS.iter().find(|(port, _)| *port == self.port) {
+                Some((_, protocol)) => Tap::wrap(stream, self.journal.clone(), conn.clone(), protocol, &peer, self.faults.teardown.clone()),
+                None => stream,
+            };
+            Ok(Accepted { stream, peer, conn })
         })
     }
 }
@@ -50,7 +77,8 @@ impl Net for SimNet {
     fn listen(&self, port: u16) -> NetFuture<'_, Box<dyn Listener>> {
         Box::pin(async move {
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", port)).await?;
-            Ok(Box::new(SimListener(listener)) as Box<dyn Listener>)
+            let listener = SimListener { listener, host: self.host.clone(), port, faults: self.faults.clone(), journal: self.journal.clone() };
+            Ok(Box::new(listener) as Box<dyn Listener>)
         })
     }
 }

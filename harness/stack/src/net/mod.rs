@@ -2,6 +2,9 @@
 //! The world provides one over turmoil's simulated network; [`LiveNet`] uses real TCP, so real
 //! clients can talk to the same stack.
 
+pub mod tap;
+
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -13,9 +16,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Stream for T {}
 pub type BoxStream = Box<dyn Stream>;
 pub type NetFuture<'a, T> = Pin<Box<dyn Future<Output = io::Result<T>> + 'a>>;
 
+/// A connection a listener accepted.
+pub struct Accepted {
+    pub stream: BoxStream,
+    /// The peer: a host name, or an address.
+    pub peer: String,
+    /// The network's name for this connection, unique in a run: the stack names it in its own
+    /// records of what it did on it, so checkers can lay those beside the wire's records.
+    pub conn: String,
+}
+
 pub trait Listener {
-    /// The next connection, and the name of the peer (a host name, or an address).
-    fn accept(&self) -> NetFuture<'_, (BoxStream, String)>;
+    fn accept(&self) -> NetFuture<'_, Accepted>;
 }
 
 pub trait Net {
@@ -31,13 +43,19 @@ pub struct LiveNet {
     pub port_offset: u16,
 }
 
-struct LiveListener(tokio::net::TcpListener);
+struct LiveListener {
+    listener: tokio::net::TcpListener,
+    port: u16,
+    accepted: Cell<u64>,
+}
 
 impl Listener for LiveListener {
-    fn accept(&self) -> NetFuture<'_, (BoxStream, String)> {
+    fn accept(&self) -> NetFuture<'_, Accepted> {
         Box::pin(async move {
-            let (stream, peer) = self.0.accept().await?;
-            Ok((Box::new(stream) as BoxStream, peer.to_string()))
+            let (stream, peer) = self.listener.accept().await?;
+            self.accepted.set(self.accepted.get() + 1);
+            let conn = format!("{}#{}", self.port, self.accepted.get());
+            Ok(Accepted { stream: Box::new(stream), peer: peer.to_string(), conn })
         })
     }
 }
@@ -53,7 +71,7 @@ impl Net for LiveNet {
     fn listen(&self, port: u16) -> NetFuture<'_, Box<dyn Listener>> {
         Box::pin(async move {
             let listener = tokio::net::TcpListener::bind((self.bind_ip.as_str(), port + self.port_offset)).await?;
-            Ok(Box::new(LiveListener(listener)) as Box<dyn Listener>)
+            Ok(Box::new(LiveListener { listener, port, accepted: Cell::new(0) }) as Box<dyn Listener>)
         })
     }
 }
