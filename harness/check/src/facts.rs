@@ -156,12 +156,15 @@ pub struct Facts<'a> {
     pub first_lmtp_ok: BTreeMap<(String, String), At>,
     /// Per message: indices into `mx_data_ends` of its 2xx acknowledgements.
     pub acks_of: BTreeMap<String, Vec<usize>>,
-    /// Per (mailbox, checksum in the file name): files that appeared in the mailbox's new/ by
-    /// rename or write, acknowledged or not. A store that crashes after publishing a file but
-    /// before its 2xx leaves such a copy (and the sender's retry makes a justified duplicate).
-    /// Publication is into new/ only: a later move of the same file into cur/ (read mail) is
-    /// the same copy, not another.
+    /// Per (directory, digest of the bytes): files of the store that appeared in that directory
+    /// by rename or write, acknowledged or not, as the disk recorded them. A store that crashes
+    /// after publishing a file but before its 2xx leaves such a copy (and the sender's retry
+    /// makes a justified duplicate). A later move into another directory (read mail, into
+    /// cur/) is the same copy, not another publication in the first.
     pub published: BTreeMap<(String, String), BTreeSet<String>>,
+    /// Per path on the store's disk: the digest of the bytes it holds (by write, or carried by
+    /// a rename).
+    pub store_bytes: BTreeMap<String, String>,
     /// Every `StoreRecovered`, in history order.
     pub recoveries: Vec<Recovery>,
     /// Every `StoreCorruption`: (at, mailbox, uid, file).
@@ -360,6 +363,7 @@ impl<'a> Facts<'a> {
             queue_recorded: BTreeMap::new(),
             lmtp_ok_by_file: BTreeMap::new(),
             published: BTreeMap::new(),
+            store_bytes: BTreeMap::new(),
             failure_dsns_of: BTreeMap::new(),
             any_dsns_of: BTreeMap::new(),
             attempts_of: BTreeMap::new(),
@@ -484,13 +488,23 @@ impl<'a> Facts<'a> {
         }
     }
 
+    /// Follows the store's bytes by digest: identities from what the disk saw, not file names.
+    fn observe_store_bytes(&mut self, event: &Event) {
+        let (path, digest) = match event {
+            Event::DiskWrite { path, digest, .. } => (path, digest.clone()),
+            Event::DiskRename { from, to } => match self.store_bytes.get(from) {
+                Some(digest) => (to, digest.clone()),
+                None => return,
+            },
+            _ => return,
+        };
+        self.published.entry((history::parent(path).to_string(), digest.clone())).or_default().insert(path.clone());
+        self.store_bytes.insert(path.clone(), digest);
+    }
+
     fn observe_disk(&mut self, at: At, record: &Record) {
         if record.host == "store" {
-            if let Event::DiskRename { to: path, .. } | Event::DiskWrite { path, .. } = &record.event {
-                if let Some(key) = published_key(path) {
-                    self.published.entry(key).or_default().insert(path.clone());
-                }
-            }
+            self.observe_store_bytes(&record.event);
         }
         let disk = self.disks.entry(record.host.clone()).or_default();
         let mut op = |path: &str, kind: DiskOp| disk.by_path.entry(path.to_string()).or_default().push((at, kind));
@@ -599,25 +613,17 @@ impl<'a> Facts<'a> {
     }
 
     /// How many distinct files of this message were published into the mailbox: at least the
-    /// acknowledged deliveries, plus copies published just before a crash.
+    /// acknowledged deliveries, plus copies of the same bytes published into the same directory
+    /// just before a crash.
     pub fn published_copies(&self, mailbox: &str, msg: &str) -> usize {
         let mut files = BTreeSet::new();
         for delivery in self.deliveries.iter().filter(|d| d.mailbox == mailbox && d.msg == msg) {
             files.insert(delivery.file.clone());
-            if let Some((_, checksum)) = published_key(&delivery.file) {
-                if let Some(same) = self.published.get(&(mailbox.to_string(), checksum)) {
-                    files.extend(same.iter().cloned());
-                }
+            let Some(digest) = self.store_bytes.get(&delivery.file) else { continue };
+            if let Some(same) = self.published.get(&(history::parent(&delivery.file).to_string(), digest.clone())) {
+                files.extend(same.iter().cloned());
             }
         }
         files.len()
     }
-}
-
-/// (mailbox, checksum) of a maildir file path `mail/<mailbox>/new/<name with ,H=checksum>`.
-fn published_key(path: &str) -> Option<(String, String)> {
-    let rest = path.strip_prefix("mail/")?;
-    let (mailbox, name) = rest.split_once("/new/")?;
-    let (_, checksum) = mail::maildir::parse_file_name(name)?;
-    Some((mailbox.to_string(), checksum))
 }

@@ -154,7 +154,7 @@ impl Device for DirDisk {
     }
 
     fn write(&self, path: &str, bytes: &[u8]) -> Result<(), DiskError> {
-        let event = || Some(Event::DiskWrite { path: path.to_string(), len: bytes.len() as u64 });
+        let event = || Some(Event::DiskWrite { path: path.to_string(), len: bytes.len() as u64, digest: history::bytes_digest(bytes) });
         self.apply(OpKind::Write, path, event, || {
             let real = self.resolve(path)?;
             make_parent(&real)?;
@@ -265,13 +265,13 @@ mod tests {
         assert_eq!(
             events(&fixture),
             vec![
-                Event::DiskWrite { path: "mail/anna/tmp/x".into(), len: 5 },
+                Event::DiskWrite { path: "mail/anna/tmp/x".into(), len: 5, digest: history::bytes_digest(b"hello") },
                 Event::DiskSync { path: "mail/anna/tmp/x".into() },
                 Event::DiskDirSync { dir: "mail/anna/tmp".into() },
                 Event::DiskRename { from: "mail/anna/tmp/x".into(), to: "mail/anna/new/x".into() },
                 Event::DiskDirSync { dir: "mail/anna/new".into() },
                 Event::DiskError { op: "read".into(), path: "mail/anna/tmp/x".into(), error: "ENOENT".into() },
-                Event::DiskWrite { path: "mail/anna/new/x".into(), len: 3 },
+                Event::DiskWrite { path: "mail/anna/new/x".into(), len: 3, digest: history::bytes_digest(b"bye") },
                 Event::DiskRemove { path: "mail/anna/new/x".into() },
             ]
         );

@@ -521,7 +521,7 @@ impl Device for SimDisk {
     }
 
     fn write(&self, path: &str, bytes: &[u8]) -> Result<(), DiskError> {
-        let event = || Some(Event::DiskWrite { path: path.to_string(), len: bytes.len() as u64 });
+        let event = || Some(Event::DiskWrite { path: path.to_string(), len: bytes.len() as u64, digest: history::bytes_digest(bytes) });
         self.apply(OpKind::Write, path, bytes.len() as u64, event, |disk| {
             let misdirected = disk.hit(OpKind::Write, path, |kind| kind == FaultKind::MisdirectedWrite).is_some();
             let lost = disk.hit(OpKind::Write, path, |kind| kind == FaultKind::LostWrite).is_some();

@@ -75,7 +75,9 @@ pub enum Event {
     CrashPoint { point: String },
 
     // ----- disk layer (recorded by the disk, not by the stack) -----
-    DiskWrite { path: String, len: u64 },
+    /// `digest` identifies the bytes written (`bytes_digest`): how checkers tell copies of one
+    /// content apart from other files without reading the stack's file names.
+    DiskWrite { path: String, len: u64, digest: String },
     DiskSync { path: String },
     DiskDirSync { dir: String },
     DiskRename { from: String, to: String },
@@ -285,6 +287,11 @@ pub struct RunOutput {
     /// The run's real storage (a store directory, the ledger) failed: a fault of the machine,
     /// not a verdict on the stack.
     pub environment_failure: Option<String>,
+}
+
+/// A short digest of bytes a disk wrote (blake3, 16 hex digits).
+pub fn bytes_digest(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex()[..16].to_string()
 }
 
 /// The directory part of a path ("" for a bare name). Paths in the history are `/`-separated
