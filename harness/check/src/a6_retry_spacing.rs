@@ -205,7 +205,7 @@ fn index(facts: &Facts) -> Index {
     for (at, record) in facts.records.iter().enumerate() {
         let t_ms = record.t_ms;
         match &record.event {
-            Event::Clock { tick_ms: tick } => {
+            Event::Clock { tick_ms: tick, .. } => {
                 tick_ms.get_or_insert(*tick);
             }
             Event::SmtpAttempt { session, msg, .. } => {

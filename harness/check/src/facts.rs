@@ -455,7 +455,7 @@ impl<'a> Facts<'a> {
                 file: file.clone(),
                 digest: digest.clone(),
             }),
-            Event::ClientFetched { mailbox, uidl, msg, digest, size } => self.fetches.push(Fetch {
+            Event::ClientFetched { mailbox, uidl, msg, digest, size, .. } => self.fetches.push(Fetch {
                 at,
                 mailbox: mailbox.clone(),
                 uidl: uidl.clone(),

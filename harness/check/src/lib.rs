@@ -29,6 +29,9 @@ mod a20_client_complete;
 mod a21_overload;
 mod a23_no_silent_corruption;
 pub mod a22_outage_answer;
+mod a26_conforming_mail_accepted;
+mod a27_no_recipient_leak;
+mod a28_invalid_input_refused;
 mod a2_no_loss;
 mod a4_no_deliver_after_refusal;
 mod a9_no_bounce_of_bounce;
@@ -64,6 +67,10 @@ pub const INVARIANTS: &[(&str, &str)] = &[
     ("A21", "overload-degrades-to-4xx"),
     ("A22", "outage-answer"),
     ("A23", "no-silent-corruption"),
+    // A24 client-resync and A25 staged-restore are named in INVARIANTS.md, not yet judged.
+    ("A26", "conforming-mail-accepted"),
+    ("A27", "no-recipient-leak"),
+    ("A28", "invalid-input-refused"),
     ("L1", "drains"),
 ];
 
@@ -110,6 +117,9 @@ pub fn check_all(output: &RunOutput) -> Vec<Violation> {
     a21_overload::check(&facts, &mut violations);
     a22_outage_answer::check(&facts, &mut violations);
     a23_no_silent_corruption::check(&facts, &mut violations);
+    a26_conforming_mail_accepted::check(&facts, &mut violations);
+    a27_no_recipient_leak::check(&facts, &mut violations);
+    a28_invalid_input_refused::check(&facts, &mut violations);
     if output.drained_at_ms.is_none() && output.aborted.is_none() {
         // L1 drains: every queue must be empty and every message terminal within the horizon.
         violations.push(Violation::new("L1", "queues", format!("the backlog had not drained when the run reached its horizon at {}s", output.ended_at_ms / 1000), vec![]));

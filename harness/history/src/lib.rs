@@ -54,6 +54,17 @@ pub enum Outcome {
     Expired,
 }
 
+/// An SMTP parameter the workload sends wrong on purpose (invalid input a real client may send):
+/// on MAIL (`rcpt` None) or on the RCPT of `rcpt`. RFC 5321 §4.1.1.11: the server refuses it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InvalidParam {
+    pub stage: Stage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rcpt: Option<String>,
+    /// The parameter as sent, `KEYWORD=value`.
+    pub param: String,
+}
+
 /// Everything the checkers can see. Field names are the history's vocabulary: keep them stable,
 /// the insta snapshot and every stored history depend on them.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -63,7 +74,9 @@ pub enum Event {
     Phase { name: String },
     /// The simulated clock advances in steps of `tick_ms`: every time in the history is a
     /// multiple of it, so a wait is seen to within one tick. Recorded once, before anything else.
-    Clock { tick_ms: u64 },
+    /// `epoch_unix_s`: the Unix time at which the clock reads 0, the base of every date a host
+    /// writes into mail (trace fields, DSNs), so a checker can tell what date "now" was.
+    Clock { tick_ms: u64, epoch_unix_s: u64 },
     Fault { action: String },
     /// The MX's operator changes what it answers: normal, 4xx-tempfail, 5xx-bounce, closed-port.
     Operator { mode: String },
@@ -109,8 +122,21 @@ pub enum Event {
     SenderPolicy { policy: String, time_scale: f64, min_interval_s: f64, lifetime_s: f64, retries: bool, delay_notice_s: Option<f64> },
     /// A sender starts an SMTP attempt for these recipients of a message.
     SmtpAttempt { session: String, msg: String, attempt: u32, rcpts: Vec<String> },
-    /// A message enters a remote sender's queue: the workload hands it over.
-    Submit { msg: String, from: String, rcpts: Vec<String>, digest: String, size: u64 },
+    /// A message enters a remote sender's queue: the workload hands it over. `longest_line`:
+    /// octets of text in its longest line (before dot-stuffing, without the line end), what
+    /// tells a conforming message (at most 998, RFC 5321 §4.5.3.1.6) from one a server may
+    /// refuse. `invalid_param`: a parameter the workload deliberately gets wrong, which the
+    /// MX must refuse.
+    Submit {
+        msg: String,
+        from: String,
+        rcpts: Vec<String>,
+        digest: String,
+        size: u64,
+        longest_line: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        invalid_param: Option<InvalidParam>,
+    },
     /// A reply as the SMTP client saw it. `rcpt` is set at the RCPT stage.
     SmtpReply { session: String, msg: String, stage: Stage, rcpt: Option<String>, reply: String },
     /// The SMTP client saw no reply: refused, reset or timed out.
@@ -166,7 +192,17 @@ pub enum Event {
     // ----- POP3 clients -----
     /// The listing changed since this client's previous poll: (uidl, size) pairs in listing order.
     ClientListing { mailbox: String, listed: Vec<(String, u64)> },
-    ClientFetched { mailbox: String, uidl: String, msg: String, digest: String, size: u64 },
+    /// `trace_for`: the addresses the `for` clauses of the downloaded copy's `Received:` fields
+    /// name, as the client parsed them: what the mailbox's owner can read about who else got it.
+    ClientFetched {
+        mailbox: String,
+        uidl: String,
+        msg: String,
+        digest: String,
+        size: u64,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        trace_for: Vec<String>,
+    },
     /// The client sent QUIT after DELE of these UIDLs; `confirmed` when the server answered +OK.
     ClientDeleted { mailbox: String, uidls: Vec<String>, confirmed: bool },
     ClientFailure { mailbox: String, error: String },

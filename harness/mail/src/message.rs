@@ -351,8 +351,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The Message-ID (without <>) of a message, parsed with mail-parser; None
-/// when absent or empty.
 /// The first address of a header field (From, Reply-To, Sender), as mail-parser reads it.
 pub fn header_address(message: &[u8], field: &str) -> Option<String> {
     let parsed = MessageParser::new().parse_headers(message)?;
@@ -365,12 +363,65 @@ pub fn header_address(message: &[u8], field: &str) -> Option<String> {
     address.first()?.address().map(str::to_string)
 }
 
+/// The Message-ID (without <>) of a message, parsed with mail-parser; None
+/// when absent or empty.
 pub fn message_id(message: &[u8]) -> Option<String> {
     let parsed = MessageParser::new().parse_headers(message)?;
     parsed
         .message_id()
         .filter(|id| !id.is_empty())
         .map(str::to_string)
+}
+
+/// Octets of text in the longest line of a message: what RFC 5321 §4.5.3.1.6 limits to 998.
+/// A line ends with CRLF or a bare LF; neither is text, and a message is measured as its
+/// author wrote it (before any dot-stuffing, which is transport framing).
+pub fn longest_line(message: &[u8]) -> usize {
+    message
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line).len())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The addresses the `for` clauses of a message's `Received:` fields name (RFC 5321 §4.4),
+/// lower-cased and without angle brackets, in field order: what a reader of the copy learns
+/// about whom the message was delivered for.
+pub fn trace_recipients(message: &[u8]) -> Vec<String> {
+    header_fields(message)
+        .iter()
+        .filter_map(|field| field.split_once(':').filter(|(name, _)| name.trim().eq_ignore_ascii_case("received")))
+        .filter_map(|(_, value)| for_clause(value))
+        .collect()
+}
+
+/// The address after `for` in a Received field's value (its clauses end at the `;` before
+/// the date).
+fn for_clause(value: &str) -> Option<String> {
+    let clauses = value.rsplit_once(';').map_or(value, |(clauses, _)| clauses);
+    let mut words = clauses.split_whitespace();
+    words.find(|word| word.eq_ignore_ascii_case("for"))?;
+    let path = words.next()?.trim_matches(|c| c == '<' || c == '>' || c == ';');
+    Some(path.to_ascii_lowercase())
+}
+
+/// The header section's fields, each unfolded onto one line (LF or CRLF line ends).
+fn header_fields(message: &[u8]) -> Vec<String> {
+    let mut fields: Vec<String> = Vec::new();
+    for line in message.split(|&b| b == b'\n') {
+        let line = String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line)).into_owned();
+        if line.is_empty() {
+            break;
+        }
+        match (line.starts_with([' ', '\t']), fields.last_mut()) {
+            (true, Some(field)) => {
+                field.push(' ');
+                field.push_str(line.trim_start());
+            }
+            _ => fields.push(line),
+        }
+    }
+    fields
 }
 
 // ---------------------------------------------------------------------------
@@ -618,6 +669,11 @@ pub struct DsnReport {
     pub original_message_id: Option<String>,
     /// (recipient address, action, status), in order; action lower-case.
     pub recipients: Vec<(String, String, String)>,
+    /// The DSN's own Date field, unfolded, as written.
+    pub date: Option<String>,
+    /// The per-message Arrival-Date of the delivery-status part (RFC 3464 §2.2.5): when the
+    /// reporting MTA received the original message.
+    pub arrival_date: Option<String>,
 }
 
 /// Parses a DSN (mail-parser) and checks its shape: multipart/report with
@@ -638,9 +694,17 @@ pub fn parse_dsn(message: &[u8]) -> Result<DsnReport, String> {
         .ok_or("no message/delivery-status part")?;
     let recipients = parse_delivery_status(status.contents())?;
     let original_message_id = children.iter().find_map(|p| returned_message_id(p));
+    let date = header_fields(message).into_iter().find_map(|field| {
+        let (name, value) = field.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("date").then(|| value.trim().to_string())
+    });
+    let per_message = field_blocks(&String::from_utf8_lossy(status.contents())).into_iter().next();
+    let arrival_date = per_message.and_then(|block| field(&block, "Arrival-Date").map(str::to_string));
     Ok(DsnReport {
         original_message_id,
         recipients,
+        date,
+        arrival_date,
     })
 }
 
@@ -1177,5 +1241,30 @@ Status: 4.4.1\r\n\
                 let _ = fixture_from_text("m", &String::from_utf8_lossy(&input));
             }
         }
+    }
+
+    #[test]
+    fn a_dsn_report_names_its_date_and_the_arrival_of_the_original() {
+        let original = compose(&envelope(&["bob@b.test".to_string()]), &plain());
+        let report = parse_dsn(&dsn(&original, &two_recipients())).unwrap();
+        assert_eq!(report.date.as_deref(), Some(rfc5322_date(1_700_000_100).as_str()));
+        assert_eq!(report.arrival_date.as_deref(), Some(rfc5322_date(1_700_000_000).as_str()));
+    }
+
+    #[test]
+    fn the_longest_line_is_measured_without_line_ends() {
+        assert_eq!(longest_line(b"ab\r\n.cde\r\n"), 4);
+        assert_eq!(longest_line(b"abc\nde\n"), 3);
+        let fixture = embedded_fixtures().into_iter().find(|f| f.name == "long-lines").unwrap();
+        assert_eq!(longest_line(&fixture.bytes), MAX_LINE_OCTETS);
+    }
+
+    #[test]
+    fn trace_recipients_are_the_for_clauses_of_received_fields() {
+        let message = b"Received: from a (b)\r\n\tby mx id 1\r\n\tfor <Anna@L.test>;\r\n\tMon, 23 Jan 2023 00:00:00 +0000\r\n\
+Received: from c by mx id 2; Mon, 23 Jan 2023 00:00:00 +0000\r\n\
+Subject: for <nobody@x.test>\r\n\r\nReceived: for <body@x.test>;\r\n";
+        assert_eq!(trace_recipients(message), vec!["anna@l.test".to_string()]);
+        assert!(trace_recipients(b"Subject: x\r\n\r\n").is_empty());
     }
 }

@@ -147,6 +147,8 @@ async fn poll(env: &Env, config: &ClientConfig, cache: &mut Cache) -> Result<(),
             msg: message::message_id(&bytes).unwrap_or_default(),
             digest: message::content_digest(&bytes),
             size: bytes.len() as u64,
+            // What the owner can read about whom the copy was for (a Bcc leak shows here).
+            trace_for: message::trace_recipients(&bytes),
         });
         cache.known.insert(uidl.clone());
         if config.delete_after_fetch {

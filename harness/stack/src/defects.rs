@@ -38,6 +38,12 @@ pub enum Defect {
     RecoverNewOnly,
     /// The MX's log and the wire disagree: 250 first, durable and logged 30 s later.
     AckLoggedLate,
+    StuffingDotCounted,
+    PostmasterRefused,
+    ReceivedForFirstRcpt,
+    RcptParamsUnchecked,
+    MailSizeSignAccepted,
+    DsnDated1970,
 }
 
 impl Defect {
@@ -74,6 +80,12 @@ impl Defect {
         Defect::NoFsyncAfterUnlink,
         Defect::RecoverNewOnly,
         Defect::AckLoggedLate,
+        Defect::StuffingDotCounted,
+        Defect::PostmasterRefused,
+        Defect::ReceivedForFirstRcpt,
+        Defect::RcptParamsUnchecked,
+        Defect::MailSizeSignAccepted,
+        Defect::DsnDated1970,
     ];
 
     pub fn name(self) -> &'static str {
@@ -110,6 +122,12 @@ impl Defect {
             Defect::RetryScheduleTooEarly => "retry-schedule-too-early",
             Defect::RecoverNewOnly => "recover-new-only",
             Defect::AckLoggedLate => "ack-logged-late",
+            Defect::StuffingDotCounted => "stuffing-dot-counted",
+            Defect::PostmasterRefused => "postmaster-refused",
+            Defect::ReceivedForFirstRcpt => "received-for-first-rcpt",
+            Defect::RcptParamsUnchecked => "rcpt-params-unchecked",
+            Defect::MailSizeSignAccepted => "mail-size-sign-accepted",
+            Defect::DsnDated1970 => "dsn-dated-1970",
         }
     }
 
@@ -158,6 +176,12 @@ impl Defect {
             Defect::AckLoggedLate => {
                 "MX answers 250 before its queue file is durable, and logs the acceptance only once the syncs are done: its log looks right, the wire does not (A1, judged on the wire)"
             }
+            Defect::StuffingDotCounted => "MX counts a line's stuffing dot toward its 998 octets: a 998-octet line that starts with \".\" is refused as too long (A26)",
+            Defect::PostmasterRefused => "MX knows postmaster only as a mailbox like any other: <postmaster> is refused as relaying, postmaster@its-domain as an unknown user (A26)",
+            Defect::ReceivedForFirstRcpt => "MX's Received field names the transaction's first recipient in every copy: each recipient reads who else got the message, Bcc included (A27)",
+            Defect::RcptParamsUnchecked => "MX ignores RCPT parameters (it checks MAIL's): RCPT TO:<a> SIZE=+5 is accepted (A28)",
+            Defect::MailSizeSignAccepted => "MX reads MAIL's SIZE with the integer parser alone, which takes a sign: MAIL FROM:<a> SIZE=+5 is accepted (A28)",
+            Defect::DsnDated1970 => "remote sender dates its DSNs on the bare simulated clock (January 1970) and gives the DSN's own time as the original's Arrival-Date (A10)",
         }
     }
 

@@ -270,8 +270,9 @@ impl Session<'_> {
         }
         for (key, value) in params {
             match (key.as_str(), value.as_deref()) {
-                // RFC 1870: size-value = 1*20DIGIT; `str::parse` alone would also take "+5".
-                ("SIZE", Some(size)) if !size.bytes().all(|b| b.is_ascii_digit()) => {
+                // RFC 1870: size-value = 1*20DIGIT; `str::parse` alone would also take "+5"
+                // (the planted bug `mail-size-sign-accepted` trusts it).
+                ("SIZE", Some(size)) if !size.bytes().all(|b| b.is_ascii_digit()) && !self.env.defects.has(Defect::MailSizeSignAccepted) => {
                     return Reply::new(501, "5.5.4", "invalid SIZE parameter: decimal digits only");
                 }
                 // Digits that overflow are a size beyond any maximum.
@@ -292,7 +293,8 @@ impl Session<'_> {
             return Reply::new(503, "5.5.1", "need MAIL before RCPT");
         }
         // None of the extensions we offer defines a RCPT parameter (RFC 5321 §4.1.1.3).
-        if let Some((key, _)) = params.first() {
+        // The planted bug `rcpt-params-unchecked` looks at them no more than at a comment.
+        if let Some((key, _)) = params.first().filter(|_| !self.env.defects.has(Defect::RcptParamsUnchecked)) {
             return Reply::new(555, "5.5.4", &format!("unsupported RCPT parameter {key}"));
         }
         if self.config.operator.get() == OperatorMode::Bounce {
@@ -327,15 +329,17 @@ impl Session<'_> {
     fn resolve(&self, to: &str) -> Result<(String, String), Reply> {
         let address = to.to_ascii_lowercase();
         let (local, domain) = address.rsplit_once('@').unwrap_or((address.as_str(), ""));
+        // The planted bug `postmaster-refused`: postmaster is a user like any other.
+        let alias = !self.env.defects.has(Defect::PostmasterRefused);
         // RFC 5321 §4.5.1: <postmaster>, without a domain, is always accepted.
         let domain = match (local, domain) {
-            ("postmaster", "") => self.config.domains.first().map(|primary| primary.to_ascii_lowercase()).unwrap_or_default(),
+            ("postmaster", "") if alias => self.config.domains.first().map(|primary| primary.to_ascii_lowercase()).unwrap_or_default(),
             _ => domain.to_string(),
         };
         if domain.is_empty() || !self.config.domains.iter().any(|own| own.eq_ignore_ascii_case(&domain)) {
             return Err(Reply::new(550, "5.7.1", "relaying denied"));
         }
-        let user = if local == "postmaster" { self.config.postmaster.to_ascii_lowercase() } else { local.to_string() };
+        let user = if local == "postmaster" && alias { self.config.postmaster.to_ascii_lowercase() } else { local.to_string() };
         if !self.config.users.contains(&user) {
             return Err(Reply::new(550, "5.1.1", "no such user here"));
         }
@@ -360,6 +364,9 @@ impl Session<'_> {
             return Ok(None);
         }
         let mut decoder = DataDecoder::new(self.config.max_message_bytes);
+        if self.env.defects.has(Defect::StuffingDotCounted) {
+            decoder = decoder.counting_stuffing_dots();
+        }
         // RFC 5321 §4.5.3.2.5: the server waits at least 3 minutes for each data block.
         if conn.read_data(&mut decoder, self.config.idle_timeout).await.is_err() {
             return Ok(None);
@@ -479,6 +486,8 @@ impl Session<'_> {
         let date = mail::message::rfc5322_date(self.config.epoch_unix_s + now_ms / 1000);
         let for_clause = match txn.named.as_slice() {
             [only] => format!("\r\n\tfor <{only}>"),
+            // The planted bug `received-for-first-rcpt`: the first recipient in every copy.
+            [first, ..] if self.env.defects.has(Defect::ReceivedForFirstRcpt) => format!("\r\n\tfor <{first}>"),
             _ => String::new(),
         };
         format!("Received: from {helo} ({})\r\n\tby {} with {protocol} id {id}{for_clause};\r\n\t{date}\r\n", tcp_info(&self.peer), self.config.hostname)

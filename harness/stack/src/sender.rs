@@ -11,7 +11,7 @@ use mail::message::{self, DsnKind, DsnRecipient, DsnRequest};
 use mail::policy::RetryPolicy;
 use super::wire::{self, Reply, ReplyParser};
 use super::{Defect, Env, SMTP_PORT};
-use history::{Event, Outcome, Stage};
+use history::{Event, InvalidParam, Outcome, Stage};
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -36,6 +36,9 @@ pub struct PlannedMessage {
     /// Recipients (of `rcpts`) the client names a second time in the same transaction, as a
     /// client that merges To and Cc does; the MX must accept them once.
     pub repeated_rcpts: Vec<String>,
+    /// A parameter this client gets wrong on MAIL or on one RCPT (invalid input real clients
+    /// send); the MX must refuse that command, and the sender takes the 5xx as final.
+    pub invalid_param: Option<InvalidParam>,
     pub bytes: Rc<Vec<u8>>,
     /// Messages of one provider with the same session number travel together: one SMTP
     /// session carries them one transaction after another, as an MTA with a connection cache
@@ -142,6 +145,8 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, batch:
             rcpts: planned.rcpts.clone(),
             digest: message::content_digest(&planned.bytes),
             size: planned.bytes.len() as u64,
+            longest_line: message::longest_line(&planned.bytes) as u64,
+            invalid_param: planned.invalid_param.clone(),
         });
     }
     let policy = &config.policy;
@@ -275,6 +280,10 @@ fn send_dsn(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, rcpts:
         false => planned.from.clone(),
     };
     let kind_name = if kind == DsnKind::Failure { "failure" } else { "delay" };
+    // The planted bug `dsn-dated-1970`: the bare simulated clock, and the DSN's own time as
+    // the original's arrival.
+    let epoch_unix_s = if env.defects.has(Defect::DsnDated1970) { 0 } else { config.epoch_unix_s };
+    let arrival_ms = if env.defects.has(Defect::DsnDated1970) { env.journal.now_ms() } else { arrival_ms };
     let dsn_id = format!("dsn.{kind_name}.{}.{}", env.journal.now_ms(), planned.msg);
     let request = DsnRequest {
         kind,
@@ -283,8 +292,8 @@ fn send_dsn(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, rcpts:
         to: &to,
         original: &planned.bytes,
         recipients: &recipients,
-        date_unix_s: config.epoch_unix_s + env.journal.now_ms() / 1000,
-        arrival_unix_s: config.epoch_unix_s + arrival_ms / 1000,
+        date_unix_s: epoch_unix_s + env.journal.now_ms() / 1000,
+        arrival_unix_s: epoch_unix_s + arrival_ms / 1000,
     };
     let dsn = if env.defects.has(Defect::DsnNotMultipartReport) {
         // The planted bug: a human note only, which no program can read (RFC 3464 ignored).
@@ -471,15 +480,14 @@ enum Ended {
 
 /// One transaction with DATA, waiting for each reply in turn.
 async fn transaction(client: &mut Client<'_>, one: &Try<'_>, verdicts: &mut Vec<(String, Verdict)>) -> Result<Ended, Failure> {
-    let mail_line = format!("MAIL FROM:<{}> SIZE={}", one.planned.from, one.planned.bytes.len());
-    let mail = client.command(one, &mail_line, Stage::Mail, None, COMMAND_TIMEOUT).await?;
+    let mail = client.command(one, &mail_line(one.planned), Stage::Mail, None, COMMAND_TIMEOUT).await?;
     if mail.class() != 2 {
         all(verdicts, &mail, &one.rcpts);
         return Ok(Ended::Refused);
     }
     let mut accepted = Vec::new();
     for rcpt in &one.rcpts {
-        let reply = client.command(one, &format!("RCPT TO:<{rcpt}>"), Stage::Rcpt, Some(rcpt), COMMAND_TIMEOUT).await?;
+        let reply = client.command(one, &rcpt_line(one.planned, rcpt), Stage::Rcpt, Some(rcpt), COMMAND_TIMEOUT).await?;
         if reply.class() == 2 {
             accepted.push(rcpt.clone());
         } else {
@@ -504,6 +512,22 @@ async fn transaction(client: &mut Client<'_>, one: &Try<'_>, verdicts: &mut Vec<
     Ok(Ended::Delivered)
 }
 
+/// MAIL with the message's size (RFC 1870), or the invalid parameter the plan gives MAIL.
+fn mail_line(planned: &PlannedMessage) -> String {
+    match &planned.invalid_param {
+        Some(InvalidParam { stage: Stage::Mail, param, .. }) => format!("MAIL FROM:<{}> {param}", planned.from),
+        _ => format!("MAIL FROM:<{}> SIZE={}", planned.from, planned.bytes.len()),
+    }
+}
+
+/// RCPT for one recipient, with the invalid parameter the plan gives that recipient's RCPT.
+fn rcpt_line(planned: &PlannedMessage, rcpt: &str) -> String {
+    match &planned.invalid_param {
+        Some(InvalidParam { stage: Stage::Rcpt, rcpt: Some(bad), param }) if bad == rcpt => format!("RCPT TO:<{rcpt}> {param}"),
+        _ => format!("RCPT TO:<{rcpt}>"),
+    }
+}
+
 /// The recipients this attempt names twice (only those it still tries).
 fn repeated<'a>(one: &'a Try<'_>) -> impl Iterator<Item = &'a String> {
     one.planned.repeated_rcpts.iter().filter(|rcpt| one.rcpts.contains(rcpt))
@@ -515,8 +539,11 @@ fn repeated<'a>(one: &'a Try<'_>) -> impl Iterator<Item = &'a String> {
 async fn chunked_flight(client: &mut Client<'_>, tries: &[Try<'_>], verdicts: &mut [Vec<(String, Verdict)>]) -> Result<(), Failure> {
     let mut flight = Vec::new();
     for one in tries {
-        flight.extend_from_slice(format!("MAIL FROM:<{}> SIZE={}\r\n", one.planned.from, one.planned.bytes.len()).as_bytes());
-        for rcpt in one.rcpts.iter().chain(repeated(one)) {
+        flight.extend_from_slice(format!("{}\r\n", mail_line(one.planned)).as_bytes());
+        for rcpt in &one.rcpts {
+            flight.extend_from_slice(format!("{}\r\n", rcpt_line(one.planned, rcpt)).as_bytes());
+        }
+        for rcpt in repeated(one) {
             flight.extend_from_slice(format!("RCPT TO:<{rcpt}>\r\n").as_bytes());
         }
         flight.extend_from_slice(format!("BDAT {} LAST\r\n", one.planned.bytes.len()).as_bytes());

@@ -638,6 +638,8 @@ pub struct DataDecoder {
     /// Octets of text in the current line: no line end, no stuffing dot.
     line_len: usize,
     error: Option<DataError>,
+    /// The planted bug `stuffing-dot-counted`: a line's stuffing dot counts as text.
+    stuffing_dot_counts: bool,
 }
 
 impl DataDecoder {
@@ -651,7 +653,16 @@ impl DataDecoder {
             size: 0,
             line_len: 0,
             error: None,
+            stuffing_dot_counts: false,
         }
+    }
+
+    /// The planted bug `stuffing-dot-counted`: counts a line's stuffing dot toward its 998
+    /// octets, as if the dot were text (RFC 5321 §4.5.2 says it is not).
+    #[must_use]
+    pub fn counting_stuffing_dots(mut self) -> Self {
+        self.stuffing_dot_counts = true;
+        self
     }
 
     /// Feeds bytes; returns the number of bytes consumed. When the
@@ -690,10 +701,16 @@ impl DataDecoder {
     fn step(&mut self, byte: u8) {
         self.state = match (self.state, byte) {
             (DataState::Done, _) => DataState::Done,
-            (DataState::LineStart, b'.') => DataState::Dot,
+            (DataState::LineStart, b'.') => {
+                self.count_stuffing_dot();
+                DataState::Dot
+            }
             // After a bare LF the dot is stuffing too; dropping it at once means no ".\r\n"
             // that follows can be mistaken for the terminator.
-            (DataState::LfLineStart, b'.') => DataState::Text,
+            (DataState::LfLineStart, b'.') => {
+                self.count_stuffing_dot();
+                DataState::Text
+            }
             (DataState::Dot, b'\r') => DataState::DotCr,
             (DataState::DotCr, b'\n') => DataState::Done,
             // ".\r" not followed by LF: the dot was stuffing, the CR is data.
@@ -731,6 +748,13 @@ impl DataDecoder {
                 self.count_text_octet();
                 DataState::Text
             }
+        }
+    }
+
+    /// A stuffing dot is framing, not text: it counts only under the planted bug.
+    fn count_stuffing_dot(&mut self) {
+        if self.stuffing_dot_counts {
+            self.count_text_octet();
         }
     }
 

@@ -344,3 +344,47 @@ fn data_lines_follow_one_rule() {
         assert!(reply.starts_with("500 5.5.2") && reply.contains("998") && reply.contains("bare LF"), "{reply}");
     });
 }
+
+/// The planted originals of the rules above (issue #8 item 5), each seen on the wire: what the
+/// clean MX accepts it refuses, what it refuses it accepts, or a copy shows another recipient.
+#[test]
+fn the_planted_postmaster_bug_refuses_both_spellings() {
+    with_mx(&[Defect::PostmasterRefused], |mx| async move {
+        let mut client = mx.connect().await;
+        assert!(client.command("EHLO client.example").await.starts_with("250 "));
+        assert!(client.command("MAIL FROM:<a@example.org>").await.starts_with("250 "));
+        assert!(client.command("RCPT TO:<postmaster>").await.starts_with("550 5.7.1"));
+        assert!(client.command("RCPT TO:<postmaster@libero.test>").await.starts_with("550 5.1.1"));
+    });
+}
+
+#[test]
+fn the_planted_received_bug_names_the_first_recipient_in_a_shared_copy() {
+    with_mx(&[Defect::ReceivedForFirstRcpt], |mx| async move {
+        let mut client = mx.connect().await;
+        assert!(client.transaction(&["bruno@libero.test", "carla@libero.test"], &body("leak@x")).await.starts_with("250 "));
+        let field = received(&mx.queued("leak@x"));
+        assert!(field.contains(" for <bruno@libero.test>;"), "{field}");
+    });
+}
+
+#[test]
+fn the_planted_parameter_bugs_accept_size_on_rcpt_and_a_signed_size_on_mail() {
+    with_mx(&[Defect::RcptParamsUnchecked, Defect::MailSizeSignAccepted], |mx| async move {
+        let mut client = mx.connect().await;
+        assert!(client.command("EHLO client.example").await.starts_with("250 "));
+        assert!(client.command("MAIL FROM:<a@example.org> SIZE=+5").await.starts_with("250 "));
+        assert!(client.command("RCPT TO:<anna@libero.test> SIZE=+5").await.starts_with("250 "));
+    });
+}
+
+#[test]
+fn the_planted_stuffing_dot_bug_refuses_a_998_octet_line_that_starts_with_a_dot() {
+    with_mx(&[Defect::StuffingDotCounted], |mx| async move {
+        let mut body = b"Message-ID: <dot998@example.org>\r\n\r\n".to_vec();
+        body.extend_from_slice(format!("..{}\r\n.\r\n", "d".repeat(997)).as_bytes());
+        let mut client = mx.connect().await;
+        let reply = client.transaction(&["anna@libero.test"], &body).await;
+        assert!(reply.starts_with("500 5.5.2"), "{reply}");
+    });
+}

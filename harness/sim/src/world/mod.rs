@@ -495,7 +495,7 @@ impl<'a> World<'a> {
         let mut drained_at_ms = None;
         let mut end_ms = horizon_ms;
         let mut aborted = None;
-        self.world_journal.record(Event::Clock { tick_ms });
+        self.world_journal.record(Event::Clock { tick_ms, epoch_unix_s: plan::EPOCH_UNIX_S });
         self.world_journal.record(Event::Phase { name: "chaos".into() });
         while self.now_ms.get() < end_ms {
             let now_ms = self.now_ms.get();

@@ -6,6 +6,7 @@ use disk::OpKind;
 use crate::scenario::{provider_domain, provider_host, FaultKind, Scenario};
 use crate::seed::Seed;
 use mail::message::{self, Envelope};
+use history::{InvalidParam, Stage};
 use stack::sender::PlannedMessage;
 use rand::Rng;
 use std::rc::Rc;
@@ -135,11 +136,17 @@ fn plan_workload(scenario: &Scenario, seed: Seed) -> Vec<Vec<PlannedMessage>> {
                             rcpts.push(address);
                         }
                     }
+                    if let Some(postmaster) = postmaster_rcpt(workload.postmaster_every, number, &local_domain) {
+                        rcpts.push(postmaster);
+                    }
                     if workload.unknown_rcpt_every > 0 && number % workload.unknown_rcpt_every == 0 {
                         rcpts.push(format!("nobody{number}@{local_domain}"));
                     }
+                    let invalid = workload.invalid_param_every > 0 && number % workload.invalid_param_every == 0;
+                    // A recipient refused for its parameter is not named again: a second, plain
+                    // RCPT would be accepted and make a copy of a recipient the sender bounced.
                     let repeated_rcpts = match workload.duplicate_rcpt_every {
-                        every if every > 0 && number % every == 0 => rcpts.first().cloned().into_iter().collect(),
+                        every if every > 0 && number % every == 0 && !invalid => rcpts.first().cloned().into_iter().collect(),
                         _ => Vec::new(),
                     };
                     let fixture = &fixtures[rng.random_range(0..fixtures.len())];
@@ -156,13 +163,34 @@ fn plan_workload(scenario: &Scenario, seed: Seed) -> Vec<Vec<PlannedMessage>> {
                         sender: list_mail.then_some(owner.as_str()),
                     };
                     let bytes = Rc::new(message::compose(&envelope, fixture));
-                    PlannedMessage { at_ms, msg, from, rcpts, repeated_rcpts, bytes, session: number }
+                    let invalid_param = invalid.then(|| invalid_param(number / workload.invalid_param_every, &rcpts, bytes.len()));
+                    PlannedMessage { at_ms, msg, from, rcpts, repeated_rcpts, invalid_param, bytes, session: number }
                 })
                 .collect::<Vec<_>>()
         })
         .zip(&scenario.providers)
         .map(|(messages, provider)| group_into_sessions(messages, workload.messages_per_session.get_ref().bounds(), seed, provider.name.get_ref()))
         .collect()
+}
+
+/// Postmaster for every `every`-th message (no draw: the stream stays as it was): bare and
+/// with the domain in turn, since RFC 5321 §4.5.1 requires both.
+fn postmaster_rcpt(every: u32, number: u32, domain: &str) -> Option<String> {
+    match every {
+        0 => None,
+        every if number % every != 0 => None,
+        every if (number / every) % 2 == 1 => Some("postmaster".to_string()),
+        _ => Some(format!("postmaster@{domain}")),
+    }
+}
+
+/// The `nth` invalid parameter of a provider: on the first RCPT, then on MAIL, in turn. The
+/// first recipient is always a mailbox the MX has, so only the parameter can be refused.
+fn invalid_param(nth: u32, rcpts: &[String], size: usize) -> InvalidParam {
+    match (nth % 2, rcpts.first()) {
+        (1, Some(first)) => InvalidParam { stage: Stage::Rcpt, rcpt: Some(first.clone()), param: "SIZE=+5".to_string() },
+        _ => InvalidParam { stage: Stage::Mail, rcpt: None, param: format!("SIZE=+{size}") },
+    }
 }
 
 /// Groups a provider's messages into SMTP sessions of drawn sizes, in order of arrival; a

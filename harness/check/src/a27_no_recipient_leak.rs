@@ -1,0 +1,67 @@
+//! A27 no-recipient-leak: a copy of a message names in its trace fields no recipient but the
+//! one it was delivered for. RFC 5321 §4.4: a `Received:` field's FOR clause names exactly one
+//! path, and §7.2: naming the others would show each recipient the rest, the blind copies
+//! included. A per-recipient copy may name its own recipient; a copy for several names none.
+//!
+//! Judged from what the client downloaded (`ClientFetched.trace_for`: the FOR addresses the
+//! client parsed from the copy) against the recipients the workload submitted the message for.
+//! A copy fetched from mailbox M is for the recipients whose local part is M, or, when none is,
+//! for postmaster (the MX's alias of one of its mailboxes, RFC 5321 §4.5.1).
+
+use super::facts::Facts;
+use super::Violation;
+use history::Event;
+
+pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
+    for (at, record) in facts.records.iter().enumerate() {
+        let Event::ClientFetched { mailbox, msg, trace_for, .. } = &record.event else { continue };
+        let Some((submitted, _, rcpts, _)) = facts.submitted.get(msg) else { continue };
+        for named in trace_for.iter().filter(|named| leaks(mailbox, named, rcpts)) {
+            let why = format!("the copy in mailbox {mailbox} names another recipient, <{named}>, in a Received field's FOR clause");
+            out.push(Violation::new("A27", format!("msg {msg} mailbox {mailbox}"), why, vec![*submitted, at]));
+        }
+    }
+}
+
+/// Whether `named` is a recipient of the message other than those the copy in `mailbox` is for.
+fn leaks(mailbox: &str, named: &str, rcpts: &[String]) -> bool {
+    let local = |address: &str| address.rsplit_once('@').map_or(address, |(local, _)| local).to_ascii_lowercase();
+    let mailbox = mailbox.to_ascii_lowercase();
+    let is_recipient = rcpts.iter().any(|rcpt| same_address(rcpt, named));
+    let for_mailbox = rcpts.iter().any(|rcpt| local(rcpt) == mailbox);
+    let own = local(named) == mailbox || (local(named) == "postmaster" && !for_mailbox);
+    is_recipient && !own
+}
+
+/// Same address, without case; a bare `postmaster` matches postmaster at any domain (the MX
+/// completes it with its own).
+fn same_address(rcpt: &str, named: &str) -> bool {
+    let (rcpt, named) = (rcpt.to_ascii_lowercase(), named.to_ascii_lowercase());
+    rcpt == named || (rcpt == "postmaster" && named.starts_with("postmaster@")) || (named == "postmaster" && rcpt.starts_with("postmaster@"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rcpts(list: &[&str]) -> Vec<String> {
+        list.iter().map(|rcpt| rcpt.to_string()).collect()
+    }
+
+    #[test]
+    fn a_copy_may_name_its_own_recipient_only() {
+        let two = rcpts(&["anna@l.test", "bruno@l.test"]);
+        assert!(!leaks("anna", "anna@l.test", &two));
+        assert!(leaks("bruno", "anna@l.test", &two));
+        assert!(!leaks("bruno", "someone@else.test", &two));
+    }
+
+    #[test]
+    fn postmaster_is_its_mailbox_own_unless_the_mailbox_is_named_too() {
+        let with_postmaster = rcpts(&["postmaster", "bruno@l.test"]);
+        assert!(!leaks("anna", "postmaster@l.test", &with_postmaster));
+        assert!(leaks("bruno", "postmaster@l.test", &with_postmaster));
+        let both = rcpts(&["anna@l.test", "postmaster@l.test"]);
+        assert!(!leaks("anna", "anna@l.test", &both));
+    }
+}
