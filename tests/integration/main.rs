@@ -7,6 +7,7 @@ mod outage;
 mod regressions;
 mod smtp;
 mod snapshot;
+mod sources;
 mod storage;
 mod storage_cli;
 mod surge;
