@@ -2,6 +2,7 @@
 
 mod checkers;
 mod cli;
+mod help;
 mod live;
 mod outage;
 mod regressions;

@@ -27,8 +27,13 @@ macro_rules! say {
 
 pub use crate::source::{EMBEDDED_FAST, EMBEDDED_STORAGE};
 
+/// What every help text ends with: the exit codes scripts and CI rely on.
+pub const EXIT_CODES: &str = "Exit status: 0 every invariant held (or the command succeeded), 1 a violation (or a \
+divergence), 2 bad input (the message names file:line:col, the flag or the path).";
+
 #[derive(Parser, Debug)]
 #[command(name = "mailchaos", version, about = "Deterministic simulation of a mail stack under storage, network and crash faults")]
+#[command(disable_help_subcommand = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -74,6 +79,8 @@ pub struct Runs {
 pub enum Command {
     /// Run scenario files or folders (default: the embedded fast suite) over seeds and judge them.
     Run {
+        /// Scenario files, folders of them, or built-in copies (embedded:fast,
+        /// embedded:storage, embedded:fast/<name>). None: the built-in fast suite.
         paths: Vec<PathBuf>,
         #[command(flatten)]
         runs: Runs,
@@ -82,6 +89,7 @@ pub enum Command {
     },
     /// Replay one run exactly, print its history, and explain each violation.
     Repro {
+        /// The scenario file (or embedded:<suite>/<name>) the run line's repro names.
         scenario: PathBuf,
         #[command(flatten)]
         runs: Runs,
@@ -91,6 +99,8 @@ pub enum Command {
     },
     /// Run each seed twice, the second time in a fresh process, and compare history digests.
     CheckDeterminism {
+        /// Scenario files, folders of them, or built-in copies (embedded:fast, ...). None: the
+        /// built-in fast suite, in both processes.
         paths: Vec<PathBuf>,
         #[command(flatten)]
         runs: Runs,
@@ -99,6 +109,7 @@ pub enum Command {
     /// every fail point of the stack), take every disk state the profile allows there, recover
     /// the host on each and judge it against what had been acknowledged.
     CrashExplore {
+        /// The scenario file (or embedded:<suite>/<name>) whose run is explored.
         scenario: PathBuf,
         #[command(flatten)]
         runs: Runs,
@@ -107,11 +118,11 @@ pub enum Command {
         #[arg(long, default_value_t = 2000)]
         max_states: usize,
     },
-    /// Run a suite (default: the storage suite) under a baseline and a candidate persistence
-    /// profile and compare, invariant by invariant. Exit 1 when the candidate breaks an
-    /// invariant that the baseline keeps.
+    /// Run a suite (default: the built-in fast and storage suites) under a baseline and a
+    /// candidate persistence profile and compare, invariant by invariant. Exit 1 when the
+    /// candidate breaks an invariant that the baseline keeps.
     VendorCompare {
-        /// Scenario files or folders (default: the embedded fast and storage suites).
+        /// Scenario files or folders (default: the built-in fast and storage suites).
         paths: Vec<PathBuf>,
         /// The profile the device is compared against: a shipped name or a file.
         #[arg(long)]
@@ -147,6 +158,7 @@ pub enum Command {
         /// Mailboxes (the local parts accepted at RCPT); each user's POP3 password is pw-<user>.
         #[arg(long, value_delimiter = ',', default_value = "anna,bruno,carla")]
         users: Vec<String>,
+        /// The mail domain the MX accepts mail for (RCPT TO:<user@DOMAIN>).
         #[arg(long, default_value = "libero.test")]
         domain: String,
         /// Stop after this many seconds (default: run until killed).
@@ -162,9 +174,15 @@ pub enum Command {
         #[arg(long)]
         ledger: PathBuf,
     },
+    /// Print the help of mailchaos or of one of its commands.
+    Help {
+        /// The command to explain (none: the overview).
+        command: Option<String>,
+    },
     /// Print the history digest of one run (used by check-determinism).
     #[command(hide = true)]
     Digest {
+        /// The scenario file or embedded:<suite>/<name>.
         scenario: PathBuf,
         #[command(flatten)]
         runs: Runs,
@@ -180,8 +198,37 @@ impl From<ScenarioError> for BadInput {
     }
 }
 
+/// The command line with the exit codes appended to every help text.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command().after_help(EXIT_CODES).mut_subcommands(|sub| sub.after_help(EXIT_CODES))
+}
+
+/// Parses the process's arguments (clap's own errors exit 2, `--help` and `--version` 0).
+pub fn parse() -> Result<Cli, clap::Error> {
+    let matches = command().try_get_matches()?;
+    <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+}
+
+/// `mailchaos help [COMMAND]`: a subcommand of ours (not clap's), so `help --help` works too.
+fn help(topic: Option<&str>) -> Result<bool, BadInput> {
+    let mut command = command();
+    // Built first, so a command's usage line names the program (`mailchaos run ...`).
+    command.build();
+    let text = match topic {
+        None => command.render_help(),
+        Some(name) => {
+            let names: Vec<String> = command.get_subcommands().filter(|sub| !sub.is_hide_set()).map(|sub| sub.get_name().to_string()).collect();
+            let sub = command.find_subcommand_mut(name).ok_or_else(|| BadInput(format!("no command '{name}'; expected one of: {}", names.join(", "))))?;
+            sub.render_help()
+        }
+    };
+    say!("{}", text.to_string().trim_end());
+    Ok(true)
+}
+
 pub fn main_with(cli: Cli) -> ExitCode {
     let result = match cli.command {
+        Command::Help { command } => help(command.as_deref()),
         Command::Run { paths, runs, real } => match real.store_dir.is_some() {
             true => run_on_real_store(&paths, &runs, &real),
             false => run(&paths, &runs),
