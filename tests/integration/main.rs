@@ -1,6 +1,7 @@
 //! Integration tests of mailchaos: features, not code.
 
 mod checkers;
+mod docs;
 mod cli;
 mod help;
 mod live;
