@@ -85,3 +85,240 @@ fn invariants_md_lists_exactly_the_defects_whose_description_names_each_invarian
     }
     assert!(expected.is_empty(), "defects name invariants INVARIANTS.md lacks: {expected:?}");
 }
+
+// The scenario reference: generated from scenario.rs, and what it says checked against serde
+// and the parser.
+
+use serde::de::{DeserializeOwned, Visitor};
+use sim::reference::{self, Field};
+
+/// A deserializer that answers nothing and records the field or variant names serde asks for:
+/// the names a scenario file may use, renames and aliases included.
+struct Introspect<'a>(&'a mut Vec<&'static str>);
+
+#[derive(Debug)]
+struct Stop;
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("names recorded")
+    }
+}
+
+impl std::error::Error for Stop {}
+
+impl serde::de::Error for Stop {
+    fn custom<T: std::fmt::Display>(_: T) -> Self {
+        Stop
+    }
+}
+
+impl<'de> serde::Deserializer<'de> for Introspect<'_> {
+    type Error = Stop;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+        Err(Stop)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(self, _: &'static str, fields: &'static [&'static str], _: V) -> Result<V::Value, Stop> {
+        self.0.extend(fields);
+        Err(Stop)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(self, _: &'static str, variants: &'static [&'static str], _: V) -> Result<V::Value, Stop> {
+        self.0.extend(variants);
+        Err(Stop)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
+        unit unit_struct newtype_struct seq tuple tuple_struct map identifier ignored_any
+    }
+}
+
+fn serde_names<T: DeserializeOwned>() -> BTreeSet<String> {
+    let mut names = Vec::new();
+    let _ = T::deserialize(Introspect(&mut names));
+    names.into_iter().map(str::to_string).collect()
+}
+
+#[test]
+fn the_scenario_reference_is_what_the_code_generates() {
+    let committed = read("docs/scenario-reference.md");
+    assert!(
+        committed.trim_end() == reference::markdown().trim_end(),
+        "docs/scenario-reference.md is stale: cargo run --release --bin mailchaos -- scenario-reference > docs/scenario-reference.md"
+    );
+}
+
+#[test]
+fn the_scenario_reference_lists_every_field_serde_reads() {
+    use sim::scenario::{Clients, Fault, Link, Mx, Network, Provider, Scenario, Workload};
+    let fields = reference::fields();
+    let documented = |table: &str| -> BTreeSet<String> { fields.iter().filter(|field| field.table == table).map(|field| field.key.clone()).collect() };
+    let tables: BTreeSet<String> = ["network", "mx", "provider", "workload", "clients", "fault", "link"].map(str::to_string).into();
+    let top: BTreeSet<String> = serde_names::<Scenario>().difference(&tables).cloned().collect();
+    assert_eq!(documented("Scenario"), top);
+    assert_eq!(documented("Network"), serde_names::<Network>());
+    assert_eq!(documented("Mx"), serde_names::<Mx>());
+    assert_eq!(documented("Provider"), serde_names::<Provider>());
+    assert_eq!(documented("Workload"), serde_names::<Workload>());
+    assert_eq!(documented("Clients"), serde_names::<Clients>());
+    assert_eq!(documented("Link"), serde_names::<Link>());
+    assert_eq!(documented("Fault"), serde_names::<Fault>());
+}
+
+#[test]
+fn the_scenario_reference_lists_every_fault_kind_and_operation() {
+    let kinds: BTreeSet<String> = sim::scenario::FaultKind::ALL.iter().map(|kind| kind.name().to_string()).collect();
+    assert_eq!(kinds, serde_names::<sim::scenario::FaultKind>());
+    let ops: BTreeSet<String> = disk::OpKind::ALL.iter().map(|op| op.scenario_name().to_string()).collect();
+    let accepted = serde_names::<disk::OpKind>();
+    // The first spelling of fsync-dir stays accepted (an alias), and is the only extra name.
+    assert_eq!(accepted.difference(&ops).cloned().collect::<Vec<_>>(), ["fsync_dir"], "{accepted:?}");
+    assert!(ops.is_subset(&accepted));
+    let markdown = reference::markdown();
+    for name in kinds.iter().chain(&ops) {
+        assert!(markdown.contains(&format!("`{name}`")), "{name} is not in the reference");
+    }
+}
+
+#[test]
+fn ops_accept_fsync_dir_in_both_spellings() {
+    let parsed = |spelling: &str| {
+        let text = format!("{MINIMAL}[[fault]]\nkind = \"disk-eio\"\nhost = \"store\"\nops = [\"{spelling}\"]\nat_s = 10\nduration_s = 60\n");
+        let scenario = sim::scenario::parse("ops.toml", &text).unwrap_or_else(|error| panic!("{spelling}: {error}"));
+        scenario.faults[0].ops.as_ref().map(|ops| ops.get_ref().clone())
+    };
+    assert_eq!(parsed("fsync-dir"), Some(vec![disk::OpKind::FsyncDir]));
+    assert_eq!(parsed("fsync_dir"), Some(vec![disk::OpKind::FsyncDir]));
+}
+
+/// Every table but [[link]] and [[fault]], with every required field.
+const MINIMAL: &str = r#"tick_ms = 1000
+horizon_s = 3600
+chaos_s = 1200
+[mx]
+domains = ["libero.test"]
+users = ["anna"]
+[[provider]]
+name = "gmail"
+policy = "postfix"
+[workload]
+messages = 3
+spread_s = 600
+[clients]
+poll_interval_s = 60
+"#;
+
+/// The header line of a table in MINIMAL (none for the top level).
+fn header(table: &str) -> Option<&'static str> {
+    Some(match table {
+        "Network" => "[network]",
+        "Mx" => "[mx]",
+        "Provider" => "[[provider]]",
+        "Workload" => "[workload]",
+        "Clients" => "[clients]",
+        _ => return None,
+    })
+}
+
+/// MINIMAL with these keys of one table set (replacing what it says, adding the table if need be).
+fn with_values(table: &str, values: &[(&str, String)]) -> String {
+    let mut lines: Vec<String> = MINIMAL.lines().map(str::to_string).collect();
+    let mut at = match header(table) {
+        None => 0,
+        Some(header) => match lines.iter().position(|line| line == header) {
+            Some(position) => position + 1,
+            None => {
+                lines.push(header.to_string());
+                lines.len()
+            }
+        },
+    };
+    let end = lines[at..].iter().position(|line| line.starts_with('[')).map_or(lines.len(), |offset| at + offset);
+    let keys: Vec<String> = values.iter().map(|(key, _)| format!("{key} = ")).collect();
+    let kept: Vec<String> = lines[at..end].iter().filter(|line| !keys.iter().any(|key| line.starts_with(key.as_str()))).cloned().collect();
+    lines.splice(at..end, kept);
+    for (key, value) in values {
+        lines.insert(at, format!("{key} = {value}"));
+        at += 1;
+    }
+    lines.join("\n") + "\n"
+}
+
+/// A scenario's Debug form without source positions: equal when two texts mean the same.
+fn meaning(text: &str) -> String {
+    let scenario = sim::scenario::parse("probe.toml", text).unwrap_or_else(|error| panic!("{error}\n{text}"));
+    let debug = format!("{scenario:?}");
+    let mut out = String::new();
+    let mut rest = debug.as_str();
+    while let Some(start) = rest.find("span: ") {
+        out.push_str(&rest[..start]);
+        rest = rest[start..].split_once(", ").map_or("", |(_, after)| after);
+    }
+    out + rest
+}
+
+/// The literal in backticks that starts a reference cell: "`1` (without ...)" -> 1.
+fn literal(cell: &str) -> Option<String> {
+    cell.strip_prefix('`').and_then(|rest| rest.split_once('`')).map(|(value, _)| value.to_string())
+}
+
+fn probed_tables() -> Vec<&'static str> {
+    ["Scenario", "Network", "Mx", "Provider", "Workload", "Clients"].to_vec()
+}
+
+#[test]
+fn every_literal_default_in_the_scenario_reference_is_the_parsers() {
+    let fields = reference::fields();
+    for table in probed_tables() {
+        let defaults: Vec<(&str, String)> = fields.iter().filter(|field| field.table == table).filter_map(|field| literal(&field.default).map(|value| (field.key.as_str(), value))).collect();
+        assert_eq!(meaning(&with_values(table, &defaults)), meaning(MINIMAL), "{table}: writing the documented defaults {defaults:?} changes the scenario");
+    }
+}
+
+#[test]
+fn every_required_field_in_the_scenario_reference_is_required() {
+    for field in reference::fields().iter().filter(|field| field.default == "required" && probed_tables().contains(&field.table)) {
+        let without: String = MINIMAL.lines().filter(|line| !line.starts_with(&format!("{} = ", field.key))).map(|line| format!("{line}\n")).collect();
+        assert_ne!(without, MINIMAL, "{}.{}: not in the probe scenario", field.table, field.key);
+        let error = sim::scenario::parse("probe.toml", &without).expect_err(&format!("{}.{} is documented as required", field.table, field.key)).to_string();
+        assert!(error.contains(&format!("missing field `{}`", field.key)), "{error}");
+    }
+}
+
+/// `lo` to `hi`, or `lo` or more: the literal bounds of a documented range.
+fn bounds(field: &Field) -> Option<(u64, Option<u64>)> {
+    let low = literal(&field.range)?.parse().ok()?;
+    let rest = field.range.split_once("` ").map_or("", |(_, rest)| rest);
+    let high = rest.strip_prefix("to ").and_then(literal).and_then(|high| high.parse().ok());
+    Some((low, high))
+}
+
+#[test]
+fn every_literal_range_in_the_scenario_reference_is_what_the_parser_enforces() {
+    let fields = reference::fields();
+    let mut probed = 0;
+    for field in fields.iter().filter(|field| probed_tables().contains(&field.table)) {
+        let Some((low, high)) = bounds(field) else { continue };
+        // Refused for this field's sake: the error stands on its line (a bound may still break
+        // a rule between fields, such as chaos_s <= horizon_s, located at the other field).
+        let refused = |value: u64| {
+            let text = with_values(field.table, &[(&field.key, value.to_string())]);
+            let line = text.lines().position(|line| line.starts_with(&format!("{} = ", field.key))).expect("the probed key") + 1;
+            sim::scenario::parse("probe.toml", &text).err().is_some_and(|error| error.line == line)
+        };
+        let name = format!("{}.{} ({})", field.table, field.key, field.range);
+        assert!(!refused(low), "{name}: {low} is refused");
+        if low > 0 {
+            assert!(refused(low - 1), "{name}: {} is accepted", low - 1);
+        }
+        if let Some(high) = high {
+            assert!(!refused(high), "{name}: {high} is refused");
+            assert!(refused(high + 1), "{name}: {} is accepted", high + 1);
+        }
+        probed += 1;
+    }
+    assert!(probed >= 4, "only {probed} ranges probed");
+}

@@ -174,6 +174,9 @@ pub enum Command {
         #[arg(long)]
         ledger: PathBuf,
     },
+    /// Print the scenario reference (Markdown): every field with its unit, range and default,
+    /// the fault kinds and the values they take; docs/scenario-reference.md is its output.
+    ScenarioReference,
     /// Print the help of mailchaos or of one of its commands.
     Help {
         /// The command to explain (none: the overview).
@@ -229,6 +232,10 @@ fn help(topic: Option<&str>) -> Result<bool, BadInput> {
 pub fn main_with(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Help { command } => help(command.as_deref()),
+        Command::ScenarioReference => {
+            say!("{}", sim::reference::markdown().trim_end());
+            Ok(true)
+        }
         Command::Run { paths, runs, real } => match real.store_dir.is_some() {
             true => run_on_real_store(&paths, &runs, &real),
             false => run(&paths, &runs),
