@@ -322,3 +322,54 @@ fn every_literal_range_in_the_scenario_reference_is_what_the_parser_enforces() {
     }
     assert!(probed >= 4, "only {probed} ranges probed");
 }
+
+// The README's sample output: real, and kept so.
+
+/// The README block marked `readme-sample`: its command line and the output lines below it.
+fn readme_sample() -> (Vec<String>, Vec<String>) {
+    let readme = read("README.md");
+    let block = readme.split("<!-- readme-sample").nth(1).and_then(|rest| rest.split("```\n").nth(1)).expect("a readme-sample block in README.md");
+    let mut lines = block.lines().map(str::to_string);
+    let command = lines.next().unwrap_or_default();
+    let args = command.split_once(" -- ").map(|(_, args)| args.split_whitespace().map(str::to_string).collect()).expect("$ cargo run ... -- ARGS");
+    (args, lines.collect())
+}
+
+/// An output line with what varies between builds, machines and edits redacted: digests,
+/// content hashes, the program's path and wall-clock figures.
+fn redact(line: &str) -> String {
+    let mut words: Vec<String> = line.split(' ').map(str::to_string).collect();
+    for index in 0..words.len() {
+        let previous = index.checked_sub(1).map(|before| words[before].clone()).unwrap_or_default();
+        let word = &mut words[index];
+        if let Some((key, _)) = word.split_once('=').filter(|(key, _)| ["digest", "scenario", "profile", "wall", "runs_per_s"].contains(key)) {
+            *word = format!("{key}=…");
+        } else if previous == "--expect-hash" || (previous == "repro:" && word.ends_with("mailchaos")) {
+            *word = "…".into();
+        }
+    }
+    words.join(" ")
+}
+
+#[test]
+fn readme_sample_output_is_what_the_command_prints() {
+    let (args, shown) = readme_sample();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mailchaos")).args(&args).current_dir(ROOT).output().expect("runs");
+    let actual: Vec<String> = String::from_utf8_lossy(&output.stdout).lines().map(redact).collect();
+    insta::assert_snapshot!("readme_sample", actual.join("\n"));
+    let shown: Vec<String> = shown.iter().map(|line| redact(line)).collect();
+    assert_eq!(shown, actual, "README.md's sample output is stale; rerun `cargo run --release --bin mailchaos -- {}` and paste its output", args.join(" "));
+    assert_eq!(output.status.code(), Some(1), "the sample shows a violation, so its command exits 1");
+}
+
+#[test]
+fn readme_names_every_output_field_it_shows() {
+    let readme = read("README.md");
+    let (_, shown) = readme_sample();
+    let keys: BTreeSet<String> = shown.iter().flat_map(|line| line.split_whitespace()).filter_map(|word| word.split_once('=').map(|(key, _)| key.to_string())).collect();
+    let explained = readme.split("Reading it:").nth(1).unwrap_or_default();
+    for key in &keys {
+        assert!(explained.contains(&format!("`{key}")), "README does not explain `{key}=`");
+    }
+    assert!(readme.contains("cargo-nextest"), "README must say the tests need cargo-nextest");
+}
