@@ -37,6 +37,9 @@ fn a_missing_path_is_refused_even_where_a_built_in_copy_has_its_name() {
     assert!(stdout(&output).is_empty(), "nothing ran: {}", stdout(&output));
     let error = stderr(&output);
     assert!(error.contains("no such file or folder") && error.contains("embedded:fast/baseline"), "{error}");
+    let folder = mailchaos(&["run", "elsewhere/scenarios/storage/", "--seeds", "1"]);
+    assert_eq!(folder.status.code(), Some(2));
+    assert!(stderr(&folder).contains("embedded:storage"), "{}", stderr(&folder));
     let repro = mailchaos(&["repro", "no/such/scenarios/fast/baseline.toml", "--seed", "1"]);
     assert_eq!(repro.status.code(), Some(2), "{}", stdout(&repro));
 }

@@ -117,12 +117,10 @@ pub fn sources_of(path: &Path) -> Result<Vec<Source>, BadInput> {
 /// A path that is not there is an error, even when a built-in copy has its name: that copy
 /// may say something else than the file the user means. The message names the copy.
 fn missing(path: &str) -> BadInput {
-    let hint = SUITES
-        .iter()
-        .flat_map(|(_, files)| files.iter())
-        .find(|(name, _)| path.ends_with(name))
-        .map(|(name, _)| format!("; the copy built into this binary is {}", embedded_name(name)))
-        .unwrap_or_default();
+    let folder = path.trim_end_matches('/');
+    let suite = SUITES.iter().find(|(suite, _)| folder.ends_with(&format!("scenarios/{suite}"))).map(|(suite, _)| format!("{EMBEDDED}{suite}"));
+    let file = SUITES.iter().flat_map(|(_, files)| files.iter()).find(|(name, _)| path.ends_with(name)).map(|(name, _)| embedded_name(name));
+    let hint = suite.or(file).map(|copy| format!("; the copy built into this binary is {copy}")).unwrap_or_default();
     BadInput(format!("{path}: no such file or folder{hint}"))
 }
 
