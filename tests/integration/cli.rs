@@ -26,7 +26,8 @@ fn a_violation_exits_1_and_its_repro_line_reproduces_it() {
     let text = stdout(&output);
     let repro = text.lines().find_map(|line| line.strip_prefix("repro: ")).expect("a repro line");
     let words: Vec<&str> = repro.split_whitespace().collect();
-    assert_eq!(&words[1..], ["repro", "scenarios/fast/baseline.toml", "--seed", "0x5", "--defect", "write-into-new"]);
+    assert_eq!(&words[1..7], ["repro", "scenarios/fast/baseline.toml", "--seed", "0x5", "--defect", "write-into-new"]);
+    assert_eq!(words[7], "--expect-hash", "the repro line pins the scenario and profile texts: {repro}");
     let replay = mailchaos(&words[1..]);
     assert_eq!(replay.status.code(), Some(1));
     let replayed = stdout(&replay);

@@ -1,12 +1,15 @@
 //! Integration tests of mailchaos: features, not code.
 
 mod checkers;
+mod docs;
 mod cli;
+mod help;
 mod live;
 mod outage;
 mod regressions;
 mod smtp;
 mod snapshot;
+mod sources;
 mod storage;
 mod storage_cli;
 mod surge;

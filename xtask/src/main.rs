@@ -1,15 +1,21 @@
 //! Project tasks: `cargo xtask <task>`. Each calls cargo through $CARGO so the same toolchain
-//! builds everything.
+//! builds everything, and every task but `layers` first builds the release binary in the open
+//! (a first build takes minutes; its progress is shown, never hidden behind `--quiet`).
 //!
-//!   ci                 the layers, the determinism check, then the tests (what .ci/run does)
-//!   layers             the crates keep their layers: no forbidden dependency, no module circle
-//!   suite [SEEDS]      the fast suite over SEEDS seeds (default 50), release build
-//!   check-determinism  every fast scenario, 10 seeds, second run in a fresh process
-//!   crash-explore      every fast and storage scenario under every honest profile
-//!   bench [SEEDS]      runs per second of the fast suite (default 20 seeds), release build
-//!   defects [SEEDS]    every planted defect must be caught: by a suite, else by crash-explore
-//!   surge              the 20,000-message surge, clean and with accept-beyond-capacity
-//!   outage             the four-day outage under each operator answer
+//!   ci                       in this order: the layers; the release build; the determinism
+//!                            check (fast, storage and regressions suites, 5 seeds; crash states
+//!                            of the two crash scenarios under lying-fsync, 3 seeds); then the
+//!                            tests with cargo-nextest (installed first where it is missing)
+//!   layers                   the crates keep their layers: no forbidden dependency, no module circle
+//!   suite [SEEDS]            the fast suite over SEEDS seeds (default 50)
+//!   check-determinism [SEEDS] the determinism check of `ci` alone, SEEDS seeds (default 10;
+//!                            the crash states 3) with the second run in a fresh process
+//!   crash-explore            every fast and storage scenario under every honest profile
+//!   bench [SEEDS]            runs per second of the fast suite (default 20 seeds)
+//!   defects [SEEDS]          every planted defect must be caught: by a suite, else by crash-explore
+//!   surge                    the 20,000-message surge, clean and with accept-beyond-capacity
+//!   outage                   the four-day outage under each operator answer: 5xx-bounce must
+//!                            violate exactly A12 and A22, every other answer nothing
 
 mod layers;
 
@@ -20,10 +26,20 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
+/// The release binary, built beforehand by `build` in the open: `--quiet` here only drops
+/// cargo's "Finished/Running" lines before each of the many runs a task makes.
 fn mailchaos(args: &[&str]) -> Command {
     let mut command = cargo();
     command.args(["run", "--quiet", "--release", "--package", "mailchaos", "--bin", "mailchaos", "--"]).args(args);
     command
+}
+
+/// Builds the release binary with cargo's progress on the terminal.
+fn build() -> Result<bool, String> {
+    println!("xtask: building the release binary (the first build takes a few minutes)");
+    let mut command = cargo();
+    command.args(["build", "--release", "--package", "mailchaos", "--bin", "mailchaos"]);
+    status(command)
 }
 
 fn status(mut command: Command) -> Result<bool, String> {
@@ -34,20 +50,15 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let task = args.first().map(String::as_str).unwrap_or("help");
     let seeds = args.get(1).cloned();
+    const TASKS: &[&str] = &["ci", "layers", "suite", "check-determinism", "bench", "defects", "surge", "crash-explore", "outage"];
+    if !TASKS.contains(&task) {
+        eprintln!("usage: cargo xtask ci | layers | suite [SEEDS] | check-determinism [SEEDS] | bench [SEEDS] | defects [SEEDS] | surge | outage | crash-explore");
+        return ExitCode::from(2);
+    }
     let result = match task {
         "ci" => ci(),
         "layers" => layers::check(),
-        "suite" => status(mailchaos(&["run", "scenarios/fast", "--seeds", seeds.as_deref().unwrap_or("50")])),
-        "check-determinism" => status(mailchaos(&["check-determinism", "scenarios/fast", "--seeds", seeds.as_deref().unwrap_or("10")])),
-        "bench" => bench(seeds.as_deref().unwrap_or("20")),
-        "defects" => defects(seeds.as_deref().unwrap_or("50")),
-        "surge" => surge(),
-        "crash-explore" => crash_explore(),
-        "outage" => status(mailchaos(&["run", "scenarios/outage", "--seed", "1"])).map(|_| true),
-        _ => {
-            eprintln!("usage: cargo xtask ci | layers | suite [SEEDS] | check-determinism [SEEDS] | bench [SEEDS] | defects [SEEDS] | surge | outage | crash-explore");
-            return ExitCode::from(2);
-        }
+        _ => build().and_then(|built| if built { run_task(task, seeds.as_deref()) } else { Ok(false) }),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -59,33 +70,98 @@ fn main() -> ExitCode {
     }
 }
 
+/// The tasks that run the release binary (built by then).
+fn run_task(task: &str, seeds: Option<&str>) -> Result<bool, String> {
+    match task {
+        "suite" => status(mailchaos(&["run", "scenarios/fast", "--seeds", seeds.unwrap_or("50")])),
+        "check-determinism" => determinism(seeds.unwrap_or("10"), seeds.unwrap_or("3")),
+        "bench" => bench(seeds.unwrap_or("20")),
+        "defects" => defects(seeds.unwrap_or("50")),
+        "surge" => surge(),
+        "crash-explore" => crash_explore(),
+        _ => outage(),
+    }
+}
+
+/// The layers, the release build, the determinism check, then the tests: the cheap structural
+/// check first, and the determinism check before the tests so that the test runner's summary
+/// closes the output.
 fn ci() -> Result<bool, String> {
-    if !layers::check()? {
-        return Ok(false);
-    }
-    // The determinism check first, so that the test runner's summary closes the output.
-    if !status(mailchaos(&["check-determinism", "scenarios/fast", "scenarios/storage", "scenarios/regressions", "--seeds", "5"]))? {
-        return Ok(false);
-    }
-    // Crash states are drawn from the disk's own stream: prove that too, on a profile that
-    // leaves many unsynced operations to choose from.
-    let lying = ["check-determinism", "scenarios/fast/store-crash.toml", "scenarios/fast/mx-crash.toml", "--seeds", "3", "--profile", "lying-fsync"];
-    if !status(mailchaos(&lying))? {
-        return Ok(false);
+    for step in [layers::check, build, || determinism("5", "3"), nextest_installed] {
+        if !step()? {
+            return Ok(false);
+        }
     }
     let mut tests = cargo();
     tests.args(["nextest", "run", "--workspace", "--release"]);
     status(tests)
 }
 
+/// Every seed of the fast, storage and regressions suites run twice, the second time in a
+/// fresh process; and crash states, which are drawn from the disk's own stream, on a profile
+/// that leaves many unsynced operations to choose from. `ci` and `check-determinism` both run this.
+fn determinism(seeds: &str, crash_seeds: &str) -> Result<bool, String> {
+    if !status(mailchaos(&["check-determinism", "scenarios/fast", "scenarios/storage", "scenarios/regressions", "--seeds", seeds]))? {
+        return Ok(false);
+    }
+    let lying = ["check-determinism", "scenarios/fast/store-crash.toml", "scenarios/fast/mx-crash.toml", "--seeds", crash_seeds, "--profile", "lying-fsync"];
+    status(mailchaos(&lying))
+}
+
+/// The tests run under cargo-nextest (a process per test, which the fail points' global state
+/// wants). Where it is missing it is installed as .ci/run does, saying so; a failed install
+/// says what is needed instead of cargo's "no such command: nextest".
+fn nextest_installed() -> Result<bool, String> {
+    let mut probe = cargo();
+    probe.args(["nextest", "--version"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    if probe.status().is_ok_and(|status| status.success()) {
+        return Ok(true);
+    }
+    println!("xtask: cargo-nextest is missing; installing it: cargo install --locked cargo-nextest");
+    let mut install = cargo();
+    install.args(["install", "--locked", "cargo-nextest"]);
+    match status(install)? {
+        true => Ok(true),
+        false => Err("the tests need cargo-nextest (https://nexte.st); `cargo install --locked cargo-nextest` failed: install it by hand, then run `cargo xtask ci` again".into()),
+    }
+}
+
+/// The four-day outage under each operator answer. Only answering 5xx during an outage is
+/// wrong, and then exactly as two invariants say: A12 (a storage failure answered as a
+/// permanent refusal) and A22 (the operator's answer bounced mail that RFC-abiding senders
+/// would have delivered). Any other violation, or a 5xx-bounce run that is not flagged
+/// exactly so, fails the task.
+fn outage() -> Result<bool, String> {
+    let mut files: Vec<String> = std::fs::read_dir("scenarios/outage").map_err(|error| format!("scenarios/outage: {error}"))?.flatten().map(|entry| entry.path().display().to_string()).filter(|path| path.ends_with(".toml")).collect();
+    files.sort();
+    let mut as_expected = true;
+    for file in &files {
+        let text = std::fs::read_to_string(file).map_err(|error| format!("{file}: {error}"))?;
+        let expected: &[&str] = if text.contains("answer = \"5xx-bounce\"") { &["A12", "A22"] } else { &[] };
+        let output = mailchaos(&["run", file, "--seed", "1"]).output().map_err(|error| error.to_string())?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        print!("{stdout}");
+        let violated = violated_of(&stdout).ok_or_else(|| format!("{file}: no run line ({})", String::from_utf8_lossy(&output.stderr).trim()))?;
+        let matches = violated == expected;
+        as_expected &= matches;
+        println!("outage: {file}: violated [{}], expected [{}]: {}", violated.join(","), expected.join(","), if matches { "as expected" } else { "UNEXPECTED" });
+    }
+    Ok(as_expected)
+}
+
+/// The invariants a run line's verdict names, sorted: `verdict=violation(A12,A22)` or none for `verdict=ok`.
+fn violated_of(stdout: &str) -> Option<Vec<String>> {
+    let verdict = stdout.lines().find_map(|line| line.split_whitespace().find_map(|word| word.strip_prefix("verdict=")))?;
+    let inside = verdict.strip_prefix("violation(").and_then(|rest| rest.strip_suffix(')')).unwrap_or("");
+    let mut names: Vec<String> = inside.split(',').filter(|name| !name.is_empty()).map(str::to_string).collect();
+    // A2 before A12: by letter, then by number.
+    names.sort_by_key(|name| (name.trim_end_matches(|c: char| c.is_ascii_digit()).to_string(), name.trim_start_matches(|c: char| !c.is_ascii_digit()).parse::<u32>().unwrap_or(0)));
+    Some(names)
+}
+
 /// Runs the fast suite and reports runs per second as measured around the process (the
 /// simulation itself never reads the wall clock).
 fn bench(seeds: &str) -> Result<bool, String> {
-    let mut build = cargo();
-    build.args(["build", "--quiet", "--release", "--package", "mailchaos", "--bin", "mailchaos"]);
-    if !status(build)? {
-        return Ok(false);
-    }
     let started = Instant::now();
     let output = mailchaos(&["run", "scenarios/fast", "--seeds", seeds]).output().map_err(|error| error.to_string())?;
     let seconds = started.elapsed().as_secs_f64();
@@ -175,4 +251,17 @@ fn surge() -> Result<bool, String> {
     let caught = planted.status.code() == Some(1);
     println!("surge: accept-beyond-capacity {}", if caught { "caught" } else { "MISSED" });
     Ok(clean && caught)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::violated_of;
+
+    #[test]
+    fn a_run_line_verdict_reads_as_the_sorted_invariants_it_names() {
+        let line = "libero-2023-5xx-bounce   seed=0x1 verdict=violation(A22,A12,L1) accepted=17 digest=77569d09";
+        assert_eq!(violated_of(line), Some(vec!["A12".to_string(), "A22".into(), "L1".into()]));
+        assert_eq!(violated_of("x seed=0x1 verdict=ok accepted=3"), Some(vec![]));
+        assert_eq!(violated_of("mailchaos: bad.toml:1:1: nope"), None);
+    }
 }

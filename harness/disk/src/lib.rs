@@ -23,16 +23,37 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OpKind {
+    /// Writing a whole file.
     Write,
+    /// Reading a whole file.
     Read,
+    /// fsync of a file.
     Fsync,
+    /// fsync of a directory (makes its entries durable). A scenario spells it `fsync-dir`, like
+    /// its other multi-word values; `fsync_dir`, the first spelling, is still accepted. The
+    /// history keeps `fsync_dir` (`name`), so recorded runs keep their digests.
+    #[serde(rename = "fsync-dir", alias = "fsync_dir")]
     FsyncDir,
+    /// Renaming a file.
     Rename,
+    /// Removing (unlinking) a file.
     Remove,
+    /// Listing a directory.
     List,
 }
 
 impl OpKind {
+    pub const ALL: &'static [OpKind] = &[OpKind::Write, OpKind::Read, OpKind::Fsync, OpKind::FsyncDir, OpKind::Rename, OpKind::Remove, OpKind::List];
+
+    /// How a scenario's `ops` spells it (see `FsyncDir`).
+    pub fn scenario_name(self) -> &'static str {
+        match self {
+            OpKind::FsyncDir => "fsync-dir",
+            other => other.name(),
+        }
+    }
+
+    /// How the history records it.
     pub fn name(self) -> &'static str {
         match self {
             OpKind::Write => "write",

@@ -3,7 +3,8 @@
 
 use check::{self, Violation};
 use crate::report;
-use sim::scenario::{self, Loaded, ScenarioError};
+use crate::source::{self, Source};
+use sim::scenario::{Loaded, ScenarioError};
 use sim::seed::Seed;
 use stack::{Defect, Defects};
 use devices::profile::Profile;
@@ -24,22 +25,15 @@ macro_rules! say {
     }};
 }
 
-/// The fast suite, embedded so that `mailchaos run` works from any directory.
-pub const EMBEDDED_FAST: &[(&str, &str)] = &[
-    ("scenarios/fast/baseline.toml", include_str!("../../../scenarios/fast/baseline.toml")),
-    ("scenarios/fast/cuts.toml", include_str!("../../../scenarios/fast/cuts.toml")),
-    ("scenarios/fast/network.toml", include_str!("../../../scenarios/fast/network.toml")),
-    ("scenarios/fast/store-stall.toml", include_str!("../../../scenarios/fast/store-stall.toml")),
-    ("scenarios/fast/mailbox-stall.toml", include_str!("../../../scenarios/fast/mailbox-stall.toml")),
-    ("scenarios/fast/mx-queue-eio.toml", include_str!("../../../scenarios/fast/mx-queue-eio.toml")),
-    ("scenarios/fast/partition-mx-store.toml", include_str!("../../../scenarios/fast/partition-mx-store.toml")),
-    ("scenarios/fast/store-crash.toml", include_str!("../../../scenarios/fast/store-crash.toml")),
-    ("scenarios/fast/mx-crash.toml", include_str!("../../../scenarios/fast/mx-crash.toml")),
-    ("scenarios/fast/partition-sender-mx.toml", include_str!("../../../scenarios/fast/partition-sender-mx.toml")),
-];
+pub use crate::source::{EMBEDDED_FAST, EMBEDDED_STORAGE};
+
+/// What every help text ends with: the exit codes scripts and CI rely on.
+pub const EXIT_CODES: &str = "Exit status: 0 every invariant held (or the command succeeded), 1 a violation (or a \
+divergence), 2 bad input (the message names file:line:col, the flag or the path).";
 
 #[derive(Parser, Debug)]
 #[command(name = "mailchaos", version, about = "Deterministic simulation of a mail stack under storage, network and crash faults")]
+#[command(disable_help_subcommand = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -59,16 +53,6 @@ pub struct RealStore {
     pub stop_after_s: Option<u64>,
 }
 
-/// The storage suite, embedded for `vendor-compare` (see scenarios/storage/).
-pub const EMBEDDED_STORAGE: &[(&str, &str)] = &[
-    ("scenarios/storage/bit-rot.toml", include_str!("../../../scenarios/storage/bit-rot.toml")),
-    ("scenarios/storage/fsync-fail.toml", include_str!("../../../scenarios/storage/fsync-fail.toml")),
-    ("scenarios/storage/read-only-and-full.toml", include_str!("../../../scenarios/storage/read-only-and-full.toml")),
-    ("scenarios/storage/rollback.toml", include_str!("../../../scenarios/storage/rollback.toml")),
-    ("scenarios/storage/torn-and-lost.toml", include_str!("../../../scenarios/storage/torn-and-lost.toml")),
-    ("scenarios/storage/queue-damage.toml", include_str!("../../../scenarios/storage/queue-damage.toml")),
-];
-
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct Runs {
     /// First seed (decimal or 0x-hex). Alone, it runs just that seed.
@@ -84,12 +68,19 @@ pub struct Runs {
     /// or a profile file. Default: posix-strict.
     #[arg(long)]
     pub profile: Option<String>,
+    /// Refuse (exit 2) unless the scenario and the profile still hash to this
+    /// (`<scenario>-<profile>`, as a run line's `scenario=` and `profile=` print them), so that a
+    /// replay never runs an edited file in place of what ran.
+    #[arg(long, value_name = "SCENARIO-PROFILE")]
+    pub expect_hash: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run scenario files or folders (default: the embedded fast suite) over seeds and judge them.
     Run {
+        /// Scenario files, folders of them, or built-in copies (embedded:fast,
+        /// embedded:storage, embedded:fast/<name>). None: the built-in fast suite.
         paths: Vec<PathBuf>,
         #[command(flatten)]
         runs: Runs,
@@ -98,6 +89,7 @@ pub enum Command {
     },
     /// Replay one run exactly, print its history, and explain each violation.
     Repro {
+        /// The scenario file (or embedded:<suite>/<name>) the run line's repro names.
         scenario: PathBuf,
         #[command(flatten)]
         runs: Runs,
@@ -107,6 +99,8 @@ pub enum Command {
     },
     /// Run each seed twice, the second time in a fresh process, and compare history digests.
     CheckDeterminism {
+        /// Scenario files, folders of them, or built-in copies (embedded:fast, ...). None: the
+        /// built-in fast suite, in both processes.
         paths: Vec<PathBuf>,
         #[command(flatten)]
         runs: Runs,
@@ -115,6 +109,7 @@ pub enum Command {
     /// every fail point of the stack), take every disk state the profile allows there, recover
     /// the host on each and judge it against what had been acknowledged.
     CrashExplore {
+        /// The scenario file (or embedded:<suite>/<name>) whose run is explored.
         scenario: PathBuf,
         #[command(flatten)]
         runs: Runs,
@@ -123,11 +118,11 @@ pub enum Command {
         #[arg(long, default_value_t = 2000)]
         max_states: usize,
     },
-    /// Run a suite (default: the storage suite) under a baseline and a candidate persistence
-    /// profile and compare, invariant by invariant. Exit 1 when the candidate breaks an
-    /// invariant that the baseline keeps.
+    /// Run a suite (default: the built-in fast and storage suites) under a baseline and a
+    /// candidate persistence profile and compare, invariant by invariant. Exit 1 when the
+    /// candidate breaks an invariant that the baseline keeps.
     VendorCompare {
-        /// Scenario files or folders (default: the embedded fast and storage suites).
+        /// Scenario files or folders (default: the built-in fast and storage suites).
         paths: Vec<PathBuf>,
         /// The profile the device is compared against: a shipped name or a file.
         #[arg(long)]
@@ -163,6 +158,7 @@ pub enum Command {
         /// Mailboxes (the local parts accepted at RCPT); each user's POP3 password is pw-<user>.
         #[arg(long, value_delimiter = ',', default_value = "anna,bruno,carla")]
         users: Vec<String>,
+        /// The mail domain the MX accepts mail for (RCPT TO:<user@DOMAIN>).
         #[arg(long, default_value = "libero.test")]
         domain: String,
         /// Stop after this many seconds (default: run until killed).
@@ -178,9 +174,18 @@ pub enum Command {
         #[arg(long)]
         ledger: PathBuf,
     },
+    /// Print the scenario reference (Markdown): every field with its unit, range and default,
+    /// the fault kinds and the values they take; docs/scenario-reference.md is its output.
+    ScenarioReference,
+    /// Print the help of mailchaos or of one of its commands.
+    Help {
+        /// The command to explain (none: the overview).
+        command: Option<String>,
+    },
     /// Print the history digest of one run (used by check-determinism).
     #[command(hide = true)]
     Digest {
+        /// The scenario file or embedded:<suite>/<name>.
         scenario: PathBuf,
         #[command(flatten)]
         runs: Runs,
@@ -196,8 +201,41 @@ impl From<ScenarioError> for BadInput {
     }
 }
 
+/// The command line with the exit codes appended to every help text.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command().after_help(EXIT_CODES).mut_subcommands(|sub| sub.after_help(EXIT_CODES))
+}
+
+/// Parses the process's arguments (clap's own errors exit 2, `--help` and `--version` 0).
+pub fn parse() -> Result<Cli, clap::Error> {
+    let matches = command().try_get_matches()?;
+    <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+}
+
+/// `mailchaos help [COMMAND]`: a subcommand of ours (not clap's), so `help --help` works too.
+fn help(topic: Option<&str>) -> Result<bool, BadInput> {
+    let mut command = command();
+    // Built first, so a command's usage line names the program (`mailchaos run ...`).
+    command.build();
+    let text = match topic {
+        None => command.render_help(),
+        Some(name) => {
+            let names: Vec<String> = command.get_subcommands().filter(|sub| !sub.is_hide_set()).map(|sub| sub.get_name().to_string()).collect();
+            let sub = command.find_subcommand_mut(name).ok_or_else(|| BadInput(format!("no command '{name}'; expected one of: {}", names.join(", "))))?;
+            sub.render_help()
+        }
+    };
+    say!("{}", text.to_string().trim_end());
+    Ok(true)
+}
+
 pub fn main_with(cli: Cli) -> ExitCode {
     let result = match cli.command {
+        Command::Help { command } => help(command.as_deref()),
+        Command::ScenarioReference => {
+            say!("{}", sim::reference::markdown().trim_end());
+            Ok(true)
+        }
         Command::Run { paths, runs, real } => match real.store_dir.is_some() {
             true => run_on_real_store(&paths, &runs, &real),
             false => run(&paths, &runs),
@@ -206,7 +244,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
         Command::CheckDeterminism { paths, runs } => check_determinism(&paths, &runs),
         Command::CrashExplore { scenario, runs, max_states } => crash_explore(&scenario, &runs, max_states),
         Command::VendorCompare { paths, baseline, candidate, seed, seeds, defects } => {
-            let runs = Runs { seed, seeds, defects, profile: None };
+            let runs = Runs { seed, seeds, defects, profile: None, expect_hash: None };
             vendor_compare(&paths, &baseline, &candidate, &runs)
         }
         Command::ListDefects => {
@@ -269,34 +307,6 @@ fn seeds_of(runs: &Runs) -> Result<Vec<Seed>, BadInput> {
     Ok((0..count).map(|n| first.nth(n)).collect())
 }
 
-/// Loads a path given on the command line; an embedded scenario by its path when no such file exists.
-fn load_one(path: &Path) -> Result<Loaded, BadInput> {
-    if !path.exists() {
-        let wanted = path.to_string_lossy();
-        if let Some((name, text)) = EMBEDDED_FAST.iter().chain(EMBEDDED_STORAGE).find(|(name, _)| wanted.ends_with(name)) {
-            let scenario = scenario::parse(name, text)?;
-            return Ok(Loaded { path: PathBuf::from(name), scenario });
-        }
-    }
-    Ok(scenario::load(path)?)
-}
-
-fn load_all(paths: &[PathBuf]) -> Result<Vec<Loaded>, BadInput> {
-    if paths.is_empty() {
-        return EMBEDDED_FAST
-            .iter()
-            .map(|(name, text)| Ok(Loaded { path: PathBuf::from(name), scenario: scenario::parse(name, text)? }))
-            .collect();
-    }
-    let mut loaded = Vec::new();
-    for path in paths {
-        for file in scenario::files_of(path)? {
-            loaded.push(scenario::load(&file)?);
-        }
-    }
-    Ok(loaded)
-}
-
 pub struct Judged {
     pub output: RunOutput,
     pub violations: Vec<Violation>,
@@ -312,13 +322,34 @@ pub fn judge_with(loaded: &Loaded, seed: Seed, defects: &Defects, options: &RunO
     Judged { output, violations }
 }
 
-/// The run options a command line asks for (bad profile files are reported with file:line:col).
-fn options_of(runs: &Runs) -> Result<RunOptions, BadInput> {
-    let profile = match &runs.profile {
-        Some(name_or_file) => Some(std::rc::Rc::new(Profile::resolve(name_or_file)?)),
-        None => None,
-    };
-    Ok(RunOptions { profile, ..RunOptions::default() })
+/// The run options of a command line and the hash of the profile it names, if it names one.
+struct Setup {
+    options: RunOptions,
+    profile_hash: Option<String>,
+}
+
+impl Setup {
+    fn of(runs: &Runs) -> Result<Setup, BadInput> {
+        let Some(name_or_file) = &runs.profile else { return Ok(Setup { options: RunOptions::default(), profile_hash: None }) };
+        let named = source::profile_source(name_or_file)?;
+        Ok(Setup { options: RunOptions { profile: Some(named.profile), ..RunOptions::default() }, profile_hash: Some(named.hash) })
+    }
+
+    /// The hash of the profile a scenario runs on: the named one, else the scenario's own.
+    fn profile_hash(&self, loaded: &Loaded) -> String {
+        self.profile_hash.clone().unwrap_or_else(|| source::default_profile_hash(loaded))
+    }
+
+    /// What `--expect-hash` must say for this scenario to be replayed.
+    fn expected(&self, source: &Source) -> String {
+        source::expected_form(&source.hash, &self.profile_hash(&source.loaded))
+    }
+
+    /// Refuses to run when the command line expects other texts than these.
+    fn check(&self, runs: &Runs, sources: &[Source]) -> Result<(), BadInput> {
+        let Some(expected) = &runs.expect_hash else { return Ok(()) };
+        sources.iter().try_for_each(|source| source::check_expected(expected, source, &self.profile_hash(&source.loaded)))
+    }
 }
 
 /// The program as the user invoked it when that was a path (./target/release/mailchaos), so the
@@ -327,47 +358,61 @@ fn program() -> String {
     std::env::args().next().filter(|arg0| arg0.contains('/') && !arg0.contains("/deps/")).unwrap_or_else(|| "mailchaos".into())
 }
 
-fn repro_line(loaded: &Loaded, seed: Seed, defects: &Defects, runs: &Runs) -> String {
-    let mut line = format!("{} repro {} --seed {seed}", program(), loaded.path.display());
-    for defect in defects.iter() {
-        line.push_str(&format!(" --defect {}", defect.name()));
-    }
-    if let Some(profile) = &runs.profile {
-        line.push_str(&format!(" --profile {profile}"));
-    }
-    line
+/// The command that replays one run: the same scenario text (refused if it changed since),
+/// seed, defects and profile.
+fn repro_line(source: &Source, seed: Seed, defects: &Defects, runs: &Runs, setup: &Setup) -> String {
+    format!("{} repro {}", program(), replay_args(source, seed, defects, runs, setup).join(" "))
 }
 
-fn run_line(loaded: &Loaded, seed: Seed, judged: &Judged) -> String {
+/// The arguments after the command name that replay one run exactly.
+fn replay_args(source: &Source, seed: Seed, defects: &Defects, runs: &Runs, setup: &Setup) -> Vec<String> {
+    let mut args = vec![source.origin.clone(), "--seed".into(), seed.to_string()];
+    for defect in defects.iter() {
+        args.extend(["--defect".into(), defect.name().to_string()]);
+    }
+    if let Some(profile) = &runs.profile {
+        args.extend(["--profile".into(), profile.clone()]);
+    }
+    args.extend(["--expect-hash".into(), setup.expected(source)]);
+    args
+}
+
+/// One run in one line. `scenario=` and `profile=` hash the texts that ran, so the line names
+/// exactly what it judged.
+fn run_line(source: &Source, seed: Seed, judged: &Judged, setup: &Setup) -> String {
     let counts = report::counts(&judged.output.history.records);
     let verdict = if judged.violations.is_empty() { "ok".to_string() } else { format!("violation({})", report::violated(&judged.violations).join(",")) };
     format!(
-        "{:<24} seed={seed} verdict={verdict} accepted={} delivered={} bounced={} deferred={} simulated_s={} digest={}",
-        loaded.scenario.name,
+        "{:<24} seed={seed} verdict={verdict} accepted={} delivered={} bounced={} deferred={} simulated_s={} scenario={} profile={} digest={}",
+        source.loaded.scenario.name,
         counts.accepted,
         counts.delivered,
         counts.bounced,
         counts.deferred,
         judged.output.ended_at_ms / 1000,
+        source.hash,
+        setup.profile_hash(&source.loaded),
         judged.output.history.digest()
     )
 }
 
 fn run(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
-    let suite = load_all(paths)?;
+    let suite = source::all_of(paths)?;
     let seeds = seeds_of(runs)?;
     let defects = parse_defects(&runs.defects)?;
-    let options = options_of(runs)?;
+    let setup = Setup::of(runs)?;
+    setup.check(runs, &suite)?;
+    let options = &setup.options;
     // Wall time is measured only for the rate in the summary; it never reaches a simulation.
     let started = std::time::Instant::now();
     let (mut total, mut failed, mut unfired) = (0usize, 0usize, 0usize);
     let mut outcomes: std::collections::BTreeMap<String, report::PolicyOutcomes> = std::collections::BTreeMap::new();
     let mut violated: Vec<(&'static str, usize)> = Vec::new();
-    for loaded in &suite {
+    for source in &suite {
         for &seed in &seeds {
-            let judged = judge_with(loaded, seed, &defects, &options);
+            let judged = judge_with(&source.loaded, seed, &defects, options);
             total += 1;
-            say!("{}", run_line(loaded, seed, &judged));
+            say!("{}", run_line(source, seed, &judged, &setup));
             unfired += usize::from(judged.output.faults.iter().any(|(_, fired)| *fired == 0));
             for (policy, row) in report::outcomes_by_policy(&judged.output.history.records) {
                 outcomes.entry(policy).or_default().add(&row);
@@ -385,7 +430,7 @@ fn run(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
             for violation in judged.violations.iter().take(3) {
                 say!("  {} {}: {}", violation.invariant, violation.subject, violation.explanation);
             }
-            say!("repro: {}", repro_line(loaded, seed, &defects, runs));
+            say!("repro: {}", repro_line(source, seed, &defects, runs, &setup));
         }
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -405,7 +450,7 @@ fn run(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
 /// One run with the store on a real directory and a ledger of what it acknowledged.
 fn run_on_real_store(paths: &[PathBuf], runs: &Runs, real: &RealStore) -> Result<bool, BadInput> {
     let [path] = paths else { return Err(BadInput("--store-dir runs one scenario file".into())) };
-    let loaded = load_one(path)?;
+    let source = source::one_of(path)?;
     let seed = match &runs.seed {
         Some(_) => single_seed(runs)?,
         None => Seed(1),
@@ -415,15 +460,17 @@ fn run_on_real_store(paths: &[PathBuf], runs: &Runs, real: &RealStore) -> Result
     if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
         return Err(BadInput(format!("{}: the store directory must be empty or absent (a fresh mount)", dir.display())));
     }
+    let setup = Setup::of(runs)?;
+    setup.check(runs, std::slice::from_ref(&source))?;
     let ledger = sim::ledger::Ledger::create(ledger_path).map_err(|error| BadInput(format!("{}: cannot create the ledger: {error}", ledger_path.display())))?;
     let options = RunOptions {
         store_dir: Some(dir.clone()),
         ledger: Some(std::rc::Rc::new(std::cell::RefCell::new(ledger))),
         stop_after_s: real.stop_after_s,
-        ..options_of(runs)?
+        ..setup.options.clone()
     };
-    let judged = judge_with(&loaded, seed, &defects, &options);
-    say!("{}", run_line(&loaded, seed, &judged));
+    let judged = judge_with(&source.loaded, seed, &defects, &options);
+    say!("{}", run_line(&source, seed, &judged, &setup));
     let verify = format!("{} verify-store {} --ledger {}", program(), dir.display(), ledger_path.display());
     if let Some(failure) = &judged.output.environment_failure {
         return Err(BadInput(failure.clone()));
@@ -451,12 +498,14 @@ fn single_seed(runs: &Runs) -> Result<Seed, BadInput> {
 }
 
 fn repro(path: &Path, runs: &Runs, history_file: Option<&Path>) -> Result<bool, BadInput> {
-    let loaded = load_one(path)?;
+    let source = source::one_of(path)?;
     let seed = single_seed(runs)?;
     let defects = parse_defects(&runs.defects)?;
-    let judged = judge_with(&loaded, seed, &defects, &options_of(runs)?);
-    say!("scenario {} ({}) seed={seed}", loaded.scenario.name, loaded.path.display());
-    let plan = world::plan::make(&loaded.scenario, seed);
+    let setup = Setup::of(runs)?;
+    setup.check(runs, std::slice::from_ref(&source))?;
+    let judged = judge_with(&source.loaded, seed, &defects, &setup.options);
+    say!("scenario {} ({}) seed={seed}", source.loaded.scenario.name, source.origin);
+    let plan = world::plan::make(&source.loaded.scenario, seed);
     for fault in &plan.faults {
         say!("fault: {}", fault.describe());
     }
@@ -473,14 +522,14 @@ fn repro(path: &Path, runs: &Runs, history_file: Option<&Path>) -> Result<bool, 
     for (policy, row) in report::outcomes_by_policy(&judged.output.history.records) {
         say!("outcomes: policy={policy} {}", row.render());
     }
-    say!("{}", run_line(&loaded, seed, &judged));
+    say!("{}", run_line(&source, seed, &judged, &setup));
     if judged.violations.is_empty() {
         say!("verdict: ok — every invariant held");
         return Ok(true);
     }
     say!("verdict: violation");
     say!("{}", report::explain(&judged.output, &judged.violations, 50).trim_end());
-    say!("repro: {}", repro_line(&loaded, seed, &defects, runs));
+    say!("repro: {}", repro_line(&source, seed, &defects, runs, &setup));
     Ok(false)
 }
 
@@ -493,23 +542,22 @@ struct Column {
 }
 
 fn vendor_compare(paths: &[PathBuf], baseline: &str, candidate: &str, runs: &Runs) -> Result<bool, BadInput> {
-    let suite = if paths.is_empty() { load_storage_suite()? } else { load_all(paths)? };
+    let suite = if paths.is_empty() { load_storage_suite()? } else { source::all_of(paths)? };
     let seeds = seeds_of(runs)?;
     let defects = parse_defects(&runs.defects)?;
     let mut columns = Vec::new();
     for name in [baseline, candidate] {
-        let profile = std::rc::Rc::new(Profile::resolve(name)?);
-        let options = RunOptions { profile: Some(profile), ..RunOptions::default() };
         let profile_runs = Runs { profile: Some(name.to_string()), ..runs.clone() };
+        let setup = Setup::of(&profile_runs)?;
         let mut column = Column::default();
-        for loaded in &suite {
+        for source in &suite {
             for &seed in &seeds {
-                let judged = judge_with(loaded, seed, &defects, &options);
+                let judged = judge_with(&source.loaded, seed, &defects, &setup.options);
                 column.runs += 1;
                 column.failed_runs += usize::from(!judged.violations.is_empty());
                 for invariant in report::violated(&judged.violations) {
                     let count = judged.violations.iter().filter(|v| v.invariant == invariant).count();
-                    let cell = column.per_invariant.entry(invariant).or_insert_with(|| (0, 0, repro_line(loaded, seed, &defects, &profile_runs)));
+                    let cell = column.per_invariant.entry(invariant).or_insert_with(|| (0, 0, repro_line(source, seed, &defects, &profile_runs, &setup)));
                     cell.0 += count;
                     cell.1 += 1;
                 }
@@ -547,16 +595,12 @@ fn vendor_compare(paths: &[PathBuf], baseline: &str, candidate: &str, runs: &Run
 
 /// The default suite of storage comparisons: the embedded fast suite (its crashes) and the
 /// storage scenarios.
-fn load_storage_suite() -> Result<Vec<Loaded>, BadInput> {
-    let mut suite = load_all(&[])?;
-    for (name, text) in EMBEDDED_STORAGE {
-        suite.push(Loaded { path: PathBuf::from(name), scenario: scenario::parse(name, text)? });
-    }
-    Ok(suite)
+fn load_storage_suite() -> Result<Vec<Source>, BadInput> {
+    source::all_of(&[PathBuf::from("embedded:fast"), PathBuf::from("embedded:storage")])
 }
 
 fn crash_explore(path: &Path, runs: &Runs, max_states: usize) -> Result<bool, BadInput> {
-    let loaded = load_one(path)?;
+    let source = source::one_of(path)?;
     // One seed unless --seeds asks for a sweep: every seed is a whole run plus its moments.
     let seeds = match (&runs.seed, runs.seeds) {
         (_, Some(_)) => seeds_of(runs)?,
@@ -567,21 +611,17 @@ fn crash_explore(path: &Path, runs: &Runs, max_states: usize) -> Result<bool, Ba
         return Err(BadInput(format!("--max-states must be between 1 and 1000000, got {max_states}")));
     }
     let defects = parse_defects(&runs.defects)?;
-    let options = RunOptions { explore: true, ..options_of(runs)? };
+    let setup = Setup::of(runs)?;
+    setup.check(runs, std::slice::from_ref(&source))?;
+    let options = RunOptions { explore: true, ..setup.options.clone() };
     // Wall time is measured only for the rate in the summary; it never reaches a simulation.
     let started = std::time::Instant::now();
     let mut totals = Explored::default();
     for &seed in &seeds {
-        let explored = explore_seed(&loaded, seed, &defects, &options, max_states);
+        let explored = explore_seed(&source.loaded, seed, &defects, &options, max_states);
         if explored.violating > 0 {
-            let mut line = format!("{} crash-explore {} --seed {seed} --max-states {max_states}", program(), loaded.path.display());
-            for defect in defects.iter() {
-                line.push_str(&format!(" --defect {}", defect.name()));
-            }
-            if let Some(profile) = &runs.profile {
-                line.push_str(&format!(" --profile {profile}"));
-            }
-            say!("repro: {line}");
+            let args = replay_args(&source, seed, &defects, runs, &setup).join(" ");
+            say!("repro: {} crash-explore {args} --max-states {max_states}", program());
         }
         totals.add(&explored);
     }
@@ -653,44 +693,50 @@ fn explore_seed(loaded: &Loaded, seed: Seed, defects: &Defects, options: &RunOpt
 }
 
 fn digest(path: &Path, runs: &Runs) -> Result<bool, BadInput> {
-    let loaded = load_one(path)?;
+    let source = source::one_of(path)?;
     let seed = single_seed(runs)?;
     let defects = parse_defects(&runs.defects)?;
-    let output = world::run_with(&loaded.scenario, seed, &defects, &options_of(runs)?);
+    let setup = Setup::of(runs)?;
+    setup.check(runs, std::slice::from_ref(&source))?;
+    let output = world::run_with(&source.loaded.scenario, seed, &defects, &setup.options);
     say!("{}", output.history.digest());
     Ok(true)
 }
 
 fn check_determinism(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
-    let suite = load_all(paths)?;
+    let suite = source::all_of(paths)?;
     let seeds = seeds_of(runs)?;
     let defects = parse_defects(&runs.defects)?;
-    let options = options_of(runs)?;
+    let setup = Setup::of(runs)?;
+    setup.check(runs, &suite)?;
     let exe = std::env::current_exe().map_err(|error| BadInput(format!("cannot find own executable: {error}")))?;
     let mut diverged = 0;
-    for loaded in &suite {
+    for source in &suite {
         for &seed in &seeds {
-            let here = world::run_with(&loaded.scenario, seed, &defects, &options).history.digest();
-            let mut command = std::process::Command::new(&exe);
-            command.arg("digest").arg(&loaded.path).arg("--seed").arg(seed.to_string());
-            for defect in defects.iter() {
-                command.arg("--defect").arg(defect.name());
-            }
-            if let Some(profile) = &runs.profile {
-                command.arg("--profile").arg(profile);
-            }
-            let child = command.output().map_err(|error| BadInput(format!("cannot start a fresh process: {error}")))?;
-            let there = String::from_utf8_lossy(&child.stdout).trim().to_string();
-            let same = child.status.success() && there == here;
-            say!("{:<24} seed={seed} first={here} fresh_process={there} {}", loaded.scenario.name, if same { "same" } else { "DIVERGED" });
+            let here = world::run_with(&source.loaded.scenario, seed, &defects, &setup.options).history.digest();
+            let there = fresh_digest(&exe, &replay_args(source, seed, &defects, runs, &setup))?;
+            let same = there == here;
+            say!("{:<24} seed={seed} first={here} fresh_process={there} {}", source.loaded.scenario.name, if same { "same" } else { "DIVERGED" });
             if !same {
                 diverged += 1;
-                say!("repro: {}", repro_line(loaded, seed, &defects, runs));
+                say!("repro: {}", repro_line(source, seed, &defects, runs, &setup));
             }
         }
     }
     say!("summary: runs={} diverged={diverged}", suite.len() * seeds.len());
     Ok(diverged == 0)
+}
+
+/// The digest a fresh process computes for the same run. The arguments name the same copy
+/// (a file or `embedded:`) and carry `--expect-hash`, so the child runs the very texts this
+/// process ran or refuses; a refusal (a file edited meanwhile) is bad input, not a divergence.
+fn fresh_digest(exe: &Path, args: &[String]) -> Result<String, BadInput> {
+    let child = std::process::Command::new(exe).arg("digest").args(args).output().map_err(|error| BadInput(format!("cannot start a fresh process: {error}")))?;
+    if child.status.code() == Some(2) {
+        return Err(BadInput(format!("the fresh process refused the run: {}", String::from_utf8_lossy(&child.stderr).trim())));
+    }
+    let digest = String::from_utf8_lossy(&child.stdout).trim().to_string();
+    Ok(if child.status.success() { digest } else { format!("failed({})", child.status) })
 }
 
 /// One line per problem, then the verdict with its counts.

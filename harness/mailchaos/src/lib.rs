@@ -10,4 +10,5 @@
 pub mod cli;
 pub mod live;
 pub mod report;
+pub mod source;
 pub mod verify;

@@ -1,6 +1,7 @@
 //! The simulator: it turns a scenario and a seed into a run of the stack and its history.
 //!
 //! - [`scenario`]: the scenario model (plain TOML data) and its validation;
+//! - [`reference`]: the scenario reference, generated from the model's doc comments;
 //! - [`seed`]: the root seed and its derived ChaCha streams;
 //! - [`world`]: what a seed makes of a scenario (the plan), the turmoil world with one host per
 //!   component, the fault scheduler, the phases chaos → heal → quiesce → final sweep;
@@ -13,6 +14,7 @@
 
 pub mod explore;
 pub mod ledger;
+pub mod reference;
 pub mod scenario;
 pub mod seed;
 pub mod world;

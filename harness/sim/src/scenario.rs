@@ -36,15 +36,23 @@ impl Draw {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
+    /// The name run lines print.
+    /// Unit: -. Range: any text. Default: the file name without `.toml`.
     #[serde(default)]
     pub name: String,
+    /// What the scenario is about, for its readers.
+    /// Unit: -. Range: any text. Default: `""`.
     #[serde(default)]
     pub description: String,
-    /// Simulated time per step: 1000 makes multi-hour runs cheap.
+    /// Simulated time per step: 1000 makes multi-hour runs cheap. Waits shorter than a tick
+    /// last a tick.
+    /// Unit: ms. Range: `1` to `60000`. Default: required.
     pub tick_ms: Spanned<u64>,
     /// The run ends here at the latest, drained or not.
+    /// Unit: s. Range: `1` to `2592000` (30 days). Default: required.
     pub horizon_s: Spanned<u64>,
     /// Faults happen in [0, chaos_s); then every fault is healed.
+    /// Unit: s. Range: 0 to horizon_s. Default: required.
     pub chaos_s: Spanned<u64>,
     #[serde(default)]
     pub network: Network,
@@ -60,6 +68,7 @@ pub struct Scenario {
     pub links: Vec<Link>,
     /// The persistence profile of the MX's and the store's disks (a shipped name), unless the
     /// command line names one.
+    /// Unit: -. Range: a shipped profile (`mailchaos list-profiles`). Default: unset (posix-strict).
     #[serde(default)]
     pub profile: Option<Spanned<String>>,
 }
@@ -68,15 +77,26 @@ pub struct Scenario {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Link {
+    /// The two ends of the link.
+    /// Unit: -. Range: two different hosts (`mx`, `store`, `provider-<name>`, `clients`). Default: required.
     pub hosts: Spanned<Vec<String>>,
+    /// The least time a message takes over this link.
+    /// Unit: ms. Range: 0 or more. Default: required.
     pub min_latency_ms: u64,
+    /// The most time a message takes over this link.
+    /// Unit: ms. Range: min_latency_ms to 600000. Default: required.
     pub max_latency_ms: Spanned<u64>,
 }
 
+/// Every link's latency, unless a [[link]] table gives one its own.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
+    /// The least time a message takes over a link.
+    /// Unit: ms. Range: 0 or more. Default: `1` (without a [network] table).
     pub min_latency_ms: u64,
+    /// The most time a message takes over a link.
+    /// Unit: ms. Range: min_latency_ms or more. Default: `50` (without a [network] table).
     pub max_latency_ms: Spanned<u64>,
 }
 
@@ -89,25 +109,47 @@ impl Default for Network {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mx {
+    /// The mail domains the MX accepts mail for.
+    /// Unit: -. Range: a list of domain names. Default: required.
     pub domains: Vec<String>,
+    /// The mailboxes (local parts) the MX accepts at RCPT; the store keeps one maildir each.
+    /// Unit: -. Range: 1 to 1000 lowercase local parts. Default: required.
     pub users: Spanned<Vec<String>>,
+    /// The largest message the MX accepts (SIZE); larger ones get 552.
+    /// Unit: bytes. Range: 0 or more. Default: `10485760`.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// Recipients per message at most; further RCPTs get 452.
+    /// Unit: recipients. Range: 0 or more. Default: `100`.
     #[serde(default = "default_max_recipients")]
     pub max_recipients: usize,
+    /// SMTP sessions at once at most; beyond, connections get 421.
+    /// Unit: sessions. Range: 0 or more. Default: `100`.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
+    /// SMTP sessions at once from one client host at most; beyond, 421.
+    /// Unit: sessions. Range: 0 or more. Default: `50`.
     #[serde(default = "default_max_sessions_per_client")]
     pub max_sessions_per_client: usize,
+    /// Queue files at most (backpressure): beyond, new mail gets 452 4.3.1.
+    /// Unit: files. Range: 0 or more. Default: `20000`.
     #[serde(default = "default_max_queue_files")]
     pub max_queue_files: usize,
     /// Greeting delay while the MX is near its session limit.
+    /// Unit: ms. Range: 0 or more. Default: `1000`.
     #[serde(default = "default_tarpit_ms")]
     pub tarpit_ms: u64,
+    /// Queue delivery workers (LMTP connections to the store) at once.
+    /// Unit: workers. Range: 0 or more. Default: `4`.
     #[serde(default = "default_queue_workers")]
     pub queue_workers: usize,
+    /// The MX's first wait before retrying a queue file the store deferred; it doubles per
+    /// failed attempt up to retry_max_s.
+    /// Unit: s. Range: 0 or more. Default: `10`.
     #[serde(default = "default_retry_base_s")]
     pub retry_base_s: u64,
+    /// The longest wait between the MX's retries of one queue file.
+    /// Unit: s. Range: 0 or more. Default: `300`.
     #[serde(default = "default_retry_max_s")]
     pub retry_max_s: u64,
 }
@@ -143,15 +185,23 @@ fn default_retry_max_s() -> u64 {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Provider {
+    /// The sending provider; its host is `provider-<name>`, its domain `<name>.test`.
+    /// Unit: -. Range: lowercase letters, digits and '-', unique. Default: required.
     pub name: Spanned<String>,
+    /// Its retry policy (`mailchaos list-policies`).
+    /// Unit: -. Range: a shipped policy name. Default: required.
     pub policy: Spanned<String>,
     /// Multiplies every interval of the policy: fast scenarios compress days into hours.
+    /// Unit: factor. Range: above 0, at most 100. Default: `1.0`.
     #[serde(default = "default_time_scale")]
     pub time_scale: f64,
+    /// SMTP connections to the MX at once at most.
+    /// Unit: connections. Range: 0 or more. Default: `8`.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// Send with BDAT (RFC 3030 CHUNKING), each session's transactions pipelined into one
-    /// flight, as large providers do. Default false: DATA, one reply at a time.
+    /// flight, as large providers do; otherwise DATA, one reply at a time.
+    /// Unit: -. Range: true or false. Default: `false`.
     #[serde(default)]
     pub chunking: bool,
 }
@@ -167,29 +217,37 @@ fn default_max_connections() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct Workload {
     /// Messages each provider sends.
+    /// Unit: messages. Range: `0` to `100000`. Default: required.
     pub messages: Spanned<u32>,
     /// Arrival times are drawn uniformly from [0, spread_s).
+    /// Unit: s. Range: 1 to horizon_s. Default: required.
     pub spread_s: Spanned<u64>,
+    /// Recipients per message at most; each message draws 1 to this many of mx.users.
+    /// Unit: recipients. Range: 0 or more. Default: `2`.
     #[serde(default = "default_max_rcpts")]
     pub max_rcpts: usize,
-    /// Every n-th message of a provider has the null reverse-path <> (a bounce); 0 = never.
+    /// Every n-th message of a provider has the null reverse-path `<>` (a bounce); 0 = never.
+    /// Unit: messages. Range: 0 or more. Default: `0`.
     #[serde(default)]
     pub null_sender_every: u32,
     /// Every n-th message of a provider also names a recipient the MX does not know; 0 = never.
+    /// Unit: messages. Range: 0 or more. Default: `0`.
     #[serde(default)]
     pub unknown_rcpt_every: u32,
     /// Messages one SMTP session carries (a number, or a `[low, high]` range each session
-    /// draws from), 1 to 100. Messages of a session are sent together when the last of them
-    /// is due. Default 1.
+    /// draws from). Messages of a session are sent together when the last of them is due.
+    /// Unit: messages. Range: `1` to `100`. Default: `1`.
     #[serde(default = "one_per_session")]
     pub messages_per_session: Spanned<Draw>,
     /// Every n-th message of a provider names its first recipient twice in one transaction (a
     /// client that merges To and Cc); the MX must deliver it once. 0 = never.
+    /// Unit: messages. Range: 0 or more. Default: `0`.
     #[serde(default)]
     pub duplicate_rcpt_every: u32,
     /// Every n-th message of a provider is sent as a mailing list sends: the envelope sender is
     /// the list's bounce address, the header From the author, with Sender and Reply-To; a DSN
     /// must go to the envelope sender. 0 = never.
+    /// Unit: messages. Range: 0 or more. Default: `0`.
     #[serde(default)]
     pub list_mail_every: u32,
     /// Every n-th message of a provider is also for postmaster, alternately `<postmaster>` and
@@ -221,19 +279,25 @@ fn default_max_rcpts() -> usize {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Clients {
+    /// How often each user's POP3 client checks its mailbox.
+    /// Unit: s. Range: `1` or more. Default: required.
     pub poll_interval_s: Spanned<u64>,
     /// Users whose client deletes what it fetched (the others leave mail on the server).
+    /// Unit: -. Range: users of mx.users. Default: `[]`.
     #[serde(default = "no_users")]
     pub delete_after_fetch: Spanned<Vec<String>>,
     /// When set, every client polls first at this moment and then in lockstep (a reconnection
     /// storm); otherwise first polls are spread over one interval.
+    /// Unit: s. Range: 0 or more. Default: unset (spread).
     #[serde(default)]
     pub first_poll_s: Option<u64>,
     /// The store's POP3 session limit.
+    /// Unit: sessions. Range: 0 or more. Default: `200`.
     #[serde(default = "default_pop3_max_sessions")]
     pub pop3_max_sessions: usize,
     /// A message a client retrieves is marked read, as Dovecot's POP3 server does on RETR:
-    /// moved from new/ into cur/ with the seen flag (`:2,S`). Default false.
+    /// moved from new/ into cur/ with the seen flag (`:2,S`).
+    /// Unit: -. Range: true or false. Default: `false`.
     #[serde(default)]
     pub mark_read: bool,
 }
@@ -245,9 +309,13 @@ fn default_pop3_max_sessions() -> usize {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FaultKind {
+    /// Matching operations of `host`'s disk hang until the window ends, then all resume.
     DiskStall,
+    /// Matching operations of `host`'s disk fail with EIO.
     DiskEio,
+    /// Matching operations that need space fail with ENOSPC (past `bytes` / `files` if given).
     DiskFull,
+    /// No traffic between `hosts` in either direction.
     Partition,
     /// Traffic from `hosts[0]` to `hosts[1]` is lost; the other way works.
     PartitionOneway,
@@ -261,6 +329,8 @@ pub enum FaultKind {
     /// The store's storage stalls for `duration_s` (every operation hangs, then all resumes)
     /// and the MX's operator answers as `answer` says meanwhile: the 2023 incident.
     Outage,
+    /// `host` (mx or store) crashes at `at_s` (or at the first hit of fail point `point`
+    /// after it) and restarts `restart_after_s` later.
     Crash,
     /// fsync of matching files fails with EIO and drops the dirty pages (fsyncgate).
     FsyncFail,
@@ -287,6 +357,31 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
+    /// Every kind, in the order the scenario reference lists them.
+    pub const ALL: &'static [FaultKind] = &[
+        FaultKind::DiskStall,
+        FaultKind::DiskEio,
+        FaultKind::DiskFull,
+        FaultKind::Partition,
+        FaultKind::PartitionOneway,
+        FaultKind::Cut,
+        FaultKind::DnsFailure,
+        FaultKind::PortClosed,
+        FaultKind::Outage,
+        FaultKind::Crash,
+        FaultKind::FsyncFail,
+        FaultKind::LyingFsync,
+        FaultKind::LostWrite,
+        FaultKind::TornWrite,
+        FaultKind::MisdirectedWrite,
+        FaultKind::BitRot,
+        FaultKind::ReadOnly,
+        FaultKind::DirentLoss,
+        FaultKind::Failover,
+        FaultKind::Rollback,
+        FaultKind::LatencySpike,
+    ];
+
     /// The storage faults: aimed at the disk of `host`, by path prefix, operations and `nth`.
     pub fn is_storage(self) -> bool {
         matches!(
@@ -339,47 +434,67 @@ pub const CUT_STAGES: &[&str] = &["greeting", "ehlo", "mail", "rcpt", "data", "d
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
+    /// What goes wrong (see the fault kinds); each kind takes only its own fields.
+    /// Unit: -. Range: a fault kind. Default: required.
     pub kind: FaultKind,
-    /// For disk faults and crashes: the host.
+    /// The host it hits: mx or store for disk faults, failovers and crashes (store for a
+    /// rollback), `provider-<name>` for dns-failure, mx for port-closed.
+    /// Unit: -. Range: a host of the scenario. Default: unset.
     #[serde(default)]
     pub host: Option<Spanned<String>>,
-    /// For partitions: the two hosts.
+    /// The two hosts of a partition or a cut.
+    /// Unit: -. Range: two different hosts of the scenario. Default: unset.
     #[serde(default)]
     pub hosts: Option<Spanned<Vec<String>>>,
+    /// When it begins: fixed, or a `[low, high]` range each seed draws from.
+    /// Unit: s. Range: the fault must begin and end within chaos_s. Default: required.
     pub at_s: Spanned<Draw>,
-    /// How long a disk fault or partition lasts.
+    /// How long a disk fault, partition, cut or outage lasts: fixed or `[low, high]`.
+    /// Unit: s. Range: at_s + duration_s within chaos_s. Default: unset.
     #[serde(default)]
     pub duration_s: Option<Spanned<Draw>>,
     /// Disk faults: only paths starting with this.
+    /// Unit: -. Range: a path prefix such as `queue/` or `mail/anna/`. Default: unset (every path).
     #[serde(default)]
     pub path_prefix: Option<Spanned<String>>,
-    /// Disk faults: only these operations (unset or empty: all).
+    /// Disk faults: only these operations.
+    /// Unit: -. Range: op names (see the operations). Default: unset (every operation).
     #[serde(default)]
     pub ops: Option<Spanned<Vec<disk::OpKind>>>,
     /// Crashes: when set, the host crashes at the first hit of this fail point after `at_s`.
+    /// Unit: -. Range: a crash point (see the crash points). Default: unset (crash at at_s).
     #[serde(default)]
     pub point: Option<Spanned<String>>,
-    /// Crashes: down time before the host restarts.
+    /// Crashes and rollbacks: down time before the host restarts.
+    /// Unit: s. Range: the restart must fall within chaos_s. Default: unset.
     #[serde(default)]
     pub restart_after_s: Option<Spanned<u64>>,
     /// Cuts: the stage after which the link freezes (see CUT_STAGES).
+    /// Unit: -. Range: a cut stage (see the cut stages). Default: unset.
     #[serde(default)]
     pub stage: Option<Spanned<String>>,
     /// Outages: what the MX's operator answers meanwhile (see OUTAGE_ANSWERS).
+    /// Unit: -. Range: an outage answer (see the outage answers). Default: unset.
     #[serde(default)]
     pub answer: Option<Spanned<String>>,
     /// Storage faults: hit only the Nth matching call (1-based) inside the window.
+    /// Unit: calls. Range: 1 or more. Default: unset (every matching call).
     #[serde(default)]
     pub nth: Option<Spanned<u64>>,
-    /// disk-full: ENOSPC once the disk holds more bytes / files than this (unset: always).
+    /// disk-full: ENOSPC once the disk holds more bytes than this.
+    /// Unit: bytes. Range: 0 or more. Default: unset (always full).
     #[serde(default)]
     pub bytes: Option<Spanned<u64>>,
+    /// disk-full: ENOSPC once the disk holds more files than this.
+    /// Unit: files. Range: 0 or more. Default: unset (always full).
     #[serde(default)]
     pub files: Option<Spanned<u64>>,
     /// latency-spike: how much longer each matching operation takes.
+    /// Unit: ms. Range: 1 to 3600000. Default: unset (required by latency-spike).
     #[serde(default)]
     pub latency_ms: Option<Spanned<u64>>,
-    /// rollback: when the backup that is restored was taken (before `at_s`).
+    /// rollback: when the backup that is restored was taken.
+    /// Unit: s. Range: before at_s. Default: unset (required by rollback).
     #[serde(default)]
     pub snapshot_s: Option<Spanned<u64>>,
 }
@@ -508,7 +623,7 @@ fn validate_people(scenario: &Scenario) -> Result<(), Invalid> {
 
 /// The optional fields a fault kind reads; any other one given is a mistake (it would be
 /// silently ignored, or worse, used where the writer did not mean it).
-fn fields_of(kind: FaultKind) -> &'static [&'static str] {
+pub fn fields_of(kind: FaultKind) -> &'static [&'static str] {
     match kind {
         FaultKind::DiskFull => &["host", "duration_s", "path_prefix", "ops", "nth", "bytes", "files"],
         FaultKind::LatencySpike => &["host", "duration_s", "path_prefix", "ops", "nth", "latency_ms"],

@@ -138,7 +138,7 @@ impl Defect {
             Defect::NoDirFsync => "store skips the directory fsync after renaming into new/ (A1, A15, A2)",
             Defect::WriteIntoNew => "store writes the message straight into new/ instead of tmp/ then rename (A15)",
             Defect::BounceOnStorageError => "MX answers a storage error with 554 5.3.0 instead of 451 4.3.0 (A12)",
-            Defect::DropOnLmtp4xx => "queue drops a recipient on an LMTP 4xx instead of retrying (A2)",
+            Defect::DropOnLmtp4xx => "queue drops a recipient on an LMTP 4xx instead of retrying (A2, A16)",
             Defect::BounceABounce => "remote sender sends a DSN for a message whose reverse-path is <> (A9)",
             Defect::ReuseUidAfterRestart => "store recomputes UIDNEXT from the files it finds after a restart (A19, A20)",
             Defect::DeliverAfterRefusal => "MX leaves the queue file of a refused transaction in the queue (A4, A13)",
