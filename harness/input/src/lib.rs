@@ -90,6 +90,18 @@ pub fn clip_quoted(message: &str) -> String {
     out
 }
 
+/// A TOML parser's message about `text` at `span`, made fit to show: quoted values clipped,
+/// and a date-time called one (the toml crate hands a date-time to serde as a map, so its
+/// messages say "invalid type: map" for `horizon_s = 2023-01-23`).
+pub fn toml_message(text: &str, span: Option<std::ops::Range<usize>>, message: &str) -> String {
+    let at = span.and_then(|span| text.get(span.start..)).unwrap_or("");
+    let message = match at.trim_start().starts_with(|c: char| c.is_ascii_digit()) {
+        true => message.replacen("invalid type: map", "invalid type: date-time", 1),
+        false => message.to_string(),
+    };
+    clip_quoted(&message)
+}
+
 /// 1-based line and column (in characters) of a byte offset.
 pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..floor_char_boundary(text, offset)];

@@ -108,6 +108,8 @@ fn plan_workload(scenario: &Scenario, seed: Seed) -> Vec<Vec<PlannedMessage>> {
     let workload = &scenario.workload;
     let users = scenario.mx.users.get_ref();
     let local_domain = scenario.mx.domains.first().cloned().unwrap_or_else(|| "localhost".into());
+    // Recipients are distinct mailboxes: asking for more than there are would never end.
+    let distinct_users = users.iter().collect::<std::collections::BTreeSet<_>>().len();
     scenario
         .providers
         .iter()
@@ -126,7 +128,7 @@ fn plan_workload(scenario: &Scenario, seed: Seed) -> Vec<Vec<PlannedMessage>> {
                     let from = if list_mail { format!("owner-list+{number}@{domain}") } else { author.clone() };
                     let list = format!("list@{domain}");
                     let owner = format!("owner-list@{domain}");
-                    let wanted = rng.random_range(1..=workload.max_rcpts.max(1)).min(users.len());
+                    let wanted = rng.random_range(1..=workload.max_rcpts.max(1)).min(distinct_users);
                     let mut rcpts: Vec<String> = Vec::new();
                     while rcpts.len() < wanted {
                         let user = &users[rng.random_range(0..users.len())];
