@@ -1,5 +1,6 @@
 //! Integration tests of mailchaos: features, not code.
 
+mod bad_input;
 mod checkers;
 mod cli;
 mod live;
