@@ -191,3 +191,19 @@ fn group_into_sessions(mut messages: Vec<PlannedMessage>, sizes: (u64, u64), see
     }
     messages
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_are_drawn_from_the_distinct_mailboxes_even_of_an_unvalidated_scenario() {
+        let text = include_str!("../../../../scenarios/fast/baseline.toml");
+        let mut scenario = crate::scenario::parse("baseline.toml", text).unwrap();
+        // Validation refuses this; the planner must still end if handed it.
+        *scenario.mx.users.get_mut() = vec!["anna".into(), "anna".into(), "anna".into()];
+        let plan = make(&scenario, Seed(1));
+        let rcpts: Vec<&Vec<String>> = plan.workload.iter().flatten().map(|message| &message.rcpts).collect();
+        assert!(!rcpts.is_empty() && rcpts.iter().all(|rcpts| rcpts.iter().filter(|rcpt| rcpt.starts_with("anna@")).count() == 1));
+    }
+}
