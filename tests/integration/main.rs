@@ -4,6 +4,7 @@ mod bad_input;
 mod checkers;
 mod cli;
 mod live;
+mod mutations;
 mod outage;
 mod regressions;
 mod smtp;
