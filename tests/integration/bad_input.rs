@@ -48,6 +48,8 @@ fn a_fifo_a_device_or_a_symlink_loop_is_named_and_never_read() {
     assert_bad(&["run", "scenarios/fast/baseline.toml", "--profile", text(&fifo)], &fifo_named);
     assert_bad(&["run", "scenarios/fast/baseline.toml", "--profile", "/dev/zero"], "/dev/zero:1:1: is a character device, not a regular file");
     assert_bad(&["verify-store", text(dir.path()), "--ledger", text(&fifo)], "cannot read ledger: is a named pipe (FIFO)");
+    let store = dir.path().join("store");
+    assert_bad(&["run", "scenarios/fast/baseline.toml", "--store-dir", text(&store), "--ledger", text(&fifo)], "cannot create the ledger: exists and is not a regular file");
     assert_bad(&["run", text(&dir.path().join("a.toml"))], "a.toml:1:1: a symlink that cannot be followed (a symlink loop?)");
     let big = dir.path().join("big.toml");
     std::fs::write(&big, vec![b'#'; 5 << 20]).unwrap();
@@ -131,6 +133,9 @@ fn flags_that_were_silently_ignored_or_misreported_are_refused_clearly() {
     let ledger = d.join("ledger");
     assert_bad(&["run", "scenarios/fast/baseline.toml", "--store-dir", text(&store), "--ledger", text(&ledger), "--seeds", "3"], "--store-dir runs one seed");
     assert!(!ledger.exists(), "nothing ran");
+    std::fs::write(&store, "").unwrap();
+    assert_bad(&["run", "scenarios/fast/baseline.toml", "--store-dir", text(&store), "--ledger", text(&ledger)], "store: not a directory (the store directory must be empty or absent");
+    std::fs::remove_file(&store).unwrap();
     // Refused before the baseline runs: well within the time a whole baseline would take.
     let started = std::time::Instant::now();
     assert_bad(&["vendor-compare", "--baseline", "posix-strict", "--candidate", "ext5"], "no profile named 'ext5'; shipped: posix-strict, ");

@@ -416,6 +416,9 @@ fn run_on_real_store(paths: &[PathBuf], runs: &Runs, real: &RealStore) -> Result
     };
     let defects = parse_defects(&runs.defects)?;
     let (Some(dir), Some(ledger_path)) = (&real.store_dir, &real.ledger) else { return Err(BadInput("--store-dir needs --ledger".into())) };
+    if std::fs::metadata(dir).is_ok_and(|metadata| !metadata.is_dir()) {
+        return Err(BadInput(format!("{}: not a directory (the store directory must be empty or absent: a fresh mount)", dir.display())));
+    }
     if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
         return Err(BadInput(format!("{}: the store directory must be empty or absent (a fresh mount)", dir.display())));
     }

@@ -70,7 +70,14 @@ pub struct Ledger {
 
 impl Ledger {
     /// Starts a new ledger at `path` (replacing any old one) and makes its name durable.
+    /// Only a regular file (or a new one) is replaced: opening a named pipe to write would
+    /// block until something reads it.
     pub fn create(path: &Path) -> io::Result<Ledger> {
+        if let Ok(metadata) = std::fs::metadata(path) {
+            if !metadata.is_file() {
+                return Err(invalid("exists and is not a regular file".into()));
+            }
+        }
         let file = OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
         let mut ledger = Ledger { file };
         ledger.append_line(HEADER)?;
@@ -331,8 +338,10 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
-    fn a_ledger_that_is_not_a_regular_file_is_refused_unread() {
+    fn a_ledger_that_is_not_a_regular_file_is_refused_unread_and_unwritten() {
         let error = read_ledger(Path::new("/dev/zero")).unwrap_err().to_string();
         assert_eq!(error, "/dev/zero: cannot read ledger: is a character device, not a regular file");
+        let error = Ledger::create(Path::new("/dev/null")).err().unwrap().to_string();
+        assert_eq!(error, "exists and is not a regular file");
     }
 }

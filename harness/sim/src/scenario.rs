@@ -609,8 +609,9 @@ fn validate_clients(scenario: &Scenario, keys: &Keys) -> Result<(), Invalid> {
     let poll = &clients.poll_interval_s;
     let latest_start = (*scenario.chaos_s.get_ref()).max(first);
     let room = horizon.saturating_sub(latest_start) / 2;
-    check((1..=room.max(1)).contains(poll.get_ref()) && room >= 1, poll.span(), || {
-        format!("poll_interval_s must be between 1 and {room}: two polls must fit between max(chaos_s, first_poll_s) and horizon_s")
+    check((1..=room).contains(poll.get_ref()), poll.span(), || match room {
+        0 => "no poll interval fits: two polls must fit between max(chaos_s, first_poll_s) and horizon_s".into(),
+        _ => format!("poll_interval_s must be between 1 and {room}: two polls must fit between max(chaos_s, first_poll_s) and horizon_s"),
     })
 }
 

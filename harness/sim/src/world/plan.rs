@@ -86,8 +86,9 @@ fn plan_faults(scenario: &Scenario, seed: Seed) -> Vec<PlannedFault> {
             PlannedFault {
                 kind: fault.kind,
                 hosts,
-                start_ms: start_s * 1000,
-                end_ms: (start_s + length_s) * 1000,
+                // Validation keeps every fault within chaos_s; saturation keeps an unvalidated one from wrapping.
+                start_ms: start_s.saturating_mul(1000),
+                end_ms: start_s.saturating_add(length_s).saturating_mul(1000),
                 path_prefix: fault.path_prefix.as_ref().map(|prefix| prefix.get_ref().clone()).unwrap_or_default(),
                 ops: fault.ops.as_ref().map(|ops| ops.get_ref().clone()).unwrap_or_default(),
                 point: fault.point.as_ref().map(|point| point.get_ref().clone()),
