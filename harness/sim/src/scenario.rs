@@ -52,7 +52,7 @@ impl<'de> serde::de::Visitor<'de> for DrawVisitor {
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Draw, A::Error> {
         use serde::de::Error as _;
-        let wrong = || A::Error::custom(format!("a range must be [low, high]: exactly two non-negative integers"));
+        let wrong = || A::Error::custom("a range must be [low, high]: exactly two non-negative integers");
         let low: u64 = seq.next_element()?.ok_or_else(wrong)?;
         let high: u64 = seq.next_element()?.ok_or_else(wrong)?;
         if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
