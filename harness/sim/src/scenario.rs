@@ -604,14 +604,15 @@ fn validate_clients(scenario: &Scenario, keys: &Keys) -> Result<(), Invalid> {
     let horizon = *scenario.horizon_s.get_ref();
     let first = clients.first_poll_s.unwrap_or(0);
     within(keys, &["clients", "first_poll_s"], first, 0..=horizon, " (horizon_s)")?;
-    // The final sweep waits two polls after the chaos (or the first poll): both must fit
-    // before the horizon, or no run of this scenario could drain.
+    // The final sweep waits two polls after the chaos, the first poll and the last message's
+    // arrival: both must fit before the horizon, or no run of this scenario could drain.
     let poll = &clients.poll_interval_s;
-    let latest_start = (*scenario.chaos_s.get_ref()).max(first);
+    let latest_start = (*scenario.chaos_s.get_ref()).max(first).max(*scenario.workload.spread_s.get_ref());
     let room = horizon.saturating_sub(latest_start) / 2;
+    let between = "two polls must fit between max(chaos_s, first_poll_s, spread_s) and horizon_s";
     check((1..=room).contains(poll.get_ref()), poll.span(), || match room {
-        0 => "no poll interval fits: two polls must fit between max(chaos_s, first_poll_s) and horizon_s".into(),
-        _ => format!("poll_interval_s must be between 1 and {room}: two polls must fit between max(chaos_s, first_poll_s) and horizon_s"),
+        0 => format!("no poll interval fits: {between}"),
+        _ => format!("poll_interval_s must be between 1 and {room}: {between}"),
     })
 }
 
@@ -900,6 +901,8 @@ poll_interval_s = 60
         assert!(error.starts_with("bad.toml:6:11: mx.domains must list 1 to 16"), "{error}");
         let error = error_of(&MINIMAL.replace("poll_interval_s = 60", "poll_interval_s = 2305843009213693952"));
         assert!(error.starts_with("bad.toml:15:19: poll_interval_s must be between 1 and 1200"), "{error}");
+        let error = error_of(&MINIMAL.replace("spread_s = 600", "spread_s = 3600"));
+        assert!(error.starts_with("bad.toml:15:19: no poll interval fits: two polls must fit between max(chaos_s, first_poll_s, spread_s)"), "{error}");
         let error = error_of(&MINIMAL.replace("poll_interval_s = 60", "poll_interval_s = 60\nfirst_poll_s = 99999"));
         assert!(error.starts_with("bad.toml:16:16: first_poll_s must be between 0 and 3600"), "{error}");
         let error = error_of(&MINIMAL.replace("spread_s = 600", "spread_s = 600\nmax_rcpts = 0"));
