@@ -174,7 +174,10 @@ pub fn parse_ledger(name: &str, bytes: &[u8]) -> Result<Vec<LedgerEntry>, Ledger
         Some(end) => &bytes[..end],
         // A header torn by a power cut during `create`; anything else is not a ledger.
         None if HEADER.as_bytes().starts_with(bytes) => return Ok(Vec::new()),
-        None => return Err(malformed(1, 1, format!("expected the header '{HEADER}'"))),
+        None => {
+            let found = input::clip(&String::from_utf8_lossy(bytes));
+            return Err(malformed(1, 1, format!("expected the header '{HEADER}' and a line end, found {found:?}")));
+        }
     };
     let mut entries = Vec::new();
     for (index, raw) in complete.split(|&byte| byte == b'\n').enumerate() {
