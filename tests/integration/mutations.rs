@@ -3,10 +3,10 @@
 //! answers with exit 2 and a `file:line:col` location, or runs it cleanly (any verdict): never
 //! a panic, never a run past a time bound.
 //!
-//! Most cases load the mutant in-process (the same reader, parser and validation the CLI uses);
-//! fewer run the binary on it. Both are deterministic (a fixed seed) and write nothing into the
-//! repository. `MAILCHAOS_MUTATION_CASES` sets the binary's case count (default 48); in-process
-//! cases are four times as many.
+//! In-process, each case applies one mutation to every shipped file and loads the mutants with
+//! the reader, parser and validation the CLI uses; the binary runs one mutant per case. Both
+//! are deterministic (a fixed seed) and write nothing into the repository.
+//! `MAILCHAOS_MUTATION_CASES` sets each test's case count (default 48).
 
 use crate::support::mailchaos_within;
 use proptest::prelude::*;
@@ -144,31 +144,38 @@ fn load(profile: bool, path: &Path) -> Result<bool, String> {
     }
 }
 
+/// Each case applies one mutation to every shipped file, so every file is mutated every way.
 #[test]
 fn mutated_inputs_load_to_a_located_error_or_a_valid_model() {
     let files = shipped();
     let seen = Outcomes::default();
-    let mut runner = TestRunner::new(config(4 * binary_cases()));
-    let result = runner.run(&(0..files.len(), mutation()), |(index, mutation)| {
-        let (profile, path, text) = &files[index];
+    let mut runner = TestRunner::new(config(binary_cases()));
+    let result = runner.run(&mutation(), |mutation| {
         let dir = tempfile::tempdir().unwrap();
-        let mutant = write_mutant(dir.path(), *profile, path, text, &mutation);
-        let file = mutant.display().to_string();
-        let loaded = load(*profile, &mutant);
-        seen.count(loaded.is_ok());
-        match loaded {
-            Err(message) if !located(&message, &file) => fail(format!("{path} {mutation:?}: not located: {}", input::clip(&message))),
-            Ok(true) if !*profile => {
-                // A valid cheap mutant is also planned: the planner must end on whatever passes.
-                let loaded = sim::scenario::load(&mutant).unwrap();
-                sim::world::plan::make(&loaded.scenario, sim::seed::Seed(1));
-                Ok(())
-            }
-            _ => Ok(()),
+        for (profile, path, text) in &files {
+            load_one_mutant(dir.path(), *profile, path, text, &mutation, &seen)?;
         }
+        Ok(())
     });
     result.unwrap_or_else(|error| panic!("{error}"));
     seen.assert_both();
+}
+
+fn load_one_mutant(dir: &Path, profile: bool, path: &str, text: &str, mutation: &Mutation, seen: &Outcomes) -> Result<(), TestCaseError> {
+    let mutant = write_mutant(dir, profile, path, text, mutation);
+    let file = mutant.display().to_string();
+    let loaded = load(profile, &mutant);
+    seen.count(loaded.is_ok());
+    match loaded {
+        Err(message) if !located(&message, &file) => fail(format!("{path} {mutation:?}: not located: {}", input::clip(&message))),
+        Ok(true) if !profile => {
+            // A valid cheap mutant is also planned: the planner must end on whatever passes.
+            let loaded = sim::scenario::load(&mutant).unwrap();
+            sim::world::plan::make(&loaded.scenario, sim::seed::Seed(1));
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 #[test]
