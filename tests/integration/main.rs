@@ -1,10 +1,12 @@
 //! Integration tests of mailchaos: features, not code.
 
+mod bad_input;
 mod checkers;
 mod docs;
 mod cli;
 mod help;
 mod live;
+mod mutations;
 mod outage;
 mod regressions;
 mod smtp;

@@ -24,3 +24,43 @@ pub fn violated(name: &str, seeds: u64, defects: &[Defect]) -> BTreeSet<&'static
 pub fn set(names: &[&'static str]) -> BTreeSet<&'static str> {
     names.iter().copied().collect()
 }
+
+/// What a run of the binary printed, and how it ended.
+pub struct Ran {
+    /// `None` when a signal ended it.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the `mailchaos` binary from the repository's root, killing it past `limit`: an input
+/// that hangs the program (a named pipe read forever) is then an error, not a stuck test.
+pub fn mailchaos_within(args: &[&str], limit: std::time::Duration) -> Result<Ran, String> {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().map_err(|error| error.to_string())?;
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let file = |path: &std::path::Path| std::fs::File::create(path).map_err(|error| error.to_string());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailchaos"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .stdin(Stdio::null())
+        .stdout(file(&out)?)
+        .stderr(file(&err)?)
+        .spawn()
+        .map_err(|error| error.to_string())?;
+    // Wall time bounds the test, never a simulation.
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|error| error.to_string())? {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("mailchaos {args:?} still ran after {limit:?}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let read = |path: &std::path::Path| String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
+    Ok(Ran { code: status.code(), stdout: read(&out), stderr: read(&err) })
+}

@@ -90,6 +90,36 @@ pub enum FsyncErrorMode {
     KeepDirty,
 }
 
+// A listing shows each value as a profile file spells it (`prefix`, not Rust's `Prefix`).
+impl Torn {
+    pub fn spelling(self) -> &'static str {
+        match self {
+            Torn::None => "none",
+            Torn::Prefix => "prefix",
+            Torn::AnySubset => "any-subset",
+        }
+    }
+}
+
+impl Reorder {
+    pub fn spelling(self) -> &'static str {
+        match self {
+            Reorder::None => "none",
+            Reorder::PerFile => "per-file",
+            Reorder::Any => "any",
+        }
+    }
+}
+
+impl MetadataOrder {
+    pub fn spelling(self) -> &'static str {
+        match self {
+            MetadataOrder::Ordered => "ordered",
+            MetadataOrder::Unordered => "unordered",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Persistence {
@@ -238,19 +268,22 @@ impl Profile {
 
     /// A shipped profile by name, or a profile file by path.
     pub fn resolve(name_or_file: &str) -> Result<Profile, InputError> {
+        Profile::resolve_with_text(name_or_file).map(|(profile, _)| profile)
+    }
+
+    /// As `resolve`, with the text the profile was read from (what a run line's hash is of):
+    /// one read, so the hash and the profile that runs are of the same bytes.
+    pub fn resolve_with_text(name_or_file: &str) -> Result<(Profile, String), InputError> {
         if let Some((name, text)) = SHIPPED.iter().find(|(name, _)| *name == name_or_file) {
-            return parse(&format!("fixtures/profiles/{name}.toml"), text);
+            return Ok((parse(&format!("fixtures/profiles/{name}.toml"), text)?, text.to_string()));
         }
-        let path = Path::new(name_or_file);
-        if path.exists() {
-            return load(path);
+        // A bare word is meant as a name; anything like a path is meant as a file.
+        let looks_like_a_file = name_or_file.contains(['/', '.']);
+        if !looks_like_a_file && std::fs::symlink_metadata(name_or_file).is_err() {
+            let shipped = Profile::shipped_names().join(", ");
+            return Err(InputError::unplaced(format!("no profile named '{}'; shipped: {shipped} (or give a profile file's path)", input::clip(name_or_file))));
         }
-        Err(InputError {
-            file: name_or_file.to_string(),
-            line: 1,
-            column: 1,
-            message: format!("no such profile file, and not a shipped profile: {}", Profile::shipped_names().join(", ")),
-        })
+        load_with_text(Path::new(name_or_file))
     }
 
     /// What a listing shows after the name.
@@ -258,12 +291,12 @@ impl Profile {
         let p = &self.persistence;
         let promise = if self.keeps_promises { "keeps-promises" } else { "breaks-promises" };
         format!(
-            "{promise} sector={} torn={:?} dir-fsync-for-new-names={} metadata={:?} reorder={:?} lie={}‰ commit={}ms — {}",
+            "{promise} sector={} torn={} dir-fsync-for-new-names={} metadata={} reorder={} lie={}‰ commit={}ms — {}",
             p.sector_bytes.get_ref(),
-            p.torn,
+            p.torn.spelling(),
             p.new_name_needs_dir_fsync,
-            p.metadata,
-            p.reorder,
+            p.metadata.spelling(),
+            p.reorder.spelling(),
             self.fsync.lie_per_mille.get_ref(),
             p.background_commit_ms,
             self.description
@@ -277,10 +310,24 @@ impl Default for Profile {
     }
 }
 
+/// Reads and validates a profile file (a regular file of at most `input::MAX_INPUT_BYTES`). A
+/// file may not take a shipped profile's name unless it is that profile, word for word: two
+/// devices under one name would make a run line ambiguous.
 pub fn load(path: &Path) -> Result<Profile, InputError> {
+    load_with_text(path).map(|(profile, _)| profile)
+}
+
+/// As `load`, with the text read.
+pub fn load_with_text(path: &Path) -> Result<(Profile, String), InputError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|error| InputError { file: file.clone(), line: 1, column: 1, message: format!("cannot read profile: {error}") })?;
-    parse(&file, &text)
+    let text = input::read_input_file(path, input::MAX_INPUT_BYTES)?;
+    let profile = parse(&file, &text)?;
+    let shipped = SHIPPED.iter().find(|(name, _)| *name == profile.name());
+    if shipped.is_some_and(|(_, shipped_text)| *shipped_text != text) {
+        let message = format!("name '{}' is a shipped profile's; give this device a name of its own", profile.name());
+        return Err(InputError::at(&file, &text, profile.name.span().start, message));
+    }
+    Ok((profile, text))
 }
 
 /// Parses and validates a profile; every error names `file:line:col`.
@@ -289,7 +336,13 @@ pub fn parse(file: &str, text: &str) -> Result<Profile, InputError> {
         let (line, column) = line_column(text, span.map(|span| span.start).unwrap_or(0));
         InputError { file: file.to_string(), line, column, message }
     };
-    let profile: Profile = toml::from_str(text).map_err(|error| locate(error.span(), error.message().to_string()))?;
+    let profile: Profile = toml::from_str(text).map_err(|error| locate(error.span(), input::toml_message(text, error.span(), error.message())))?;
+    let name = &profile.name;
+    let good_name = !name.get_ref().is_empty() && name.get_ref().len() <= 64 && name.get_ref().bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !good_name {
+        return Err(locate(Some(name.span()), "name must be 1 to 64 lowercase letters, digits, '-' or '.'".into()));
+    }
+    validate_numbers(&profile, &input::Keys::parse(text)).map_err(|(span, message)| locate(Some(span), message))?;
     let sector = &profile.persistence.sector_bytes;
     if !sector.get_ref().is_power_of_two() || !(512..=65_536).contains(sector.get_ref()) {
         return Err(locate(Some(sector.span()), "sector_bytes must be a power of two from 512 to 65536".into()));
@@ -310,6 +363,22 @@ pub fn parse(file: &str, text: &str) -> Result<Profile, InputError> {
         return Err(locate(Some(stall.span()), format!("stall_s must be at most {}", input::MAX_HORIZON_S)));
     }
     Ok(profile)
+}
+
+/// Spans that simulated time is counted in are bounded by `input::MAX_HORIZON_S`: beyond it a
+/// period in milliseconds could wrap (a failover every 0 ms).
+fn validate_numbers(profile: &Profile, keys: &input::Keys) -> Result<(), (std::ops::Range<usize>, String)> {
+    let horizon_ms = input::MAX_HORIZON_S * 1000;
+    let checks = [
+        (profile.persistence.background_commit_ms <= horizon_ms, ["persistence", "background_commit_ms"], format!("background_commit_ms must be at most {horizon_ms} (0 = only when fsynced)")),
+        (profile.failover.every_s <= input::MAX_HORIZON_S, ["failover", "every_s"], format!("every_s must be at most {} (0 = never)", input::MAX_HORIZON_S)),
+    ];
+    for (ok, path, message) in checks {
+        if !ok {
+            return Err((keys.value(&path), message));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -333,7 +402,28 @@ mod tests {
         assert!(error.starts_with("p.toml:3:1: unknown field `lie`"), "{error}");
         let error = parse("p.toml", "name = \"x\"\n[persistence]\nreorder = \"sometimes\"\n").unwrap_err().to_string();
         assert!(error.starts_with("p.toml:3:11: unknown variant `sometimes`"), "{error}");
-        let error = Profile::resolve("no-such-profile").unwrap_err().to_string();
-        assert!(error.contains("not a shipped profile: posix-strict"), "{error}");
+        let error = Profile::resolve("ext5").unwrap_err().to_string();
+        assert!(error.starts_with("no profile named 'ext5'; shipped: posix-strict, "), "{error}");
+        let error = parse("p.toml", "name = \"\"\n").unwrap_err().to_string();
+        assert!(error.starts_with("p.toml:1:8: name must be 1 to 64"), "{error}");
+        let error = parse("p.toml", "name = \"x\"\n[failover]\nevery_s = 18446744073709551\n").unwrap_err().to_string();
+        assert!(error.starts_with("p.toml:3:11: every_s must be at most 2592000"), "{error}");
+    }
+
+    #[test]
+    fn a_listing_spells_values_as_the_files_do() {
+        let libero = Profile::resolve("libero-2023").unwrap().summary();
+        assert!(libero.contains("torn=prefix ") && libero.contains("metadata=ordered reorder=per-file "), "{libero}");
+    }
+
+    #[test]
+    fn a_file_may_not_take_a_shipped_name_unless_it_is_that_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("strict.toml");
+        std::fs::write(&copy, SHIPPED[0].1).unwrap();
+        assert_eq!(load(&copy).unwrap().name(), "posix-strict");
+        std::fs::write(&copy, format!("{}\n# edited\n", SHIPPED[0].1)).unwrap();
+        let error = load(&copy).unwrap_err().to_string();
+        assert!(error.contains("is a shipped profile's"), "{error}");
     }
 }

@@ -499,7 +499,7 @@ fn persist(state: &mut State, chosen: &[usize], profile: &Profile) {
 }
 
 fn failover_period_ms(profile: &Profile) -> Option<u64> {
-    (profile.failover.every_s > 0).then(|| profile.failover.every_s * 1000)
+    (profile.failover.every_s > 0).then(|| profile.failover.every_s.saturating_mul(1000))
 }
 
 impl Device for SimDisk {

@@ -450,6 +450,10 @@ fn run(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
 /// One run with the store on a real directory and a ledger of what it acknowledged.
 fn run_on_real_store(paths: &[PathBuf], runs: &Runs, real: &RealStore) -> Result<bool, BadInput> {
     let [path] = paths else { return Err(BadInput("--store-dir runs one scenario file".into())) };
+    // One real directory holds one run's store: a sweep would need a directory per seed.
+    if runs.seeds.is_some_and(|count| count != 1) {
+        return Err(BadInput("--store-dir runs one seed (one directory, one ledger): drop --seeds, or pick the seed with --seed".into()));
+    }
     let source = source::one_of(path)?;
     let seed = match &runs.seed {
         Some(_) => single_seed(runs)?,
@@ -457,6 +461,9 @@ fn run_on_real_store(paths: &[PathBuf], runs: &Runs, real: &RealStore) -> Result
     };
     let defects = parse_defects(&runs.defects)?;
     let (Some(dir), Some(ledger_path)) = (&real.store_dir, &real.ledger) else { return Err(BadInput("--store-dir needs --ledger".into())) };
+    if std::fs::metadata(dir).is_ok_and(|metadata| !metadata.is_dir()) {
+        return Err(BadInput(format!("{}: not a directory (the store directory must be empty or absent: a fresh mount)", dir.display())));
+    }
     if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
         return Err(BadInput(format!("{}: the store directory must be empty or absent (a fresh mount)", dir.display())));
     }
@@ -545,10 +552,15 @@ fn vendor_compare(paths: &[PathBuf], baseline: &str, candidate: &str, runs: &Run
     let suite = if paths.is_empty() { load_storage_suite()? } else { source::all_of(paths)? };
     let seeds = seeds_of(runs)?;
     let defects = parse_defects(&runs.defects)?;
-    let mut columns = Vec::new();
+    // Both profiles are read before anything runs: a mistyped candidate must not cost a baseline.
+    let mut setups = Vec::new();
     for name in [baseline, candidate] {
         let profile_runs = Runs { profile: Some(name.to_string()), ..runs.clone() };
         let setup = Setup::of(&profile_runs)?;
+        setups.push((profile_runs, setup));
+    }
+    let mut columns = Vec::new();
+    for (profile_runs, setup) in setups {
         let mut column = Column::default();
         for source in &suite {
             for &seed in &seeds {
@@ -741,10 +753,17 @@ fn fresh_digest(exe: &Path, args: &[String]) -> Result<String, BadInput> {
 
 /// One line per problem, then the verdict with its counts.
 fn verify_store(dir: &Path, ledger: &Path) -> Result<bool, BadInput> {
-    if !dir.is_dir() {
-        return Err(BadInput(format!("{}: no such store directory", dir.display())));
+    match std::fs::metadata(dir) {
+        Ok(metadata) if metadata.is_dir() => {}
+        Ok(_) => return Err(BadInput(format!("{}: not a directory (a store directory holds mail/)", dir.display()))),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Err(BadInput(format!("{}: no such store directory", dir.display()))),
+        Err(error) => return Err(BadInput(format!("{}: cannot open the store directory: {error}", dir.display()))),
     }
     let entries = sim::ledger::read_ledger(ledger).map_err(|error| BadInput(error.to_string()))?;
+    // No entry: the store acknowledged nothing, and "ok" would claim a check that never happened.
+    if entries.is_empty() {
+        return Err(BadInput(format!("{}: the ledger records no acknowledged message: nothing to judge", ledger.display())));
+    }
     let verdict = crate::verify::verify_store(dir, &entries);
     for problem in &verdict.problems {
         say!("{problem}");

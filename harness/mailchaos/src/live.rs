@@ -8,7 +8,7 @@ use devices::sim::SimDisk;
 use disk::Disk;
 use history::{History, Journal};
 use stack::mx::MxConfig;
-use stack::net::LiveNet;
+use stack::net::{BoxStream, Listener, LiveNet, Net, NetFuture};
 use stack::queue::RunnerConfig;
 use stack::store::StoreConfig;
 use stack::{self, Defects, Env, LMTP_PORT, POP3_PORT, SMTP_PORT};
@@ -29,6 +29,9 @@ pub fn serve(options: &Options) -> Result<bool, String> {
     if options.port_offset > 65535 - POP3_PORT {
         return Err(format!("--port-offset {} puts POP3 beyond port 65535", options.port_offset));
     }
+    if options.bind.parse::<std::net::IpAddr>().is_err() {
+        return Err(format!("--bind {:?} is not an IP address (for example 127.0.0.1 or ::1)", input::clip(&options.bind)));
+    }
     let users: BTreeSet<String> = options.users.iter().map(|user| user.trim().to_ascii_lowercase()).filter(|user| !user.is_empty()).collect();
     if users.is_empty() {
         return Err("--users must name at least one mailbox".into());
@@ -43,7 +46,8 @@ async fn run(options: &Options, users: BTreeSet<String>) -> Result<bool, String>
     let started = Instant::now();
     let history = Rc::new(RefCell::new(History::default()));
     let clock: history::Clock = Rc::new(move || started.elapsed().as_millis() as u64);
-    let net = Rc::new(LiveNet { bind_ip: options.bind.clone(), port_offset: options.port_offset });
+    let listens: Listens = Rc::default();
+    let net = Rc::new(WatchedNet { inner: LiveNet { bind_ip: options.bind.clone(), port_offset: options.port_offset }, listens: listens.clone() });
     let env_of = |host: &str| {
         let journal = Journal::new(history.clone(), host, clock.clone());
         let rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
@@ -90,23 +94,72 @@ async fn run(options: &Options, users: BTreeSet<String>) -> Result<bool, String>
     };
     tokio::task::spawn_local(stack::store_host::run(env_of("store"), store_config));
     tokio::task::spawn_local(stack::mx::run(env_of("mx"), mx_config));
-    // Let the servers reach their listen() before announcing the ports.
-    for _ in 0..8 {
-        tokio::task::yield_now().await;
-    }
+    // Announce the ports only once all three servers hold them: a taken port is an error.
+    all_listening(&listens, options).await?;
     let port = |base: u16| base + options.port_offset;
-    println!(
+    say(format_args!(
         "listening: smtp {bind}:{} lmtp {bind}:{} pop3 {bind}:{}",
         port(SMTP_PORT),
         port(LMTP_PORT),
         port(POP3_PORT),
         bind = options.bind
-    );
+    ));
     match options.seconds {
         Some(seconds) => tokio::time::sleep(Duration::from_secs(seconds)).await,
         None => std::future::pending::<()>().await,
     }
     let records = history.borrow().records.len();
-    println!("stopped after {:.1}s with {records} events recorded", started.elapsed().as_secs_f64());
+    say(format_args!("stopped after {:.1}s with {records} events recorded", started.elapsed().as_secs_f64()));
     Ok(true)
+}
+
+/// Prints a line; a closed stdout (`mailchaos serve | head`) ends the program quietly, as the
+/// other commands do, instead of panicking as `println!` would.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "{line}").is_err() || stdout.flush().is_err() {
+        std::process::exit(0);
+    }
+}
+
+/// The outcome of each listen() the servers made: (port, error if it failed).
+type Listens = Rc<RefCell<Vec<(u16, Option<String>)>>>;
+
+/// Real TCP that remembers how each listen() went: the stack's servers give up quietly when
+/// they cannot bind, and `serve` must say so instead of announcing ports it does not hold.
+struct WatchedNet {
+    inner: LiveNet,
+    listens: Listens,
+}
+
+impl Net for WatchedNet {
+    fn connect<'a>(&'a self, host: &'a str, port: u16) -> NetFuture<'a, BoxStream> {
+        self.inner.connect(host, port)
+    }
+
+    fn listen(&self, port: u16) -> NetFuture<'_, Box<dyn Listener>> {
+        Box::pin(async move {
+            let result = self.inner.listen(port).await;
+            self.listens.borrow_mut().push((port, result.as_ref().err().map(ToString::to_string)));
+            result
+        })
+    }
+}
+
+/// Waits (real time, at most 10 s) until the SMTP, LMTP and POP3 servers have each tried to
+/// listen; the first failure is the error.
+async fn all_listening(listens: &Listens, options: &Options) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while listens.borrow().len() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let listens = listens.borrow();
+    if let Some((port, Some(error))) = listens.iter().find(|(_, error)| error.is_some()) {
+        return Err(format!("cannot listen on {}:{}: {error}", options.bind, port + options.port_offset));
+    }
+    match listens.len() {
+        3 => Ok(()),
+        count => Err(format!("only {count} of the 3 servers were listening after 10 s")),
+    }
 }

@@ -93,11 +93,9 @@ fn embedded(name: &str) -> Result<Vec<Source>, BadInput> {
 
 /// One scenario file, read once: the scenario that runs and the hash are of the same bytes.
 fn file_source(path: &Path) -> Result<Source, BadInput> {
-    // The scenario crate's own loader first: it refuses what is not a readable scenario file
-    // with the file's location, before this reads the text it hashes.
-    scenario::load(path)?;
+    // The bounded reader refuses what is not a regular file of sensible size, by name.
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|error| BadInput(format!("{file}: cannot read scenario: {error}")))?;
+    let text = input::read_input_file(path, input::MAX_INPUT_BYTES).map_err(|error| BadInput(error.to_string()))?;
     let scenario = scenario::parse(&file, &text)?;
     Ok(Source { loaded: Loaded { path: path.to_path_buf(), scenario }, origin: file, hash: short_hash(&text) })
 }
@@ -157,10 +155,8 @@ pub fn profile_source(name_or_file: &str) -> Result<ProfileSource, BadInput> {
         let profile = profile::parse(&format!("fixtures/profiles/{name}.toml"), text).map_err(|error| BadInput(error.to_string()))?;
         return Ok(ProfileSource { profile: Rc::new(profile), hash: short_hash(text) });
     }
-    // The profile crate's own resolution first: it refuses bad names and files with their location.
-    Profile::resolve(name_or_file).map_err(|error| BadInput(error.to_string()))?;
-    let text = std::fs::read_to_string(name_or_file).map_err(|error| BadInput(format!("{name_or_file}: cannot read profile: {error}")))?;
-    let profile = profile::parse(name_or_file, &text).map_err(|error| BadInput(error.to_string()))?;
+    // The profile crate resolves it: bad names and files are refused with their location.
+    let (profile, text) = Profile::resolve_with_text(name_or_file).map_err(|error| BadInput(error.to_string()))?;
     Ok(ProfileSource { profile: Rc::new(profile), hash: short_hash(&text) })
 }
 

@@ -172,12 +172,12 @@ fn locate(dir: &Path, entry: &LedgerEntry) -> String {
 fn check_one_acknowledged(dir: &Path, entry: &LedgerEntry, acknowledged: &str, verdict: &mut Verdict) {
     let line = Some(entry.line);
     let file = locate(dir, entry);
-    match std::fs::read(dir.join(&file)) {
-        Err(error) if error.kind() == ErrorKind::NotFound => {
+    match read_message(&dir.join(&file)) {
+        Err(None) => {
             let detail = format!("uid {} of {} is gone and was never expunged", entry.uid, entry.mailbox);
             verdict.report(ProblemKind::Lost, &entry.file, line, detail);
         }
-        Err(error) => {
+        Err(Some(error)) => {
             verdict.present += 1;
             verdict.report(ProblemKind::Damaged, &file, line, format!("cannot read: {error}"));
         }
@@ -242,8 +242,8 @@ fn check_visible_in(dir: &Path, visible_dir: &str, uids: &mut BTreeMap<u64, Vec<
             continue;
         };
         uids.entry(uid).or_default().push(file.clone());
-        match std::fs::read(dir.join(&file)) {
-            Err(error) => verdict.report(ProblemKind::VisibleDamaged, &file, None, format!("cannot read: {error}")),
+        match read_message(&dir.join(&file)) {
+            Err(error) => verdict.report(ProblemKind::VisibleDamaged, &file, None, format!("cannot read: {}", error.unwrap_or_else(|| "gone".into()))),
             Ok(bytes) if checksum(&bytes) != named => {
                 let detail = format!("{} bytes with checksum {}, the name says {named}", bytes.len(), checksum(&bytes));
                 verdict.report(ProblemKind::VisibleDamaged, &file, None, detail);
@@ -266,17 +266,29 @@ fn check_duplicates(visible: &Visible, verdict: &mut Verdict) {
     }
 }
 
+/// The largest message file the store can have written (the MX's largest message plus the
+/// store's own header), with room to spare; a bigger file is read no further.
+const MAX_MESSAGE_FILE_BYTES: u64 = 128 * 1024 * 1024;
+
+/// A message file's bytes; `Err(None)` when there is no such file, `Err(Some(why))` when it
+/// cannot be read (a named pipe or a device where a message should be is never opened).
+fn read_message(path: &Path) -> Result<Vec<u8>, Option<String>> {
+    match std::fs::symlink_metadata(path) {
+        Err(error) if error.kind() == ErrorKind::NotFound => Err(None),
+        _ => input::read_input_bytes(path, MAX_MESSAGE_FILE_BYTES).map_err(|error| Some(error.message)),
+    }
+}
+
 /// Reads "uidvalidity uidnext"; `Ok(None)` when there is no uidlist.
 fn read_uidlist(path: &Path) -> Result<Option<(u64, u64)>, String> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(format!("cannot read: {error}")),
-    };
+    if std::fs::symlink_metadata(path).is_err_and(|error| error.kind() == ErrorKind::NotFound) {
+        return Ok(None);
+    }
+    let text = input::read_input_file(path, 4096).map_err(|error| format!("cannot read: {}", error.message))?;
     let numbers: Vec<Option<u64>> = text.split_whitespace().map(|field| field.parse().ok()).collect();
     match numbers.as_slice() {
         [Some(uidvalidity), Some(uidnext)] => Ok(Some((*uidvalidity, *uidnext))),
-        _ => Err(format!("expected 'uidvalidity uidnext', found {text:?}")),
+        _ => Err(format!("expected 'uidvalidity uidnext', found {:?}", input::clip(&text))),
     }
 }
 

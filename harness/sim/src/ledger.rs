@@ -70,7 +70,14 @@ pub struct Ledger {
 
 impl Ledger {
     /// Starts a new ledger at `path` (replacing any old one) and makes its name durable.
+    /// Only a regular file (or a new one) is replaced: opening a named pipe to write would
+    /// block until something reads it.
     pub fn create(path: &Path) -> io::Result<Ledger> {
+        if let Ok(metadata) = std::fs::metadata(path) {
+            if !metadata.is_file() {
+                return Err(invalid("exists and is not a regular file".into()));
+            }
+        }
         let file = OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
         let mut ledger = Ledger { file };
         ledger.append_line(HEADER)?;
@@ -147,32 +154,42 @@ impl fmt::Display for LedgerError {
 
 impl std::error::Error for LedgerError {}
 
+/// The cap on a ledger: a 20,000-message surge writes about 5 MB.
+pub const MAX_LEDGER_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Reads a ledger (a regular file of at most `MAX_LEDGER_BYTES`: a named pipe would block).
 pub fn read_ledger(path: &Path) -> Result<Vec<LedgerEntry>, LedgerError> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|error| LedgerError::Unreadable { file: name.clone(), error: error.to_string() })?;
+    let bytes = input::read_input_bytes(path, MAX_LEDGER_BYTES).map_err(|error| LedgerError::Unreadable { file: name.clone(), error: error.message })?;
     parse_ledger(&name, &bytes)
 }
 
 /// Parses a ledger's bytes; `name` is used in errors.
 pub fn parse_ledger(name: &str, bytes: &[u8]) -> Result<Vec<LedgerEntry>, LedgerError> {
     let malformed = |line: usize, col: usize, what: String| LedgerError::Malformed { file: name.to_string(), line, col, what };
+    // An editor may have added a byte-order mark and CRLF line ends; neither changes an entry.
+    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
     // Only newline-terminated lines were acknowledged: a torn last append is not part of it.
     let complete = match bytes.iter().rposition(|&byte| byte == b'\n') {
         Some(end) => &bytes[..end],
         // A header torn by a power cut during `create`; anything else is not a ledger.
         None if HEADER.as_bytes().starts_with(bytes) => return Ok(Vec::new()),
-        None => return Err(malformed(1, 1, format!("expected the header '{HEADER}'"))),
+        None => {
+            let found = input::clip(&String::from_utf8_lossy(bytes));
+            return Err(malformed(1, 1, format!("expected the header '{HEADER}' and a line end, found {found:?}")));
+        }
     };
     let mut entries = Vec::new();
     for (index, raw) in complete.split(|&byte| byte == b'\n').enumerate() {
         let number = index + 1;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         let text = std::str::from_utf8(raw).map_err(|error| {
             let col = String::from_utf8_lossy(&raw[..error.valid_up_to()]).chars().count() + 1;
             malformed(number, col, "not UTF-8".into())
         })?;
         if number == 1 {
             if text != HEADER {
-                return Err(malformed(1, 1, format!("expected the header '{HEADER}'")));
+                return Err(malformed(1, 1, format!("expected the header '{HEADER}', found {:?}", input::clip(text))));
             }
             continue;
         }
@@ -309,9 +326,25 @@ mod tests {
         assert_eq!(error(format!("{HEADER}\nexpunging\tanna\t7\t1\n")), "ledger.txt:2:19: 'expunging' needs 5 tab-separated fields, found 4");
         assert_eq!(error(format!("{HEADER}\ndelivered\tanna\t7\t1\tmail/a\tABC\n")), "ledger.txt:2:27: checksum must be 16 lowercase hex digits, got \"ABC\"");
         assert_eq!(error(format!("{HEADER}\nexpunging\tanna\t7\t1\t/etc/passwd\n")), "ledger.txt:2:20: file must be a relative path inside the store, got \"/etc/passwd\"");
-        assert_eq!(error("delivered\n".into()), "ledger.txt:1:1: expected the header '# mailchaos ledger v1'");
+        assert_eq!(error("delivered\n".into()), "ledger.txt:1:1: expected the header '# mailchaos ledger v1', found \"delivered\"");
         let not_utf8 = [format!("{HEADER}\nexpunging\tann\u{e9}\t").as_bytes(), b"\xff\n"].concat();
         assert_eq!(parse_ledger("ledger.txt", &not_utf8).unwrap_err().to_string(), "ledger.txt:2:16: not UTF-8");
         assert_eq!(error(format!("{HEADER}\n\n")), "ledger.txt:2:1: empty line");
+    }
+
+    #[test]
+    fn a_byte_order_mark_and_crlf_line_ends_are_accepted() {
+        let text = format!("\u{feff}{HEADER}\r\ndelivered\tanna\t7\t1\tmail/a\t{SUM}\r\n");
+        let entries = parse_ledger("l", text.as_bytes()).unwrap();
+        assert_eq!((entries.len(), entries[0].file.as_str()), (1, "mail/a"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_ledger_that_is_not_a_regular_file_is_refused_unread_and_unwritten() {
+        let error = read_ledger(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert_eq!(error, "/dev/zero: cannot read ledger: is a character device, not a regular file");
+        let error = Ledger::create(Path::new("/dev/null")).err().unwrap().to_string();
+        assert_eq!(error, "exists and is not a regular file");
     }
 }

@@ -1,7 +1,7 @@
 //! Scenarios: plain data (TOML) describing the mail system, its workload and the faults of one
 //! run. No behaviour lives here; the world interprets it. Every error names `file:line:col`.
 
-use input::line_column;
+use input::{line_column, Keys};
 use serde::Deserialize;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -17,11 +17,49 @@ pub use input::MAX_HORIZON_S;
 pub type ScenarioError = input::InputError;
 
 /// A number, or a `[low, high]` range from which each seed draws its own value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Draw {
     Fixed(u64),
     Range([u64; 2]),
+}
+
+/// What a `Draw` accepts, for its error messages (serde's untagged enums only say that no
+/// variant matched).
+const DRAW_FORMS: &str = "a non-negative integer or a [low, high] range of two non-negative integers";
+
+impl<'de> Deserialize<'de> for Draw {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Draw, D::Error> {
+        deserializer.deserialize_any(DrawVisitor)
+    }
+}
+
+struct DrawVisitor;
+
+impl<'de> serde::de::Visitor<'de> for DrawVisitor {
+    type Value = Draw;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(DRAW_FORMS)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Draw, E> {
+        Ok(Draw::Fixed(value))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Draw, E> {
+        u64::try_from(value).map(Draw::Fixed).map_err(|_| E::custom(format!("{value} is negative; expected {DRAW_FORMS}")))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Draw, A::Error> {
+        use serde::de::Error as _;
+        let wrong = || A::Error::custom("a range must be [low, high]: exactly two non-negative integers");
+        let low: u64 = seq.next_element()?.ok_or_else(wrong)?;
+        let high: u64 = seq.next_element()?.ok_or_else(wrong)?;
+        if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+            return Err(wrong());
+        }
+        Ok(Draw::Range([low, high]))
+    }
 }
 
 impl Draw {
@@ -527,11 +565,10 @@ pub fn provider_domain(name: &str) -> String {
     format!("{name}.test")
 }
 
-/// Reads and validates one scenario file.
+/// Reads and validates one scenario file (a regular file of at most `input::MAX_INPUT_BYTES`).
 pub fn load(path: &Path) -> Result<Loaded, ScenarioError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|error| ScenarioError { file: file.clone(), line: 1, column: 1, message: format!("cannot read scenario: {error}") })?;
-    let scenario = parse(&file, &text)?;
+    let text = input::read_input_file(path, input::MAX_INPUT_BYTES)?;
+    let scenario = parse(&path.display().to_string(), &text)?;
     Ok(Loaded { path: path.to_path_buf(), scenario })
 }
 
@@ -541,12 +578,13 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         let (line, column) = line_column(text, span.map(|span| span.start).unwrap_or(0));
         ScenarioError { file: file.to_string(), line, column, message }
     };
-    let mut scenario: Scenario = toml::from_str(text).map_err(|error| locate(error.span(), error.message().to_string()))?;
+    let mut scenario: Scenario = toml::from_str(text).map_err(|error| locate(error.span(), input::toml_message(text, error.span(), error.message())))?;
     if scenario.name.is_empty() {
         let stem = Path::new(file).file_stem().map(|stem| stem.to_string_lossy().to_string());
         scenario.name = stem.unwrap_or_else(|| "scenario".into());
     }
-    validate(&scenario).map_err(|(span, message)| locate(Some(span), message))?;
+    let keys = Keys::parse(text);
+    validate(&scenario, &keys).map_err(|(span, message)| locate(Some(span), message))?;
     Ok(scenario)
 }
 
@@ -556,7 +594,19 @@ fn check(condition: bool, span: Range<usize>, message: impl FnOnce() -> String) 
     if condition { Ok(()) } else { Err((span, message())) }
 }
 
-fn validate(scenario: &Scenario) -> Result<(), Invalid> {
+/// `value` lies in `range`, or the error names the key at `path` and the range.
+fn within<T: PartialOrd + std::fmt::Display>(keys: &Keys, path: &[&str], value: T, range: std::ops::RangeInclusive<T>, why: &str) -> Result<(), Invalid> {
+    check(range.contains(&value), keys.value(path), || format!("{} must be between {} and {}{why}", path.last().unwrap_or(&""), range.start(), range.end()))
+}
+
+/// The most a link or the network may delay one message: ten minutes.
+pub const MAX_LATENCY_MS: u64 = 600_000;
+/// The MX's queue runs at most this many delivery workers.
+pub const MAX_QUEUE_WORKERS: usize = 16;
+/// The most sessions (SMTP at the MX, POP3 at the store) or connections any limit may allow.
+pub const MAX_SESSIONS: usize = 10_000;
+
+fn validate(scenario: &Scenario, keys: &Keys) -> Result<(), Invalid> {
     let tick = &scenario.tick_ms;
     check((1..=60_000).contains(tick.get_ref()), tick.span(), || "tick_ms must be between 1 and 60000".into())?;
     let horizon = &scenario.horizon_s;
@@ -564,11 +614,15 @@ fn validate(scenario: &Scenario) -> Result<(), Invalid> {
     let chaos = &scenario.chaos_s;
     check(chaos.get_ref() <= horizon.get_ref(), chaos.span(), || "chaos_s must not exceed horizon_s".into())?;
     let latency = &scenario.network.max_latency_ms;
-    check(*latency.get_ref() >= scenario.network.min_latency_ms, latency.span(), || "max_latency_ms must be at least min_latency_ms".into())?;
-    validate_people(scenario)?;
+    within(keys, &["network", "min_latency_ms"], scenario.network.min_latency_ms, 0..=MAX_LATENCY_MS, "")?;
+    check(*latency.get_ref() >= scenario.network.min_latency_ms && *latency.get_ref() <= MAX_LATENCY_MS, latency.span(), || format!("max_latency_ms must be at least min_latency_ms and at most {MAX_LATENCY_MS}"))?;
+    validate_mx(scenario, keys)?;
+    validate_providers(scenario, keys)?;
+    validate_workload(scenario, keys)?;
+    validate_clients(scenario, keys)?;
     if let Some(profile) = &scenario.profile {
         let shipped = devices::profile::Profile::shipped_names();
-        check(shipped.contains(&profile.get_ref().as_str()), profile.span(), || format!("unknown profile '{}'; expected one of: {}", profile.get_ref(), shipped.join(", ")))?;
+        check(shipped.contains(&profile.get_ref().as_str()), profile.span(), || format!("unknown profile '{}'; expected one of: {}", input::clip(profile.get_ref()), shipped.join(", ")))?;
     }
     for fault in &scenario.faults {
         validate_fault(scenario, fault)?;
@@ -578,7 +632,7 @@ fn validate(scenario: &Scenario) -> Result<(), Invalid> {
         let pair = link.hosts.get_ref();
         check(pair.len() == 2 && pair[0] != pair[1] && pair.iter().all(|h| hosts.contains(h)), link.hosts.span(), || format!("a link names two different hosts of: {}", hosts.join(", ")))?;
         let max = &link.max_latency_ms;
-        check(*max.get_ref() >= link.min_latency_ms && *max.get_ref() <= 600_000, max.span(), || "max_latency_ms must be at least min_latency_ms and at most 600000".into())?;
+        check(*max.get_ref() >= link.min_latency_ms && *max.get_ref() <= MAX_LATENCY_MS, max.span(), || format!("max_latency_ms must be at least min_latency_ms and at most {MAX_LATENCY_MS}"))?;
     }
     Ok(())
 }
@@ -587,38 +641,103 @@ fn is_local_part(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-' || byte == b'.')
 }
 
-fn validate_people(scenario: &Scenario) -> Result<(), Invalid> {
-    let users = &scenario.mx.users;
+/// A lowercase domain name of dot-separated labels.
+fn is_domain(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(|label| !label.is_empty() && label.len() <= 63 && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+}
+
+/// The index of the first entry that repeats an earlier one.
+fn first_repeat(names: &[String]) -> Option<usize> {
+    (1..names.len()).find(|&index| names[..index].contains(&names[index]))
+}
+
+fn validate_mx(scenario: &Scenario, keys: &Keys) -> Result<(), Invalid> {
+    let mx = &scenario.mx;
+    let domains = &mx.domains;
+    check(!domains.is_empty() && domains.len() <= 16, keys.value(&["mx", "domains"]), || "mx.domains must list 1 to 16 domains (mail to any other is refused)".into())?;
+    for (index, domain) in domains.iter().enumerate() {
+        check(is_domain(domain), keys.value(&["mx", "domains", &index.to_string()]), || format!("domain '{}' is not a lowercase domain name", input::clip(domain)))?;
+    }
+    if let Some(index) = first_repeat(domains) {
+        return Err((keys.value(&["mx", "domains", &index.to_string()]), format!("domain '{}' appears twice in mx.domains", domains[index])));
+    }
+    let users = &mx.users;
     check(!users.get_ref().is_empty() && users.get_ref().len() <= MAX_USERS, users.span(), || format!("mx.users must list 1 to {MAX_USERS} users"))?;
-    for user in users.get_ref() {
-        check(is_local_part(user), users.span(), || format!("user '{user}' is not a lowercase local part"))?;
+    for (index, user) in users.get_ref().iter().enumerate() {
+        check(is_local_part(user), keys.value(&["mx", "users", &index.to_string()]), || format!("user '{}' is not a lowercase local part", input::clip(user)))?;
     }
-    for user in scenario.clients.delete_after_fetch.get_ref() {
-        let span = scenario.clients.delete_after_fetch.span();
-        check(users.get_ref().contains(user), span, || format!("delete_after_fetch names '{user}', who is not in mx.users"))?;
+    // A repeated user would be one mailbox listed twice: the workload could never find as many
+    // distinct recipients as it counts.
+    if let Some(index) = first_repeat(users.get_ref()) {
+        return Err((keys.value(&["mx", "users", &index.to_string()]), format!("user '{}' appears twice in mx.users", users.get_ref()[index])));
     }
-    let poll = &scenario.clients.poll_interval_s;
-    check(*poll.get_ref() >= 1, poll.span(), || "poll_interval_s must be at least 1".into())?;
-    check(!scenario.providers.is_empty() && scenario.providers.len() <= MAX_PROVIDERS, 0..0, || format!("a scenario needs 1 to {MAX_PROVIDERS} [[provider]] tables"))?;
+    let at = |key: &'static str| ["mx", key];
+    within(keys, &at("max_message_bytes"), mx.max_message_bytes, 1..=64 << 20, "")?;
+    within(keys, &at("max_recipients"), mx.max_recipients, 1..=1000, "")?;
+    within(keys, &at("max_sessions"), mx.max_sessions, 1..=MAX_SESSIONS, " (0 would refuse every sender: nothing could drain)")?;
+    within(keys, &at("max_sessions_per_client"), mx.max_sessions_per_client, 1..=MAX_SESSIONS, "")?;
+    within(keys, &at("max_queue_files"), mx.max_queue_files, 1..=1_000_000, "")?;
+    within(keys, &at("tarpit_ms"), mx.tarpit_ms, 0..=300_000, " (an SMTP client waits 5 minutes for the greeting)")?;
+    within(keys, &at("queue_workers"), mx.queue_workers, 1..=MAX_QUEUE_WORKERS, "")?;
+    within(keys, &at("retry_base_s"), mx.retry_base_s, 1..=MAX_HORIZON_S, "")?;
+    // After the chaos the queue must get at least one retry in before the horizon.
+    let after_chaos = scenario.horizon_s.get_ref() - scenario.chaos_s.get_ref();
+    within(keys, &at("retry_max_s"), mx.retry_max_s, mx.retry_base_s..=after_chaos.max(mx.retry_base_s), " (from retry_base_s to horizon_s - chaos_s: the queue must retry once after the chaos)")
+}
+
+fn validate_providers(scenario: &Scenario, keys: &Keys) -> Result<(), Invalid> {
+    check(!scenario.providers.is_empty() && scenario.providers.len() <= MAX_PROVIDERS, keys.key(&["provider"]), || format!("a scenario needs 1 to {MAX_PROVIDERS} [[provider]] tables"))?;
     let mut names = Vec::new();
-    for provider in &scenario.providers {
+    for (index, provider) in scenario.providers.iter().enumerate() {
         let name = &provider.name;
         check(is_local_part(name.get_ref()), name.span(), || "provider name must be lowercase letters, digits, '-'".into())?;
         check(!names.contains(name.get_ref()), name.span(), || format!("provider '{}' appears twice", name.get_ref()))?;
         names.push(name.get_ref().clone());
         let policy = &provider.policy;
         let known = mail::policy::RetryPolicy::names();
-        check(known.contains(policy.get_ref()), policy.span(), || format!("unknown policy '{}'; expected one of: {}", policy.get_ref(), known.join(", ")))?;
-        check(provider.time_scale > 0.0 && provider.time_scale <= 100.0, policy.span(), || "time_scale must be in (0, 100]".into())?;
+        check(known.contains(policy.get_ref()), policy.span(), || format!("unknown policy '{}'; expected one of: {}", input::clip(policy.get_ref()), known.join(", ")))?;
+        let index = index.to_string();
+        // Below a thousandth a policy's minutes become milliseconds: a retry storm, not a policy.
+        let scale = provider.time_scale;
+        check((0.001..=100.0).contains(&scale), keys.value(&["provider", &index, "time_scale"]), || "time_scale must be between 0.001 and 100".into())?;
+        within(keys, &["provider", &index, "max_connections"], provider.max_connections, 1..=1000, "")?;
     }
-    let messages = &scenario.workload.messages;
-    check(*messages.get_ref() <= MAX_MESSAGES_PER_PROVIDER, messages.span(), || format!("workload.messages must be at most {MAX_MESSAGES_PER_PROVIDER}"))?;
-    let spread = &scenario.workload.spread_s;
-    check(*spread.get_ref() >= 1 && spread.get_ref() <= scenario.horizon_s.get_ref(), spread.span(), || "spread_s must be between 1 and horizon_s".into())?;
-    let per_session = &scenario.workload.messages_per_session;
-    let (low, high) = per_session.get_ref().bounds();
-    check(1 <= low && low <= high && high <= MAX_MESSAGES_PER_SESSION, per_session.span(), || format!("messages_per_session must be a number or a [low, high] range within 1..={MAX_MESSAGES_PER_SESSION}"))?;
     Ok(())
+}
+
+fn validate_workload(scenario: &Scenario, keys: &Keys) -> Result<(), Invalid> {
+    let workload = &scenario.workload;
+    let messages = &workload.messages;
+    check(*messages.get_ref() <= MAX_MESSAGES_PER_PROVIDER, messages.span(), || format!("workload.messages must be at most {MAX_MESSAGES_PER_PROVIDER}"))?;
+    let spread = &workload.spread_s;
+    check(*spread.get_ref() >= 1 && spread.get_ref() <= scenario.horizon_s.get_ref(), spread.span(), || "spread_s must be between 1 and horizon_s".into())?;
+    within(keys, &["workload", "max_rcpts"], workload.max_rcpts, 1..=100, "")?;
+    let per_session = &workload.messages_per_session;
+    let (low, high) = per_session.get_ref().bounds();
+    check(1 <= low && low <= high && high <= MAX_MESSAGES_PER_SESSION, per_session.span(), || format!("messages_per_session must be a number or a [low, high] range within 1..={MAX_MESSAGES_PER_SESSION}"))
+}
+
+fn validate_clients(scenario: &Scenario, keys: &Keys) -> Result<(), Invalid> {
+    let clients = &scenario.clients;
+    let users = scenario.mx.users.get_ref();
+    for user in clients.delete_after_fetch.get_ref() {
+        let span = clients.delete_after_fetch.span();
+        check(users.contains(user), span, || format!("delete_after_fetch names '{}', who is not in mx.users", input::clip(user)))?;
+    }
+    within(keys, &["clients", "pop3_max_sessions"], clients.pop3_max_sessions, 1..=MAX_SESSIONS, " (0 would refuse every client: nothing could drain)")?;
+    let horizon = *scenario.horizon_s.get_ref();
+    let first = clients.first_poll_s.unwrap_or(0);
+    within(keys, &["clients", "first_poll_s"], first, 0..=horizon, " (horizon_s)")?;
+    // The final sweep waits two polls after the chaos, the first poll and the last message's
+    // arrival: both must fit before the horizon, or no run of this scenario could drain.
+    let poll = &clients.poll_interval_s;
+    let latest_start = (*scenario.chaos_s.get_ref()).max(first).max(*scenario.workload.spread_s.get_ref());
+    let room = horizon.saturating_sub(latest_start) / 2;
+    let between = "two polls must fit between max(chaos_s, first_poll_s, spread_s) and horizon_s";
+    check((1..=room).contains(poll.get_ref()), poll.span(), || match room {
+        0 => format!("no poll interval fits: {between}"),
+        _ => format!("poll_interval_s must be between 1 and {room}: {between}"),
+    })
 }
 
 /// The optional fields a fault kind reads; any other one given is a mistake (it would be
@@ -680,13 +799,13 @@ fn validate_fault(scenario: &Scenario, fault: &Fault) -> Result<(), Invalid> {
     let (low, high) = at.get_ref().bounds();
     check(low <= high, at.span(), || "at_s range must be [low, high] with low <= high".into())?;
     let longest = fault.duration_s.as_ref().map(|duration| duration.get_ref().bounds().1).unwrap_or(0);
-    check(high + longest <= *scenario.chaos_s.get_ref(), at.span(), || "this fault must begin and end within chaos_s".into())?;
+    check(high.saturating_add(longest) <= *scenario.chaos_s.get_ref(), at.span(), || "this fault must begin and end within chaos_s".into())?;
     if let Some(duration) = &fault.duration_s {
         let (low, high) = duration.get_ref().bounds();
         check(low <= high, duration.span(), || "duration_s range must be [low, high] with low <= high".into())?;
     }
     let known_host = |host: &Spanned<String>, allowed: &[&str]| {
-        check(allowed.contains(&host.get_ref().as_str()), host.span(), || format!("unknown host '{}' for this fault; expected one of: {}", host.get_ref(), allowed.join(", ")))
+        check(allowed.contains(&host.get_ref().as_str()), host.span(), || format!("unknown host '{}' for this fault; expected one of: {}", input::clip(host.get_ref()), allowed.join(", ")))
     };
     match fault.kind {
         kind if kind.is_storage() => {
@@ -713,7 +832,7 @@ fn validate_fault(scenario: &Scenario, fault: &Fault) -> Result<(), Invalid> {
             let snapshot = fault.snapshot_s.as_ref().ok_or((at.span(), "a rollback needs snapshot_s (when the restored backup was taken)".to_string()))?;
             check(*snapshot.get_ref() < low, snapshot.span(), || "snapshot_s must come before at_s".into())?;
             let restart = fault.restart_after_s.as_ref().ok_or((at.span(), "a rollback needs restart_after_s".to_string()))?;
-            check(high + restart.get_ref() <= *scenario.chaos_s.get_ref(), restart.span(), || "the store must restart within chaos_s".into())?;
+            check(high.saturating_add(*restart.get_ref()) <= *scenario.chaos_s.get_ref(), restart.span(), || "the store must restart within chaos_s".into())?;
         }
         FaultKind::Cut => {
             let pair = fault.hosts.as_ref().ok_or((at.span(), "a cut needs hosts = [\"provider-x\", \"mx\"] or [\"mx\", \"store\"]".to_string()))?;
@@ -722,13 +841,13 @@ fn validate_fault(scenario: &Scenario, fault: &Fault) -> Result<(), Invalid> {
             let lmtp = pair.get_ref() == &["mx".to_string(), "store".to_string()];
             check(smtp || lmtp, pair.span(), || "a cut is between a provider and the MX ([\"provider-x\", \"mx\"]) or the MX and the store ([\"mx\", \"store\"])".into())?;
             let stage = fault.stage.as_ref().ok_or((at.span(), format!("a cut needs stage = one of: {}", CUT_STAGES.join(", "))))?;
-            check(CUT_STAGES.contains(&stage.get_ref().as_str()), stage.span(), || format!("unknown stage '{}'; expected one of: {}", stage.get_ref(), CUT_STAGES.join(", ")))?;
+            check(CUT_STAGES.contains(&stage.get_ref().as_str()), stage.span(), || format!("unknown stage '{}'; expected one of: {}", input::clip(stage.get_ref()), CUT_STAGES.join(", ")))?;
             check(smtp || stage.get_ref() == "data-end", stage.span(), || "between the MX and the store only stage = \"data-end\" is supported".into())?;
             check(fault.duration_s.is_some(), at.span(), || "a cut needs duration_s (how long the link stays frozen)".into())?;
         }
         FaultKind::Outage => {
             let answer = fault.answer.as_ref().ok_or((at.span(), format!("an outage needs answer = one of: {}", OUTAGE_ANSWERS.join(", "))))?;
-            check(OUTAGE_ANSWERS.contains(&answer.get_ref().as_str()), answer.span(), || format!("unknown answer '{}'; expected one of: {}", answer.get_ref(), OUTAGE_ANSWERS.join(", ")))?;
+            check(OUTAGE_ANSWERS.contains(&answer.get_ref().as_str()), answer.span(), || format!("unknown answer '{}'; expected one of: {}", input::clip(answer.get_ref()), OUTAGE_ANSWERS.join(", ")))?;
             check(fault.duration_s.is_some(), at.span(), || "an outage needs duration_s".into())?;
         }
         FaultKind::DnsFailure => {
@@ -746,7 +865,7 @@ fn validate_fault(scenario: &Scenario, fault: &Fault) -> Result<(), Invalid> {
             let pair = fault.hosts.as_ref().ok_or((at.span(), "a partition needs hosts = [\"a\", \"b\"]".to_string()))?;
             check(pair.get_ref().len() == 2 && pair.get_ref()[0] != pair.get_ref()[1], pair.span(), || "hosts must name two different hosts".into())?;
             for host in pair.get_ref() {
-                check(hosts.contains(host), pair.span(), || format!("unknown host '{host}'; expected one of: {}", hosts.join(", ")))?;
+                check(hosts.contains(host), pair.span(), || format!("unknown host '{}'; expected one of: {}", input::clip(host), hosts.join(", ")))?;
             }
             check(fault.duration_s.is_some(), at.span(), || "a partition needs duration_s".into())?;
         }
@@ -755,10 +874,10 @@ fn validate_fault(scenario: &Scenario, fault: &Fault) -> Result<(), Invalid> {
             known_host(host, &["mx", "store"])?;
             if let Some(point) = &fault.point {
                 let points = stack::CRASH_POINTS;
-                check(points.contains(&point.get_ref().as_str()), point.span(), || format!("unknown fail point '{}'; expected one of: {}", point.get_ref(), points.join(", ")))?;
+                check(points.contains(&point.get_ref().as_str()), point.span(), || format!("unknown fail point '{}'; expected one of: {}", input::clip(point.get_ref()), points.join(", ")))?;
             }
             let restart = fault.restart_after_s.as_ref().ok_or((at.span(), "a crash needs restart_after_s".to_string()))?;
-            check(high + restart.get_ref() <= *scenario.chaos_s.get_ref(), restart.span(), || "the host must restart within chaos_s".into())?;
+            check(high.saturating_add(*restart.get_ref()) <= *scenario.chaos_s.get_ref(), restart.span(), || "the host must restart within chaos_s".into())?;
         }
         _ => {}
     }
@@ -766,24 +885,22 @@ fn validate_fault(scenario: &Scenario, fault: &Fault) -> Result<(), Invalid> {
 }
 
 /// The scenario files of a path: the file itself, or the *.toml files of a folder, sorted.
+/// Whether a file is one that can be read is `load`'s to say (with the same words).
 pub fn files_of(path: &Path) -> Result<Vec<PathBuf>, ScenarioError> {
-    let error = |message: String| ScenarioError { file: path.display().to_string(), line: 1, column: 1, message };
-    if path.is_dir() {
-        let entries = std::fs::read_dir(path).map_err(|e| error(format!("cannot read folder: {e}")))?;
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-            .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            return Err(error("no *.toml scenario files in this folder".into()));
-        }
-        Ok(files)
-    } else if path.exists() {
-        Ok(vec![path.to_path_buf()])
-    } else {
-        Err(error("no such file or folder".into()))
+    let error = |message: String| ScenarioError::whole_file(path.display().to_string(), message);
+    if !std::fs::metadata(path).is_ok_and(|metadata| metadata.is_dir()) {
+        return Ok(vec![path.to_path_buf()]);
     }
+    let entries = std::fs::read_dir(path).map_err(|e| error(format!("cannot read folder: {e}")))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(error("no *.toml scenario files in this folder".into()));
+    }
+    Ok(files)
 }
 
 #[cfg(test)]
@@ -880,5 +997,60 @@ poll_interval_s = 60
         assert!(error.starts_with("bad.toml:18:8: unknown host 'dns'"), "{error}");
         let error = error_of(&format!("{MINIMAL}[[fault]]\nkind = \"disk-stall\"\nhost = \"store\"\nat_s = [100, 1190]\nduration_s = 60\n"));
         assert!(error.contains(":19:8: this fault must begin and end within chaos_s"), "{error}");
+    }
+
+    #[test]
+    fn every_shipped_scenario_validates() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
+        let mut count = 0;
+        for suite in std::fs::read_dir(&root).unwrap() {
+            for file in files_of(&suite.unwrap().path()).unwrap() {
+                load(&file).unwrap_or_else(|error| panic!("{error}"));
+                count += 1;
+            }
+        }
+        assert!(count >= 20, "{count}");
+    }
+
+    #[test]
+    fn values_that_could_never_drain_or_would_overflow_are_refused_where_they_stand() {
+        let mx = |line: &str| error_of(&MINIMAL.replace("users = [\"anna\"]", &format!("users = [\"anna\"]\n{line}")));
+        assert!(mx("max_sessions = 0").starts_with("bad.toml:8:16: max_sessions must be between 1 and 10000 (0 would refuse"), "{}", mx("max_sessions = 0"));
+        assert!(mx("queue_workers = 0").starts_with("bad.toml:8:17: queue_workers must be between 1 and 16"));
+        assert!(mx("retry_base_s = 0").contains(":8:16: retry_base_s must be between 1 and"));
+        assert!(mx("retry_max_s = 9223372036854775807").contains(":8:15: retry_max_s must be between 10 and 2400"));
+        let error = error_of(&MINIMAL.replace("users = [\"anna\"]", "users = [\"anna\", \"bob\", \"anna\"]"));
+        assert!(error.starts_with("bad.toml:7:25: user 'anna' appears twice in mx.users"), "{error}");
+        let error = error_of(&MINIMAL.replace("domains = [\"libero.test\"]", "domains = []"));
+        assert!(error.starts_with("bad.toml:6:11: mx.domains must list 1 to 16"), "{error}");
+        let error = error_of(&MINIMAL.replace("poll_interval_s = 60", "poll_interval_s = 2305843009213693952"));
+        assert!(error.starts_with("bad.toml:15:19: poll_interval_s must be between 1 and 1200"), "{error}");
+        let error = error_of(&MINIMAL.replace("spread_s = 600", "spread_s = 3600"));
+        assert!(error.starts_with("bad.toml:15:19: no poll interval fits: two polls must fit between max(chaos_s, first_poll_s, spread_s)"), "{error}");
+        let error = error_of(&MINIMAL.replace("poll_interval_s = 60", "poll_interval_s = 60\nfirst_poll_s = 99999"));
+        assert!(error.starts_with("bad.toml:16:16: first_poll_s must be between 0 and 3600"), "{error}");
+        let error = error_of(&MINIMAL.replace("spread_s = 600", "spread_s = 600\nmax_rcpts = 0"));
+        assert!(error.starts_with("bad.toml:14:13: max_rcpts must be between 1 and 100"), "{error}");
+        let error = error_of(&MINIMAL.replace("policy = \"postfix\"", "policy = \"postfix\"\ntime_scale = 0.0"));
+        assert!(error.starts_with("bad.toml:11:14: time_scale must be between 0.001 and 100"), "{error}");
+        let error = error_of(&format!("{MINIMAL}[network]\nmin_latency_ms = 1\nmax_latency_ms = 9223372036854775807\n"));
+        assert!(error.contains(":18:18: max_latency_ms must be at least min_latency_ms and at most 600000"), "{error}");
+        let crash = format!("{MINIMAL}[[fault]]\nkind = \"crash\"\nhost = \"mx\"\nat_s = 10\nrestart_after_s = 9223372036854775807\n");
+        assert!(error_of(&crash).contains(":20:19: the host must restart within chaos_s"), "{}", error_of(&crash));
+    }
+
+    #[test]
+    fn a_bad_range_or_date_says_what_is_accepted() {
+        let error = error_of(&format!("{MINIMAL}[[fault]]\nkind = \"crash\"\nhost = \"mx\"\nat_s = \"soon\"\nrestart_after_s = 5\n"));
+        assert!(error.contains("expected a non-negative integer or a [low, high] range"), "{error}");
+        let error = error_of(&format!("{MINIMAL}[[fault]]\nkind = \"crash\"\nhost = \"mx\"\nat_s = [1, 2, 3]\nrestart_after_s = 5\n"));
+        assert!(error.contains("a range must be [low, high]: exactly two"), "{error}");
+        let error = error_of(&MINIMAL.replace("horizon_s = 3600", "horizon_s = 2023-01-23"));
+        assert!(error.contains("invalid type: date-time, expected u64"), "{error}");
+        let error = error_of(&MINIMAL.replace("[[provider]]\nname = \"gmail\"\npolicy = \"postfix\"\n", "").replace("[mx]", "provider = []\n[mx]"));
+        assert!(error.starts_with("bad.toml:5:1: a scenario needs 1 to 8 [[provider]] tables"), "{error}");
+        let long = "x".repeat(10 << 20);
+        let error = error_of(&MINIMAL.replace("\"postfix\"", &format!("\"{long}\"")));
+        assert!(error.len() < 400 && error.contains("… (10485760 bytes in all)"), "{}", &error[..400.min(error.len())]);
     }
 }

@@ -303,7 +303,7 @@ impl<'a> World<'a> {
                 // scenario wants them in lockstep.
                 first_poll: match scenario.clients.first_poll_s {
                     Some(first_s) => Duration::from_secs(first_s),
-                    None => Duration::from_millis(1000 + (index as u64 * 997) % (poll_s * 1000)),
+                    None => Duration::from_millis(1000 + (index as u64 * 997) % poll_s.saturating_mul(1000).max(1)),
                 },
                 poll_interval: Duration::from_secs(poll_s),
                 delete_after_fetch: deleting.contains(user),
@@ -489,7 +489,8 @@ impl<'a> World<'a> {
         let horizon_ms = *self.scenario.horizon_s.get_ref() * 1000;
         let tick_ms = *self.scenario.tick_ms.get_ref();
         let chaos_end_ms = *self.scenario.chaos_s.get_ref() * 1000;
-        let sweep_ms = 2 * *self.scenario.clients.poll_interval_s.get_ref() * 1000 + 10_000;
+        // Validation bounds the poll interval by the horizon; saturation keeps an unvalidated one from wrapping.
+        let sweep_ms = self.scenario.clients.poll_interval_s.get_ref().saturating_mul(2000).saturating_add(10_000);
         let mut drain = Drain::new(self.plan.workload.iter().map(Vec::len).sum());
         let mut scanned = 0usize;
         let mut drained_at_ms = None;
@@ -522,7 +523,7 @@ impl<'a> World<'a> {
             scanned = self.react(scanned, &mut drain);
             if drained_at_ms.is_none() && self.now_ms.get() >= chaos_end_ms && self.schedule.is_empty() && drain.is_drained() {
                 drained_at_ms = Some(self.now_ms.get());
-                end_ms = (self.now_ms.get() + sweep_ms).min(horizon_ms);
+                end_ms = self.now_ms.get().saturating_add(sweep_ms).min(horizon_ms);
                 self.world_journal.record(Event::Phase { name: "final-sweep".into() });
             }
             // The final sweep lasts at least two polls, and until every client has caught up.

@@ -87,8 +87,9 @@ fn plan_faults(scenario: &Scenario, seed: Seed) -> Vec<PlannedFault> {
             PlannedFault {
                 kind: fault.kind,
                 hosts,
-                start_ms: start_s * 1000,
-                end_ms: (start_s + length_s) * 1000,
+                // Validation keeps every fault within chaos_s; saturation keeps an unvalidated one from wrapping.
+                start_ms: start_s.saturating_mul(1000),
+                end_ms: start_s.saturating_add(length_s).saturating_mul(1000),
                 path_prefix: fault.path_prefix.as_ref().map(|prefix| prefix.get_ref().clone()).unwrap_or_default(),
                 ops: fault.ops.as_ref().map(|ops| ops.get_ref().clone()).unwrap_or_default(),
                 point: fault.point.as_ref().map(|point| point.get_ref().clone()),
@@ -109,6 +110,8 @@ fn plan_workload(scenario: &Scenario, seed: Seed) -> Vec<Vec<PlannedMessage>> {
     let workload = &scenario.workload;
     let users = scenario.mx.users.get_ref();
     let local_domain = scenario.mx.domains.first().cloned().unwrap_or_else(|| "localhost".into());
+    // Recipients are distinct mailboxes: asking for more than there are would never end.
+    let distinct_users = users.iter().collect::<std::collections::BTreeSet<_>>().len();
     scenario
         .providers
         .iter()
@@ -127,7 +130,7 @@ fn plan_workload(scenario: &Scenario, seed: Seed) -> Vec<Vec<PlannedMessage>> {
                     let from = if list_mail { format!("owner-list+{number}@{domain}") } else { author.clone() };
                     let list = format!("list@{domain}");
                     let owner = format!("owner-list@{domain}");
-                    let wanted = rng.random_range(1..=workload.max_rcpts.max(1)).min(users.len());
+                    let wanted = rng.random_range(1..=workload.max_rcpts.max(1)).min(distinct_users);
                     let mut rcpts: Vec<String> = Vec::new();
                     while rcpts.len() < wanted {
                         let user = &users[rng.random_range(0..users.len())];
@@ -216,4 +219,20 @@ fn group_into_sessions(mut messages: Vec<PlannedMessage>, sizes: (u64, u64), see
         start += members.len();
     }
     messages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_are_drawn_from_the_distinct_mailboxes_even_of_an_unvalidated_scenario() {
+        let text = include_str!("../../../../scenarios/fast/baseline.toml");
+        let mut scenario = crate::scenario::parse("baseline.toml", text).unwrap();
+        // Validation refuses this; the planner must still end if handed it.
+        *scenario.mx.users.get_mut() = vec!["anna".into(), "anna".into(), "anna".into()];
+        let plan = make(&scenario, Seed(1));
+        let rcpts: Vec<&Vec<String>> = plan.workload.iter().flatten().map(|message| &message.rcpts).collect();
+        assert!(!rcpts.is_empty() && rcpts.iter().all(|rcpts| rcpts.iter().filter(|rcpt| rcpt.starts_with("anna@")).count() == 1));
+    }
 }
