@@ -290,11 +290,13 @@ pub struct Workload {
     pub list_mail_every: u32,
     /// Every n-th message of a provider is also for postmaster, alternately `<postmaster>` and
     /// `postmaster@` the MX's first domain: an MX must accept both (RFC 5321 §4.5.1). 0 = never.
+    /// Unit: messages. Range: 0 or more. Default: `0`.
     #[serde(default)]
     pub postmaster_every: u32,
     /// Every n-th message of a provider carries a parameter the MX must refuse, alternately on
     /// its first RCPT (`SIZE=+5`: SIZE belongs to MAIL, and has no sign) and on MAIL
     /// (`SIZE=+<size>`): invalid input real clients send. 0 = never.
+    /// Unit: messages. Range: 0 or more. Default: `0`.
     #[serde(default)]
     pub invalid_param_every: u32,
 }
