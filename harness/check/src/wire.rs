@@ -8,9 +8,11 @@
 //! has answered the data phase, so reading on (or reading the client's close) while replies are
 //! still owed means they will never come.
 
-use super::facts::At;
 use history::{Event, Record};
 use std::collections::{BTreeMap, VecDeque};
+
+/// A record index in the history (as `facts::At`; not imported, so this module stands alone).
+pub type At = usize;
 
 /// A reply to an end of data ("." after DATA, or BDAT … LAST).
 pub struct DataReply {

@@ -4,7 +4,8 @@
 use check::{self, Violation};
 use crate::report;
 use crate::source::{self, Source};
-use sim::scenario::{Loaded, ScenarioError};
+use sim::scenario::Loaded;
+pub use crate::bad_input::BadInput;
 use sim::seed::Seed;
 use stack::{Defect, Defects};
 use devices::profile::Profile;
@@ -190,15 +191,6 @@ pub enum Command {
         #[command(flatten)]
         runs: Runs,
     },
-}
-
-/// A bad input: printed as `mailchaos: <message>` with exit code 2.
-pub struct BadInput(pub String);
-
-impl From<ScenarioError> for BadInput {
-    fn from(error: ScenarioError) -> Self {
-        BadInput(error.to_string())
-    }
 }
 
 /// The command line with the exit codes appended to every help text.

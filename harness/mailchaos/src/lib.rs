@@ -7,6 +7,7 @@
 //! `history` ← `mail` ← `disk` ← `stack`, `devices`; `check` (history and mail only);
 //! `sim` (scenario, world, explore) over all of them.
 
+pub mod bad_input;
 pub mod cli;
 pub mod live;
 pub mod report;

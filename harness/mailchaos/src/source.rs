@@ -6,7 +6,7 @@
 //! place of a path; and every run names a short content hash of the scenario text and of the
 //! profile text, which `--expect-hash` checks before a replay.
 
-use crate::cli::BadInput;
+use crate::bad_input::BadInput;
 use devices::profile::{self, Profile};
 use sim::scenario::{self, Loaded};
 use std::path::{Path, PathBuf};
