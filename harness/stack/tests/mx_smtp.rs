@@ -4,7 +4,7 @@
 use disk::{Device, Disk, DiskError, OpKind};
 use history::{History, Journal};
 use stack::mx::{MxConfig, OperatorMode};
-use stack::net::{BoxStream, Listener, Net, NetFuture};
+use stack::net::{Accepted, BoxStream, Listener, Net, NetFuture};
 use stack::queue::{QueuedMessage, RunnerConfig, QUEUE_DIR};
 use stack::{Defect, Defects, Env};
 use std::cell::{Cell, RefCell};
@@ -67,10 +67,10 @@ struct PipeNet(RefCell<Option<mpsc::UnboundedReceiver<DuplexStream>>>);
 struct PipeListener(tokio::sync::Mutex<mpsc::UnboundedReceiver<DuplexStream>>);
 
 impl Listener for PipeListener {
-    fn accept(&self) -> NetFuture<'_, (BoxStream, String)> {
+    fn accept(&self) -> NetFuture<'_, Accepted> {
         Box::pin(async move {
             match self.0.lock().await.recv().await {
-                Some(stream) => Ok((Box::new(stream) as BoxStream, PEER.to_string())),
+                Some(stream) => Ok(Accepted { stream: Box::new(stream), peer: PEER.to_string(), conn: "pipe".into() }),
                 None => std::future::pending().await,
             }
         })
