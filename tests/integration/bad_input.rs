@@ -29,6 +29,14 @@ fn baseline_with(dir: &Path, name: &str, from: &str, to: &str) -> PathBuf {
     path
 }
 
+/// The 1-based line of a file on which `needle` first stands (so expected locations follow the
+/// shipped baseline as it changes).
+fn line_of(path: &Path, needle: &str) -> usize {
+    let written = std::fs::read_to_string(path).unwrap();
+    let offset = written.find(needle).unwrap_or_else(|| panic!("{needle} not in {}", path.display()));
+    written[..offset].matches('\n').count() + 1
+}
+
 fn text(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -84,14 +92,16 @@ fn numbers_near_the_integer_limits_are_bad_input_not_panics() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let poll = baseline_with(d, "poll.toml", "poll_interval_s = 120", "poll_interval_s = 2305843009213693952");
-    assert_bad(&["run", text(&poll), "--seed", "1"], "poll.toml:40:19: poll_interval_s must be between 1 and 3150");
+    let line = line_of(&poll, "poll_interval_s = 2305843009213693952");
+    assert_bad(&["run", text(&poll), "--seed", "1"], &format!("poll.toml:{line}:19: poll_interval_s must be between 1 and 3150"));
     let retry = baseline_with(d, "retry.toml", USERS, &format!("{USERS}\nretry_base_s = 9223372036854775807"));
     assert_bad(&["run", text(&retry), "--seed", "1"], "retry.toml:14:16: retry_base_s must be between 1 and 2592000");
     let retry = baseline_with(d, "retry-max.toml", USERS, &format!("{USERS}\nretry_max_s = 9223372036854775807"));
     assert_bad(&["run", text(&retry), "--seed", "1"], "retry-max.toml:14:15: retry_max_s must be between 10 and 6300");
     let crash = format!("{BASELINE}\n[[fault]]\nkind = \"crash\"\nhost = \"mx\"\nat_s = 10\nrestart_after_s = 9223372036854775807\n");
     std::fs::write(d.join("crash.toml"), crash).unwrap();
-    assert_bad(&["run", text(&d.join("crash.toml")), "--seed", "1"], "crash.toml:49:19: the host must restart within chaos_s");
+    let line = line_of(&d.join("crash.toml"), "restart_after_s = 9223372036854775807");
+    assert_bad(&["run", text(&d.join("crash.toml")), "--seed", "1"], &format!("crash.toml:{line}:19: the host must restart within chaos_s"));
     std::fs::write(d.join("failover.toml"), "name = \"flaky\"\n[failover]\nevery_s = 9223372036854775807\n").unwrap();
     assert_bad(&["run", "scenarios/fast/baseline.toml", "--profile", text(&d.join("failover.toml"))], "failover.toml:3:11: every_s must be at most 2592000");
 }
@@ -101,23 +111,27 @@ fn values_no_run_could_mean_are_refused_with_their_location() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cases = [
-        ("domains = [\"libero.test\"]", "domains = []", "12:11: mx.domains must list 1 to 16"),
-        ("max_rcpts = 3", "max_rcpts = 0", "32:13: max_rcpts must be between 1 and 100"),
-        (USERS, &format!("{USERS}\nqueue_workers = 0") as &str, "14:17: queue_workers must be between 1 and 16"),
-        (USERS, &format!("{USERS}\nmax_sessions = 0"), "14:16: max_sessions must be between 1 and 10000 (0 would refuse every sender"),
-        (USERS, &format!("{USERS}\nretry_base_s = 0"), "14:16: retry_base_s must be between 1 and"),
-        ("time_scale = 0.02\n\n[[provider]]\nname = \"outlook\"", "time_scale = 0.02\nmax_connections = 0\n\n[[provider]]\nname = \"outlook\"", "19:19: max_connections must be between 1 and 1000"),
-        ("mark_read = true", "mark_read = true\npop3_max_sessions = 0", "44:21: pop3_max_sessions must be between 1 and 10000"),
-        ("mark_read = true", "mark_read = true\nfirst_poll_s = 7201", "44:16: first_poll_s must be between 0 and 7200"),
-        ("max_latency_ms = 40", "max_latency_ms = 9223372036854775807", "9:18: max_latency_ms must be at least min_latency_ms and at most 600000"),
+        ("domains = [\"libero.test\"]", "domains = []", "11: mx.domains must list 1 to 16"),
+        ("max_rcpts = 3", "max_rcpts = 0", "13: max_rcpts must be between 1 and 100"),
+        (USERS, &format!("{USERS}\nqueue_workers = 0") as &str, "17: queue_workers must be between 1 and 16"),
+        (USERS, &format!("{USERS}\nmax_sessions = 0"), "16: max_sessions must be between 1 and 10000 (0 would refuse every sender"),
+        (USERS, &format!("{USERS}\nretry_base_s = 0"), "16: retry_base_s must be between 1 and"),
+        ("time_scale = 0.02\n\n[[provider]]\nname = \"outlook\"", "time_scale = 0.02\nmax_connections = 0\n\n[[provider]]\nname = \"outlook\"", "19: max_connections must be between 1 and 1000"),
+        ("mark_read = true", "mark_read = true\npop3_max_sessions = 0", "21: pop3_max_sessions must be between 1 and 10000"),
+        ("mark_read = true", "mark_read = true\nfirst_poll_s = 7201", "16: first_poll_s must be between 0 and 7200"),
+        ("max_latency_ms = 40", "max_latency_ms = 9223372036854775807", "18: max_latency_ms must be at least min_latency_ms and at most 600000"),
     ];
     for (index, (from, to, expected)) in cases.iter().enumerate() {
         let path = baseline_with(d, &format!("case{index}.toml"), from, to);
-        assert_bad(&["run", text(&path), "--seed", "1"], &format!("case{index}.toml:{expected}"));
+        // The line is where the edit stands in the written file (column and message are given).
+        let added = to.lines().find(|line| !from.lines().any(|old| old == *line)).unwrap();
+        let line = line_of(&path, added);
+        assert_bad(&["run", text(&path), "--seed", "1"], &format!("case{index}.toml:{line}:{expected}"));
     }
     let failover = format!("{BASELINE}\n[[fault]]\nkind = \"failover\"\nhost = \"store\"\nat_s = 10\nrestart_after_s = 30\n");
     std::fs::write(d.join("failover.toml"), failover).unwrap();
-    assert_bad(&["run", text(&d.join("failover.toml")), "--seed", "1"], "failover.toml:49:19: kind = \"failover\" takes no restart_after_s");
+    let line = line_of(&d.join("failover.toml"), "restart_after_s = 30");
+    assert_bad(&["run", text(&d.join("failover.toml")), "--seed", "1"], &format!("failover.toml:{line}:19: kind = \"failover\" takes no restart_after_s"));
     std::fs::write(d.join("nameless.toml"), "name = \"\"\n").unwrap();
     assert_bad(&["run", "--profile", text(&d.join("nameless.toml"))], "nameless.toml:1:8: name must be 1 to 64");
     let strict = include_str!("../../fixtures/profiles/posix-strict.toml");

@@ -181,6 +181,7 @@ impl SimDisk {
         let choice = frontier.sample(&mut *self.rng.borrow_mut());
         let image = frontier.materialize(&choice);
         self.report_dropped(&frontier, &choice.survivors);
+        self.report_torn_promise(&frontier, choice.torn);
         let image = self.lose_dirents(image);
         self.reset_to(image);
     }
@@ -242,6 +243,13 @@ impl SimDisk {
                 self.journal.record(Event::DiskDropped { op: op.body.kind_name().into(), path: op.body.path().to_string() });
             }
         }
+    }
+
+    /// A crash that tears a write a sync had acknowledged (a lying or write-back device keeps it
+    /// in its log, so it can be torn) broke a promise too: recorded like a dropped operation.
+    fn report_torn_promise(&self, frontier: &Frontier, torn: Option<usize>) {
+        let Some(op) = torn.and_then(|index| frontier.log.get(index)).filter(|op| op.promised) else { return };
+        self.journal.record(Event::DiskDropped { op: "torn-write".into(), path: op.body.path().to_string() });
     }
 
     /// An armed dirent-loss fault takes one durable entry under its prefix away at this crash.

@@ -106,7 +106,9 @@ pub fn sources_of(path: &Path) -> Result<Vec<Source>, BadInput> {
     if text.starts_with(EMBEDDED) {
         return embedded(&text);
     }
-    if !path.exists() {
+    // Nothing at all under that name (a symlink, even a looping one, is something: the reader
+    // names what is wrong with it).
+    if std::fs::symlink_metadata(path).is_err() {
         return Err(missing(&text));
     }
     scenario::files_of(path)?.iter().map(|file| file_source(file)).collect()
