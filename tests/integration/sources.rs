@@ -75,7 +75,10 @@ fn repro_refuses_a_scenario_or_profile_edited_since_the_run() {
     let scenario = dir.path().join("baseline.toml");
     std::fs::write(&scenario, baseline_text()).unwrap();
     let profile = dir.path().join("vendor.toml");
-    std::fs::write(&profile, std::fs::read_to_string(format!("{ROOT}/fixtures/profiles/linux-xfs.toml")).unwrap()).unwrap();
+    // A vendor's own device under its own name (a shipped name is only for the shipped text).
+    let xfs = std::fs::read_to_string(format!("{ROOT}/fixtures/profiles/linux-xfs.toml")).unwrap();
+    assert!(xfs.contains("name = \"linux-xfs\""));
+    std::fs::write(&profile, xfs.replacen("name = \"linux-xfs\"", "name = \"vendor-xfs\"", 1)).unwrap();
     let args = ["run", scenario.to_str().unwrap(), "--seed", "5", "--defect", "write-into-new", "--profile", profile.to_str().unwrap()];
     let output = mailchaos(&args);
     assert_eq!(output.status.code(), Some(1), "{}{}", stdout(&output), stderr(&output));
