@@ -126,7 +126,16 @@ pub fn shrink(request: &Request) -> Result<Shrunk, ShrinkError> {
     let before = (fault_count(&doc), message_count(&doc));
     let (steps, stop) = search(&mut doc, &mut oracle);
     normalise(&mut doc);
+    // The original's description tells of faults the result may no longer have.
+    doc["description"] = toml_edit::value(describe(request, invariant));
     Ok(Shrunk { text: doc.to_string(), invariant, faults: (before.0, fault_count(&doc)), messages: (before.1, message_count(&doc)), runs: oracle.runs, steps, stop })
+}
+
+/// The shrunk scenario's description: the invariant and the planted bugs that made it fail.
+fn describe(request: &Request, invariant: &str) -> String {
+    let defects: Vec<&str> = request.defects.iter().map(|defect| defect.name()).collect();
+    let under = if defects.is_empty() { "the clean stack".to_string() } else { defects.join(", ") };
+    format!("shrunk from {}: {invariant} fails under {under} (seed {})", request.name, request.seed)
 }
 
 /// Passes over the candidates until a pass keeps nothing or a budget runs out. Within a pass a
@@ -384,11 +393,11 @@ fn message_count(doc: &DocumentMut) -> u64 {
 }
 
 /// Smaller values to try for an integer above `floor`: the floor first (the biggest cut),
-/// then halfway down. Two tries per knob and pass keep a pass affordable; a kept halving is
-/// halved again in the next pass.
+/// then halfway and a quarter of the way down. Three tries per knob and pass keep a pass
+/// affordable; a kept cut is cut again in the next pass, so values fall geometrically.
 fn smaller(value: i64, floor: i64) -> Vec<i64> {
     let mut values = Vec::new();
-    for candidate in [floor, floor + (value - floor) / 2] {
+    for candidate in [floor, floor + (value - floor) / 2, value - (value - floor) / 4] {
         if candidate < value && candidate >= floor && !values.contains(&candidate) {
             values.push(candidate);
         }
@@ -570,12 +579,16 @@ impl Shrunk {
             format!("# invariant: {}", self.invariant),
             format!("# seed: {}", header.seed),
             format!("# defects: {defects}"),
+        ];
+        // What each planted bug is, so a reader of the regressions suite knows what it caught.
+        lines.extend(header.defects.iter().map(|defect| format!("# bug: {}: {}", defect.name(), defect.description())));
+        lines.extend([
             format!("# profile: {}", header.profile.unwrap_or("(the scenario's own)")),
             format!("# reduction: faults {} -> {}, messages {} -> {} (all providers), {} runs, stopped at {}", self.faults.0, self.faults.1, self.messages.0, self.messages.1, self.runs, self.stop),
             format!("# repro: {}", header.repro),
-        ];
-        lines.push(String::new());
-        lines.push(String::new());
+            String::new(),
+            String::new(),
+        ]);
         lines.join("\n") + &self.text
     }
 }
