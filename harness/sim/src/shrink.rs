@@ -592,3 +592,93 @@ impl Shrunk {
         lines.join("\n") + &self.text
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: &str = r#"# a comment about the original
+description = "two faults"
+tick_ms = 1000
+horizon_s = 3600
+chaos_s = 600
+
+[mx]
+domains = ["libero.test"]
+users = ["anna", "bruno", "carla"]
+
+[[provider]]
+name = "gmail"
+policy = "postfix"
+
+[workload]
+messages = 10
+spread_s = 300
+
+[clients]
+poll_interval_s = 120
+delete_after_fetch = ["bruno"]
+
+# the first fault
+[[fault]]
+kind = "crash"
+host = "store"
+at_s = [100, 200]
+restart_after_s = 30
+
+[[fault]]
+kind = "disk-stall"
+host = "store"
+at_s = 50
+duration_s = 100
+"#;
+
+    fn doc() -> DocumentMut {
+        SMALL.parse().unwrap()
+    }
+
+    fn labelled<'c>(candidates: &'c [Candidate], label: &str) -> &'c Candidate {
+        candidates.iter().find(|candidate| candidate.label == label).unwrap_or_else(|| panic!("no candidate {label}: {:?}", candidates.iter().map(|c| &c.label).collect::<Vec<_>>()))
+    }
+
+    #[test]
+    fn smaller_values_go_down_from_the_floor_up_and_never_repeat() {
+        assert_eq!(smaller(100, 0), vec![0, 50, 75]);
+        assert_eq!(smaller(2, 1), vec![1]);
+        assert!(smaller(1, 1).is_empty());
+        assert!(smaller(5, 9).is_empty());
+    }
+
+    #[test]
+    fn removing_a_mailbox_removes_it_from_delete_after_fetch_and_stays_a_valid_scenario() {
+        let next = labelled(&candidates(&doc()), "remove mailbox bruno").apply(&doc()).unwrap();
+        let scenario = scenario::parse("small.toml", &next.to_string()).unwrap();
+        assert_eq!(scenario.mx.users.get_ref(), &vec!["anna".to_string(), "carla".to_string()]);
+        assert!(scenario.clients.delete_after_fetch.get_ref().is_empty(), "{next}");
+    }
+
+    #[test]
+    fn a_range_is_first_narrowed_to_its_low_end_and_faults_come_off_all_at_once_first() {
+        let all = candidates(&doc());
+        assert_eq!(all[0].label, "remove all 2 faults");
+        let next = labelled(&all, "fault 1 at_s = 100 (was [100, 200])").apply(&doc()).unwrap();
+        assert_eq!(draw_at(&next, &[Key("fault"), Index(0), Key("at_s")]), Some((100, None)));
+        assert_eq!(fault_count(&labelled(&all, "remove fault 2 (disk-stall)").apply(&doc()).unwrap()), 1);
+    }
+
+    #[test]
+    fn the_order_of_candidates_is_a_function_of_the_document_alone() {
+        let labels = |doc: &DocumentMut| candidates(doc).into_iter().map(|candidate| candidate.label).collect::<Vec<_>>();
+        assert_eq!(labels(&doc()), labels(&doc()));
+    }
+
+    #[test]
+    fn normalising_drops_the_originals_comments_and_keeps_a_valid_scenario() {
+        let mut doc = doc();
+        normalise(&mut doc);
+        let text = doc.to_string();
+        assert!(!text.contains('#'), "{text}");
+        scenario::parse("small.toml", &text).unwrap();
+        assert_eq!(message_count(&doc), 10);
+    }
+}
