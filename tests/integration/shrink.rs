@@ -62,6 +62,11 @@ fn every_shrunk_regression_fails_under_its_defect_with_its_invariant_and_passes_
         let failing = judge_with(&loaded, header.seed, &Defects::of(&header.defects), &options);
         let violated: BTreeSet<&str> = failing.violations.iter().map(|violation| violation.invariant).collect();
         assert!(violated.contains(header.invariant.as_str()), "{}: under {:?} seed {} expected {} among {violated:?}", file.display(), header.defects, header.seed, header.invariant);
+        // Without a defect the failure is the profile's (a dishonest device): the clean stack is
+        // then judged by regressions.rs on the default profile only.
+        if header.defects.is_empty() {
+            continue;
+        }
         let clean = judge_with(&loaded, header.seed, &Defects::none(), &options);
         assert!(clean.violations.is_empty(), "{}: the clean stack fails it: {:?}", file.display(), &clean.violations[..clean.violations.len().min(3)]);
         defects_seen.extend(header.defects.iter().map(|defect| defect.name()));

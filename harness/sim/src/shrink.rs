@@ -85,6 +85,9 @@ pub struct Shrunk {
     /// The edits kept, in order.
     pub steps: Vec<String>,
     pub stop: Stop,
+    /// Whether every kept candidate also passed on the clean stack (not when there are no
+    /// defects, or when the original failed on the clean stack too).
+    pub clean_checked: bool,
 }
 
 #[derive(Debug)]
@@ -128,7 +131,7 @@ pub fn shrink(request: &Request) -> Result<Shrunk, ShrinkError> {
     normalise(&mut doc);
     // The original's description tells of faults the result may no longer have.
     doc["description"] = toml_edit::value(describe(request, invariant));
-    Ok(Shrunk { text: doc.to_string(), invariant, faults: (before.0, fault_count(&doc)), messages: (before.1, message_count(&doc)), runs: oracle.runs, steps, stop })
+    Ok(Shrunk { text: doc.to_string(), invariant, faults: (before.0, fault_count(&doc)), messages: (before.1, message_count(&doc)), runs: oracle.runs, steps, stop, clean_checked: oracle.clean_rule != CleanRule::Unchecked })
 }
 
 /// The shrunk scenario's description: the invariant and the planted bugs that made it fail.
@@ -151,6 +154,7 @@ fn search(doc: &mut DocumentMut, oracle: &mut Oracle) -> (Vec<String>, Stop) {
             let candidates = candidates(doc);
             let Some(candidate) = candidates.get(position) else { break };
             considered += 1;
+            // Counted with the run budget: a count as well, so the same everywhere.
             if considered > MAX_CANDIDATES {
                 return (steps, Stop::RunBudget);
             }
@@ -569,13 +573,22 @@ pub struct Header<'a> {
 }
 
 impl Shrunk {
+    /// What the header may claim of the clean stack: only what the search checked.
+    fn clean_note(&self, defects: &Defects) -> &'static str {
+        match (defects.is_empty(), self.clean_checked) {
+            (true, _) => "with no planted defect (under the profile below).",
+            (false, true) => "under the defects below; the clean stack passes it.",
+            (false, false) => "under the defects below (the original failed on the clean stack too).",
+        }
+    }
+
     /// The file to write: the header comment, then the scenario.
     pub fn file_text(&self, header: &Header) -> String {
         let defects: Vec<&str> = header.defects.iter().map(|defect| defect.name()).collect();
         let defects = if defects.is_empty() { "none".to_string() } else { defects.join(" ") };
         let mut lines = vec![
             format!("# Shrunk by `mailchaos shrink` from {}: the smallest scenario this search found", header.origin),
-            format!("# in which {} still fails under the defects below; the clean stack passes it.", self.invariant),
+            format!("# in which {} still fails {}", self.invariant, self.clean_note(header.defects)),
             format!("# invariant: {}", self.invariant),
             format!("# seed: {}", header.seed),
             format!("# defects: {defects}"),
