@@ -58,6 +58,7 @@ fn every_shrunk_regression_fails_under_its_defect_with_its_invariant_and_passes_
         let text = std::fs::read_to_string(&file).unwrap();
         let Some(header) = header(&file, &text) else { continue };
         let loaded = Loaded { path: file.clone(), scenario: scenario::parse(&file.display().to_string(), &text).unwrap_or_else(|error| panic!("{error}")) };
+        check_reduction(&file, &text, &loaded.scenario);
         let options = options(header.profile.as_deref());
         let failing = judge_with(&loaded, header.seed, &Defects::of(&header.defects), &options);
         let violated: BTreeSet<&str> = failing.violations.iter().map(|violation| violation.invariant).collect();
@@ -73,6 +74,16 @@ fn every_shrunk_regression_fails_under_its_defect_with_its_invariant_and_passes_
     }
     // The corpus is issue #9's: at least five planted defects, each with a shrunk scenario.
     assert!(defects_seen.len() >= 5, "shrunk regressions cover only {defects_seen:?}");
+}
+
+/// The header's `reduction:` line says the file never grew, and says true of the file.
+fn check_reduction(file: &Path, text: &str, scenario: &scenario::Scenario) {
+    let line = field(text, "reduction").unwrap_or_else(|| panic!("{}: no `# reduction:` line", file.display()));
+    let numbers: Vec<u64> = line.split([' ', ',']).filter_map(|word| word.parse().ok()).collect();
+    let [faults_before, faults_after, messages_before, messages_after, ..] = numbers[..] else { panic!("{}: {line}", file.display()) };
+    assert!(faults_after <= faults_before && messages_after <= messages_before, "{}: grew: {line}", file.display());
+    let messages = u64::from(*scenario.workload.messages.get_ref()) * scenario.providers.len() as u64;
+    assert_eq!((scenario.faults.len() as u64, messages), (faults_after, messages_after), "{}: the header's reduction is not the file's", file.display());
 }
 
 fn run(args: &[&str]) -> Ran {

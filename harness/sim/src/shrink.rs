@@ -655,6 +655,33 @@ duration_s = 100
     }
 
     #[test]
+    fn the_wall_limit_stops_the_search_and_the_file_says_so() {
+        let text = include_str!("../../../scenarios/fast/store-crash.toml");
+        let defects = Defects::of(&[stack::Defect::parse("reuse-uid-after-restart").unwrap()]);
+        let options = RunOptions::default();
+        let request = Request { name: "store-crash.toml", text, seed: Seed(1), defects: &defects, options: &options, invariant: None, max_runs: 100, wall_limit: Duration::ZERO };
+        let shrunk = shrink(&request).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(shrunk.stop, Stop::WallLimit);
+        assert!(shrunk.steps.is_empty(), "{:?}", shrunk.steps);
+        assert_eq!(shrunk.runs, 2, "the original under the defect, then clean");
+        let header = Header { origin: "store-crash.toml", seed: Seed(1), defects: &defects, profile: None, repro: "-" };
+        assert!(shrunk.file_text(&header).contains("stopped at wall limit (result depends on machine speed)"));
+        scenario::parse("out.toml", &shrunk.text).unwrap();
+    }
+
+    #[test]
+    fn a_passing_run_or_an_invariant_it_keeps_is_refused() {
+        let text = include_str!("../../../scenarios/fast/store-crash.toml");
+        let options = RunOptions::default();
+        let clean = Defects::none();
+        let request = Request { name: "store-crash.toml", text, seed: Seed(1), defects: &clean, options: &options, invariant: None, max_runs: 100, wall_limit: DEFAULT_WALL_LIMIT };
+        assert!(matches!(shrink(&request), Err(ShrinkError::Passes)));
+        let defects = Defects::of(&[stack::Defect::parse("reuse-uid-after-restart").unwrap()]);
+        let request = Request { defects: &defects, invariant: Some("A1"), ..request };
+        assert!(matches!(shrink(&request), Err(ShrinkError::NotViolated { .. })));
+    }
+
+    #[test]
     fn smaller_values_go_down_from_the_floor_up_and_never_repeat() {
         assert_eq!(smaller(100, 0), vec![0, 50, 75]);
         assert_eq!(smaller(2, 1), vec![1]);
