@@ -1,5 +1,7 @@
-//! `scenarios/regressions/`: each scenario once showed a false alarm, a wrong blame or a
-//! modelling fault of the harness; the clean stack must pass every one of them.
+//! `scenarios/regressions/`: each hand-written scenario once showed a false alarm, a wrong
+//! blame or a modelling fault of the harness, and each shrunk one (`shrunk-*.toml`, see
+//! `shrink.rs`) is the smallest run a planted defect failed; the clean stack must pass every
+//! one of them.
 
 use mailchaos::cli::judge;
 use sim::scenario;

@@ -141,6 +141,14 @@ pub enum Command {
         #[arg(long = "defect")]
         defects: Vec<String>,
     },
+    /// Make a failing run small: remove faults, narrow their windows and move them earlier, lower
+    /// the message, provider and mailbox counts, shorten the chaos phase and the horizon, drop
+    /// optional workload knobs, keeping each change only while the same invariant still fails
+    /// (and the clean stack still passes). Writes an ordinary scenario file whose header names
+    /// the invariant, seed and defects, and prints its repro line. Deterministic: the same
+    /// input gives the same file, unless the wall limit (30 s, a safety net) cuts it short,
+    /// which it says.
+    Shrink(ShrinkArgs),
     /// List the planted defects, one per line, name first.
     ListDefects,
     /// List the shipped sender retry policies, one per line, name first.
@@ -193,6 +201,31 @@ pub enum Command {
     },
 }
 
+#[derive(clap::Args, Debug)]
+pub struct ShrinkArgs {
+    /// The scenario file (or embedded:<suite>/<name>) of the failing run, as its repro line names it.
+    pub scenario: PathBuf,
+    /// The failing run's seed (decimal or 0x-hex).
+    #[arg(long)]
+    pub seed: String,
+    /// A planted defect of the failing run; repeatable.
+    #[arg(long = "defect")]
+    pub defects: Vec<String>,
+    /// The persistence profile of the failing run: a shipped name or a profile file.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// The invariant that must keep failing (default: the first one the run violates).
+    #[arg(long)]
+    pub invariant: Option<String>,
+    /// Where to write the shrunk scenario.
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+    /// Candidate runs at most (1 to 100000): the budget that ends a long search, the same on
+    /// every machine.
+    #[arg(long, default_value_t = sim::shrink::DEFAULT_MAX_RUNS)]
+    pub max_runs: usize,
+}
+
 /// The command line with the exit codes appended to every help text.
 pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command().after_help(EXIT_CODES).mut_subcommands(|sub| sub.after_help(EXIT_CODES))
@@ -239,6 +272,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
             let runs = Runs { seed, seeds, defects, profile: None, expect_hash: None };
             vendor_compare(&paths, &baseline, &candidate, &runs)
         }
+        Command::Shrink(args) => shrink(&args),
         Command::ListDefects => {
             for defect in Defect::ALL {
                 say!("{} {}", defect.name(), defect.description());
@@ -762,4 +796,98 @@ fn verify_store(dir: &Path, ledger: &Path) -> Result<bool, BadInput> {
     }
     say!("{}", verdict.summary());
     Ok(verdict.is_ok())
+}
+
+/// `mailchaos shrink`: the failing run's scenario made small, written to `-o`, replayed once
+/// from the written file to prove it still fails.
+fn shrink(args: &ShrinkArgs) -> Result<bool, BadInput> {
+    let (origin, text) = shrink_input(args)?;
+    let seed = Seed::parse(&args.seed).map_err(BadInput)?;
+    let defects = parse_defects(&args.defects)?;
+    let runs = Runs { seed: Some(args.seed.clone()), seeds: None, defects: args.defects.clone(), profile: args.profile.clone(), expect_hash: None };
+    let setup = Setup::of(&runs)?;
+    check_output(&args.output)?;
+    if !(1..=100_000).contains(&args.max_runs) {
+        return Err(BadInput(format!("--max-runs must be between 1 and 100000, got {}", args.max_runs)));
+    }
+    let request = sim::shrink::Request {
+        name: &origin,
+        text: &text,
+        seed,
+        defects: &defects,
+        options: &setup.options,
+        invariant: args.invariant.as_deref(),
+        max_runs: args.max_runs,
+        wall_limit: sim::shrink::DEFAULT_WALL_LIMIT,
+    };
+    // Wall time is measured for the report only; the shrinker's own limit is its safety net.
+    let started = std::time::Instant::now();
+    let shrunk = sim::shrink::shrink(&request).map_err(|error| match error {
+        sim::shrink::ShrinkError::Scenario(error) => BadInput(error.to_string()),
+        other => BadInput(format!("{origin} seed {seed}: {other}")),
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    let header = sim::shrink::Header { origin: &origin, seed, defects: &defects, profile: args.profile.as_deref(), repro: &plain_repro(args, seed, &defects) };
+    std::fs::write(&args.output, shrunk.file_text(&header)).map_err(|error| BadInput(format!("{}: cannot write: {error}", args.output.display())))?;
+    report_shrink(&shrunk, seconds, &args.output);
+    // Replayed as `repro` will replay it: the file on disk, not the text in memory.
+    let written = source::one_of(&args.output)?;
+    let judged = judge_with(&written.loaded, seed, &defects, &setup.options);
+    say!("repro: {}", repro_line(&written, seed, &defects, &runs, &setup));
+    if judged.violations.iter().any(|violation| violation.invariant == shrunk.invariant) {
+        return Ok(true);
+    }
+    say!("error: the written file does not fail with {} when replayed (a bug of the shrinker)", shrunk.invariant);
+    Ok(false)
+}
+
+/// The scenario text to shrink and the name the output cites. The one place another source
+/// (a generated swarm scenario: `--swarm-seed`) joins.
+fn shrink_input(args: &ShrinkArgs) -> Result<(String, String), BadInput> {
+    source::text_of(&args.scenario)
+}
+
+/// A bad `-o` is refused before minutes of runs, not after.
+fn check_output(output: &Path) -> Result<(), BadInput> {
+    if output.is_dir() {
+        return Err(BadInput(format!("{}: a folder; -o names the scenario file to write", output.display())));
+    }
+    let parent = output.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(BadInput(format!("{}: no such folder to write {} into", parent.display(), output.display())));
+    }
+    Ok(())
+}
+
+/// The repro line the file's header carries: without `--expect-hash`, which would hash the
+/// header itself.
+fn plain_repro(args: &ShrinkArgs, seed: Seed, defects: &Defects) -> String {
+    let mut line = format!("mailchaos repro {} --seed {seed}", args.output.display());
+    for defect in defects.iter() {
+        line += &format!(" --defect {}", defect.name());
+    }
+    if let Some(profile) = &args.profile {
+        line += &format!(" --profile {profile}");
+    }
+    line
+}
+
+fn report_shrink(shrunk: &sim::shrink::Shrunk, seconds: f64, output: &Path) {
+    for step in &shrunk.steps {
+        say!("kept: {step}");
+    }
+    say!(
+        "shrink: invariant={} faults {} -> {} messages {} -> {} runs={} stopped={} wall={seconds:.1}s",
+        shrunk.invariant,
+        shrunk.faults.0,
+        shrunk.faults.1,
+        shrunk.messages.0,
+        shrunk.messages.1,
+        shrunk.runs,
+        shrunk.stop
+    );
+    if shrunk.stop == sim::shrink::Stop::WallLimit {
+        say!("note: the wall limit ({}s) stopped the search before its run budget: this is the best so far, and another machine may get further (lower --max-runs for a result that is the same everywhere)", sim::shrink::DEFAULT_WALL_LIMIT.as_secs());
+    }
+    say!("wrote {}", output.display());
 }

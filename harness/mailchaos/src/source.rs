@@ -100,6 +100,29 @@ fn file_source(path: &Path) -> Result<Source, BadInput> {
     Ok(Source { loaded: Loaded { path: path.to_path_buf(), scenario }, origin: file, hash: short_hash(&text) })
 }
 
+/// The text of one scenario and the name to cite it by: a file (read by the bounded reader) or
+/// a built-in copy (`embedded:fast/store-crash`, named by its repository path). For commands
+/// that work on the text itself (`shrink`).
+pub fn text_of(path: &Path) -> Result<(String, String), BadInput> {
+    let name = path.to_string_lossy();
+    if name.starts_with(EMBEDDED) {
+        let copy = SUITES.iter().flat_map(|(_, files)| files.iter()).find(|(file, _)| embedded_name(file) == name);
+        // Anything else (a whole suite, a typo) gets embedded()'s own message listing the copies.
+        return match copy {
+            Some((file, text)) => Ok(((*file).to_string(), (*text).to_string())),
+            None => Err(one_of(path).err().unwrap_or_else(|| BadInput(format!("{name}: names a built-in suite; this command takes one scenario")))),
+        };
+    }
+    if !path.exists() {
+        return Err(missing(&name));
+    }
+    if path.is_dir() {
+        return Err(BadInput(format!("{name}: a folder; this command takes one scenario file")));
+    }
+    let text = input::read_input_file(path, input::MAX_INPUT_BYTES).map_err(|error| BadInput(error.to_string()))?;
+    Ok((path.display().to_string(), text))
+}
+
 /// The scenarios a command-line path names: a file, a folder's files, or a built-in copy.
 pub fn sources_of(path: &Path) -> Result<Vec<Source>, BadInput> {
     let text = path.to_string_lossy();

@@ -6,6 +6,7 @@
 //! - [`world`]: what a seed makes of a scenario (the plan), the turmoil world with one host per
 //!   component, the fault scheduler, the phases chaos → heal → quiesce → final sweep;
 //! - [`explore`]: crash states at every crash and fail-point hit, recovered and judged;
+//! - [`shrink`]: a failing run made small while the same invariant still fails;
 //! - [`ledger`]: the durable account of what a store on a real directory acknowledged.
 //!
 //! This is the only crate that knows turmoil and the fault schedule. It builds the stack's
@@ -17,4 +18,5 @@ pub mod ledger;
 pub mod reference;
 pub mod scenario;
 pub mod seed;
+pub mod shrink;
 pub mod world;
