@@ -110,3 +110,20 @@ fn check_determinism_without_a_path_runs_the_built_in_copies_in_both_processes()
     assert_eq!(output.status.code(), Some(0), "{text}{}", stderr(&output));
     assert!(text.contains("diverged=0") && !text.contains("DIVERGED"), "{text}");
 }
+
+/// Each built-in suite holds exactly the files of its folder, byte for byte: a scenario added
+/// to a folder and forgotten here (or edited without a rebuild) is caught.
+#[test]
+fn every_built_in_suite_is_its_folder() {
+    for (suite, files) in mailchaos::source::suites() {
+        let folder = format!("{ROOT}/scenarios/{suite}");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&folder).unwrap().map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).filter(|name| name.ends_with(".toml")).collect();
+        on_disk.sort();
+        let mut built_in: Vec<String> = files.iter().map(|(path, _)| path.rsplit('/').next().unwrap().to_string()).collect();
+        built_in.sort();
+        assert_eq!(built_in, on_disk, "scenarios/{suite}");
+        for (path, text) in files.iter() {
+            assert_eq!(std::fs::read_to_string(format!("{ROOT}/{path}")).unwrap(), *text, "{path}");
+        }
+    }
+}

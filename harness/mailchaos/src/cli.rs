@@ -81,7 +81,7 @@ pub enum Command {
     /// Run scenario files or folders (default: the embedded fast suite) over seeds and judge them.
     Run {
         /// Scenario files, folders of them, or built-in copies (embedded:fast,
-        /// embedded:storage, embedded:fast/<name>). None: the built-in fast suite.
+        /// embedded:storage, embedded:regressions, embedded:fast/<name>). None: the built-in fast suite.
         paths: Vec<PathBuf>,
         #[command(flatten)]
         runs: Runs,

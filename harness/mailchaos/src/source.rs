@@ -36,11 +36,27 @@ pub const EMBEDDED_STORAGE: &[(&str, &str)] = &[
     ("scenarios/storage/queue-damage.toml", include_str!("../../../scenarios/storage/queue-damage.toml")),
 ];
 
+/// The regression corpus (scenarios/regressions/): scenarios that once showed a bug or a false
+/// alarm, shrunk ones among them; each passes on the clean stack.
+pub const EMBEDDED_REGRESSIONS: &[(&str, &str)] = &[
+    ("scenarios/regressions/latency-spike-under-load.toml", include_str!("../../../scenarios/regressions/latency-spike-under-load.toml")),
+    ("scenarios/regressions/rollback-delete-under-new-uidvalidity.toml", include_str!("../../../scenarios/regressions/rollback-delete-under-new-uidvalidity.toml")),
+    ("scenarios/regressions/shrunk-bounce-on-storage-error.toml", include_str!("../../../scenarios/regressions/shrunk-bounce-on-storage-error.toml")),
+    ("scenarios/regressions/shrunk-drop-on-lmtp-4xx.toml", include_str!("../../../scenarios/regressions/shrunk-drop-on-lmtp-4xx.toml")),
+    ("scenarios/regressions/shrunk-dup-rcpt-delivered-twice.toml", include_str!("../../../scenarios/regressions/shrunk-dup-rcpt-delivered-twice.toml")),
+    ("scenarios/regressions/shrunk-fsync-error-ignored.toml", include_str!("../../../scenarios/regressions/shrunk-fsync-error-ignored.toml")),
+    ("scenarios/regressions/shrunk-keep-uidvalidity-on-rollback.toml", include_str!("../../../scenarios/regressions/shrunk-keep-uidvalidity-on-rollback.toml")),
+    ("scenarios/regressions/shrunk-mx-retry-without-backoff.toml", include_str!("../../../scenarios/regressions/shrunk-mx-retry-without-backoff.toml")),
+    ("scenarios/regressions/shrunk-no-checksum.toml", include_str!("../../../scenarios/regressions/shrunk-no-checksum.toml")),
+    ("scenarios/regressions/shrunk-no-queue-checksum.toml", include_str!("../../../scenarios/regressions/shrunk-no-queue-checksum.toml")),
+    ("scenarios/regressions/shrunk-reuse-uid-after-restart.toml", include_str!("../../../scenarios/regressions/shrunk-reuse-uid-after-restart.toml")),
+];
+
 /// The prefix that names a built-in copy instead of a file.
 pub const EMBEDDED: &str = "embedded:";
 
 /// The built-in suites by name.
-const SUITES: &[(&str, &[(&str, &str)])] = &[("fast", EMBEDDED_FAST), ("storage", EMBEDDED_STORAGE)];
+const SUITES: &[(&str, &[(&str, &str)])] = &[("fast", EMBEDDED_FAST), ("storage", EMBEDDED_STORAGE), ("regressions", EMBEDDED_REGRESSIONS)];
 
 /// A scenario ready to run: what it says, how to name it again, and a hash of its text.
 pub struct Source {
@@ -53,6 +69,11 @@ pub struct Source {
 /// A short content hash: enough to tell an edited file from the text that ran.
 pub fn short_hash(text: &str) -> String {
     blake3::hash(text.as_bytes()).to_hex()[..8].to_string()
+}
+
+/// Every built-in suite, by name, with its files (a test checks them against the folders).
+pub fn suites() -> &'static [(&'static str, &'static [(&'static str, &'static str)])] {
+    SUITES
 }
 
 /// The embedded name of a built-in scenario: `scenarios/fast/baseline.toml` -> `embedded:fast/baseline`.
