@@ -16,12 +16,7 @@ fn the_clean_stack_keeps_every_invariant_on_the_fast_suite() {
     }
 }
 
-/// Asserts that the defect makes exactly these invariants fire somewhere in the seeds, and that
-/// the same scenario and seeds are clean without it.
-fn check(scenario: &str, seeds: u64, defect: Defect, expected: &[&'static str]) {
-    assert_eq!(violated(scenario, seeds, &[]), set(&[]), "clean stack on {scenario}");
-    assert_eq!(violated(scenario, seeds, &[defect]), set(expected), "{} on {scenario}", defect.name());
-}
+use crate::support::caught_exactly as check;
 
 #[test]
 fn a1_catches_an_ack_before_fsync() {

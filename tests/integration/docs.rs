@@ -195,21 +195,7 @@ fn ops_accept_fsync_dir_in_both_spellings() {
 }
 
 /// Every table but [[link]] and [[fault]], with every required field.
-const MINIMAL: &str = r#"tick_ms = 1000
-horizon_s = 3600
-chaos_s = 1200
-[mx]
-domains = ["libero.test"]
-users = ["anna"]
-[[provider]]
-name = "gmail"
-policy = "postfix"
-[workload]
-messages = 3
-spread_s = 600
-[clients]
-poll_interval_s = 60
-"#;
+const MINIMAL: &str = sim::scenario::MINIMAL_SCENARIO;
 
 /// The header line of a table in MINIMAL (none for the top level).
 fn header(table: &str) -> Option<&'static str> {

@@ -78,12 +78,9 @@ fn null_sender_workload_messages_have_a_valid_from() {
     }
 }
 
-/// Issue #8 item 5: each original bug is a planted defect; the fast suite reaches it and only
-/// the named invariant fires, while the clean stack passes the same runs.
-fn caught(scenario: &str, seeds: u64, defect: Defect, expected: &[&'static str]) {
-    assert_eq!(violated(scenario, seeds, &[]), set(&[]), "clean stack on {scenario}");
-    assert_eq!(violated(scenario, seeds, &[defect]), set(expected), "{} on {scenario}", defect.name());
-}
+// Issue #8 item 5: each original bug is a planted defect; the fast suite reaches it and only
+// the named invariant fires, while the clean stack passes the same runs.
+use crate::support::caught_exactly as caught;
 
 /// A 998-octet line that starts with "." travels as 999 octets after stuffing; the stuffing
 /// dot is no text (RFC 5321 §4.5.2), so the line is within the limit. The long-lines fixture

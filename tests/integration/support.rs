@@ -64,3 +64,10 @@ pub fn mailchaos_within(args: &[&str], limit: std::time::Duration) -> Result<Ran
     let read = |path: &std::path::Path| String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
     Ok(Ran { code: status.code(), stdout: read(&out), stderr: read(&err) })
 }
+
+/// Asserts that the defect makes exactly these invariants fire somewhere in the seeds, and that
+/// the same scenario and seeds are clean without it.
+pub fn caught_exactly(scenario: &str, seeds: u64, defect: Defect, expected: &[&'static str]) {
+    assert_eq!(violated(scenario, seeds, &[]), set(&[]), "clean stack on {scenario}");
+    assert_eq!(violated(scenario, seeds, &[defect]), set(expected), "{} on {scenario}", defect.name());
+}

@@ -567,6 +567,29 @@ pub fn provider_domain(name: &str) -> String {
     format!("{name}.test")
 }
 
+/// The smallest valid scenario: every table but `[[link]]` and `[[fault]]`, with only its
+/// required fields (what tests start from).
+macro_rules! minimal_scenario {
+    () => {
+        r#"tick_ms = 1000
+horizon_s = 3600
+chaos_s = 1200
+[mx]
+domains = ["libero.test"]
+users = ["anna"]
+[[provider]]
+name = "gmail"
+policy = "postfix"
+[workload]
+messages = 3
+spread_s = 600
+[clients]
+poll_interval_s = 60
+"#
+    };
+}
+pub const MINIMAL_SCENARIO: &str = minimal_scenario!();
+
 /// Reads and validates one scenario file (a regular file of at most `input::MAX_INPUT_BYTES`).
 pub fn load(path: &Path) -> Result<Loaded, ScenarioError> {
     let text = input::read_input_file(path, input::MAX_INPUT_BYTES)?;
@@ -908,23 +931,8 @@ pub fn files_of(path: &Path) -> Result<Vec<PathBuf>, ScenarioError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const MINIMAL: &str = r#"
-tick_ms = 1000
-horizon_s = 3600
-chaos_s = 1200
-[mx]
-domains = ["libero.test"]
-users = ["anna"]
-[[provider]]
-name = "gmail"
-policy = "postfix"
-[workload]
-messages = 3
-spread_s = 600
-[clients]
-poll_interval_s = 60
-"#;
+    /// MINIMAL_SCENARIO after a blank first line (the line numbers below count it).
+    const MINIMAL: &str = concat!("\n", minimal_scenario!());
 
     #[test]
     fn a_minimal_scenario_parses() {
