@@ -5,6 +5,7 @@
 //! - [`seed`]: the root seed and its derived ChaCha streams;
 //! - [`world`]: what a seed makes of a scenario (the plan), the turmoil world with one host per
 //!   component, the fault scheduler, the phases chaos → heal → quiesce → final sweep;
+//! - [`swarm`]: a whole scenario drawn from a seed (swarm testing);
 //! - [`explore`]: crash states at every crash and fail-point hit, recovered and judged;
 //! - [`ledger`]: the durable account of what a store on a real directory acknowledged.
 //!
@@ -17,4 +18,5 @@ pub mod ledger;
 pub mod reference;
 pub mod scenario;
 pub mod seed;
+pub mod swarm;
 pub mod world;
