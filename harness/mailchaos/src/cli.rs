@@ -105,6 +105,37 @@ pub enum Command {
         paths: Vec<PathBuf>,
         #[command(flatten)]
         runs: Runs,
+        /// Check swarm seeds instead of scenario files: each seed's generated scenario (drawn
+        /// from --profiles) is run here and in a fresh process.
+        #[arg(long, conflicts_with_all = ["paths", "profile", "expect_hash"])]
+        swarm: bool,
+        /// With --swarm: the profile set the scenarios are drawn from.
+        #[arg(long, default_value = "honest", requires = "swarm")]
+        profiles: String,
+    },
+    /// Swarm testing: each seed draws a whole scenario (every fault kind on with probability
+    /// 1/2, its targets and windows, the workload, a persistence profile of the set), runs it
+    /// and judges it. Each run line shows `plan=`, the switches the seed turned on; the summary
+    /// ends with the coverage table (per switch: runs enabled, fired, with a violation; per
+    /// invariant: runs with anything to judge, runs violated).
+    Swarm {
+        /// First seed (decimal or 0x-hex). Alone, it runs just that seed.
+        #[arg(long)]
+        seed: Option<String>,
+        /// How many consecutive seeds (default 100, or 1 with --seed).
+        #[arg(long)]
+        seeds: Option<u64>,
+        /// The profile set: honest (profiles and faults that keep durability promises),
+        /// dishonest (devices that break them, and every fault kind), all.
+        #[arg(long, default_value = "honest")]
+        profiles: String,
+        /// Switch on a planted defect (see list-defects); repeatable.
+        #[arg(long = "defect")]
+        defects: Vec<String>,
+        /// Write the scenario of --seed to this file instead of running it; `mailchaos run FILE
+        /// --seed S` then replays the run with the identical digest.
+        #[arg(long, value_name = "FILE")]
+        emit_scenario: Option<PathBuf>,
     },
     /// Crash at every crash moment of one run (the scenario's crashes and the first hits of
     /// every fail point of the stack), take every disk state the profile allows there, recover
@@ -183,6 +214,16 @@ pub enum Command {
         /// The command to explain (none: the overview).
         command: Option<String>,
     },
+    /// Print the history digest of one swarm seed (used by check-determinism --swarm).
+    #[command(hide = true)]
+    SwarmDigest {
+        #[arg(long)]
+        seed: String,
+        #[arg(long)]
+        profiles: String,
+        #[arg(long = "defect")]
+        defects: Vec<String>,
+    },
     /// Print the history digest of one run (used by check-determinism).
     #[command(hide = true)]
     Digest {
@@ -233,7 +274,15 @@ pub fn main_with(cli: Cli) -> ExitCode {
             false => run(&paths, &runs),
         },
         Command::Repro { scenario, runs, history } => repro(&scenario, &runs, history.as_deref()),
-        Command::CheckDeterminism { paths, runs } => check_determinism(&paths, &runs),
+        Command::CheckDeterminism { runs, swarm: true, profiles, .. } => check_swarm_determinism(&runs, &profiles),
+        Command::CheckDeterminism { paths, runs, .. } => check_determinism(&paths, &runs),
+        Command::Swarm { seed, seeds, profiles, defects, emit_scenario } => {
+            // Without --seed a sweep of 100 seeds from seed 1; `--seed S` alone is that seed.
+            let seeds = seeds.or_else(|| seed.is_none().then_some(100));
+            let runs = Runs { seed, seeds, defects, profile: None, expect_hash: None };
+            swarm(&runs, &profiles, emit_scenario.as_deref())
+        }
+        Command::SwarmDigest { seed, profiles, defects } => swarm_digest(&seed, &profiles, &defects),
         Command::CrashExplore { scenario, runs, max_states } => crash_explore(&scenario, &runs, max_states),
         Command::VendorCompare { paths, baseline, candidate, seed, seeds, defects } => {
             let runs = Runs { seed, seeds, defects, profile: None, expect_hash: None };
@@ -275,7 +324,12 @@ pub fn main_with(cli: Cli) -> ExitCode {
     }
 }
 
-fn parse_defects(names: &[String]) -> Result<Defects, BadInput> {
+/// Prints one line (see `say!`): for the modules beside this one.
+pub(crate) fn say_line(line: &str) {
+    say!("{line}");
+}
+
+pub(crate) fn parse_defects(names: &[String]) -> Result<Defects, BadInput> {
     let mut defects = Vec::new();
     for name in names {
         let defect = Defect::parse(name).ok_or_else(|| {
@@ -346,7 +400,7 @@ impl Setup {
 
 /// The program as the user invoked it when that was a path (./target/release/mailchaos), so the
 /// repro line can be pasted as it is; otherwise plain `mailchaos`.
-fn program() -> String {
+pub(crate) fn program() -> String {
     std::env::args().next().filter(|arg0| arg0.contains('/') && !arg0.contains("/deps/")).unwrap_or_else(|| "mailchaos".into())
 }
 
@@ -741,6 +795,51 @@ fn fresh_digest(exe: &Path, args: &[String]) -> Result<String, BadInput> {
     }
     let digest = String::from_utf8_lossy(&child.stdout).trim().to_string();
     Ok(if child.status.success() { digest } else { format!("failed({})", child.status) })
+}
+
+fn profile_set(name: &str) -> Result<sim::swarm::ProfileSet, BadInput> {
+    sim::swarm::ProfileSet::parse(name).map_err(|error| BadInput(format!("--profiles: {error}")))
+}
+
+fn swarm(runs: &Runs, profiles: &str, emit: Option<&Path>) -> Result<bool, BadInput> {
+    let profiles = profile_set(profiles)?;
+    if let Some(file) = emit {
+        return crate::swarm::emit(single_seed(runs)?, profiles, file);
+    }
+    let seeds = seeds_of(runs)?;
+    crate::swarm::sweep(&crate::swarm::Request { seeds, profiles, defect_names: &runs.defects })
+}
+
+fn swarm_digest(seed: &str, profiles: &str, defects: &[String]) -> Result<bool, BadInput> {
+    let seed = Seed::parse(seed).map_err(BadInput)?;
+    let run = crate::swarm::run_seed(seed, profile_set(profiles)?, &parse_defects(defects)?)?;
+    say!("{}", run.output.history.digest());
+    Ok(true)
+}
+
+/// Every swarm seed run here and again in a fresh process (`swarm-digest`), digests compared.
+fn check_swarm_determinism(runs: &Runs, profiles: &str) -> Result<bool, BadInput> {
+    let set = profile_set(profiles)?;
+    let seeds = seeds_of(runs)?;
+    let defects = parse_defects(&runs.defects)?;
+    let exe = std::env::current_exe().map_err(|error| BadInput(format!("cannot find own executable: {error}")))?;
+    let mut diverged = 0;
+    for &seed in &seeds {
+        let run = crate::swarm::run_seed(seed, set, &defects)?;
+        let here = run.output.history.digest();
+        let mut args = vec!["--seed".to_string(), seed.to_string(), "--profiles".into(), set.name().into()];
+        args.extend(runs.defects.iter().flat_map(|name| ["--defect".to_string(), name.clone()]));
+        let child = std::process::Command::new(&exe).arg("swarm-digest").args(&args).output().map_err(|error| BadInput(format!("cannot start a fresh process: {error}")))?;
+        let there = String::from_utf8_lossy(&child.stdout).trim().to_string();
+        let same = child.status.success() && there == here;
+        say!("swarm seed={seed} plan={} first={here} fresh_process={there} {}", run.generated.plan(), if same { "same" } else { "DIVERGED" });
+        if !same {
+            diverged += 1;
+            say!("repro: {} swarm --seed {seed} --profiles {}", program(), set.name());
+        }
+    }
+    say!("summary: runs={} diverged={diverged}", seeds.len());
+    Ok(diverged == 0)
 }
 
 /// One line per problem, then the verdict with its counts.
