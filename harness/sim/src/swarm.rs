@@ -19,7 +19,7 @@ use toml::{Table, Value};
 /// Which persistence profiles (and device faults) a sweep draws from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProfileSet {
-    /// Profiles that keep their promises; no fault kind that breaks a durability promise.
+    /// Profiles that keep their promises; no fault kind that breaks a device's promise.
     Honest,
     /// Profiles that break promises (lying fsync, an unmirrored write-back cache); every kind.
     Dishonest,
@@ -58,9 +58,9 @@ impl ProfileSet {
         shipped.iter().filter(|profile| keep(profile.keeps_promises)).map(|profile| profile.name().to_string()).collect()
     }
 
-    /// Whether fault kinds that break a durability promise (an fsync that lies, a write that
-    /// never lands, a durable name lost) may be drawn: on an honest device they cannot happen,
-    /// and a violation they cause is the device's, never the stack's.
+    /// Whether fault kinds that break a device's promise (an fsync that lies, a write that never
+    /// lands, a durable name lost, stored data damaged) may be drawn: on an honest device they
+    /// cannot happen, and a violation they cause is blamed on the device, never the stack.
     fn breaks_promises(self) -> bool {
         self != ProfileSet::Honest
     }
@@ -127,8 +127,11 @@ pub const FEATURES: &[(&str, Option<&str>)] = &[
     ("slowlink", None),
 ];
 
-/// The plan names of faults that break a durability promise (see `ProfileSet::breaks_promises`).
-const PROMISE_BREAKERS: &[&str] = &["lyingfsync", "lostwrite", "direntloss"];
+/// The plan names of faults that break a device's promise (see `ProfileSet::breaks_promises`):
+/// an fsync that lies, a write that never lands, a durable name lost, and damage to data the
+/// device had stored (a bit flipped on the media, a write landing in another file). A torn
+/// write is not among them: an honest device may tear a write it never promised (unsynced).
+const PROMISE_BREAKERS: &[&str] = &["lyingfsync", "lostwrite", "direntloss", "bitrot", "misdirect"];
 
 /// Mailbox names, providers' names: the first n of each are used.
 const USERS: &[&str] = &["anna", "bruno", "carla", "dario", "elena", "fabio", "gina", "ugo"];
