@@ -237,7 +237,12 @@ async fn recover_mailbox(env: &Env, user: &str, restored: bool) -> Mailbox {
         for name in env.disk.list(&format!("{dir}/{sub}")).await.unwrap_or_default() {
             if let Some((uid, sum)) = parse_file_name(&name) {
                 let file = format!("{dir}/{sub}/{name}");
-                let size = env.disk.read(&file).await.map(|bytes| bytes.len() as u64).unwrap_or(0);
+                // The size the name carries: a read here may fail (EIO while the disk is sick)
+                // and must not list the message at 0 octets (swarm found that: A19, A23).
+                let size = match mail::maildir::size_in_name(&name) {
+                    Some(size) => size,
+                    None => env.disk.read(&file).await.map(|bytes| bytes.len() as u64).unwrap_or(0),
+                };
                 // A UID in both (only a hand-made copy can do that: a move is one rename): the
                 // read one, as the owner last saw it.
                 messages.insert(uid, Entry { file, size, checksum: sum });
