@@ -196,4 +196,26 @@ fn sender_causes(facts: &Facts, msg: &str, mailbox: &str, causes: &mut Vec<Cause
     for at in acks.iter().take(acks.len().saturating_sub(seen)) {
         causes.push(Cause { at: *at, what: "the MX acknowledged the message but the sender never saw the 2xx and sent it again".to_string() });
     }
+    unanswered_causes(facts, msg, causes);
+}
+
+/// Queue entries the MX made durable but never answered for (it crashed between queueing and
+/// its 2xx: no end-of-data record names them), paired with the sender's end of data that got
+/// no reply: the sender rightly sent again (RFC 1047), and the entry its restart found made one
+/// more copy. Each unanswered entry excuses one copy, and only with such a failure to pair it.
+fn unanswered_causes(facts: &Facts, msg: &str, causes: &mut Vec<Cause>) {
+    let answered: Vec<&str> = facts.records.iter().filter_map(|record| match &record.event {
+        Event::MxDataEnd { msg: of, queue_file: Some(file), .. } if of == msg => Some(file.as_str()),
+        _ => None,
+    }).collect();
+    let mut unanswered: Vec<&str> = facts.records.iter().filter_map(|record| match &record.event {
+        Event::LmtpAttempt { msg: of, queue_file, .. } if of == msg && !answered.contains(&queue_file.as_str()) => Some(queue_file.as_str()),
+        _ => None,
+    }).collect();
+    unanswered.sort_unstable();
+    unanswered.dedup();
+    let failures = facts.records.iter().enumerate().filter(|(_, record)| matches!(&record.event, Event::SmtpFailure { msg: of, stage: Stage::DataEnd, .. } if of == msg));
+    for ((at, _), file) in failures.zip(unanswered) {
+        causes.push(Cause { at, what: format!("the sender's end of data got no reply, but the MX had queued the message ({file}) before it went down, and delivered it after its restart") });
+    }
 }
