@@ -102,6 +102,7 @@ fn swarm_seeds_that_once_failed_on_the_clean_stack_pass() {
         ("0x92", "A27: a recipient refused for its invalid parameter counted as the copy's own"),
         ("0x84", "A19/A23: recovery listed a message it could not read at 0 octets"),
         ("0x161", "A13: a queue entry the MX crashed before answering for"),
+        ("0x16e", "A17: a crash during the recovery after a restore forgot the restore"),
     ];
     for (seed, was) in fixed {
         let output = mailchaos(&["swarm", "--seed", seed, "--profiles", "honest"]);

@@ -200,12 +200,17 @@ pub use mail::maildir::{checksum, parse_file_name};
 
 /// Rebuilds the index from the durable state and removes tmp/ debris. Runs at every start.
 pub async fn recover(env: &Env, config: &StoreConfig) -> Index {
-    let restored = config.restored.replace(false);
+    // The operator's notice of a restore is read here and withdrawn only once every mailbox has
+    // been recovered under it: a crash in the middle of this recovery (a sick disk makes it
+    // slow) must not leave the next start believing nothing was restored, which kept the old
+    // UIDVALIDITY with a UIDNEXT below UIDs already issued (A17, A19; found by swarm).
+    let restored = config.restored.get();
     let mut index = BTreeMap::new();
     for user in &config.users {
         let mailbox = recover_mailbox(env, user, restored).await;
         index.insert(user.clone(), mailbox);
     }
+    config.restored.set(false);
     // The mailboxes' own names in mail/ (created with their first subdirectory).
     let _ = env.disk.fsync_dir(MAIL_DIR).await;
     Rc::new(StoreState { mailboxes: RefCell::new(index), ..StoreState::default() })
