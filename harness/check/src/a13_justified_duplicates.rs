@@ -8,7 +8,8 @@
 //! it will see none. The causes, each usable once per recipient:
 //!
 //! - the MX never saw the store's reply to a copy: its transaction failed after the final dot
-//!   (`LmtpFailure` at data-end: timed out, connection lost) while the copy was open;
+//!   (`LmtpFailure` at data-end: timed out, connection lost) while the copy was open; or it saw
+//!   the copy's 2xx but the transaction failed before it was recorded (another reply never came);
 //! - the MX crashed while a copy was open, between seeing its 2xx and recording it, or with
 //!   the transaction in flight (the store completed the copy while the MX was down);
 //! - the MX's queue could not record a seen 2xx (a `DiskError` on the queue file or directory);
@@ -123,6 +124,12 @@ fn follow(pairs: &mut BTreeMap<(String, String), Copies>, at: At, host: &str, ev
             for copies in of_message(pairs, msg) {
                 if let Some(copy) = copies.take_open() {
                     copies.causes.push(Cause { at, what: format!("the MX never saw the store's reply to the copy at #{copy} ({queue_file}: {error})") });
+                } else if let Some(position) = copies.seen.iter().position(|(_, file)| file == queue_file) {
+                    // The MX saw this copy's 2xx, but it records a transaction once every reply is
+                    // in, and this one failed first (another recipient's reply never came): the
+                    // retry delivers the seen copy again (found by swarm: a false alarm).
+                    let (copy, _) = copies.seen.remove(position);
+                    copies.causes.push(Cause { at, what: format!("the MX saw the store's 2xx for the copy at #{copy}, but the transaction failed before it was recorded ({queue_file}: {error})") });
                 }
             }
         }
