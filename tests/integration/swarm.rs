@@ -105,6 +105,7 @@ fn swarm_seeds_that_once_failed_on_the_clean_stack_pass() {
         ("0x16e", "A17: a crash during the recovery after a restore forgot the restore"),
         ("0x455", "A8: a refused BDAT left its transaction open; the next MAIL was nested"),
         ("0x1fc", "A13: a seen 2xx its failed LMTP transaction never recorded"),
+        ("0x6b6", "A20: recovery took an EIO on listing new/ for an empty mailbox"),
     ];
     for (seed, was) in fixed {
         let output = mailchaos(&["swarm", "--seed", seed, "--profiles", "honest"]);

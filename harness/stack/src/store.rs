@@ -216,6 +216,22 @@ pub async fn recover(env: &Env, config: &StoreConfig) -> Index {
     Rc::new(StoreState { mailboxes: RefCell::new(index), ..StoreState::default() })
 }
 
+/// A directory's names at recovery. An I/O error is no empty directory: taken for one, the
+/// mailbox's messages stayed on disk but were never listed again (swarm found it: A20 after a
+/// restart inside an EIO window). Retried every second for at most an hour of the disk's
+/// failure (LMTP waits meanwhile, so the MX keeps the mail queued); then recovered empty.
+async fn list_at_recovery(env: &Env, dir: &str) -> Vec<String> {
+    const TRIES: u32 = 3600;
+    for _ in 0..TRIES {
+        match env.disk.list(dir).await {
+            Ok(names) => return names,
+            Err(disk::DiskError::NotFound) => return Vec::new(),
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+    Vec::new()
+}
+
 /// The directory holding one maildir per mailbox.
 pub const MAIL_DIR: &str = "mail";
 
@@ -239,7 +255,7 @@ async fn recover_mailbox(env: &Env, user: &str, restored: bool) -> Mailbox {
     // cur/: what the owner has read vanishes from the index at every restart.
     let subdirs: &[&str] = if env.defects.has(Defect::RecoverNewOnly) { &["new"] } else { &["new", "cur"] };
     for sub in subdirs {
-        for name in env.disk.list(&format!("{dir}/{sub}")).await.unwrap_or_default() {
+        for name in list_at_recovery(env, &format!("{dir}/{sub}")).await {
             if let Some((uid, sum)) = parse_file_name(&name) {
                 let file = format!("{dir}/{sub}/{name}");
                 // The size the name carries: a read here may fail (EIO while the disk is sick)
