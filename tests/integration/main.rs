@@ -16,4 +16,5 @@ mod sources;
 mod storage;
 mod storage_cli;
 mod surge;
+mod swarm;
 mod support;

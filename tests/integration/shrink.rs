@@ -166,3 +166,27 @@ fn shrink_refuses_what_it_cannot_shrink_with_exit_2() {
     }
     assert!(!output.exists(), "a refused shrink wrote its output");
 }
+
+/// A failing swarm seed shrinks straight from its seed: the generated scenario is the input,
+/// and the result fails as the swarm run did, with fewer faults and messages.
+#[test]
+fn a_failing_swarm_seed_shrinks_from_its_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("swarm.toml");
+    let args = ["shrink", "--swarm-seed", "1", "--defect", "write-into-new", "-o", output.to_str().unwrap()];
+    let ran = run(&args);
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    let text = std::fs::read_to_string(&output).unwrap();
+    assert!(text.starts_with("# Shrunk by `mailchaos shrink` from swarm seed 0x1 (honest)"), "{text}");
+    assert_eq!(field(&text, "invariant"), Some("A15"), "{text}");
+    let generated = dir.path().join("generated.toml");
+    let emitted = run(&["swarm", "--seed", "1", "--emit-scenario", generated.to_str().unwrap()]);
+    assert_eq!(emitted.code, Some(0), "{}", emitted.stderr);
+    let (before, after) = (size(&generated), size(&output));
+    assert!(after.0 <= before.0 && after.1 < before.1, "{before:?} -> {after:?}");
+    let replay = run(&["repro", output.to_str().unwrap(), "--seed", "1", "--defect", "write-into-new"]);
+    assert_eq!(replay.code, Some(1), "{}", replay.stderr);
+    // Neither a file nor a swarm seed, or both: refused.
+    assert_eq!(run(&["shrink", "--seed", "1", "-o", output.to_str().unwrap()]).code, Some(2));
+    assert_eq!(run(&["shrink", "scenarios/fast/baseline.toml", "--swarm-seed", "1", "-o", output.to_str().unwrap()]).code, Some(2));
+}

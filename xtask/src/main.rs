@@ -16,6 +16,10 @@
 //!   surge                    the 20,000-message surge, clean and with accept-beyond-capacity
 //!   outage                   the four-day outage under each operator answer: 5xx-bounce must
 //!                            violate exactly A12 and A22, every other answer nothing
+//!   swarm [SEEDS]            swarm sweep of SEEDS generated scenarios (default 1000) on the
+//!                            honest profiles: the clean stack must pass; prints the coverage table
+//!   swarm-power [SEEDS]      per planted defect, the first swarm seed (within SEEDS, default 200)
+//!                            that catches it and the invariants named; fails if one is missed
 
 mod layers;
 
@@ -31,6 +35,15 @@ fn cargo() -> Command {
 fn mailchaos(args: &[&str]) -> Command {
     let mut command = cargo();
     command.args(["run", "--quiet", "--release", "--package", "mailchaos", "--bin", "mailchaos", "--"]).args(args);
+    command
+}
+
+/// The release binary itself, for a run that is stopped early: killing `cargo run` would leave
+/// its child running.
+fn mailchaos_binary(args: &[&str]) -> Command {
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_string());
+    let mut command = Command::new(format!("{target}/release/mailchaos"));
+    command.args(args);
     command
 }
 
@@ -50,9 +63,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let task = args.first().map(String::as_str).unwrap_or("help");
     let seeds = args.get(1).cloned();
-    const TASKS: &[&str] = &["ci", "layers", "suite", "check-determinism", "bench", "defects", "surge", "crash-explore", "outage"];
+    const TASKS: &[&str] = &["ci", "layers", "suite", "check-determinism", "bench", "defects", "surge", "crash-explore", "outage", "swarm", "swarm-power"];
     if !TASKS.contains(&task) {
-        eprintln!("usage: cargo xtask ci | layers | suite [SEEDS] | check-determinism [SEEDS] | bench [SEEDS] | defects [SEEDS] | surge | outage | crash-explore");
+        eprintln!("usage: cargo xtask ci | layers | suite [SEEDS] | check-determinism [SEEDS] | bench [SEEDS] | defects [SEEDS] | surge | outage | crash-explore | swarm [SEEDS] | swarm-power [SEEDS]");
         return ExitCode::from(2);
     }
     let result = match task {
@@ -79,6 +92,8 @@ fn run_task(task: &str, seeds: Option<&str>) -> Result<bool, String> {
         "defects" => defects(seeds.unwrap_or("50")),
         "surge" => surge(),
         "crash-explore" => crash_explore(),
+        "swarm" => status(mailchaos(&["swarm", "--seeds", seeds.unwrap_or("1000"), "--profiles", "honest"])),
+        "swarm-power" => swarm_power(seeds.unwrap_or("200")),
         _ => outage(),
     }
 }
@@ -105,7 +120,12 @@ fn determinism(seeds: &str, crash_seeds: &str) -> Result<bool, String> {
         return Ok(false);
     }
     let lying = ["check-determinism", "scenarios/fast/store-crash.toml", "scenarios/fast/mx-crash.toml", "--seeds", crash_seeds, "--profile", "lying-fsync"];
-    status(mailchaos(&lying))
+    if !status(mailchaos(&lying))? {
+        return Ok(false);
+    }
+    // Generated scenarios too, from every profile set: the generator must be as deterministic
+    // as the runs (the same seed, the same text, the same history).
+    status(mailchaos(&["check-determinism", "--swarm", "--profiles", "all", "--seeds", seeds]))
 }
 
 /// The tests run under cargo-nextest (a process per test, which the fail points' global state
@@ -207,6 +227,71 @@ fn defects(seeds: &str) -> Result<bool, String> {
         println!("{name:<26} {} by {suite}: {summary}", if caught { "caught" } else { "MISSED" });
     }
     Ok(all_caught)
+}
+
+/// Per planted defect, sweeps swarm seeds until one violates, and prints a table: the defect,
+/// the first catching seed (its rank in the sweep: seeds-to-catch), the invariants named, the
+/// profile set that caught it. Honest profiles first (a defect's violations are then the
+/// stack's), then all profiles and fault kinds (crash-state bugs need a device that drops
+/// unsynced operations). Fails if a defect is not caught within SEEDS, and prints the median.
+fn swarm_power(seeds: &str) -> Result<bool, String> {
+    let limit: u64 = seeds.parse().map_err(|_| format!("SEEDS must be a number, got '{seeds}'"))?;
+    let listing = mailchaos(&["list-defects"]).output().map_err(|error| error.to_string())?;
+    let names: Vec<String> = String::from_utf8_lossy(&listing.stdout).lines().filter_map(|line| line.split_whitespace().next().map(str::to_string)).collect();
+    println!("| defect | first seed | seeds to catch | invariants | profiles |");
+    println!("|---|---|---|---|---|");
+    let mut ranks = Vec::new();
+    let mut missed = Vec::new();
+    for name in &names {
+        match first_catch(name, limit)? {
+            Some((rank, seed, invariants, set)) => {
+                println!("| {name} | {seed} | {rank} | {invariants} | {set} |");
+                ranks.push(rank);
+            }
+            None => {
+                println!("| {name} | not caught | > {limit} | - | - |");
+                missed.push(name.clone());
+            }
+        }
+    }
+    ranks.sort_unstable();
+    let median = ranks.get(ranks.len() / 2).copied().unwrap_or(0);
+    println!("swarm-power: {} of {} defects caught within {limit} seeds; median seeds-to-catch {median}", ranks.len(), names.len());
+    if !missed.is_empty() {
+        println!("swarm-power: missed {}", missed.join(", "));
+    }
+    Ok(missed.is_empty())
+}
+
+/// The first swarm seed (1-based rank, seed, invariants, profile set) that catches `defect`:
+/// its run with the defect violates an invariant that the same seed's run without it keeps (a
+/// violation the clean stack shows too says nothing about the defect). The sweep stops at the
+/// first catch: the run lines stream, so the rest is never run.
+fn first_catch(defect: &str, limit: u64) -> Result<Option<(u64, String, String, &'static str)>, String> {
+    use std::io::BufRead as _;
+    for set in ["honest", "all"] {
+        let mut command = mailchaos_binary(&["swarm", "--seeds", &limit.to_string(), "--profiles", set, "--defect", defect]);
+        let mut child = command.stdout(std::process::Stdio::piped()).spawn().map_err(|error| format!("cannot run {command:?}: {error}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut found = None;
+        for (rank, line) in std::io::BufReader::new(stdout).lines().map_while(Result::ok).filter(|line| line.starts_with("swarm seed=")).enumerate() {
+            let (Some(invariants), Some(seed)) = (violated_of(&line).filter(|names| !names.is_empty()), line.split_whitespace().find_map(|word| word.strip_prefix("seed="))) else { continue };
+            let clean = mailchaos_binary(&["swarm", "--seed", seed, "--profiles", set]).output().map_err(|error| error.to_string())?;
+            let kept = violated_of(&String::from_utf8_lossy(&clean.stdout)).unwrap_or_default();
+            let new: Vec<String> = invariants.into_iter().filter(|name| !kept.contains(name)).collect();
+            if !new.is_empty() {
+                found = Some((rank as u64 + 1, seed.to_string(), new.join(","), set));
+                break;
+            }
+        }
+        // Stop the sweep once it has answered; the child is ours, killed by its own handle.
+        let _ = child.kill();
+        let _ = child.wait();
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
 }
 
 /// Every fast and storage scenario under every honest profile: crash-explore must find no

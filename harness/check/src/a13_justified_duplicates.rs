@@ -8,7 +8,8 @@
 //! it will see none. The causes, each usable once per recipient:
 //!
 //! - the MX never saw the store's reply to a copy: its transaction failed after the final dot
-//!   (`LmtpFailure` at data-end: timed out, connection lost) while the copy was open;
+//!   (`LmtpFailure` at data-end: timed out, connection lost) while the copy was open; or it saw
+//!   the copy's 2xx but the transaction failed before it was recorded (another reply never came);
 //! - the MX crashed while a copy was open, between seeing its 2xx and recording it, or with
 //!   the transaction in flight (the store completed the copy while the MX was down);
 //! - the MX's queue could not record a seen 2xx (a `DiskError` on the queue file or directory);
@@ -123,6 +124,12 @@ fn follow(pairs: &mut BTreeMap<(String, String), Copies>, at: At, host: &str, ev
             for copies in of_message(pairs, msg) {
                 if let Some(copy) = copies.take_open() {
                     copies.causes.push(Cause { at, what: format!("the MX never saw the store's reply to the copy at #{copy} ({queue_file}: {error})") });
+                } else if let Some(position) = copies.seen.iter().position(|(_, file)| file == queue_file) {
+                    // The MX saw this copy's 2xx, but it records a transaction once every reply is
+                    // in, and this one failed first (another recipient's reply never came): the
+                    // retry delivers the seen copy again (found by swarm: a false alarm).
+                    let (copy, _) = copies.seen.remove(position);
+                    copies.causes.push(Cause { at, what: format!("the MX saw the store's 2xx for the copy at #{copy}, but the transaction failed before it was recorded ({queue_file}: {error})") });
                 }
             }
         }
@@ -195,5 +202,27 @@ fn sender_causes(facts: &Facts, msg: &str, mailbox: &str, causes: &mut Vec<Cause
     // The sender stops at the acknowledgement it sees: the ones it missed came first.
     for at in acks.iter().take(acks.len().saturating_sub(seen)) {
         causes.push(Cause { at: *at, what: "the MX acknowledged the message but the sender never saw the 2xx and sent it again".to_string() });
+    }
+    unanswered_causes(facts, msg, causes);
+}
+
+/// Queue entries the MX made durable but never answered for (it crashed between queueing and
+/// its 2xx: no end-of-data record names them), paired with the sender's end of data that got
+/// no reply: the sender rightly sent again (RFC 1047), and the entry its restart found made one
+/// more copy. Each unanswered entry excuses one copy, and only with such a failure to pair it.
+fn unanswered_causes(facts: &Facts, msg: &str, causes: &mut Vec<Cause>) {
+    let answered: Vec<&str> = facts.records.iter().filter_map(|record| match &record.event {
+        Event::MxDataEnd { msg: of, queue_file: Some(file), .. } if of == msg => Some(file.as_str()),
+        _ => None,
+    }).collect();
+    let mut unanswered: Vec<&str> = facts.records.iter().filter_map(|record| match &record.event {
+        Event::LmtpAttempt { msg: of, queue_file, .. } if of == msg && !answered.contains(&queue_file.as_str()) => Some(queue_file.as_str()),
+        _ => None,
+    }).collect();
+    unanswered.sort_unstable();
+    unanswered.dedup();
+    let failures = facts.records.iter().enumerate().filter(|(_, record)| matches!(&record.event, Event::SmtpFailure { msg: of, stage: Stage::DataEnd, .. } if of == msg));
+    for ((at, _), file) in failures.zip(unanswered) {
+        causes.push(Cause { at, what: format!("the sender's end of data got no reply, but the MX had queued the message ({file}) before it went down, and delivered it after its restart") });
     }
 }

@@ -69,7 +69,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
             Event::MxRefusal { reply, .. } | Event::MxDataEnd { reply, .. } => reply,
             _ => continue,
         };
-        if reply.starts_with('5') && !answered_5xx {
+        if reply.starts_with('5') && !about_the_mail(reply) && !answered_5xx {
             answered_5xx = true;
             out.push(Violation::new("A22", "MX", format!("answered '{reply}' while its storage was down: senders bounce what they hold (the January 2023 choice); an outage must be answered with 4xx or a closed port"), vec![at]));
         }
@@ -77,6 +77,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     if answered_5xx {
         return;
     }
+    let delayed_elsewhere = delayed_outside(facts.records, outage);
     for (msg, (submitted, _, rcpts, _)) in &facts.submitted {
         let Some(policy) = facts.policy_of_message(msg) else { continue };
         let expected = expected_fate(policy, facts.records[*submitted].t_ms, outage);
@@ -84,7 +85,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
             let Some(outcomes) = facts.outcomes.get(&(msg.clone(), rcpt.clone())) else { continue };
             let Some(&(at, actual)) = outcomes.first() else { continue };
             let mismatch = match (expected, actual) {
-                (Fate::Delivered, Outcome::Expired) => Some("returned on expiry, but its sender's policy outlives the outage"),
+                (Fate::Delivered, Outcome::Expired) if !delayed_elsewhere.contains(msg.as_str()) => Some("returned on expiry, but its sender's policy outlives the outage"),
                 (Fate::Expired, Outcome::Delivered) => Some("delivered, but its sender's policy should have given up before the outage ended"),
                 _ => None,
             };
@@ -92,5 +93,51 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
                 out.push(Violation::new("A22", format!("msg {msg} rcpt {rcpt}"), format!("{why} (policy {})", policy.name), vec![*submitted, at]));
             }
         }
+    }
+}
+
+/// A 5xx that judges the mail itself, not the MX's state: an unknown address (x.1.x) or a
+/// command the client got wrong (x.5.x, such as an invalid parameter). It is as right during an
+/// outage as outside one; the 2023 answer refused good mail (550 5.2.1 mailbox unavailable).
+fn about_the_mail(reply: &str) -> bool {
+    let enhanced = reply.split_whitespace().nth(1).unwrap_or("");
+    matches!(enhanced.split('.').nth(1), Some("1" | "5")) && enhanced.split('.').count() == 3
+}
+
+/// Messages whose sender met a transient failure outside the outage (a partition, an MX lookup
+/// failure, a closed port, a crash before or after it): the outage alone no longer predicts when
+/// the sender's lifetime runs out, so an expiry is not held against the prediction.
+fn delayed_outside(records: &[history::Record], outage: Outage) -> std::collections::BTreeSet<&str> {
+    let outside = |t_ms: u64| !(outage.down_ms..outage.up_ms).contains(&t_ms);
+    records
+        .iter()
+        .filter(|record| outside(record.t_ms))
+        .filter_map(|record| match &record.event {
+            Event::SmtpReply { msg, reply, .. } if reply.starts_with('4') => Some(msg.as_str()),
+            Event::SmtpFailure { msg, .. } => Some(msg.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_5xx_about_the_address_or_the_syntax_is_not_an_outage_answer() {
+        assert!(about_the_mail("550 5.1.1 no such user here"));
+        assert!(about_the_mail("555 5.5.4 unsupported RCPT parameter SIZE"));
+        assert!(!about_the_mail("550 5.2.1 mailbox unavailable"));
+        assert!(!about_the_mail("554 5.3.0 storage error"));
+        assert!(!about_the_mail("550 mailbox unavailable"));
+    }
+
+    #[test]
+    fn only_failures_outside_the_outage_count_as_delay_elsewhere() {
+        let failure = |t_ms: u64, msg: &str| history::Record { t_ms, host: "provider-a".into(), event: Event::SmtpFailure { session: "s".into(), msg: msg.into(), stage: history::Stage::Connect, error: "refused".into() } };
+        let records = vec![failure(500, "inside"), failure(2_000, "after")];
+        let delayed = delayed_outside(&records, Outage { down_ms: 100, up_ms: 1_000 });
+        assert_eq!(delayed.into_iter().collect::<Vec<_>>(), vec!["after"]);
     }
 }

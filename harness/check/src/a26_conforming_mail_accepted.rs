@@ -28,6 +28,8 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     let served = served_domains(facts);
     let mut refusing_all = false;
     let mut open: BTreeMap<&str, Open> = BTreeMap::new();
+    // A pipelined 503 after a refused MAIL refuses the sequence, not the postmaster (RFC 2920).
+    let consequences = super::facts::pipelining_consequences(facts.records);
     for (at, record) in facts.records.iter().enumerate() {
         match &record.event {
             Event::Operator { mode } => refusing_all = mode == "5xx-bounce",
@@ -39,7 +41,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
                     Stage::Rcpt => {
                         transaction.rcpt |= ok;
                         let postmaster = rcpt.as_deref().filter(|rcpt| is_postmaster_of(rcpt, &served));
-                        if let Some(rcpt) = postmaster.filter(|rcpt| reply.starts_with('5') && !refusing_all && !has_invalid_param(facts, msg, rcpt)) {
+                        if let Some(rcpt) = postmaster.filter(|rcpt| reply.starts_with('5') && !refusing_all && !consequences.contains(&at) && !has_invalid_param(facts, msg, rcpt)) {
                             out.push(Violation::new("A26", format!("msg {msg} rcpt {rcpt}"), format!("postmaster was refused permanently: '{reply}' (RFC 5321 §4.5.1: an MX must accept it)"), vec![at]));
                         }
                     }

@@ -9,12 +9,14 @@ use std::collections::BTreeMap;
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     // Per sender session: its message and the recipients it tried.
     let mut sessions: BTreeMap<&str, (&str, &[String])> = BTreeMap::new();
+    // A pipelined 503 after a refused MAIL is no refusal of its own (RFC 2920 §3.1).
+    let consequences = super::facts::pipelining_consequences(facts.records);
     for (at, record) in facts.records.iter().enumerate() {
         match &record.event {
             Event::SmtpAttempt { session, msg, rcpts, .. } => {
                 sessions.insert(session, (msg, rcpts));
             }
-            Event::SmtpReply { session, msg, stage, rcpt, reply } if reply.starts_with('5') => {
+            Event::SmtpReply { session, msg, stage, rcpt, reply } if reply.starts_with('5') && !consequences.contains(&at) => {
                 let refused: Vec<String> = match (stage, rcpt) {
                     (Stage::Rcpt, Some(rcpt)) => vec![rcpt.clone()],
                     (Stage::Mail | Stage::DataEnd, _) => sessions.get(session.as_str()).map(|(_, rcpts)| rcpts.to_vec()).unwrap_or_default(),

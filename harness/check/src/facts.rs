@@ -331,6 +331,36 @@ fn damaged_name(path: &str) -> String {
     name.strip_suffix(".tmp").unwrap_or(name).to_string()
 }
 
+/// The sender replies that are only consequences of an earlier failure in the same pipelined
+/// transaction (RFC 2920 §3.1): once MAIL was refused, each pipelined RCPT gets 503 (bad
+/// sequence), and once no RCPT was accepted, so does DATA or BDAT. Such a 503 says nothing about
+/// the recipient or the message; the sender must act on the first failure (a 4xx at MAIL: try
+/// again later), so a checker that read the 503 as a permanent refusal would raise a false alarm.
+pub fn pipelining_consequences(records: &[Record]) -> BTreeSet<At> {
+    let mut consequences = BTreeSet::new();
+    // Per sender session: (MAIL accepted, some RCPT accepted) in the current transaction.
+    let mut open: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
+    for (at, record) in records.iter().enumerate() {
+        let Event::SmtpReply { session, stage, reply, .. } = &record.event else { continue };
+        let state = open.entry(session.as_str()).or_insert((false, false));
+        let ok = reply.starts_with('2');
+        let consequence = reply.starts_with("503") && match stage {
+            Stage::Rcpt => !state.0,
+            Stage::DataEnd | Stage::Data => !state.0 || !state.1,
+            _ => false,
+        };
+        if consequence {
+            consequences.insert(at);
+        }
+        match stage {
+            Stage::Mail => *state = (ok, false),
+            Stage::Rcpt => state.1 |= ok,
+            _ => {}
+        }
+    }
+    consequences
+}
+
 /// The world's note of a backup (`Action::Snapshot`).
 pub fn is_snapshot(action: &str) -> bool {
     action.starts_with("backup of store")
@@ -625,5 +655,29 @@ impl<'a> Facts<'a> {
             }
         }
         files.len()
+    }
+}
+
+#[cfg(test)]
+mod pipelining_tests {
+    use super::*;
+
+    fn reply(stage: Stage, rcpt: Option<&str>, text: &str) -> Record {
+        let event = Event::SmtpReply { session: "s1".into(), msg: "m1".into(), stage, rcpt: rcpt.map(str::to_string), reply: text.into() };
+        Record { t_ms: 0, host: "provider-a".into(), event }
+    }
+
+    #[test]
+    fn a_503_after_a_refused_mail_is_a_consequence_and_a_503_in_an_open_transaction_is_not() {
+        let records = vec![
+            reply(Stage::Mail, None, "452 4.3.1 insufficient system storage, try again later"),
+            reply(Stage::Rcpt, Some("anna@x.test"), "503 5.5.1 need MAIL before RCPT"),
+            reply(Stage::DataEnd, None, "503 5.5.1 need MAIL and a valid RCPT before BDAT"),
+            reply(Stage::Mail, None, "250 2.1.0 sender ok"),
+            reply(Stage::Rcpt, Some("anna@x.test"), "503 5.5.1 bad sequence"),
+            reply(Stage::Rcpt, Some("bruno@x.test"), "550 5.1.1 no such user"),
+            reply(Stage::DataEnd, None, "503 5.5.1 need a valid RCPT"),
+        ];
+        assert_eq!(pipelining_consequences(&records), BTreeSet::from([1, 2, 6]));
     }
 }

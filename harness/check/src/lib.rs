@@ -136,7 +136,9 @@ pub fn check_all(output: &RunOutput) -> Vec<Violation> {
 }
 
 /// The invariants whose violation may be the device's doing rather than the stack's.
-const BLAMEABLE: &[&str] = &["A1", "A2", "A13", "A15", "A17", "A19", "A20", "A23", "L1"];
+/// A6 and A18 too: the MX's retry schedule and the restore rule rest on what the disks kept (a
+/// failover that reverts a queue file's record of its attempts makes the MX retry "early").
+const BLAMEABLE: &[&str] = &["A1", "A2", "A6", "A13", "A15", "A17", "A18", "A19", "A20", "A23", "L1"];
 
 /// Says who broke a durability promise: the device, when it dropped an operation on one of the
 /// violation's files that a sync had acknowledged (`DiskDropped`); unclear when it dropped

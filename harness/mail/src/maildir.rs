@@ -62,6 +62,12 @@ pub fn parse_file_name(name: &str) -> Option<(u64, String)> {
     Some((uid?, sum?))
 }
 
+/// The `S=<size>` of a maildir file name: the message's size as delivered, known without
+/// reading the file (Dovecot's `,S=`), so a read that fails at recovery does not make it 0.
+pub fn size_in_name(name: &str) -> Option<u64> {
+    base_name(name).split(',').find_map(|part| part.strip_prefix("S=")).and_then(|value| value.parse::<u64>().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +89,13 @@ mod tests {
         assert_eq!(parse_file_name("a,S=3:2,U=1,H=ab"), None);
         assert_eq!(parse_file_name("1200.S1D1,S=42"), None);
         assert_eq!(parse_file_name("garbage,U=x,H=1"), None);
+    }
+
+    #[test]
+    fn the_size_is_read_from_the_name_in_new_and_in_cur() {
+        assert_eq!(size_in_name("1200.S1D1,U=7,S=42,H=00ff00ff00ff00ff"), Some(42));
+        assert_eq!(size_in_name("1200.S1D1,U=7,S=42,H=00ff00ff00ff00ff:2,S"), Some(42));
+        assert_eq!(size_in_name("1200.S1D1,U=7,H=00ff"), None);
+        assert_eq!(size_in_name("1200.S1D1,U=7,S=4x,H=00ff"), None);
     }
 }

@@ -105,6 +105,37 @@ pub enum Command {
         paths: Vec<PathBuf>,
         #[command(flatten)]
         runs: Runs,
+        /// Check swarm seeds instead of scenario files: each seed's generated scenario (drawn
+        /// from --profiles) is run here and in a fresh process.
+        #[arg(long, conflicts_with_all = ["paths", "profile", "expect_hash"])]
+        swarm: bool,
+        /// With --swarm: the profile set the scenarios are drawn from.
+        #[arg(long, default_value = "honest", requires = "swarm")]
+        profiles: String,
+    },
+    /// Swarm testing: each seed draws a whole scenario (every fault kind on with probability
+    /// 1/2, its targets and windows, the workload, a persistence profile of the set), runs it
+    /// and judges it. Each run line shows `plan=`, the switches the seed turned on; the summary
+    /// ends with the coverage table (per switch: runs enabled, fired, with a violation; per
+    /// invariant: runs with anything to judge, runs violated).
+    Swarm {
+        /// First seed (decimal or 0x-hex). Alone, it runs just that seed.
+        #[arg(long)]
+        seed: Option<String>,
+        /// How many consecutive seeds (default 100, or 1 with --seed).
+        #[arg(long)]
+        seeds: Option<u64>,
+        /// The profile set: honest (profiles and faults that keep durability promises),
+        /// dishonest (devices that break them, and every fault kind), all.
+        #[arg(long, default_value = "honest")]
+        profiles: String,
+        /// Switch on a planted defect (see list-defects); repeatable.
+        #[arg(long = "defect")]
+        defects: Vec<String>,
+        /// Write the scenario of --seed to this file instead of running it; `mailchaos run FILE
+        /// --seed S` then replays the run with the identical digest.
+        #[arg(long, value_name = "FILE")]
+        emit_scenario: Option<PathBuf>,
     },
     /// Crash at every crash moment of one run (the scenario's crashes and the first hits of
     /// every fail point of the stack), take every disk state the profile allows there, recover
@@ -191,6 +222,16 @@ pub enum Command {
         /// The command to explain (none: the overview).
         command: Option<String>,
     },
+    /// Print the history digest of one swarm seed (used by check-determinism --swarm).
+    #[command(hide = true)]
+    SwarmDigest {
+        #[arg(long)]
+        seed: String,
+        #[arg(long)]
+        profiles: String,
+        #[arg(long = "defect")]
+        defects: Vec<String>,
+    },
     /// Print the history digest of one run (used by check-determinism).
     #[command(hide = true)]
     Digest {
@@ -203,11 +244,18 @@ pub enum Command {
 
 #[derive(clap::Args, Debug)]
 pub struct ShrinkArgs {
-    /// The scenario file (or embedded:<suite>/<name>) of the failing run, as its repro line names it.
-    pub scenario: PathBuf,
-    /// The failing run's seed (decimal or 0x-hex).
+    /// The scenario file (or embedded:<suite>/<name>) of the failing run, as its repro line
+    /// names it; or none, with --swarm-seed.
+    pub scenario: Option<PathBuf>,
+    /// The failing run's seed (decimal or 0x-hex); with --swarm-seed, that seed by default.
     #[arg(long)]
-    pub seed: String,
+    pub seed: Option<String>,
+    /// Shrink the scenario this swarm seed generates (instead of a file).
+    #[arg(long)]
+    pub swarm_seed: Option<String>,
+    /// With --swarm-seed: the profile set the swarm drew from (honest, dishonest, all).
+    #[arg(long, default_value = "honest")]
+    pub profiles: String,
     /// A planted defect of the failing run; repeatable.
     #[arg(long = "defect")]
     pub defects: Vec<String>,
@@ -266,7 +314,15 @@ pub fn main_with(cli: Cli) -> ExitCode {
             false => run(&paths, &runs),
         },
         Command::Repro { scenario, runs, history } => repro(&scenario, &runs, history.as_deref()),
-        Command::CheckDeterminism { paths, runs } => check_determinism(&paths, &runs),
+        Command::CheckDeterminism { runs, swarm: true, profiles, .. } => check_swarm_determinism(&runs, &profiles),
+        Command::CheckDeterminism { paths, runs, .. } => check_determinism(&paths, &runs),
+        Command::Swarm { seed, seeds, profiles, defects, emit_scenario } => {
+            // Without --seed a sweep of 100 seeds from seed 1; `--seed S` alone is that seed.
+            let seeds = seeds.or_else(|| seed.is_none().then_some(100));
+            let runs = Runs { seed, seeds, defects, profile: None, expect_hash: None };
+            swarm(&runs, &profiles, emit_scenario.as_deref())
+        }
+        Command::SwarmDigest { seed, profiles, defects } => swarm_digest(&seed, &profiles, &defects),
         Command::CrashExplore { scenario, runs, max_states } => crash_explore(&scenario, &runs, max_states),
         Command::VendorCompare { paths, baseline, candidate, seed, seeds, defects } => {
             let runs = Runs { seed, seeds, defects, profile: None, expect_hash: None };
@@ -309,7 +365,12 @@ pub fn main_with(cli: Cli) -> ExitCode {
     }
 }
 
-fn parse_defects(names: &[String]) -> Result<Defects, BadInput> {
+/// Prints one line (see `say!`): for the modules beside this one.
+pub(crate) fn say_line(line: &str) {
+    say!("{line}");
+}
+
+pub(crate) fn parse_defects(names: &[String]) -> Result<Defects, BadInput> {
     let mut defects = Vec::new();
     for name in names {
         let defect = Defect::parse(name).ok_or_else(|| {
@@ -380,7 +441,7 @@ impl Setup {
 
 /// The program as the user invoked it when that was a path (./target/release/mailchaos), so the
 /// repro line can be pasted as it is; otherwise plain `mailchaos`.
-fn program() -> String {
+pub(crate) fn program() -> String {
     std::env::args().next().filter(|arg0| arg0.contains('/') && !arg0.contains("/deps/")).unwrap_or_else(|| "mailchaos".into())
 }
 
@@ -777,6 +838,51 @@ fn fresh_digest(exe: &Path, args: &[String]) -> Result<String, BadInput> {
     Ok(if child.status.success() { digest } else { format!("failed({})", child.status) })
 }
 
+fn profile_set(name: &str) -> Result<sim::swarm::ProfileSet, BadInput> {
+    sim::swarm::ProfileSet::parse(name).map_err(|error| BadInput(format!("--profiles: {error}")))
+}
+
+fn swarm(runs: &Runs, profiles: &str, emit: Option<&Path>) -> Result<bool, BadInput> {
+    let profiles = profile_set(profiles)?;
+    if let Some(file) = emit {
+        return crate::swarm::emit(single_seed(runs)?, profiles, file);
+    }
+    let seeds = seeds_of(runs)?;
+    crate::swarm::sweep(&crate::swarm::Request { seeds, profiles, defect_names: &runs.defects })
+}
+
+fn swarm_digest(seed: &str, profiles: &str, defects: &[String]) -> Result<bool, BadInput> {
+    let seed = Seed::parse(seed).map_err(BadInput)?;
+    let run = crate::swarm::run_seed(seed, profile_set(profiles)?, &parse_defects(defects)?)?;
+    say!("{}", run.output.history.digest());
+    Ok(true)
+}
+
+/// Every swarm seed run here and again in a fresh process (`swarm-digest`), digests compared.
+fn check_swarm_determinism(runs: &Runs, profiles: &str) -> Result<bool, BadInput> {
+    let set = profile_set(profiles)?;
+    let seeds = seeds_of(runs)?;
+    let defects = parse_defects(&runs.defects)?;
+    let exe = std::env::current_exe().map_err(|error| BadInput(format!("cannot find own executable: {error}")))?;
+    let mut diverged = 0;
+    for &seed in &seeds {
+        let run = crate::swarm::run_seed(seed, set, &defects)?;
+        let here = run.output.history.digest();
+        let mut args = vec!["--seed".to_string(), seed.to_string(), "--profiles".into(), set.name().into()];
+        args.extend(runs.defects.iter().flat_map(|name| ["--defect".to_string(), name.clone()]));
+        let child = std::process::Command::new(&exe).arg("swarm-digest").args(&args).output().map_err(|error| BadInput(format!("cannot start a fresh process: {error}")))?;
+        let there = String::from_utf8_lossy(&child.stdout).trim().to_string();
+        let same = child.status.success() && there == here;
+        say!("swarm seed={seed} plan={} first={here} fresh_process={there} {}", run.generated.plan(), if same { "same" } else { "DIVERGED" });
+        if !same {
+            diverged += 1;
+            say!("repro: {} swarm --seed {seed} --profiles {}", program(), set.name());
+        }
+    }
+    say!("summary: runs={} diverged={diverged}", seeds.len());
+    Ok(diverged == 0)
+}
+
 /// One line per problem, then the verdict with its counts.
 fn verify_store(dir: &Path, ledger: &Path) -> Result<bool, BadInput> {
     match std::fs::metadata(dir) {
@@ -802,9 +908,10 @@ fn verify_store(dir: &Path, ledger: &Path) -> Result<bool, BadInput> {
 /// from the written file to prove it still fails.
 fn shrink(args: &ShrinkArgs) -> Result<bool, BadInput> {
     let (origin, text) = shrink_input(args)?;
-    let seed = Seed::parse(&args.seed).map_err(BadInput)?;
+    let seed_text = shrink_seed(args)?;
+    let seed = Seed::parse(&seed_text).map_err(BadInput)?;
     let defects = parse_defects(&args.defects)?;
-    let runs = Runs { seed: Some(args.seed.clone()), seeds: None, defects: args.defects.clone(), profile: args.profile.clone(), expect_hash: None };
+    let runs = Runs { seed: Some(seed_text), seeds: None, defects: args.defects.clone(), profile: args.profile.clone(), expect_hash: None };
     let setup = Setup::of(&runs)?;
     check_output(&args.output)?;
     if !(1..=100_000).contains(&args.max_runs) {
@@ -844,7 +951,19 @@ fn shrink(args: &ShrinkArgs) -> Result<bool, BadInput> {
 /// The scenario text to shrink and the name the output cites. The one place another source
 /// (a generated swarm scenario: `--swarm-seed`) joins.
 fn shrink_input(args: &ShrinkArgs) -> Result<(String, String), BadInput> {
-    source::text_of(&args.scenario)
+    match (&args.scenario, &args.swarm_seed) {
+        (Some(path), None) => source::text_of(path),
+        (None, Some(seed)) => {
+            let (seed, profiles) = (Seed::parse(seed).map_err(BadInput)?, profile_set(&args.profiles)?);
+            Ok((format!("swarm seed {seed} ({})", profiles.name()), sim::swarm::plan(seed, profiles).text))
+        }
+        _ => Err(BadInput("shrink takes a scenario file or --swarm-seed S, exactly one".into())),
+    }
+}
+
+/// The failing run's seed: --seed, or the swarm seed (a swarm run uses its own seed).
+fn shrink_seed(args: &ShrinkArgs) -> Result<String, BadInput> {
+    args.seed.clone().or_else(|| args.swarm_seed.clone()).ok_or_else(|| BadInput("shrink needs --seed N (the failing run's seed)".into()))
 }
 
 /// A bad `-o` is refused before minutes of runs, not after.

@@ -12,4 +12,5 @@ pub mod cli;
 pub mod live;
 pub mod report;
 pub mod source;
+pub mod swarm;
 pub mod verify;

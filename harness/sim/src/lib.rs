@@ -5,6 +5,7 @@
 //! - [`seed`]: the root seed and its derived ChaCha streams;
 //! - [`world`]: what a seed makes of a scenario (the plan), the turmoil world with one host per
 //!   component, the fault scheduler, the phases chaos → heal → quiesce → final sweep;
+//! - [`swarm`]: a whole scenario drawn from a seed (swarm testing);
 //! - [`explore`]: crash states at every crash and fail-point hit, recovered and judged;
 //! - [`shrink`]: a failing run made small while the same invariant still fails;
 //! - [`ledger`]: the durable account of what a store on a real directory acknowledged.
@@ -19,4 +20,5 @@ pub mod reference;
 pub mod scenario;
 pub mod seed;
 pub mod shrink;
+pub mod swarm;
 pub mod world;

@@ -395,6 +395,11 @@ impl Session<'_> {
         }
         if !open {
             self.chunks = Chunks::default();
+            // RFC 3030 §2: a refused BDAT fails the transaction. Kept open (MAIL accepted, every
+            // RCPT refused), it made the next pipelined transaction's MAIL a "nested MAIL" and
+            // took that transaction's RCPTs and chunks under the failed one's envelope (found
+            // by swarm: A8 on the clean stack).
+            self.txn = None;
             return Ok(Some((Stage::Data, Reply::new(503, "5.5.1", "need MAIL and a valid RCPT before BDAT"))));
         }
         self.chunks.too_big |= !keep;

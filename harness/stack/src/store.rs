@@ -200,15 +200,36 @@ pub use mail::maildir::{checksum, parse_file_name};
 
 /// Rebuilds the index from the durable state and removes tmp/ debris. Runs at every start.
 pub async fn recover(env: &Env, config: &StoreConfig) -> Index {
-    let restored = config.restored.replace(false);
+    // The operator's notice of a restore is read here and withdrawn only once every mailbox has
+    // been recovered under it: a crash in the middle of this recovery (a sick disk makes it
+    // slow) must not leave the next start believing nothing was restored, which kept the old
+    // UIDVALIDITY with a UIDNEXT below UIDs already issued (A17, A19; found by swarm).
+    let restored = config.restored.get();
     let mut index = BTreeMap::new();
     for user in &config.users {
         let mailbox = recover_mailbox(env, user, restored).await;
         index.insert(user.clone(), mailbox);
     }
+    config.restored.set(false);
     // The mailboxes' own names in mail/ (created with their first subdirectory).
     let _ = env.disk.fsync_dir(MAIL_DIR).await;
     Rc::new(StoreState { mailboxes: RefCell::new(index), ..StoreState::default() })
+}
+
+/// A directory's names at recovery. An I/O error is no empty directory: taken for one, the
+/// mailbox's messages stayed on disk but were never listed again (swarm found it: A20 after a
+/// restart inside an EIO window). Retried every second for at most an hour of the disk's
+/// failure (LMTP waits meanwhile, so the MX keeps the mail queued); then recovered empty.
+async fn list_at_recovery(env: &Env, dir: &str) -> Vec<String> {
+    const TRIES: u32 = 3600;
+    for _ in 0..TRIES {
+        match env.disk.list(dir).await {
+            Ok(names) => return names,
+            Err(disk::DiskError::NotFound) => return Vec::new(),
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+    Vec::new()
 }
 
 /// The directory holding one maildir per mailbox.
@@ -234,10 +255,15 @@ async fn recover_mailbox(env: &Env, user: &str, restored: bool) -> Mailbox {
     // cur/: what the owner has read vanishes from the index at every restart.
     let subdirs: &[&str] = if env.defects.has(Defect::RecoverNewOnly) { &["new"] } else { &["new", "cur"] };
     for sub in subdirs {
-        for name in env.disk.list(&format!("{dir}/{sub}")).await.unwrap_or_default() {
+        for name in list_at_recovery(env, &format!("{dir}/{sub}")).await {
             if let Some((uid, sum)) = parse_file_name(&name) {
                 let file = format!("{dir}/{sub}/{name}");
-                let size = env.disk.read(&file).await.map(|bytes| bytes.len() as u64).unwrap_or(0);
+                // The size the name carries: a read here may fail (EIO while the disk is sick)
+                // and must not list the message at 0 octets (swarm found that: A19, A23).
+                let size = match mail::maildir::size_in_name(&name) {
+                    Some(size) => size,
+                    None => env.disk.read(&file).await.map(|bytes| bytes.len() as u64).unwrap_or(0),
+                };
                 // A UID in both (only a hand-made copy can do that: a move is one rename): the
                 // read one, as the owner last saw it.
                 messages.insert(uid, Entry { file, size, checksum: sum });

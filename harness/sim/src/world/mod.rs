@@ -433,11 +433,11 @@ impl<'a> World<'a> {
             Action::ClosePort(index, host) => {
                 note(self, format!("port {} of {host} closed", stack::SMTP_PORT));
                 self.fired[index] += 1;
-                self.net_faults.closed.borrow_mut().insert((host, stack::SMTP_PORT));
+                self.net_faults.closed.borrow_mut().insert((host, stack::SMTP_PORT, net::Closer::Fault));
             }
             Action::OpenPort(host) => {
                 note(self, format!("port {} of {host} open again", stack::SMTP_PORT));
-                self.net_faults.closed.borrow_mut().remove(&(host, stack::SMTP_PORT));
+                self.net_faults.closed.borrow_mut().remove(&(host, stack::SMTP_PORT, net::Closer::Fault));
             }
             Action::OutageBegins(index) => {
                 self.fired[index] += 1;
@@ -573,7 +573,7 @@ impl<'a> World<'a> {
             "5xx-bounce" => OperatorMode::Bounce,
             _ => OperatorMode::Normal,
         });
-        let port = ("mx".to_string(), stack::SMTP_PORT);
+        let port = ("mx".to_string(), stack::SMTP_PORT, net::Closer::Operator);
         if mode == "closed-port" {
             self.net_faults.closed.borrow_mut().insert(port);
         } else {

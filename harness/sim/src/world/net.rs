@@ -14,13 +14,29 @@ use std::rc::Rc;
 pub struct NetFaults {
     /// Hosts that cannot resolve names (a temporary DNS failure, SERVFAIL).
     pub dns_down: RefCell<BTreeSet<String>>,
-    /// (host, port) pairs whose listener refuses connections.
-    pub closed: RefCell<BTreeSet<(String, u16)>>,
+    /// (host, port, who closed it) for listeners that refuse connections. Who: a `port-closed`
+    /// fault or the operator's `closed-port` answer to an outage; each opens only its own
+    /// closure, so the end of one never reopens a port the other still keeps closed.
+    pub closed: RefCell<BTreeSet<(String, u16, Closer)>>,
     /// Connections accepted so far in the run, on any host: numbers each one.
     pub accepted: Cell<u64>,
     /// Set while the world tears a host down (a crash, the end of the run): the wire tap does
     /// not take the streams dropped then for the server closing them.
     pub teardown: Rc<Cell<bool>>,
+}
+
+/// Who closed a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Closer {
+    Fault,
+    Operator,
+}
+
+impl NetFaults {
+    /// Whether any closure holds `port` of `host` closed.
+    pub fn is_closed(&self, host: &str, port: u16) -> bool {
+        self.closed.borrow().iter().any(|(h, p, _)| h == host && *p == port)
+    }
 }
 
 /// One host's view of the simulated network.
@@ -66,7 +82,7 @@ impl Net for SimNet {
             if self.faults.dns_down.borrow().contains(&self.host) {
                 return Err(io::Error::other(format!("temporary failure resolving {host} (SERVFAIL)")));
             }
-            if self.faults.closed.borrow().contains(&(host.to_string(), port)) {
+            if self.faults.is_closed(host, port) {
                 return Err(io::Error::from(io::ErrorKind::ConnectionRefused));
             }
             let stream = turmoil::net::TcpStream::connect((host, port)).await?;
@@ -80,5 +96,23 @@ impl Net for SimNet {
             let listener = SimListener { listener, host: self.host.clone(), port, faults: self.faults.clone(), journal: self.journal.clone() };
             Ok(Box::new(listener) as Box<dyn Listener>)
         })
+    }
+}
+
+#[cfg(test)]
+mod closure_tests {
+    use super::*;
+
+    #[test]
+    fn a_port_stays_closed_until_every_closer_has_opened_it() {
+        let faults = NetFaults::default();
+        faults.closed.borrow_mut().insert(("mx".into(), 25, Closer::Fault));
+        faults.closed.borrow_mut().insert(("mx".into(), 25, Closer::Operator));
+        // The port-closed fault ends while the operator's outage answer still holds.
+        faults.closed.borrow_mut().remove(&("mx".into(), 25, Closer::Fault));
+        assert!(faults.is_closed("mx", 25));
+        assert!(!faults.is_closed("mx", 24));
+        faults.closed.borrow_mut().remove(&("mx".into(), 25, Closer::Operator));
+        assert!(!faults.is_closed("mx", 25));
     }
 }
