@@ -18,15 +18,12 @@ use std::process::ExitCode;
 /// instead of panicking as `println!` would.
 macro_rules! say {
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let mut stdout = std::io::stdout().lock();
-        if writeln!(stdout, $($arg)*).is_err() || stdout.flush().is_err() {
-            std::process::exit(0);
-        }
+        $crate::shared::say_line(&format!($($arg)*));
     }};
 }
 
 pub use crate::source::{EMBEDDED_FAST, EMBEDDED_STORAGE};
+use crate::shared::{parse_defects, program};
 
 /// What every help text ends with: the exit codes scripts and CI rely on.
 pub const EXIT_CODES: &str = "Exit status: 0 every invariant held (or the command succeeded), 1 a violation (or a \
@@ -365,22 +362,6 @@ pub fn main_with(cli: Cli) -> ExitCode {
     }
 }
 
-/// Prints one line (see `say!`): for the modules beside this one.
-pub(crate) fn say_line(line: &str) {
-    say!("{line}");
-}
-
-pub(crate) fn parse_defects(names: &[String]) -> Result<Defects, BadInput> {
-    let mut defects = Vec::new();
-    for name in names {
-        let defect = Defect::parse(name).ok_or_else(|| {
-            let known: Vec<&str> = Defect::ALL.iter().map(|d| d.name()).collect();
-            BadInput(format!("unknown defect '{name}'; expected one of: {}", known.join(", ")))
-        })?;
-        defects.push(defect);
-    }
-    Ok(Defects::of(&defects))
-}
 
 fn seeds_of(runs: &Runs) -> Result<Vec<Seed>, BadInput> {
     let first = match &runs.seed {
@@ -439,11 +420,6 @@ impl Setup {
     }
 }
 
-/// The program as the user invoked it when that was a path (./target/release/mailchaos), so the
-/// repro line can be pasted as it is; otherwise plain `mailchaos`.
-pub(crate) fn program() -> String {
-    std::env::args().next().filter(|arg0| arg0.contains('/') && !arg0.contains("/deps/")).unwrap_or_else(|| "mailchaos".into())
-}
 
 /// The command that replays one run: the same scenario text (refused if it changed since),
 /// seed, defects and profile.

@@ -11,6 +11,7 @@ pub mod bad_input;
 pub mod cli;
 pub mod live;
 pub mod report;
+pub mod shared;
 pub mod source;
 pub mod swarm;
 pub mod verify;

@@ -3,7 +3,7 @@
 //! how often a violation came with it, and per invariant how often it had anything to judge.
 
 use crate::bad_input::BadInput;
-use crate::cli::{parse_defects, program, say_line};
+use crate::shared::{parse_defects, program, say_line};
 use crate::report;
 use check::Violation;
 use history::{Event, Record};
