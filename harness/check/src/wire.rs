@@ -88,9 +88,9 @@ impl Wire {
                     pending.push_back(Pending { at, what: Awaiting::Greeting, owed: None, got: Vec::new() });
                     connections.insert(conn, Connection { host: record.host.clone(), lmtp: protocol == "lmtp", pending, accepted: Vec::new(), lost_step: false });
                 }
-                // A fail point fired (the world crashes the host next) or the host crashed: what
-                // its connections do from now on is the crash's doing, not an answer.
-                Event::CrashPoint { .. } | Event::Crash => {
+                // A fail point fired (the world crashes the host next), the host crashed or was
+                // restarted: what its connections do from now on is the world's doing, not an answer.
+                Event::CrashPoint { .. } | Event::Crash | Event::Restart => {
                     for connection in connections.values_mut().filter(|c| c.host == record.host) {
                         connection.lost_step = true;
                     }

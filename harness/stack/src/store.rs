@@ -232,6 +232,20 @@ async fn list_at_recovery(env: &Env, dir: &str) -> Vec<String> {
     Vec::new()
 }
 
+/// A UIDVALIDITY the store serves under must be durable first: served while its `uidlist`
+/// write failed (a sick disk at recovery), a crash brings back the old one below UIDs already
+/// issued under the new (swarm found it: A19 after a restore, a failing fsync, then a crash).
+/// Retried every second for at most an hour of the disk's failure, as `list_at_recovery`.
+async fn uidlist_at_recovery(env: &Env, dir: &str, uidvalidity: u64, uidnext: u64) {
+    const TRIES: u32 = 3600;
+    for _ in 0..TRIES {
+        if write_uidlist(env, dir, uidvalidity, uidnext).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// The directory holding one maildir per mailbox.
 pub const MAIL_DIR: &str = "mail";
 
@@ -287,7 +301,7 @@ async fn recover_mailbox(env: &Env, user: &str, restored: bool) -> Mailbox {
         uidvalidity = fresh_uidvalidity.max(uidvalidity + 1);
     }
     if stored.is_none() || renew {
-        let _ = write_uidlist(env, &dir, uidvalidity, uidnext).await;
+        uidlist_at_recovery(env, &dir, uidvalidity, uidnext).await;
     }
     env.journal.record(Event::StoreRecovered {
         mailbox: user.to_string(),
@@ -492,6 +506,11 @@ async fn deliver(env: &Env, config: &StoreConfig, index: &Index, target: &Target
             Recognised::Done { uidvalidity, uid, file } => {
                 // Where the copy is now: its owner may have read it (moved into cur/) since.
                 let file = index.current_file(&user, uid).unwrap_or(file);
+                // The 2xx promises that copy is durable under the name it has now: a move into
+                // cur/ whose directory sync failed is not (swarm found it: A1 on a retry).
+                if env.disk.fsync_dir(disk::parent(&file)).await.is_err() {
+                    return refuse(Reply::new(451, "4.3.0", "temporary storage error"));
+                }
                 env.journal.record(Event::StoreRetryRecognised { conn: wire.to_string(), mailbox: user.clone(), msg, uidvalidity, uid, file });
                 return Ok(Reply::new(250, "2.0.0", &format!("<{rcpt}> delivered")));
             }

@@ -402,7 +402,10 @@ impl<'a> World<'a> {
             }
             Action::Restart(host) => {
                 self.disks[&host].journal_restart();
+                // A host still running is torn down first: its dropped streams are not closes.
+                self.net_faults.teardown.set(true);
                 self.sim.bounce(host.as_str());
+                self.net_faults.teardown.set(false);
             }
             Action::PartitionOneway(index, from, to) => {
                 note(self, format!("partition-oneway {from} -> {to}"));
