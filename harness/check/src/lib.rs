@@ -122,7 +122,8 @@ pub fn check_all(output: &RunOutput) -> Vec<Violation> {
     a28_invalid_input_refused::check(&facts, &mut violations);
     if output.drained_at_ms.is_none() && output.aborted.is_none() {
         // L1 drains: every queue must be empty and every message terminal within the horizon.
-        violations.push(Violation::new("L1", "queues", format!("the backlog had not drained when the run reached its horizon at {}s", output.ended_at_ms / 1000), vec![]));
+        let waiting = output.waiting_for.as_deref().map(|what| format!("; still waiting for: {what}")).unwrap_or_default();
+        violations.push(Violation::new("L1", "queues", format!("the backlog had not drained when the run reached its horizon at {}s{waiting}", output.ended_at_ms / 1000), vec![]));
     }
     if let Some(reason) = &output.aborted {
         violations.push(Violation::new("L1", "simulation", reason.clone(), vec![]));

@@ -317,6 +317,8 @@ pub struct RunOutput {
     pub faults: Vec<(String, u64)>,
     /// When every queue had drained (None: the horizon came first).
     pub drained_at_ms: Option<u64>,
+    /// What the run was still waiting for when it ended, if it had not drained: what L1 names.
+    pub waiting_for: Option<String>,
     pub ended_at_ms: u64,
     /// Why the simulation stopped before its end, if it did.
     pub aborted: Option<String>,

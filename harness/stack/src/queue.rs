@@ -442,13 +442,25 @@ async fn record_outcome(env: &Env, path: &str, queued: &QueuedMessage, replies: 
 }
 
 /// Unlinks a finished queue file and makes the unlink durable before it is recorded: a crash
-/// must not bring the file back, or its mail would be delivered again.
+/// must not bring the file back, or its mail would be delivered again. Once unlinked the file
+/// is out of every later scan, so a failing directory sync is retried here (every second, at
+/// most UNLINK_SYNC_TRIES times) rather than left to a retry that would never come (swarm
+/// found a run idling to its horizon on one such file).
 async fn remove_file(env: &Env, path: &str) -> Result<(), DiskError> {
+    const UNLINK_SYNC_TRIES: u32 = 3600;
     env.disk.remove(path).await?;
     if env.defects.has(Defect::NoFsyncAfterUnlink) {
         return Ok(()); // the planted bug: the unlink waits for whatever syncs the directory next
     }
-    env.disk.fsync_dir(QUEUE_DIR).await
+    let mut result = env.disk.fsync_dir(QUEUE_DIR).await;
+    for _ in 1..UNLINK_SYNC_TRIES {
+        if result.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        result = env.disk.fsync_dir(QUEUE_DIR).await;
+    }
+    result
 }
 
 /// Atomic replacement: write a temporary file, fsync it, rename it over, fsync the directory.

@@ -538,7 +538,8 @@ impl<'a> World<'a> {
             }
         }
         self.world_journal.record(Event::Phase { name: if drained_at_ms.is_some() { "end".into() } else { "horizon".into() } });
-        self.finish(drained_at_ms, aborted)
+        let waiting_for = drained_at_ms.is_none().then(|| drain.waiting_for());
+        self.finish(drained_at_ms, aborted, waiting_for)
     }
 
     /// Reads the events since `scanned`: crashes at fail points, and drain bookkeeping.
@@ -614,7 +615,7 @@ impl<'a> World<'a> {
         self.schedule.sort_by_key(|(t_ms, order, _)| std::cmp::Reverse((*t_ms, *order)));
     }
 
-    fn finish(self, drained_at_ms: Option<u64>, aborted: Option<String>) -> RunOutput {
+    fn finish(self, drained_at_ms: Option<u64>, aborted: Option<String>, waiting_for: Option<String>) -> RunOutput {
         let mut faults = Vec::new();
         for (index, fault) in self.plan.faults.iter().enumerate() {
             let fired = match fault.kind {
@@ -637,7 +638,7 @@ impl<'a> World<'a> {
         drop(self.sim);
         let history = std::mem::take(&mut *self.history.borrow_mut());
         let environment_failure = self.setup_failure.borrow().clone();
-        RunOutput { history, images, faults, drained_at_ms, ended_at_ms, aborted, environment_failure }
+        RunOutput { history, images, faults, drained_at_ms, waiting_for, ended_at_ms, aborted, environment_failure }
     }
 }
 
@@ -787,6 +788,22 @@ impl Drain {
     /// would idle the run to its horizon.
     fn forget_missing_queue_files(&mut self, present: &BTreeSet<String>) {
         self.mx_open.retain(|file| present.contains(file));
+    }
+
+    /// What is not yet done, for a person: why a run that never drained did not (L1).
+    fn waiting_for(&self) -> String {
+        let mut parts = Vec::new();
+        if self.submitted < self.planned_messages {
+            parts.push(format!("{} of {} planned messages not yet handed to their senders", self.planned_messages - self.submitted, self.planned_messages));
+        }
+        if self.sender_open > 0 {
+            parts.push(format!("{} (message, recipient) pairs without a final outcome at their sender", self.sender_open));
+        }
+        if !self.mx_open.is_empty() {
+            let files: Vec<&str> = self.mx_open.iter().take(5).map(String::as_str).collect();
+            parts.push(format!("{} acknowledged queue file(s) not finished ({}{})", self.mx_open.len(), files.join(", "), if self.mx_open.len() > 5 { ", …" } else { "" }));
+        }
+        if parts.is_empty() { "nothing (drained only as the horizon came)".into() } else { parts.join("; ") }
     }
 
     fn is_drained(&self) -> bool {
