@@ -3,6 +3,7 @@
 //! enhanced codes agree in class. RFC 3463.
 
 use super::facts::Facts;
+use super::reply::codes;
 use super::Violation;
 use history::Event;
 
@@ -11,14 +12,6 @@ fn is_policy_code(enhanced: &str) -> bool {
     // x.1.x addressing, x.5.x protocol, x.6.x content, x.7.x security, and 5.3.4 (too big).
     let subject = enhanced.split('.').nth(1).unwrap_or("");
     matches!(subject, "1" | "5" | "6" | "7") || enhanced == "5.3.4"
-}
-
-/// Splits "554 5.3.0 text" into (554, Some("5.3.0")).
-fn codes(reply: &str) -> (Option<u16>, Option<&str>) {
-    let mut words = reply.split_whitespace();
-    let basic = words.next().and_then(|word| word.parse().ok());
-    let enhanced = words.next().filter(|word| word.split('.').count() == 3 && word.split('.').all(|part| part.parse::<u16>().is_ok()));
-    (basic, enhanced)
 }
 
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
@@ -53,7 +46,5 @@ mod tests {
         assert!(is_policy_code("5.3.4"));
         assert!(!is_policy_code("5.3.0"));
         assert!(!is_policy_code("5.2.2"));
-        assert_eq!(codes("554 5.3.0 storage error"), (Some(554), Some("5.3.0")));
-        assert_eq!(codes("250 ok"), (Some(250), None));
     }
 }

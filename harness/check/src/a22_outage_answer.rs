@@ -5,6 +5,7 @@
 //! 4xx or closed-port answer the actual fate must match the prediction.
 
 use super::facts::{Facts, SenderPolicy};
+use super::reply::subject;
 use super::Violation;
 use history::{Event, Outcome};
 use mail::policy::RetryPolicy;
@@ -100,8 +101,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
 /// command the client got wrong (x.5.x, such as an invalid parameter). It is as right during an
 /// outage as outside one; the 2023 answer refused good mail (550 5.2.1 mailbox unavailable).
 fn about_the_mail(reply: &str) -> bool {
-    let enhanced = reply.split_whitespace().nth(1).unwrap_or("");
-    matches!(enhanced.split('.').nth(1), Some("1" | "5")) && enhanced.split('.').count() == 3
+    matches!(subject(reply), Some("1" | "5"))
 }
 
 /// Messages whose sender met a transient failure outside the outage (a partition, an MX lookup

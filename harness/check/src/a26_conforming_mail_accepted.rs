@@ -13,6 +13,7 @@
 //! from the MX's own account of its replies.
 
 use super::facts::Facts;
+use super::reply::{codes, subject};
 use super::Violation;
 use history::{Event, InvalidParam, Stage};
 use std::collections::{BTreeMap, BTreeSet};
@@ -56,11 +57,9 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
 
 /// A refusal of the message's form at the end of data.
 fn refuses_form(reply: &str) -> bool {
-    let mut words = reply.split_whitespace();
-    let basic = words.next().unwrap_or("");
-    match words.next().filter(|word| word.split('.').count() == 3) {
-        Some(enhanced) => basic.starts_with('5') && matches!(enhanced.split('.').nth(1), Some("5" | "6")),
-        None => basic == "500" || basic == "501",
+    match (codes(reply).0, subject(reply)) {
+        (basic, Some(subject)) => basic.is_some_and(|code| (500..600).contains(&code)) && matches!(subject, "5" | "6"),
+        (basic, None) => matches!(basic, Some(500 | 501)),
     }
 }
 

@@ -36,6 +36,7 @@ mod a2_no_loss;
 mod a4_no_deliver_after_refusal;
 mod a9_no_bounce_of_bounce;
 pub mod facts;
+mod reply;
 pub mod wire;
 
 
