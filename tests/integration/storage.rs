@@ -85,6 +85,47 @@ fn a_damaged_queue_file_is_reported_not_relayed_and_its_absence_of_check_is_caug
     assert!(damaged > 0);
 }
 
+/// A damaged queue file whose envelope is intact goes back to its sender: the MX sets it aside
+/// only once the sender's provider took a failure DSN over SMTP, from `<>` to the envelope's
+/// reverse-path, reporting the recipients still queued. Sent from a postmaster address instead
+/// (a DSN that can bounce and loop), A9 fires.
+#[test]
+fn a_damaged_queue_file_with_an_intact_envelope_is_returned_to_its_sender() {
+    caught("queue-damage", Defect::DsnFromPostmaster, &["A9"]);
+    let judged = judge(&storage("queue-damage"), Seed(1), &Defects::none());
+    assert!(judged.violations.is_empty(), "{:?}", &judged.violations[..judged.violations.len().min(3)]);
+    let records = &judged.output.history.records;
+    let returned: Vec<&str> = records.iter().filter_map(|r| match &r.event {
+        history::Event::QueueDamaged { dsn: Some(dsn), .. } => Some(dsn.as_str()),
+        _ => None,
+    }).collect();
+    assert!(!returned.is_empty(), "no damaged queue file was returned to its sender");
+    for dsn in returned {
+        let received: Vec<(&String, &Vec<String>, &String)> = records.iter().filter_map(|r| match &r.event {
+            history::Event::MailReceived { mail_from, rcpts, content, .. } if content.contains(&format!("Message-ID: <{dsn}>")) => Some((mail_from, rcpts, content)),
+            _ => None,
+        }).collect();
+        assert_eq!(received.len(), 1, "{dsn} was received {} times", received.len());
+        let (mail_from, rcpts, content) = received[0];
+        assert_eq!((mail_from.as_str(), rcpts.len()), ("", 1), "{dsn}");
+        let report = mail::message::parse_dsn(content.as_bytes()).expect("an RFC 3464 report");
+        assert!(!report.recipients.is_empty() && report.recipients.iter().all(|(_, action, status)| action == "failed" && status.starts_with("5.")), "{dsn}: {:?}", report.recipients);
+    }
+    let counts = mailchaos::report::outcomes_by_policy(records);
+    assert!(counts.values().map(|row| row.returned).sum::<usize>() > 0 && counts.values().all(|row| row.lost == 0));
+}
+
+/// The DSN is judged where it arrived, not by the MX's word: the same history with the DSNs
+/// removed from the provider's wire (an MX that logs a return it never made) is a loss (A2).
+#[test]
+fn a_return_the_mx_claims_but_the_sender_never_received_is_a_loss() {
+    let judged = judge(&storage("queue-damage"), Seed(1), &Defects::none());
+    let mut output = judged.output;
+    output.history.records.retain(|r| !matches!(&r.event, history::Event::MailReceived { .. }));
+    let fired: BTreeSet<&str> = check::check_all(&output).iter().map(|v| v.invariant).collect();
+    assert!(fired.contains("A2"), "{fired:?}");
+}
+
 /// A run ends when its work is done, not at its horizon: after a restore from backup the final
 /// sweep no longer waits for messages the restore erased.
 #[test]

@@ -10,7 +10,9 @@
 
 use super::facts::Facts;
 use super::Violation;
-use history::{Event, Record};
+use super::dsns::Dsn;
+use super::wire::At;
+use history::Event;
 use mail::message::{self, DsnReport};
 
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
@@ -18,10 +20,10 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
         Event::Clock { epoch_unix_s, .. } => Some(epoch_unix_s),
         _ => None,
     });
-    for (at, record) in facts.records.iter().enumerate() {
-        let Event::DsnSent { msg, kind, rcpts, content, .. } = &record.event else { continue };
-        let subject = format!("msg {msg} dsn ({kind})");
-        let report = match message::parse_dsn(content.as_bytes()) {
+    for dsn in &facts.dsns {
+        let (at, kind) = (dsn.at, &dsn.kind);
+        let subject = format!("msg {} dsn ({kind})", dsn.msg);
+        let report = match message::parse_dsn(dsn.content.as_bytes()) {
             Ok(report) => report,
             Err(why) => {
                 out.push(Violation::new("A10", subject, format!("not an RFC 3464 delivery status notification: {why}"), vec![at]));
@@ -35,28 +37,37 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
             }
         }
         let reported: Vec<String> = report.recipients.iter().map(|(recipient, ..)| recipient.to_ascii_lowercase()).collect();
-        for rcpt in rcpts.iter().filter(|rcpt| !reported.contains(&rcpt.to_ascii_lowercase())) {
+        for rcpt in dsn.rcpts.iter().filter(|rcpt| !reported.contains(&rcpt.to_ascii_lowercase())) {
             out.push(Violation::new("A10", subject.clone(), format!("recipient {rcpt} is missing from the delivery-status part"), vec![at]));
         }
         if let Some(epoch_unix_s) = epoch_unix_s {
-            check_dates(facts, (at, record), &report, epoch_unix_s, &subject, out);
+            check_dates(facts, dsn, &report, epoch_unix_s, &subject, out);
         }
     }
 }
 
-/// The DSN's Date against the moment it was sent, its Arrival-Date against the original's
-/// submission: both on the run's wall-time base, to the second as RFC 5322 dates go.
-fn check_dates(facts: &Facts, (at, record): (usize, &Record), report: &DsnReport, epoch_unix_s: u64, subject: &str, out: &mut Vec<Violation>) {
-    let Event::DsnSent { msg, .. } = &record.event else { return };
-    let sent = message::rfc5322_date(epoch_unix_s + record.t_ms / 1000);
-    if report.date.as_deref() != Some(sent.as_str()) {
+/// The DSN's Date against when it was written, its Arrival-Date against when the reporting MTA
+/// took the original: both on the run's wall-time base, to the second as RFC 5322 dates go.
+/// A remote sender's notice is judged to the second (it is written where it is recorded); the
+/// MX's, seen where it arrived, within the span between its earliest and latest possible moment.
+fn check_dates(facts: &Facts, dsn: &Dsn, report: &DsnReport, epoch_unix_s: u64, subject: &str, out: &mut Vec<Violation>) {
+    let second = |at: At| epoch_unix_s + facts.records[at].t_ms / 1000;
+    let within = |value: Option<&str>, (from, to): (At, At)| {
+        let parsed = value.and_then(message::rfc5322_date_unix_s);
+        parsed.is_some_and(|unix_s| (second(from) as i64..=second(to) as i64).contains(&unix_s))
+    };
+    let span = |(from, to): (At, At)| match from == to {
+        true => message::rfc5322_date(second(from)),
+        false => format!("{} … {}", message::rfc5322_date(second(from)), message::rfc5322_date(second(to))),
+    };
+    if !within(report.date.as_deref(), dsn.written) {
         let date = report.date.as_deref().unwrap_or("(none)");
-        out.push(Violation::new("A10", subject, format!("the DSN is dated {date}, but it was sent at {sent}"), vec![at]));
+        out.push(Violation::new("A10", subject, format!("the DSN is dated {date}, but it was written at {}", span(dsn.written)), vec![dsn.at]));
     }
-    let Some(&(submitted, ..)) = facts.submitted.get(msg) else { return };
-    let arrived = message::rfc5322_date(epoch_unix_s + facts.records[submitted].t_ms / 1000);
-    if report.arrival_date.as_deref() != Some(arrived.as_str()) {
+    let Some(arrived) = dsn.arrived else { return };
+    if !within(report.arrival_date.as_deref(), arrived) {
         let arrival = report.arrival_date.as_deref().unwrap_or("(none)");
-        out.push(Violation::new("A10", subject, format!("Arrival-Date is {arrival}, but the original entered the sender's queue at {arrived}"), vec![submitted, at]));
+        let what = if dsn.by == "mx" { "the MX took the original" } else { "the original entered the sender's queue" };
+        out.push(Violation::new("A10", subject, format!("Arrival-Date is {arrival}, but {what} at {}", span(arrived)), vec![arrived.0, dsn.at]));
     }
 }

@@ -5,25 +5,24 @@
 use super::facts::Facts;
 use super::Violation;
 use history::{Event, Outcome};
+use super::wire::At;
 use std::collections::BTreeMap;
 
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     let mut failures: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
     let mut delays: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
-    for (at, record) in facts.records.iter().enumerate() {
-        let Event::DsnSent { msg, kind, rcpts, .. } = &record.event else { continue };
-        let table = if kind == "delay" { &mut delays } else { &mut failures };
-        for rcpt in rcpts {
-            table.entry((msg.clone(), rcpt.clone())).or_default().push(at);
+    for dsn in &facts.dsns {
+        let table = if dsn.kind == "delay" { &mut delays } else { &mut failures };
+        for rcpt in &dsn.rcpts {
+            table.entry((dsn.msg.clone(), rcpt.clone())).or_default().push(dsn.at);
         }
     }
     for ((msg, rcpt), ats) in &failures {
         let subject = format!("msg {msg} rcpt {rcpt}");
-        if ats.len() > 1 {
+        if ats.len() > 1 && !resent_after_crash(facts, ats) {
             out.push(Violation::new("A11", subject.clone(), format!("{} failure DSNs for one recipient", ats.len()), ats.clone()));
         }
-        let delivered = facts.outcomes.get(&(msg.clone(), rcpt.clone())).is_some_and(|list| list.iter().any(|(_, outcome)| *outcome == Outcome::Delivered));
-        if delivered {
+        if delivered(facts, msg, rcpt, ats) {
             out.push(Violation::new("A11", subject, "a failure DSN for a recipient that was delivered", ats.clone()));
         }
     }
@@ -36,4 +35,23 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
             out.push(Violation::new("A11", subject, format!("{} delay DSNs for one recipient", ats.len()), ats.clone()));
         }
     }
+}
+
+/// Whether the recipient the DSNs at `ats` report was delivered after all: for a remote
+/// sender's DSN, the MX took it (the sender's outcome); for the MX's own, the store did.
+fn delivered(facts: &Facts, msg: &str, rcpt: &str, ats: &[At]) -> bool {
+    let by_mx = ats.iter().all(|&at| facts.dsns.iter().any(|dsn| dsn.at == at && dsn.by == "mx"));
+    if by_mx {
+        let mailbox = Facts::mailbox_of(rcpt);
+        return facts.deliveries.iter().any(|delivery| delivery.msg == msg && delivery.mailbox == mailbox);
+    }
+    facts.outcomes.get(&(msg.to_string(), rcpt.to_string())).is_some_and(|list| list.iter().any(|(_, outcome)| *outcome == Outcome::Delivered))
+}
+
+/// The MX sent the same DSN again because it crashed after the sender's MX took it and before
+/// it recorded that (its queue file is the DSN's record): a crash between each two copies, and
+/// every copy the MX's. One crash justifies one more copy, as A13 counts duplicates.
+fn resent_after_crash(facts: &Facts, ats: &[At]) -> bool {
+    let by_mx = ats.iter().all(|&at| facts.dsns.iter().any(|dsn| dsn.at == at && dsn.by == "mx"));
+    by_mx && ats.windows(2).all(|pair| facts.records[pair[0]..pair[1]].iter().any(|record| record.host == "mx" && matches!(record.event, Event::Crash)))
 }

@@ -4,11 +4,10 @@
 
 use super::facts::Facts;
 use super::Violation;
-use history::Event;
 
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
-    for (at, record) in facts.records.iter().enumerate() {
-        let Event::DsnSent { msg, mail_from, to, .. } = &record.event else { continue };
+    for dsn in &facts.dsns {
+        let (at, msg, mail_from, to) = (dsn.at, &dsn.msg, &dsn.mail_from, &dsn.to);
         if !mail_from.is_empty() {
             out.push(Violation::new("A9", format!("msg {msg}"), format!("a DSN was sent with MAIL FROM:<{mail_from}> instead of <>"), vec![at]));
         }

@@ -5,6 +5,7 @@
 use history::{Event, Outcome, Record, Stage};
 use mail::message;
 use history::RunOutput;
+use super::dsns::{self, Dsn};
 use super::wire::Wire;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -146,6 +147,8 @@ pub struct Facts<'a> {
     pub queue_recorded: BTreeMap<(String, String), Vec<At>>,
     /// Per queue file: LMTP 2xx replies for it.
     pub lmtp_ok_by_file: BTreeMap<String, Vec<At>>,
+    /// Every DSN, the remote senders' and the MX's (`dsns.rs`).
+    pub dsns: Vec<Dsn>,
     /// Per (msg, rcpt): the failure DSNs sent about it.
     pub failure_dsns_of: BTreeMap<(String, String), Vec<At>>,
     /// Per (msg, rcpt): any DSN (failure or delay) sent about it.
@@ -246,7 +249,8 @@ impl ReportedLosses {
                         pending.retain(|rcpt| remaining.iter().any(|left| left == rcpt));
                     }
                 }
-                Event::QueueDamaged { queue_file, .. } => damaged_queue_files.push(queue_file),
+                // A file returned with a DSN is no loss to report: the DSN must cover it (A2).
+                Event::QueueDamaged { queue_file, dsn: None, .. } => damaged_queue_files.push(queue_file),
                 _ => {}
             }
         }
@@ -394,6 +398,7 @@ impl<'a> Facts<'a> {
             lmtp_ok_by_file: BTreeMap::new(),
             published: BTreeMap::new(),
             store_bytes: BTreeMap::new(),
+            dsns: dsns::read(&output.history.records),
             failure_dsns_of: BTreeMap::new(),
             any_dsns_of: BTreeMap::new(),
             attempts_of: BTreeMap::new(),
@@ -411,9 +416,22 @@ impl<'a> Facts<'a> {
         for (at, record) in output.history.records.iter().enumerate() {
             facts.observe(at, record, &mut session_rcpts);
         }
+        facts.index_dsns();
         facts.rollbacks.retain(|(_, rollback)| *rollback != usize::MAX);
         facts.deleted_messages = facts.messages_deleted();
         facts
+    }
+
+    fn index_dsns(&mut self) {
+        for dsn in &self.dsns {
+            for rcpt in &dsn.rcpts {
+                let key = (dsn.msg.clone(), rcpt.clone());
+                if dsn.kind == "failure" {
+                    self.failure_dsns_of.entry(key.clone()).or_default().push(dsn.at);
+                }
+                self.any_dsns_of.entry(key).or_default().push(dsn.at);
+            }
+        }
     }
 
     fn observe(&mut self, at: At, record: &Record, session_rcpts: &mut BTreeMap<String, Vec<String>>) {
@@ -461,15 +479,6 @@ impl<'a> Facts<'a> {
             }
             Event::SmtpAttempt { msg, rcpts, .. } => {
                 self.attempts_of.entry(msg.clone()).or_default().push((at, rcpts.clone()));
-            }
-            Event::DsnSent { msg, kind, rcpts, .. } => {
-                for rcpt in rcpts {
-                    let key = (msg.clone(), rcpt.clone());
-                    if kind == "failure" {
-                        self.failure_dsns_of.entry(key.clone()).or_default().push(at);
-                    }
-                    self.any_dsns_of.entry(key).or_default().push(at);
-                }
             }
             Event::QueueRecorded { msg, done, .. } => {
                 for rcpt in done {

@@ -35,6 +35,7 @@ mod a28_invalid_input_refused;
 mod a2_no_loss;
 mod a4_no_deliver_after_refusal;
 mod a9_no_bounce_of_bounce;
+pub mod dsns;
 pub mod facts;
 mod reply;
 pub mod wire;

@@ -142,6 +142,10 @@ pub enum Event {
     /// The SMTP client saw no reply: refused, reset or timed out.
     SmtpFailure { session: String, msg: String, stage: Stage, error: String },
     SenderOutcome { msg: String, rcpt: String, outcome: Outcome, reply: String },
+    /// A provider's own receiving MX took a message for its users (what the mail stack sent it:
+    /// the DSNs the MX returns), recorded as it crossed that peer's wire, before its 250.
+    /// `mail_from` is "" for `<>`; `content` is the message as received (dot-stuffing undone).
+    MailReceived { conn: String, mail_from: String, rcpts: Vec<String>, content: String },
     /// A failure DSN handed to the original sender's mailbox at the provider.
     /// `kind` is "failure" or "delay"; `content` is the DSN as sent, for shape checks.
     DsnSent { msg: String, dsn: String, kind: String, mail_from: String, to: String, rcpts: Vec<String>, status: String, content: String },
@@ -167,8 +171,20 @@ pub enum Event {
     QueueRecorded { queue_file: String, msg: String, done: Vec<String>, remaining: Vec<String> },
     QueueRecovered { files: u64 },
     /// The MX found a queue file damaged (torn, or not matching its checksums) and moved it out
-    /// of the queue instead of relaying it: a reported loss when the device damaged it.
-    QueueDamaged { queue_file: String, moved_to: String, reason: String },
+    /// of the queue instead of relaying it: a reported loss when the device damaged it. `dsn`:
+    /// the Message-ID of the failure DSN the MX returned to the envelope sender (when the
+    /// envelope was intact and not from `<>`), which the sender's provider took with 250.
+    QueueDamaged {
+        queue_file: String,
+        moved_to: String,
+        reason: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dsn: Option<String>,
+    },
+
+    /// A try to return a damaged queue file's message to its sender failed (`last`: the MX
+    /// gives up returning it and sets the file aside without a DSN).
+    ReturnFailed { queue_file: String, error: String, last: bool },
 
     // ----- store (LMTP server, maildir, POP3 server) -----
     /// The store is about to answer 2xx for this recipient on connection `conn`: the message

@@ -270,6 +270,12 @@ fn id_text(text: &str) -> String {
         .collect()
 }
 
+/// The Unix time (seconds) of an RFC 5322 date-time, as mail-parser reads it; None when it
+/// is not one.
+pub fn rfc5322_date_unix_s(value: &str) -> Option<i64> {
+    mail_parser::DateTime::parse_rfc822(value.trim()).map(|date| date.to_timestamp())
+}
+
 /// An RFC 5322 date-time in UTC, computed from seconds since the epoch
 /// (clamped to year 9999), e.g. "Thu, 01 Jan 1970 00:00:00 +0000".
 pub fn rfc5322_date(unix_s: u64) -> String {

@@ -79,6 +79,9 @@ async fn run(options: &Options, users: BTreeSet<String>) -> Result<bool, String>
             retry_base: Duration::from_secs(2),
             retry_max: Duration::from_secs(60),
             workers: 1,
+            // DSNs go to the sender's domain by its own name (no MX lookup in live mode).
+            routes: Default::default(),
+            epoch_unix_s,
         },
     };
     let store_config = StoreConfig {

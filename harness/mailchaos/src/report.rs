@@ -97,8 +97,11 @@ pub struct PolicyOutcomes {
     pub delay_notified: usize,
     /// Pairs with more than one copy in the mailbox.
     pub duplicated: usize,
-    /// Pairs the MX accepted that never reached the mailbox.
+    /// Pairs the MX accepted that never reached the mailbox, nor went back with its DSN.
     pub lost: usize,
+    /// Pairs the MX accepted, then returned to their sender with a failure DSN (its queue file
+    /// was damaged), as the sender's provider received it.
+    pub returned: usize,
     /// In an outage: pairs whose sender's policy predicts delivery after recovery, or expiry.
     pub expected_delivered: usize,
     pub expected_expired: usize,
@@ -115,6 +118,7 @@ impl PolicyOutcomes {
         self.delay_notified += other.delay_notified;
         self.duplicated += other.duplicated;
         self.lost += other.lost;
+        self.returned += other.returned;
         self.expected_delivered += other.expected_delivered;
         self.expected_expired += other.expected_expired;
         self.lost_to_rollback += other.lost_to_rollback;
@@ -126,6 +130,9 @@ impl PolicyOutcomes {
             "delivered={} bounced_5xx={} bounced_expiry={} delay_notified={} duplicated={} lost={}",
             self.delivered, self.bounced_5xx, self.bounced_expiry, self.delay_notified, self.duplicated, self.lost
         );
+        if self.returned > 0 {
+            text.push_str(&format!(" returned_by_mx={}", self.returned));
+        }
         if self.lost_to_rollback + self.damaged_reported > 0 {
             text.push_str(&format!(" | reported: lost_to_rollback={} damaged_reported={}", self.lost_to_rollback, self.damaged_reported));
         }
@@ -182,9 +189,18 @@ pub fn outcomes_by_policy(records: &[Record]) -> BTreeMap<String, PolicyOutcomes
         }
     }
     let reported = ReportedLosses::of(records);
+    let mut returned: BTreeSet<(String, String)> = BTreeSet::new();
+    for dsn in check::dsns::read(records).into_iter().filter(|dsn| dsn.by == "mx") {
+        for rcpt in &dsn.rcpts {
+            if returned.insert((dsn.msg.clone(), mailbox_of(rcpt))) {
+                table.entry(policy(&dsn.msg)).or_default().returned += 1;
+            }
+        }
+    }
     for (msg, mailbox) in &accepted {
         // A loss the run reported is counted under `reported:`, not as a silent one.
-        if !copies.contains_key(&(*msg, mailbox.as_str())) && !reported.covers(mailbox, msg) {
+        let back = returned.contains(&(msg.to_string(), mailbox.clone()));
+        if !copies.contains_key(&(*msg, mailbox.as_str())) && !reported.covers(mailbox, msg) && !back {
             table.entry(policy(msg)).or_default().lost += 1;
         }
     }

@@ -240,6 +240,8 @@ fn judged_by(record: &Record) -> &'static [&'static str] {
         Event::Submit { from, .. } if from.is_empty() => &["A9", "A26"],
         Event::Submit { .. } => &["A26"],
         Event::DsnSent { .. } => &["A10", "A11"],
+        // A DSN the MX returned, as the sender's provider received it.
+        Event::MailReceived { .. } => &["A9", "A10", "A11"],
         Event::StoreDelivered { .. } | Event::StoreRetryRecognised { .. } => &["A13", "A15", "A17"],
         Event::StoreRecovered { restored: true, .. } => &["A18"],
         Event::ClientListing { .. } => &["A19"],

@@ -44,6 +44,7 @@ pub enum Defect {
     RcptParamsUnchecked,
     MailSizeSignAccepted,
     DsnDated1970,
+    DsnFromPostmaster,
 }
 
 impl Defect {
@@ -86,6 +87,7 @@ impl Defect {
         Defect::RcptParamsUnchecked,
         Defect::MailSizeSignAccepted,
         Defect::DsnDated1970,
+        Defect::DsnFromPostmaster,
     ];
 
     pub fn name(self) -> &'static str {
@@ -128,6 +130,7 @@ impl Defect {
             Defect::RcptParamsUnchecked => "rcpt-params-unchecked",
             Defect::MailSizeSignAccepted => "mail-size-sign-accepted",
             Defect::DsnDated1970 => "dsn-dated-1970",
+            Defect::DsnFromPostmaster => "dsn-from-postmaster",
         }
     }
 
@@ -182,6 +185,7 @@ impl Defect {
             Defect::RcptParamsUnchecked => "MX ignores RCPT parameters (it checks MAIL's): RCPT TO:<a> SIZE=+5 is accepted (A28)",
             Defect::MailSizeSignAccepted => "MX reads MAIL's SIZE with the integer parser alone, which takes a sign: MAIL FROM:<a> SIZE=+5 is accepted (A28)",
             Defect::DsnDated1970 => "remote sender dates its DSNs on the bare simulated clock (January 1970) and gives the DSN's own time as the original's Arrival-Date (A10)",
+            Defect::DsnFromPostmaster => "MX returns a damaged queue file's message with MAIL FROM:<postmaster@…> instead of <>: a DSN that can itself bounce, and loop (A9)",
         }
     }
 

@@ -11,10 +11,12 @@
 pub mod client;
 pub mod conn;
 pub mod defects;
+pub mod inbound;
 pub mod mx;
 pub mod net;
 pub mod pop3;
 pub mod queue;
+pub mod returns;
 pub mod sender;
 pub mod store;
 pub mod store_host;

@@ -436,7 +436,7 @@ impl Session<'_> {
         let msg = mail::message::message_id(&message).unwrap_or_else(|| format!("<none>{name}"));
         let mut body = self.received(txn, &name, now_ms).into_bytes();
         body.extend_from_slice(&message);
-        let queued = QueuedMessage { msg: msg.clone(), from: txn.from.clone(), rcpts: txn.rcpts.clone(), body };
+        let queued = QueuedMessage { msg: msg.clone(), from: txn.from.clone(), arrived_ms: now_ms, rcpts: txn.rcpts.clone(), body };
         let (queue_file, result) = if self.load.queue_full(self.config) && self.env.defects.has(Defect::AcceptBeyondCapacity) {
             // The planted bug: no room, so the message is acknowledged and silently dropped.
             (None, Ok(()))

@@ -8,6 +8,7 @@
 
 use super::conn::Conn;
 use super::wire::{self, Reply, ReplyParser};
+use super::returns;
 use super::{Defect, Env, StackError, LMTP_PORT};
 use crate::crash_point;
 use disk::DiskError;
@@ -20,7 +21,7 @@ use std::time::Duration;
 pub const INCOMING_DIR: &str = "incoming";
 pub const QUEUE_DIR: &str = "queue";
 pub const CORRUPT_DIR: &str = "corrupt";
-const MAGIC: &str = "MAILCHAOS-QUEUE/2";
+const MAGIC: &str = "MAILCHAOS-QUEUE/3";
 /// Queue files the runner looks at per scan: bounds the work of one pass.
 const MAX_FILES_PER_SCAN: usize = 1000;
 const LMTP_TIMEOUT: Duration = Duration::from_secs(300);
@@ -41,6 +42,8 @@ const IDLE_RECONNECT_MS: u64 = 120_000;
 pub struct QueuedMessage {
     pub msg: String,
     pub from: String,
+    /// When the MX accepted it (journal clock): the Arrival-Date of a DSN that returns it.
+    pub arrived_ms: u64,
     pub rcpts: Vec<String>,
     pub body: Vec<u8>,
 }
@@ -50,16 +53,33 @@ pub struct QueuedMessage {
 pub enum Damage {
     /// Not a whole queue file: torn, truncated or foreign.
     Unreadable,
-    /// The envelope or the body does not match the checksum written with it.
-    Checksum,
+    /// The envelope does not match the checksum written with it: nobody can be told.
+    Envelope,
+    /// The envelope is intact, the body does not match its checksum: the sender can be told.
+    Body,
 }
 
 impl Damage {
     pub fn describe(self) -> &'static str {
         match self {
             Damage::Unreadable => "not a whole queue file",
-            Damage::Checksum => "contents do not match their checksum",
+            Damage::Envelope => "envelope does not match its checksum",
+            Damage::Body => "body does not match its checksum",
         }
+    }
+}
+
+/// A queue file that cannot be relayed, and its envelope when that is intact (with the damaged
+/// body), so the message can be returned to its sender.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damaged {
+    pub damage: Damage,
+    pub envelope: Option<QueuedMessage>,
+}
+
+impl From<Damage> for Damaged {
+    fn from(damage: Damage) -> Damaged {
+        Damaged { damage, envelope: None }
     }
 }
 
@@ -72,7 +92,7 @@ impl QueuedMessage {
     /// `MAGIC`, `sum <envelope> <body>`, the envelope lines, an empty line, the body. The
     /// checksums let the runner refuse a file the device damaged instead of relaying it.
     pub fn encode(&self) -> Vec<u8> {
-        let mut envelope = format!("msg {}\r\nfrom {}\r\n", self.msg, self.from);
+        let mut envelope = format!("msg {}\r\nfrom {}\r\narrived {}\r\n", self.msg, self.from, self.arrived_ms);
         for rcpt in &self.rcpts {
             envelope.push_str(&format!("rcpt {rcpt}\r\n"));
         }
@@ -83,27 +103,37 @@ impl QueuedMessage {
 
     /// The message of a whole, intact queue file. With `verify` false the checksums are
     /// read but not compared (the planted `no-queue-checksum` bug).
-    pub fn decode(bytes: &[u8], verify: bool) -> Result<QueuedMessage, Damage> {
+    pub fn decode(bytes: &[u8], verify: bool) -> Result<QueuedMessage, Damaged> {
         let split = bytes.windows(4).position(|window| window == b"\r\n\r\n").ok_or(Damage::Unreadable)?;
         let head = std::str::from_utf8(&bytes[..split + 2]).map_err(|_| Damage::Unreadable)?;
         let body = &bytes[split + 4..];
         let (magic, rest) = head.split_once("\r\n").ok_or(Damage::Unreadable)?;
         let (sums, envelope) = rest.split_once("\r\n").ok_or(Damage::Unreadable)?;
         if magic != MAGIC {
-            return Err(Damage::Unreadable);
+            return Err(Damage::Unreadable.into());
         }
         let (envelope_sum, body_sum) = sums.strip_prefix("sum ").and_then(|sums| sums.split_once(' ')).ok_or(Damage::Unreadable)?;
-        if verify && (checksum(envelope.as_bytes()) != envelope_sum || checksum(body) != body_sum) {
-            return Err(Damage::Checksum);
+        if verify && checksum(envelope.as_bytes()) != envelope_sum {
+            return Err(Damage::Envelope.into());
         }
+        let queued = Self::parse_envelope(envelope, body).ok_or(Damage::Unreadable)?;
+        if verify && checksum(body) != body_sum {
+            return Err(Damaged { damage: Damage::Body, envelope: Some(queued) });
+        }
+        Ok(queued)
+    }
+
+    /// The envelope lines in order: msg, from, arrived, then one rcpt line per recipient.
+    fn parse_envelope(envelope: &str, body: &[u8]) -> Option<QueuedMessage> {
         let mut lines = envelope.split("\r\n").filter(|line| !line.is_empty());
-        let msg = lines.next().and_then(|line| line.strip_prefix("msg ")).ok_or(Damage::Unreadable)?.to_string();
-        let from = lines.next().and_then(|line| line.strip_prefix("from")).ok_or(Damage::Unreadable)?.trim_start().to_string();
-        let rcpts: Vec<String> = lines.map(|line| line.strip_prefix("rcpt ").map(str::to_string)).collect::<Option<_>>().ok_or(Damage::Unreadable)?;
+        let msg = lines.next()?.strip_prefix("msg ")?.to_string();
+        let from = lines.next()?.strip_prefix("from")?.trim_start().to_string();
+        let arrived_ms = lines.next()?.strip_prefix("arrived ")?.parse().ok()?;
+        let rcpts: Vec<String> = lines.map(|line| line.strip_prefix("rcpt ").map(str::to_string)).collect::<Option<_>>()?;
         if rcpts.is_empty() {
-            return Err(Damage::Unreadable);
+            return None;
         }
-        Ok(QueuedMessage { msg, from, rcpts, body: body.to_vec() })
+        Some(QueuedMessage { msg, from, arrived_ms, rcpts, body: body.to_vec() })
     }
 }
 
@@ -116,6 +146,11 @@ pub struct RunnerConfig {
     pub retry_max: Duration,
     /// Delivery workers, each with its own LMTP connection.
     pub workers: usize,
+    /// Where mail for a remote domain goes (a transport map: lower-case domain → host), for
+    /// the DSNs the MX returns; a domain without a route is tried at its own name.
+    pub routes: BTreeMap<String, String>,
+    /// Unix time (seconds) at which the journal's clock reads 0: the base of DSN dates.
+    pub epoch_unix_s: u64,
 }
 
 /// How many files the queue holds, as last counted (the MX reads it to push back).
@@ -133,6 +168,9 @@ struct RunnerState {
     /// Files handed to a worker and not finished yet.
     in_flight: BTreeSet<String>,
     backoff: BTreeMap<String, Backoff>,
+    /// Damaged files whose DSN the sender's MX took, with its Message-ID: a failed move out of
+    /// the queue is retried without sending the DSN again.
+    returned: BTreeMap<String, String>,
 }
 
 type Pickup = Rc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<String>>>;
@@ -206,7 +244,7 @@ async fn worker(env: Env, config: RunnerConfig, pickup: Pickup, state: Rc<RefCel
             session = None; // the store may have timed the idle connection out
         }
         let attempt = state.borrow().backoff.get(&name).map_or(0, |backoff| backoff.failures).saturating_add(1);
-        let delivered = deliver_one(&env, &config, &name, attempt, &mut session).await;
+        let delivered = deliver_one(&env, &config, &state, &name, attempt, &mut session).await;
         let mut state = state.borrow_mut();
         state.in_flight.remove(&name);
         match delivered {
@@ -221,13 +259,21 @@ async fn worker(env: Env, config: RunnerConfig, pickup: Pickup, state: Rc<RefCel
 
 /// Delivers one queue file. Ok(true) when nothing is left to retry, Ok(false) to retry later.
 /// `attempt`: this file's attempt number since the MX started.
-async fn deliver_one(env: &Env, config: &RunnerConfig, name: &str, attempt: u32, session: &mut Option<(Conn, u64)>) -> Result<bool, ()> {
+async fn deliver_one(
+    env: &Env,
+    config: &RunnerConfig,
+    state: &Rc<RefCell<RunnerState>>,
+    name: &str,
+    attempt: u32,
+    session: &mut Option<(Conn, u64)>,
+) -> Result<bool, ()> {
     let path = format!("{QUEUE_DIR}/{name}");
     let Ok(bytes) = env.disk.read(&path).await else { return Ok(false) };
     let queued = match QueuedMessage::decode(&bytes, !env.defects.has(Defect::NoQueueChecksum)) {
         Ok(queued) => queued,
-        // Never relayed damaged, never retried: set aside and reported.
-        Err(damage) => return Ok(quarantine(env, name, damage).await),
+        // Never relayed damaged, never retried for long: returned when it can be, set aside
+        // and reported.
+        Err(damaged) => return Ok(set_aside(env, config, state, name, damaged, attempt).await),
     };
     env.journal.record(Event::LmtpAttempt { queue_file: path.clone(), msg: queued.msg.clone(), attempt });
     if session.is_none() {
@@ -245,9 +291,49 @@ async fn deliver_one(env: &Env, config: &RunnerConfig, name: &str, attempt: u32,
     Ok(recorded && replies.values().all(|reply| reply.class() == 2))
 }
 
+/// A damaged queue file leaves the queue, reported. When its envelope is intact and not from
+/// `<>` (RFC 3464 §2: no DSN about a DSN), its message is first returned to the sender with a
+/// failure DSN; a transient failure keeps the file queued for another try, at most
+/// `MAX_RETURN_TRIES`. True once the file is out of the queue.
+async fn set_aside(env: &Env, config: &RunnerConfig, state: &Rc<RefCell<RunnerState>>, name: &str, damaged: Damaged, attempt: u32) -> bool {
+    const MAX_RETURN_TRIES: u32 = 8;
+    let reason = returns::Reason { status: "5.3.0", diagnostic: "554 5.3.0 the message was damaged on storage in the queue and cannot be delivered" };
+    let path = format!("{QUEUE_DIR}/{name}");
+    let already = state.borrow().returned.get(name).cloned();
+    let dsn = match (already, damaged.envelope) {
+        (Some(dsn), _) => Some(dsn),
+        (None, Some(queued)) if !queued.from.is_empty() => match try_return(env, config, name, &queued, &reason).await {
+            returns::Returned::Taken(dsn) => {
+                state.borrow_mut().returned.insert(name.to_string(), dsn.clone());
+                Some(dsn)
+            }
+            returns::Returned::Transient(error) if attempt < MAX_RETURN_TRIES => {
+                env.journal.record(Event::ReturnFailed { queue_file: path, error, last: false });
+                return false;
+            }
+            returns::Returned::Transient(error) | returns::Returned::Refused(error) => {
+                env.journal.record(Event::ReturnFailed { queue_file: path, error, last: true });
+                None
+            }
+        },
+        _ => None,
+    };
+    let moved = quarantine(env, name, damaged.damage, dsn).await;
+    if moved {
+        state.borrow_mut().returned.remove(name);
+    }
+    moved
+}
+
+async fn try_return(env: &Env, config: &RunnerConfig, name: &str, queued: &QueuedMessage, reason: &returns::Reason<'_>) -> returns::Returned {
+    let mta = returns::Mta { hostname: &config.hostname, routes: &config.routes, epoch_unix_s: config.epoch_unix_s };
+    let envelope = returns::Envelope { msg: &queued.msg, from: &queued.from, rcpts: &queued.rcpts, arrived_ms: queued.arrived_ms };
+    returns::try_return(env, &mta, name, &envelope, reason).await
+}
+
 /// Moves a damaged queue file out of the queue into `corrupt/` (as Postfix does), durably, and
 /// reports it: the message is lost and an operator must know. True once it is out of the queue.
-async fn quarantine(env: &Env, name: &str, damage: Damage) -> bool {
+async fn quarantine(env: &Env, name: &str, damage: Damage, dsn: Option<String>) -> bool {
     let (from, to) = (format!("{QUEUE_DIR}/{name}"), format!("{CORRUPT_DIR}/{name}"));
     let moved = async {
         env.disk.rename(&from, &to).await?;
@@ -257,7 +343,7 @@ async fn quarantine(env: &Env, name: &str, damage: Damage) -> bool {
     if moved.await.is_err() {
         return false;
     }
-    env.journal.record(Event::QueueDamaged { queue_file: from, moved_to: to, reason: damage.describe().to_string() });
+    env.journal.record(Event::QueueDamaged { queue_file: from, moved_to: to, reason: damage.describe().to_string(), dsn });
     true
 }
 
@@ -478,16 +564,16 @@ mod tests {
 
     #[test]
     fn queue_files_round_trip_and_torn_files_are_rejected() {
-        let queued = QueuedMessage { msg: "m1@x".into(), from: String::new(), rcpts: vec!["a@l".into(), "b@l".into()], body: b"Subject: x\r\n\r\nhi\r\n".to_vec() };
+        let queued = QueuedMessage { msg: "m1@x".into(), from: String::new(), arrived_ms: 7, rcpts: vec!["a@l".into(), "b@l".into()], body: b"Subject: x\r\n\r\nhi\r\n".to_vec() };
         let bytes = queued.encode();
         assert_eq!(QueuedMessage::decode(&bytes, true), Ok(queued));
-        assert_eq!(QueuedMessage::decode(&bytes[..20], true), Err(Damage::Unreadable));
-        assert_eq!(QueuedMessage::decode(b"", true), Err(Damage::Unreadable));
+        assert_eq!(QueuedMessage::decode(&bytes[..20], true), Err(Damage::Unreadable.into()));
+        assert_eq!(QueuedMessage::decode(b"", true), Err(Damage::Unreadable.into()));
     }
 
     #[test]
     fn a_flipped_bit_anywhere_in_a_queue_file_is_found() {
-        let queued = QueuedMessage { msg: "m1@x".into(), from: "s@r".into(), rcpts: vec!["anna@l".into()], body: b"Subject: x\r\n\r\nhi\r\n".to_vec() };
+        let queued = QueuedMessage { msg: "m1@x".into(), from: "s@r".into(), arrived_ms: 7, rcpts: vec!["anna@l".into()], body: b"Subject: x\r\n\r\nhi\r\n".to_vec() };
         let bytes = queued.encode();
         for at in 0..bytes.len() {
             let mut damaged = bytes.clone();
@@ -499,5 +585,20 @@ mod tests {
         let mut damaged = bytes.clone();
         damaged[at] ^= 0x01;
         assert_eq!(QueuedMessage::decode(&damaged, false).map(|q| q.rcpts), Ok(vec!["`nna@l".to_string()]));
+    }
+
+    #[test]
+    fn a_damaged_body_keeps_its_envelope_and_a_damaged_envelope_keeps_nothing() {
+        let queued = QueuedMessage { msg: "m1@x".into(), from: "s@r".into(), arrived_ms: 7, rcpts: vec!["anna@l".into()], body: b"Subject: x\r\n\r\nhi\r\n".to_vec() };
+        let bytes = queued.encode();
+        let mut in_body = bytes.clone();
+        *in_body.last_mut().unwrap() ^= 0x01;
+        let damaged = QueuedMessage::decode(&in_body, true).unwrap_err();
+        assert_eq!(damaged.damage, Damage::Body);
+        assert_eq!(damaged.envelope.map(|envelope| (envelope.from, envelope.rcpts, envelope.arrived_ms)), Some(("s@r".to_string(), vec!["anna@l".to_string()], 7)));
+        let mut in_envelope = bytes.clone();
+        let at = bytes.windows(4).position(|w| w == b"anna").unwrap();
+        in_envelope[at] ^= 0x01;
+        assert_eq!(QueuedMessage::decode(&in_envelope, true), Err(Damage::Envelope.into()));
     }
 }

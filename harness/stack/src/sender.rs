@@ -49,6 +49,8 @@ pub struct PlannedMessage {
 #[derive(Clone, Debug)]
 pub struct ProviderConfig {
     pub hostname: String,
+    /// The provider's mail domain: its receiving MX (`inbound`) takes mail for it.
+    pub domain: String,
     pub mx_host: String,
     pub policy: RetryPolicy,
     /// The factor the policy's durations were scaled by (recorded for the checkers).
@@ -78,6 +80,7 @@ pub async fn run(env: Env, config: ProviderConfig) {
         retries: policy.retries,
         delay_notice_s: policy.delay_notice_s,
     });
+    tokio::task::spawn_local(super::inbound::run(env.clone(), config.hostname.clone(), config.domain.clone()));
     let provider = Rc::new(Provider { connections: Semaphore::new(config.max_connections.max(1)), failing_since_ms: Cell::new(None) });
     let mut tasks = Vec::new();
     for batch in batches(&config.plan) {

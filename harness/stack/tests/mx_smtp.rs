@@ -112,6 +112,8 @@ fn config() -> MxConfig {
             retry_base: Duration::from_secs(3600),
             retry_max: Duration::from_secs(3600),
             workers: 1,
+            routes: Default::default(),
+            epoch_unix_s: EPOCH_UNIX_S,
         },
     }
 }

@@ -224,7 +224,10 @@ impl<'a> World<'a> {
             (Some(real), "store") => real.clone(),
             _ => self.disks.get(host).cloned().expect("every host has a disk"),
         };
-        let net = net::SimNet { host: host.to_string(), faults: self.net_faults.clone(), journal: journal.clone() };
+        // The wire of the stack under test is recorded; the peers (providers, clients) record
+        // what they did themselves.
+        let tapped = host == "mx" || host == "store";
+        let net = net::SimNet { host: host.to_string(), faults: self.net_faults.clone(), journal: journal.clone(), tapped };
         Env { journal, disk: Disk::new(disk), net: Rc::new(net), defects: defects.clone() }
     }
 
@@ -254,6 +257,9 @@ impl<'a> World<'a> {
                 retry_base: Duration::from_secs(scenario.mx.retry_base_s),
                 retry_max: Duration::from_secs(scenario.mx.retry_max_s),
                 workers: scenario.mx.queue_workers.clamp(1, 16),
+                // The providers' receiving MXs, which take the DSNs the MX returns.
+                routes: scenario.providers.iter().map(|provider| (provider_domain(provider.name.get_ref()), provider_host(provider.name.get_ref()))).collect(),
+                epoch_unix_s: EPOCH_UNIX_S,
             },
         };
         self.sim.host("mx", move || stack::mx::run(mx_env.clone(), mx_config.clone()).map_ok());
@@ -278,6 +284,7 @@ impl<'a> World<'a> {
             let policy = RetryPolicy::built_in(provider.policy.get_ref(), provider.time_scale).expect("validated policy");
             let config = ProviderConfig {
                 hostname: format!("mta.{}", provider_domain(name)),
+                domain: provider_domain(name),
                 mx_host: "mx".into(),
                 policy,
                 time_scale: provider.time_scale,

@@ -45,6 +45,8 @@ pub struct SimNet {
     pub faults: Rc<NetFaults>,
     /// The host's journal: the wire of its SMTP and LMTP listeners is recorded there.
     pub journal: Journal,
+    /// Whether this host's SMTP and LMTP wire is recorded (the hosts of the stack under test).
+    pub tapped: bool,
 }
 
 /// The ports whose wire is recorded, and what they speak: SMTP and LMTP, whose replies A1 and
@@ -57,6 +59,7 @@ struct SimListener {
     port: u16,
     faults: Rc<NetFaults>,
     journal: Journal,
+    tapped: bool,
 }
 
 impl Listener for SimListener {
@@ -67,7 +70,7 @@ impl Listener for SimListener {
             self.faults.accepted.set(self.faults.accepted.get() + 1);
             let conn = format!("{}:{}#{}", self.host, self.port, self.faults.accepted.get());
             let stream: BoxStream = Box::new(stream);
-            let stream = match TAPPED_PORTS.iter().find(|(port, _)| *port == self.port) {
+            let stream = match TAPPED_PORTS.iter().find(|(port, _)| self.tapped && *port == self.port) {
                 Some((_, protocol)) => Tap::wrap(stream, self.journal.clone(), conn.clone(), protocol, &peer, self.faults.teardown.clone()),
                 None => stream,
             };
@@ -93,7 +96,7 @@ impl Net for SimNet {
     fn listen(&self, port: u16) -> NetFuture<'_, Box<dyn Listener>> {
         Box::pin(async move {
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", port)).await?;
-            let listener = SimListener { listener, host: self.host.clone(), port, faults: self.faults.clone(), journal: self.journal.clone() };
+            let listener = SimListener { listener, host: self.host.clone(), port, faults: self.faults.clone(), journal: self.journal.clone(), tapped: self.tapped };
             Ok(Box::new(listener) as Box<dyn Listener>)
         })
     }

@@ -1,0 +1,112 @@
+//! Every DSN of the run, wherever it was seen, in one shape for A2, A9, A10 and A11:
+//! - a remote sender's notice to its own user (`DsnSent`, the provider's record);
+//! - a DSN the MX returned to a sender, as the sender's provider received it over SMTP
+//!   (`MailReceived`, what crossed that peer's wire), tied to the message by the MX's
+//!   `QueueDamaged` record naming the DSN's Message-ID. Its envelope and bytes are the
+//!   receiver's, not the MX's account of them.
+
+use super::wire::At;
+use history::{Event, Record};
+use mail::message;
+use std::collections::BTreeMap;
+
+pub struct Dsn {
+    pub at: At,
+    /// Who wrote it: "mx", or the provider host that sent it.
+    pub by: String,
+    pub msg: String,
+    /// "failure" or "delay".
+    pub kind: String,
+    /// The DSN's own envelope: reverse-path ("" for `<>`) and recipient.
+    pub mail_from: String,
+    pub to: String,
+    /// The recipients it must report.
+    pub rcpts: Vec<String>,
+    pub content: String,
+    /// Records between which the DSN was written: its Date must fall in that span.
+    pub written: (At, At),
+    /// Records between which the reporting MTA took the original: its Arrival-Date span.
+    pub arrived: Option<(At, At)>,
+}
+
+/// What the MX said it returned: DSN Message-ID → (message, recipients, arrival span).
+type Returned<'a> = BTreeMap<&'a str, (&'a str, Vec<String>, (At, At))>;
+
+/// All DSNs in history order.
+pub fn read(records: &[Record]) -> Vec<Dsn> {
+    let submits: BTreeMap<&str, At> = records
+        .iter()
+        .enumerate()
+        .filter_map(|(at, record)| match &record.event {
+            Event::Submit { msg, .. } => Some((msg.as_str(), at)),
+            _ => None,
+        })
+        .collect();
+    let returned = returned_by_mx(records, &submits);
+    let mut dsns = Vec::new();
+    for (at, record) in records.iter().enumerate() {
+        match &record.event {
+            Event::DsnSent { msg, kind, mail_from, to, rcpts, content, .. } => {
+                let submitted = submits.get(msg.as_str()).copied();
+                dsns.push(Dsn {
+                    at,
+                    by: record.host.clone(),
+                    msg: msg.clone(),
+                    kind: kind.clone(),
+                    mail_from: mail_from.clone(),
+                    to: to.clone(),
+                    rcpts: rcpts.clone(),
+                    content: content.clone(),
+                    written: (at, at),
+                    arrived: submitted.map(|submitted| (submitted, submitted)),
+                });
+            }
+            Event::MailReceived { mail_from, rcpts: to, content, .. } => {
+                let id = message::message_id(content.as_bytes()).unwrap_or_default();
+                let Some((msg, rcpts, arrived)) = returned.get(id.as_str()) else { continue };
+                dsns.push(Dsn {
+                    at,
+                    by: "mx".into(),
+                    msg: msg.to_string(),
+                    kind: "failure".into(),
+                    mail_from: mail_from.clone(),
+                    to: to.join(","),
+                    rcpts: rcpts.clone(),
+                    content: content.clone(),
+                    written: (arrived.1, at),
+                    arrived: Some(*arrived),
+                });
+            }
+            _ => {}
+        }
+    }
+    dsns
+}
+
+/// The MX's returns: for each damaged queue file it names a DSN for, the message, the
+/// recipients still queued when it was found damaged, and when the MX took the message
+/// (between the sender's submission and the MX's 2xx claim).
+fn returned_by_mx<'a>(records: &'a [Record], submits: &BTreeMap<&str, At>) -> Returned<'a> {
+    let mut queued: BTreeMap<&str, (&str, Vec<String>, At)> = BTreeMap::new();
+    let mut returned = Returned::new();
+    for (at, record) in records.iter().enumerate() {
+        match &record.event {
+            Event::MxDataEnd { queue_file: Some(file), msg, rcpts, reply, .. } if reply.starts_with('2') => {
+                queued.insert(file, (msg, rcpts.clone(), at));
+            }
+            Event::QueueRecorded { queue_file, remaining, .. } => {
+                if let Some((_, pending, _)) = queued.get_mut(queue_file.as_str()) {
+                    pending.retain(|rcpt| remaining.contains(rcpt));
+                }
+            }
+            Event::QueueDamaged { queue_file, dsn: Some(dsn), .. } => {
+                if let Some((msg, pending, acked)) = queued.get(queue_file.as_str()) {
+                    let submitted = submits.get(msg).copied().unwrap_or(*acked);
+                    returned.insert(dsn, (msg, pending.clone(), (submitted, *acked)));
+                }
+            }
+            _ => {}
+        }
+    }
+    returned
+}
