@@ -16,7 +16,9 @@
 //! - the MX's disk lost the acknowledged rewrite or unlink that recorded a copy as done
 //!   (`DiskDropped`): the queue entry came back and was delivered again;
 //! - an MX acknowledgement (end-of-data 2xx) that the sender never saw: it sent again, and the
-//!   second queue entry made a second copy.
+//!   second queue entry made a second copy;
+//! - a restore from backup erased a copy (made after the backup was taken): the mailbox no
+//!   longer has it, and the MX's retry delivers it again.
 //!
 //! A copy the store made after the MX had already given up waiting on its transaction (and was
 //! still up) has no cause: the MX's timeout came first, so no reply was lost; the store took
@@ -72,6 +74,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     }
     for ((msg, mailbox), mut copies) in pairs {
         sender_causes(facts, &msg, &mailbox, &mut copies.causes);
+        erased_copies(facts, &copies.all.clone(), &mut copies.causes);
         let allowed = 1 + copies.causes.len();
         if copies.all.len() <= allowed {
             continue;
@@ -190,6 +193,18 @@ fn of_message<'a>(pairs: &'a mut BTreeMap<(String, String), Copies>, msg: &str) 
 /// temporary rewrite, or its directory's fsync.
 fn touches(path: &str, queue_file: &str) -> bool {
     path == queue_file || path.strip_prefix(queue_file).is_some_and(|rest| rest.starts_with('.')) || path == parent(queue_file)
+}
+
+/// Copies a restore from backup erased (made after the backup, before the restore): the
+/// mailbox lost them, so the MX's retry delivering the message again adds no copy to what the
+/// owner has (swarm found it: a false alarm after a rollback).
+fn erased_copies(facts: &Facts, all: &[At], causes: &mut Vec<Cause>) {
+    for &copy in all {
+        let erased_by = facts.rollbacks.iter().find(|(snapshot, rollback)| snapshot.is_none_or(|at| at < copy) && copy < *rollback);
+        if let Some(&(_, rollback)) = erased_by {
+            causes.push(Cause { at: rollback, what: format!("the restore from backup at #{rollback} erased the copy at #{copy}") });
+        }
+    }
 }
 
 /// MX acknowledgements of the message for this mailbox that its sender never saw: each made the

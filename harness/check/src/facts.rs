@@ -168,6 +168,9 @@ pub struct Facts<'a> {
     /// Per path on the store's disk: the digest of the bytes it holds (by write, or carried by
     /// a rename).
     pub store_bytes: BTreeMap<String, String>,
+    /// Every name a delivered copy had on the store's disk (its file, then where the store
+    /// renamed it: read mail moves into cur/).
+    pub delivered_files: BTreeSet<String>,
     /// Every `StoreRecovered`, in history order.
     pub recoveries: Vec<Recovery>,
     /// Every `StoreCorruption`: (at, mailbox, uid, file).
@@ -226,7 +229,8 @@ impl ReportedLosses {
             match &record.event {
                 Event::Fault { action } if is_snapshot(action) => snapshot_at = Some(at),
                 Event::Fault { action } if is_rollback(action) => rollbacks.push((snapshot_at, at)),
-                Event::StoreDelivered { mailbox, msg, file, .. } => {
+                // A recognised retry is the first 2xx of a copy published just before a crash.
+                Event::StoreDelivered { mailbox, msg, file, .. } | Event::StoreRetryRecognised { mailbox, msg, file, .. } if !delivered_file.contains_key(file) => {
                     msg_of_file.insert((mailbox.clone(), file.clone()), msg.clone());
                     delivered_file.insert(file.clone(), (mailbox.clone(), msg.clone()));
                     delivered.entry((mailbox.clone(), msg.clone())).or_default().push(at);
@@ -405,6 +409,7 @@ impl<'a> Facts<'a> {
             first_lmtp_ok: BTreeMap::new(),
             acks_of: BTreeMap::new(),
             recoveries: Vec::new(),
+            delivered_files: BTreeSet::new(),
             corruptions: Vec::new(),
             dropped: Vec::new(),
             device_damage: Vec::new(),
@@ -485,15 +490,17 @@ impl<'a> Facts<'a> {
                     self.queue_recorded.entry((msg.clone(), rcpt.clone())).or_default().push(at);
                 }
             }
-            Event::StoreDelivered { mailbox, msg, uidvalidity, uid, file, digest, .. } => self.deliveries.push(Delivery {
-                at,
-                mailbox: mailbox.clone(),
-                msg: msg.clone(),
-                uidvalidity: *uidvalidity,
-                uid: *uid,
-                file: file.clone(),
-                digest: digest.clone(),
-            }),
+            Event::StoreDelivered { mailbox, msg, uidvalidity, uid, file, digest, .. } => {
+                self.delivered_files.insert(file.clone());
+                self.deliveries.push(Delivery { at, mailbox: mailbox.clone(), msg: msg.clone(), uidvalidity: *uidvalidity, uid: *uid, file: file.clone(), digest: digest.clone() });
+            }
+            // The first 2xx for a copy the store published just before a crash (its reply never
+            // went out) comes when it recognises the MX's retry after the restart: that 2xx is
+            // the copy's delivery. A retry of a copy already delivered adds nothing.
+            Event::StoreRetryRecognised { mailbox, msg, uidvalidity, uid, file, digest, .. } if !self.delivered_files.contains(file) => {
+                self.delivered_files.insert(file.clone());
+                self.deliveries.push(Delivery { at, mailbox: mailbox.clone(), msg: msg.clone(), uidvalidity: *uidvalidity, uid: *uid, file: file.clone(), digest: digest.clone() });
+            }
             Event::ClientFetched { mailbox, uidl, msg, digest, size, .. } => self.fetches.push(Fetch {
                 at,
                 mailbox: mailbox.clone(),
@@ -544,6 +551,11 @@ impl<'a> Facts<'a> {
     fn observe_disk(&mut self, at: At, record: &Record) {
         if record.host == "store" {
             self.observe_store_bytes(&record.event);
+            if let Event::DiskRename { from, to } = &record.event {
+                if self.delivered_files.contains(from) {
+                    self.delivered_files.insert(to.clone());
+                }
+            }
         }
         let disk = self.disks.entry(record.host.clone()).or_default();
         let mut op = |path: &str, kind: DiskOp| disk.by_path.entry(path.to_string()).or_default().push((at, kind));

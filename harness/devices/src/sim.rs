@@ -186,11 +186,18 @@ impl SimDisk {
         self.reset_to(image);
     }
 
-    /// The controller fails over: everything not on the media is gone, and the running system
-    /// reads the older versions from now on.
+    /// The controller fails over. When it holds what it promised but never wrote (a write-back
+    /// cache, a lying fsync), everything not on the media is gone and the running system reads
+    /// the older versions from now on. Otherwise the switch is transparent: what the host has
+    /// not synced yet lives in its own page cache, above the controller, and a later sync still
+    /// makes it durable (the swarm found the MX answering 250 after a directory sync that
+    /// succeeded for a rename an honest device had silently undone).
     pub fn failover(&self) {
-        let frontier = self.frontier();
         self.journal.record(Event::DiskFault { fault: "failover".into(), op: "-".into(), path: "-".into() });
+        if !self.state.borrow().log.iter().any(|op| op.promised) {
+            return;
+        }
+        let frontier = self.frontier();
         self.report_dropped(&frontier, &[]);
         let media = self.state.borrow().media.clone();
         self.reset_to(media);

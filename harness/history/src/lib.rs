@@ -193,7 +193,8 @@ pub enum Event {
     StoreRefusal { mailbox: String, msg: String, reply: String },
     /// The store is about to answer 2xx for a retry of a delivery it had made already (the same
     /// bytes to the same mailbox): no second copy; the message sits at `file` under `uid`.
-    StoreRetryRecognised { conn: String, mailbox: String, msg: String, uidvalidity: u64, uid: u64, file: String },
+    /// `digest` as in `StoreDelivered`: the retry's bytes are the copy's.
+    StoreRetryRecognised { conn: String, mailbox: String, msg: String, uidvalidity: u64, uid: u64, file: String, digest: String },
     /// `restored`: the operator said the storage came back from a backup.
     StoreRecovered { mailbox: String, uidvalidity: u64, uidnext: u64, messages: u64, debris_removed: u64, restored: bool },
     /// The store is about to remove a message its owner deleted (POP3 UPDATE state).

@@ -112,10 +112,9 @@ pub struct StoreState {
 /// expects of a copy with a cause; two different messages that share a Message-ID are never
 /// merged.
 ///
-/// In memory: a restart of the store forgets it, so that it never outlives the files it speaks
-/// for (a restore from backup restarts the store). A copy made just before a store crash whose
-/// reply the MX never got is then delivered again: a duplicate with a cause (A13). Bounded per
-/// mailbox.
+/// In memory, rebuilt at every start from the checksums in the recovered files' names, so it
+/// never outlives the files it speaks for (a restore from backup restarts the store) and never
+/// forgets a copy that survived a restart. Bounded per mailbox.
 #[derive(Default)]
 struct Recent {
     by_checksum: BTreeMap<String, Attempt>,
@@ -213,7 +212,29 @@ pub async fn recover(env: &Env, config: &StoreConfig) -> Index {
     config.restored.set(false);
     // The mailboxes' own names in mail/ (created with their first subdirectory).
     let _ = env.disk.fsync_dir(MAIL_DIR).await;
-    Rc::new(StoreState { mailboxes: RefCell::new(index), ..StoreState::default() })
+    let recent = remembered(&index);
+    Rc::new(StoreState { mailboxes: RefCell::new(index), recent: RefCell::new(recent), ..StoreState::default() })
+}
+
+/// The retry memory a restart rebuilds from the files it recovered: each message's checksum is
+/// in its name, so a delivery completed before the restart (its reply lost to an MX that had
+/// stopped waiting, or to the crash) still answers the MX's retry instead of becoming a second
+/// copy (swarm found it: a copy made after the MX's timeout, the store crashed before the retry
+/// came, the retry made another). It speaks only for files that are there: what a restore from
+/// backup erased is forgotten with them. The newest `REMEMBERED_PER_MAILBOX` per mailbox.
+fn remembered(index: &BTreeMap<String, Mailbox>) -> BTreeMap<String, Recent> {
+    let mut recent = BTreeMap::new();
+    for (user, mailbox) in index {
+        let mut memory = Recent::default();
+        for (uid, entry) in mailbox.messages.iter().rev().take(REMEMBERED_PER_MAILBOX).rev() {
+            let done = Attempt::Done { uidvalidity: mailbox.uidvalidity, uid: *uid, file: entry.file.clone() };
+            if memory.by_checksum.insert(entry.checksum.clone(), done).is_none() {
+                memory.completed.push_back(entry.checksum.clone());
+            }
+        }
+        recent.insert(user.clone(), memory);
+    }
+    recent
 }
 
 /// A directory's names at recovery. An I/O error is no empty directory: taken for one, the
@@ -511,7 +532,8 @@ async fn deliver(env: &Env, config: &StoreConfig, index: &Index, target: &Target
                 if env.disk.fsync_dir(disk::parent(&file)).await.is_err() {
                     return refuse(Reply::new(451, "4.3.0", "temporary storage error"));
                 }
-                env.journal.record(Event::StoreRetryRecognised { conn: wire.to_string(), mailbox: user.clone(), msg, uidvalidity, uid, file });
+                let digest = message::content_digest(&bytes);
+                env.journal.record(Event::StoreRetryRecognised { conn: wire.to_string(), mailbox: user.clone(), msg, uidvalidity, uid, file, digest });
                 return Ok(Reply::new(250, "2.0.0", &format!("<{rcpt}> delivered")));
             }
             Recognised::StillInProgress => return refuse(Reply::new(451, "4.2.0", "an earlier delivery of this message is still in progress, try again later")),

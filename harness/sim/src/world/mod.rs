@@ -501,7 +501,8 @@ impl<'a> World<'a> {
         let chaos_end_ms = *self.scenario.chaos_s.get_ref() * 1000;
         // Validation bounds the poll interval by the horizon; saturation keeps an unvalidated one from wrapping.
         let sweep_ms = self.scenario.clients.poll_interval_s.get_ref().saturating_mul(2000).saturating_add(10_000);
-        let mut drain = Drain::new(self.plan.workload.iter().map(Vec::len).sum());
+        let deleting = self.scenario.clients.delete_after_fetch.get_ref().iter().cloned().collect();
+        let mut drain = Drain::new(self.plan.workload.iter().map(Vec::len).sum(), deleting);
         let mut scanned = 0usize;
         let mut drained_at_ms = None;
         let mut end_ms = horizon_ms;
@@ -731,10 +732,16 @@ struct Drain {
     /// Events observed so far, and the number at the latest backup of the store.
     observed: u64,
     backup_at: Option<u64>,
+    /// Mailboxes whose client deletes what it fetched, and those whose client has fetched and
+    /// not yet told (`ClientDeleted`, or a failure) how its QUIT went: the run must not end
+    /// between the server's expunge and the client's record of it (swarm found a run cut there:
+    /// a false A15 for a message its owner had deleted).
+    deleting: BTreeSet<String>,
+    deletes_in_flight: BTreeSet<String>,
 }
 
 impl Drain {
-    fn new(planned_messages: usize) -> Drain {
+    fn new(planned_messages: usize, deleting: BTreeSet<String>) -> Drain {
         Drain {
             planned_messages,
             submitted: 0,
@@ -745,6 +752,8 @@ impl Drain {
             msg_of_uid: BTreeMap::new(),
             observed: 0,
             backup_at: None,
+            deleting,
+            deletes_in_flight: BTreeSet::new(),
         }
     }
 
@@ -768,6 +777,12 @@ impl Drain {
             }
             Event::ClientFetched { mailbox, msg, .. } => {
                 self.unfetched.remove(&(mailbox.clone(), msg.clone()));
+                if self.deleting.contains(mailbox) {
+                    self.deletes_in_flight.insert(mailbox.clone());
+                }
+            }
+            Event::ClientDeleted { mailbox, .. } | Event::ClientFailure { mailbox, .. } => {
+                self.deletes_in_flight.remove(mailbox);
             }
             // A damaged message is reported, not served: no client will ever fetch it.
             Event::StoreCorruption { mailbox, uid, .. } => {
@@ -818,7 +833,7 @@ impl Drain {
     }
 
     fn clients_caught_up(&self) -> bool {
-        self.unfetched.is_empty()
+        self.unfetched.is_empty() && self.deletes_in_flight.is_empty()
     }
 }
 
