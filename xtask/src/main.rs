@@ -1,6 +1,6 @@
 //! Project tasks: `cargo xtask <task>`. Each calls cargo through $CARGO so the same toolchain
-//! builds everything, and every task but `layers` first builds the release binary in the open
-//! (a first build takes minutes; its progress is shown, never hidden behind `--quiet`).
+//! builds everything, and every task but `layers` and `mutants` first builds the release binary
+//! in the open (a first build takes minutes; its progress is shown, never hidden behind `--quiet`).
 //!
 //!   ci                       in this order: the layers; the release build; the determinism
 //!                            check (fast, storage and regressions suites, 5 seeds; crash states
@@ -20,6 +20,10 @@
 //!                            honest profiles: the clean stack must pass; prints the coverage table
 //!   swarm-power [SEEDS]      per planted defect, the first swarm seed (within SEEDS, default 200)
 //!                            that catches it and the invariants named; fails if one is missed
+//!   mutants [SHARD]          cargo-mutants over the `stack` crate, shard SHARD (default 1/10), each
+//!                            mutant tested by a short swarm sweep and the fast suite; prints the
+//!                            caught, missed, unviable and timeout counts and the missed mutants.
+//!                            Not part of `ci` (shard 1/10: 91 mutants, 24 minutes on 2 cores)
 
 mod layers;
 
@@ -38,11 +42,15 @@ fn mailchaos(args: &[&str]) -> Command {
     command
 }
 
+/// The workspace's target directory: $CARGO_TARGET_DIR, else `target` at the root.
+fn target_dir() -> String {
+    std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_string())
+}
+
 /// The release binary itself, for a run that is stopped early: killing `cargo run` would leave
 /// its child running.
 fn mailchaos_binary(args: &[&str]) -> Command {
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_string());
-    let mut command = Command::new(format!("{target}/release/mailchaos"));
+    let mut command = Command::new(format!("{}/release/mailchaos", target_dir()));
     command.args(args);
     command
 }
@@ -63,14 +71,16 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let task = args.first().map(String::as_str).unwrap_or("help");
     let seeds = args.get(1).cloned();
-    const TASKS: &[&str] = &["ci", "layers", "suite", "check-determinism", "bench", "defects", "surge", "crash-explore", "outage", "swarm", "swarm-power"];
+    const TASKS: &[&str] = &["ci", "layers", "suite", "check-determinism", "bench", "defects", "surge", "crash-explore", "outage", "swarm", "swarm-power", "mutants"];
     if !TASKS.contains(&task) {
-        eprintln!("usage: cargo xtask ci | layers | suite [SEEDS] | check-determinism [SEEDS] | bench [SEEDS] | defects [SEEDS] | surge | outage | crash-explore | swarm [SEEDS] | swarm-power [SEEDS]");
+        eprintln!("usage: cargo xtask ci | layers | suite [SEEDS] | check-determinism [SEEDS] | bench [SEEDS] | defects [SEEDS] | surge | outage | crash-explore | swarm [SEEDS] | swarm-power [SEEDS] | mutants [SHARD]");
         return ExitCode::from(2);
     }
     let result = match task {
         "ci" => ci(),
         "layers" => layers::check(),
+        // cargo-mutants builds its own copies of the tree; the release binary is not used.
+        "mutants" => mutants(seeds.as_deref().unwrap_or("1/10")),
         _ => build().and_then(|built| if built { run_task(task, seeds.as_deref()) } else { Ok(false) }),
     };
     match result {
@@ -129,20 +139,26 @@ fn determinism(seeds: &str, crash_seeds: &str) -> Result<bool, String> {
 }
 
 /// The tests run under cargo-nextest (a process per test, which the fail points' global state
-/// wants). Where it is missing it is installed as .ci/run does, saying so; a failed install
-/// says what is needed instead of cargo's "no such command: nextest".
+/// wants). Where it is missing it is installed as .ci/run does.
 fn nextest_installed() -> Result<bool, String> {
+    installed("nextest", "cargo-nextest", "the tests need cargo-nextest (https://nexte.st)", "ci")
+}
+
+/// Whether `cargo SUBCOMMAND` runs; where it is missing, installs PACKAGE (a `name` or
+/// `name@version`) with `--locked`, saying so. A failed install says what is needed (WHY) instead
+/// of cargo's "no such command".
+fn installed(subcommand: &str, package: &str, why: &str, task: &str) -> Result<bool, String> {
     let mut probe = cargo();
-    probe.args(["nextest", "--version"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    probe.args([subcommand, "--version"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
     if probe.status().is_ok_and(|status| status.success()) {
         return Ok(true);
     }
-    println!("xtask: cargo-nextest is missing; installing it: cargo install --locked cargo-nextest");
+    println!("xtask: cargo {subcommand} is missing; installing it: cargo install --locked {package}");
     let mut install = cargo();
-    install.args(["install", "--locked", "cargo-nextest"]);
+    install.args(["install", "--locked", package]);
     match status(install)? {
         true => Ok(true),
-        false => Err("the tests need cargo-nextest (https://nexte.st); `cargo install --locked cargo-nextest` failed: install it by hand, then run `cargo xtask ci` again".into()),
+        false => Err(format!("{why}; `cargo install --locked {package}` failed: install it by hand, then run `cargo xtask {task}` again")),
     }
 }
 
@@ -324,6 +340,56 @@ fn crash_explore() -> Result<bool, String> {
         println!("crash-explore {profile:<20} {} scenarios: {states} states, {seconds:.2}s exploring ({rate}), {failing} scenarios with violating states{}", files.len(), if honest { "" } else { " (expected)" });
     }
     Ok(all_clean)
+}
+
+/// cargo-mutants over the `stack` crate, one shard (`k/n`), each mutant tested by the ignored
+/// test `mutants-sweep` of the mailchaos package: a 40-seed honest swarm sweep and the fast
+/// suite over 3 seeds, run by the binary built with the mutant. cargo-mutants runs only `cargo
+/// test` or nextest, never an arbitrary command, hence a test; see tests/mutants_sweep.rs.
+/// Builds use the `mutants` profile (incremental, opt-level 1): a mutant rebuilds in seconds.
+/// The results land in target/mutants.out; the counts and the missed mutants close the output.
+fn mutants(shard: &str) -> Result<bool, String> {
+    if !shard.split_once('/').is_some_and(|(k, n)| k.parse::<u32>().is_ok() && n.parse::<u32>().is_ok()) {
+        return Err(format!("SHARD must be k/n, such as 3/10, got '{shard}'"));
+    }
+    // Pinned: the flags and the files of mutants.out read below are those of this version.
+    if !installed("mutants", "cargo-mutants@27.1.0", "this task needs cargo-mutants (https://mutants.rs)", "mutants")? {
+        return Ok(false);
+    }
+    // cargo-mutants 27.1 runs its baseline on the mutated package's tests whatever
+    // --test-package says, where `mutants-sweep` does not exist; so the baseline is ours, here,
+    // on the unmutated tree, and cargo-mutants skips its own.
+    println!("xtask: the sweep on the unmutated stack first (the baseline)");
+    let mut baseline = cargo();
+    baseline.args(["test", "--profile", "mutants", "--package", "mailchaos", "--test", "mutants-sweep", "--", "--ignored"]);
+    if !status(baseline)? {
+        return Err("the sweep fails on the unmutated stack: no mutant can be judged by it".into());
+    }
+    let output = target_dir();
+    let mut command = cargo();
+    command.args(["mutants", "--package", "stack", "--test-package", "mailchaos", "--profile", "mutants", "--shard", shard, "--baseline", "skip"]);
+    // `--test` in both phases, so that a mutant builds only the sweep, not the integration tests.
+    // A sweep takes about 10 s: 60 s is a hang. The first build of the copied tree (every
+    // dependency) has no baseline to measure it by, hence the generous build timeout.
+    command.args(["--cargo-arg=--test=mutants-sweep", "--timeout", "60", "--build-timeout", "1200", "--output", &output, "--", "--", "--ignored"]);
+    println!("xtask: cargo-mutants, shard {shard} of the stack crate (the first mutant builds the copied tree: minutes)");
+    let started = Instant::now();
+    // cargo-mutants exits 2 when a mutant is missed and 3 on a timeout: the report says which.
+    let ran = command.status().map_err(|error| format!("cannot run {command:?}: {error}"))?;
+    let report = mutants_report(&format!("{output}/mutants.out"))?;
+    println!("mutants: shard {shard}: {report} in {:.0}s wall; details in {output}/mutants.out", started.elapsed().as_secs_f64());
+    Ok(ran.success())
+}
+
+/// The counts of one cargo-mutants run from the lists it writes (a mutant per line), and the
+/// missed mutants printed one per line: "caught=.. missed=.. unviable=.. timeout=..".
+fn mutants_report(dir: &str) -> Result<String, String> {
+    let list = |name: &str| std::fs::read_to_string(format!("{dir}/{name}.txt")).map(|text| text.lines().filter(|line| !line.is_empty()).map(str::to_string).collect::<Vec<_>>());
+    let lists: Vec<Vec<String>> = ["caught", "missed", "unviable", "timeout"].iter().map(|name| list(name)).collect::<Result<_, _>>().map_err(|error| format!("{dir}: no outcome lists ({error})"))?;
+    for missed in &lists[1] {
+        println!("mutants: missed {missed}");
+    }
+    Ok(format!("caught={} missed={} unviable={} timeout={}", lists[0].len(), lists[1].len(), lists[2].len(), lists[3].len()))
 }
 
 /// The surge must pass on the clean stack and fail with the MX that accepts beyond capacity.
