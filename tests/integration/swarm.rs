@@ -106,6 +106,10 @@ fn swarm_seeds_that_once_failed_on_the_clean_stack_pass() {
         ("0x455", "A8: a refused BDAT left its transaction open; the next MAIL was nested"),
         ("0x1fc", "A13: a seen 2xx its failed LMTP transaction never recorded"),
         ("0x6b6", "A20: recovery took an EIO on listing new/ for an empty mailbox"),
+        ("0x155", "A13: a copy made after the MX's timeout, then a store crash that forgot it"),
+        ("0x201", "A13: a copy a restore from backup erased, delivered again"),
+        ("0x68d", "A2/L1: a failover of an honest device undid an unsynced rename the MX then acknowledged"),
+        ("0x1d1", "A15: the run ended between the store's expunge and the client's record of its QUIT"),
     ];
     for (seed, was) in fixed {
         let output = mailchaos(&["swarm", "--seed", seed, "--profiles", "honest"]);

@@ -112,7 +112,7 @@ fn run_task(task: &str, seeds: Option<&str>) -> Result<bool, String> {
 /// check first, and the determinism check before the tests so that the test runner's summary
 /// closes the output.
 fn ci() -> Result<bool, String> {
-    for step in [layers::check, build, || determinism("5", "3"), nextest_installed] {
+    for step in [layers::check, build, || determinism("5", "3"), ci_swarm, nextest_installed] {
         if !step()? {
             return Ok(false);
         }
@@ -136,6 +136,12 @@ fn determinism(seeds: &str, crash_seeds: &str) -> Result<bool, String> {
     // Generated scenarios too, from every profile set: the generator must be as deterministic
     // as the runs (the same seed, the same text, the same history).
     status(mailchaos(&["check-determinism", "--swarm", "--profiles", "all", "--seeds", seeds]))
+}
+
+/// A small swarm sweep on the honest profiles: the clean stack must pass seeds nobody wrote a
+/// scenario for (about 10 s; `cargo xtask swarm` runs the long sweeps).
+fn ci_swarm() -> Result<bool, String> {
+    status(mailchaos(&["swarm", "--seeds", "200", "--profiles", "honest"]))
 }
 
 /// The tests run under cargo-nextest (a process per test, which the fail points' global state
