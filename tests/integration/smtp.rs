@@ -110,6 +110,12 @@ fn a28_catches_a_signed_mail_size_accepted() {
     caught("baseline", 2, Defect::MailSizeSignAccepted, &["A28"]);
 }
 
+/// Found by `cargo xtask mutants`: an MX that refused every DATA passed every invariant.
+#[test]
+fn a26_catches_data_refused_when_only_the_last_rcpt_was() {
+    caught("baseline", 2, Defect::DataAfterRefusedLastRcpt, &["A26"]);
+}
+
 #[test]
 fn a10_catches_dsns_dated_1970_with_their_own_time_as_arrival() {
     caught("baseline", 2, Defect::DsnDated1970, &["A10"]);

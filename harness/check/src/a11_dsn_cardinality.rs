@@ -20,10 +20,10 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     for ((msg, rcpt), ats) in &failures {
         let subject = format!("msg {msg} rcpt {rcpt}");
         if ats.len() > 1 && !resent_after_crash(facts, ats) {
-            out.push(Violation::new("A11", subject.clone(), format!("{} failure DSNs for one recipient", ats.len()), ats.clone()));
+            out.push(Violation::new("A11", subject.clone(), format!("{} failure DSNs for one recipient", ats.len()), evidence(facts, ats)));
         }
         if delivered(facts, msg, rcpt, ats) {
-            out.push(Violation::new("A11", subject, "a failure DSN for a recipient that was delivered", ats.clone()));
+            out.push(Violation::new("A11", subject, "a failure DSN for a recipient that was delivered", evidence(facts, ats)));
         }
     }
     for ((msg, rcpt), ats) in &delays {
@@ -35,6 +35,16 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
             out.push(Violation::new("A11", subject, format!("{} delay DSNs for one recipient", ats.len()), ats.clone()));
         }
     }
+}
+
+/// The DSNs' records, and for the MX's the `QueueDamaged` record that names its queue file: a
+/// DSN the MX returned because the device damaged that file carries the device's blame.
+fn evidence(facts: &Facts, ats: &[At]) -> Vec<At> {
+    let mut evidence = ats.to_vec();
+    evidence.extend(facts.dsns.iter().filter(|dsn| ats.contains(&dsn.at)).filter_map(|dsn| dsn.source));
+    evidence.sort();
+    evidence.dedup();
+    evidence
 }
 
 /// Whether the recipient the DSNs at `ats` report was delivered after all: for a remote

@@ -1,5 +1,5 @@
 //! A26 conforming-mail-accepted: what a conforming client sends is not refused permanently for
-//! its form. Two rules real clients hit:
+//! its form. The rules real clients hit:
 //! - postmaster: RCPT TO:<postmaster>, and RCPT TO:<postmaster@domain> for a domain the MX
 //!   takes mail for, get no 5xx (RFC 5321 §4.5.1: the reserved mailbox postmaster must be
 //!   supported, and <postmaster> without a domain accepted). Except while the operator has
@@ -7,6 +7,13 @@
 //! - the end of data: a message with at most 998 octets of text in every line (RFC 5321
 //!   §4.5.3.1.6; the stuffing dot of §4.5.2 is framing, not text) gets no 5xx refusing its form
 //!   (x.5.x protocol, x.6.x content; or a bare 500/501) once MAIL and a RCPT were accepted.
+//! - DATA (or a BDAT chunk) once MAIL and any RCPT were accepted gets no 5xx: the transaction
+//!   has a valid recipient (RFC 5321 §3.3, §4.1.1.4; RFC 3030 §2).
+//! - the size: a message no larger than the SIZE its accepted MAIL declared gets no 552 (x.3.4)
+//!   at the end of data (RFC 1870 §6: the server that took the SIZE has room for it).
+//!
+//! Each holds except while the operator has turned the MX to refuse all mail (A22 judges that).
+//! (Found by `cargo xtask mutants`: an MX refusing every DATA passed every invariant.)
 //!
 //! Judged from the replies as the sender read them off the wire (`SmtpReply`) and what the
 //! workload submitted (`Submit`: the longest line, a parameter it got wrong on purpose), never
@@ -47,6 +54,11 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
                         }
                     }
                     Stage::DataEnd if transaction.mail && transaction.rcpt && refuses_form(reply) => judge_data_end(facts, at, msg, reply, out),
+                    Stage::DataEnd if transaction.mail && transaction.rcpt && refuses_size(reply) && !refusing_all => judge_size(facts, at, msg, reply, out),
+                    Stage::Data if transaction.mail && transaction.rcpt && reply.starts_with('5') && !refusing_all && !consequences.contains(&at) => {
+                        let why = format!("DATA was refused permanently after MAIL and a RCPT were accepted: '{reply}' (RFC 5321 §3.3: the transaction has a valid recipient)");
+                        out.push(Violation::new("A26", format!("msg {msg}"), why, vec![at]));
+                    }
                     _ => {}
                 }
             }
@@ -61,6 +73,21 @@ fn refuses_form(reply: &str) -> bool {
         (basic, Some(subject)) => basic.is_some_and(|code| (500..600).contains(&code)) && matches!(subject, "5" | "6"),
         (basic, None) => matches!(basic, Some(500 | 501)),
     }
+}
+
+/// A refusal for the message's size.
+fn refuses_size(reply: &str) -> bool {
+    let (basic, enhanced) = codes(reply);
+    basic == Some(552) || enhanced.as_deref() == Some("5.3.4")
+}
+
+/// The MAIL the MX accepted declared the message's size (the workload always sends SIZE, and a
+/// MAIL whose SIZE the MX cannot take is refused at MAIL).
+fn judge_size(facts: &Facts, at: usize, msg: &str, reply: &str, out: &mut Vec<Violation>) {
+    let Some(&(submitted, ..)) = facts.submitted.get(msg) else { return };
+    let Event::Submit { size, .. } = &facts.records[submitted].event else { return };
+    let why = format!("a message of {size} octets, the SIZE its accepted MAIL declared, was refused as too big at the end of data: '{reply}' (RFC 1870 §6)");
+    out.push(Violation::new("A26", format!("msg {msg}"), why, vec![submitted, at]));
 }
 
 fn judge_data_end(facts: &Facts, at: usize, msg: &str, reply: &str, out: &mut Vec<Violation>) {

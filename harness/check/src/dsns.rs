@@ -27,10 +27,13 @@ pub struct Dsn {
     pub written: (At, At),
     /// Records between which the reporting MTA took the original: its Arrival-Date span.
     pub arrived: Option<(At, At)>,
+    /// For the MX's: its `QueueDamaged` record (which names the queue file, for blame).
+    pub source: Option<At>,
 }
 
-/// What the MX said it returned: DSN Message-ID → (message, recipients, arrival span).
-type Returned<'a> = BTreeMap<&'a str, (&'a str, Vec<String>, (At, At))>;
+/// What the MX said it returned: DSN Message-ID → (message, recipients, arrival span, the
+/// `QueueDamaged` record).
+type Returned<'a> = BTreeMap<&'a str, (&'a str, Vec<String>, (At, At), At)>;
 
 /// All DSNs in history order.
 pub fn read(records: &[Record]) -> Vec<Dsn> {
@@ -59,11 +62,12 @@ pub fn read(records: &[Record]) -> Vec<Dsn> {
                     content: content.clone(),
                     written: (at, at),
                     arrived: submitted.map(|submitted| (submitted, submitted)),
+                    source: None,
                 });
             }
             Event::MailReceived { mail_from, rcpts: to, content, .. } => {
                 let id = message::message_id(content.as_bytes()).unwrap_or_default();
-                let Some((msg, rcpts, arrived)) = returned.get(id.as_str()) else { continue };
+                let Some((msg, rcpts, arrived, source)) = returned.get(id.as_str()) else { continue };
                 dsns.push(Dsn {
                     at,
                     by: "mx".into(),
@@ -75,6 +79,7 @@ pub fn read(records: &[Record]) -> Vec<Dsn> {
                     content: content.clone(),
                     written: (arrived.1, at),
                     arrived: Some(*arrived),
+                    source: Some(*source),
                 });
             }
             _ => {}
@@ -102,7 +107,7 @@ fn returned_by_mx<'a>(records: &'a [Record], submits: &BTreeMap<&str, At>) -> Re
             Event::QueueDamaged { queue_file, dsn: Some(dsn), .. } => {
                 if let Some((msg, pending, acked)) = queued.get(queue_file.as_str()) {
                     let submitted = submits.get(msg).copied().unwrap_or(*acked);
-                    returned.insert(dsn, (msg, pending.clone(), (submitted, *acked)));
+                    returned.insert(dsn, (msg, pending.clone(), (submitted, *acked), at));
                 }
             }
             _ => {}

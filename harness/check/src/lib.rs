@@ -141,7 +141,9 @@ pub fn check_all(output: &RunOutput) -> Vec<Violation> {
 /// The invariants whose violation may be the device's doing rather than the stack's.
 /// A6 and A18 too: the MX's retry schedule and the restore rule rest on what the disks kept (a
 /// failover that reverts a queue file's record of its attempts makes the MX retry "early").
-const BLAMEABLE: &[&str] = &["A1", "A2", "A6", "A13", "A15", "A17", "A18", "A19", "A20", "A23", "L1"];
+/// A11 too: the MX returns a message whose queue file the device damaged, and a damaged file
+/// may hold a recipient whose delivery the MX never saw confirmed.
+const BLAMEABLE: &[&str] = &["A1", "A2", "A6", "A11", "A13", "A15", "A17", "A18", "A19", "A20", "A23", "L1"];
 
 /// Says who broke a durability promise: the device, when it dropped an operation on one of the
 /// violation's files that a sync had acknowledged (`DiskDropped`); unclear when it dropped
@@ -183,16 +185,32 @@ fn files_named_by(facts: &Facts, violation: &Violation) -> Vec<String> {
     for record in violation.evidence.iter().filter_map(|&at| facts.records.get(at)) {
         match &record.event {
             history::Event::MxDataEnd { queue_file: Some(file), .. } | history::Event::QueueRecorded { queue_file: file, .. } => files.push(file.clone()),
+            history::Event::QueueDamaged { queue_file, .. }
+            | history::Event::LmtpAttempt { queue_file, .. }
+            | history::Event::LmtpReply { queue_file, .. }
+            | history::Event::LmtpFailure { queue_file, .. } => files.push(queue_file.clone()),
             history::Event::StoreDelivered { file, .. } | history::Event::StoreCorruption { file, .. } => files.push(file.clone()),
             _ => {}
         }
     }
     let mut words = violation.subject.split_whitespace();
+    let mut mailbox = None;
     while let Some(word) = words.next() {
-        if word == "mailbox" {
-            if let Some(mailbox) = words.next() {
-                files.push(format!("mail/{mailbox}/uidlist"));
+        match (word, words.next()) {
+            ("mailbox", Some(name)) => {
+                files.push(format!("mail/{name}/uidlist"));
+                mailbox = Some(name);
             }
+            // A UIDL names the message its client fetched under it (identity from the wire, not
+            // from the UIDL's spelling), and so the files the store delivered it in.
+            ("uidl", Some(uidl)) => {
+                let Some(mailbox) = mailbox else { continue };
+                let fetched = facts.fetches.iter().filter(|fetch| fetch.mailbox == mailbox && fetch.uidl == uidl);
+                for fetch in fetched {
+                    files.extend(facts.deliveries.iter().filter(|d| d.mailbox == mailbox && d.msg == fetch.msg).map(|d| d.file.clone()));
+                }
+            }
+            _ => {}
         }
     }
     files

@@ -45,6 +45,7 @@ pub enum Defect {
     MailSizeSignAccepted,
     DsnDated1970,
     DsnFromPostmaster,
+    DataAfterRefusedLastRcpt,
 }
 
 impl Defect {
@@ -88,6 +89,7 @@ impl Defect {
         Defect::MailSizeSignAccepted,
         Defect::DsnDated1970,
         Defect::DsnFromPostmaster,
+        Defect::DataAfterRefusedLastRcpt,
     ];
 
     pub fn name(self) -> &'static str {
@@ -131,6 +133,7 @@ impl Defect {
             Defect::MailSizeSignAccepted => "mail-size-sign-accepted",
             Defect::DsnDated1970 => "dsn-dated-1970",
             Defect::DsnFromPostmaster => "dsn-from-postmaster",
+            Defect::DataAfterRefusedLastRcpt => "data-after-refused-last-rcpt",
         }
     }
 
@@ -185,6 +188,7 @@ impl Defect {
             Defect::RcptParamsUnchecked => "MX ignores RCPT parameters (it checks MAIL's): RCPT TO:<a> SIZE=+5 is accepted (A28)",
             Defect::MailSizeSignAccepted => "MX reads MAIL's SIZE with the integer parser alone, which takes a sign: MAIL FROM:<a> SIZE=+5 is accepted (A28)",
             Defect::DsnDated1970 => "remote sender dates its DSNs on the bare simulated clock (January 1970) and gives the DSN's own time as the original's Arrival-Date (A10)",
+            Defect::DataAfterRefusedLastRcpt => "MX decides DATA by the transaction's last RCPT alone: when the last recipient was refused it answers 554 though earlier ones were accepted (A26)",
             Defect::DsnFromPostmaster => "MX returns a damaged queue file's message with MAIL FROM:<postmaster@…> instead of <>: a DSN that can itself bounce, and loop (A9)",
         }
     }

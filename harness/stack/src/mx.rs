@@ -141,6 +141,8 @@ struct Transaction {
     /// The recipients as the client named them (lower-cased, bare `postmaster` completed with
     /// the primary domain), each once: a `Received: ... for <addr>` clause names the only one.
     named: Vec<String>,
+    /// The latest RCPT was refused: what the planted `data-after-refused-last-rcpt` looks at.
+    last_rcpt_refused: bool,
 }
 
 struct Session<'a> {
@@ -243,7 +245,13 @@ impl Session<'_> {
             }
             Command::Lhlo(_) => (Stage::Ehlo, Reply::new(500, "5.5.1", "this is an SMTP server, not LMTP")),
             Command::Mail { from, params } => (Stage::Mail, self.mail(from, &params)),
-            Command::Rcpt { to, params } => (Stage::Rcpt, self.rcpt(&to, &params)),
+            Command::Rcpt { to, params } => {
+                let reply = self.rcpt(&to, &params);
+                if let Some(txn) = self.txn.as_mut() {
+                    txn.last_rcpt_refused = reply.class() != 2;
+                }
+                (Stage::Rcpt, reply)
+            }
             Command::Rset => {
                 self.txn = None;
                 self.chunks = Chunks::default();
@@ -284,7 +292,7 @@ impl Session<'_> {
                 _ => return Reply::new(555, "5.5.4", "unsupported MAIL parameter"),
             }
         }
-        self.txn = Some(Transaction { from, rcpts: Vec::new(), named: Vec::new() });
+        self.txn = Some(Transaction { from, rcpts: Vec::new(), named: Vec::new(), last_rcpt_refused: false });
         Reply::new(250, "2.1.0", "sender ok")
     }
 
@@ -356,7 +364,10 @@ impl Session<'_> {
         let Some(txn) = self.txn.take() else {
             return Ok(Some((Stage::Data, Reply::new(503, "5.5.1", "need MAIL before DATA"))));
         };
-        if txn.rcpts.is_empty() {
+        // The planted bug judges the transaction by its last RCPT alone (RFC 5321 §3.3: DATA
+        // goes on once any recipient was accepted).
+        let last_only = self.env.defects.has(Defect::DataAfterRefusedLastRcpt) && txn.last_rcpt_refused;
+        if txn.rcpts.is_empty() || last_only {
             self.txn = Some(txn);
             return Ok(Some((Stage::Data, Reply::new(554, "5.5.1", "no valid recipients"))));
         }

@@ -567,7 +567,11 @@ impl<'a> World<'a> {
             }
             self.maybe_cut(host, event);
             drain.observe(event);
-            if let Event::QueueRecovered { .. } = event {
+            // After a restart, or a failover that dropped what the device had promised: a queue
+            // file gone from the disk will never be finished (found by swarm: a run idling to
+            // its horizon after a failover lost an acknowledged queue file).
+            let failover = matches!(event, Event::DiskFault { fault, .. } if fault == "failover") && host == "mx";
+            if matches!(event, Event::QueueRecovered { .. }) || failover {
                 let queue = stack::queue::QUEUE_DIR;
                 let present = self.disks.get(host.as_str()).and_then(|disk| disk.list(queue).ok()).unwrap_or_default();
                 drain.forget_missing_queue_files(&present.into_iter().map(|name| format!("{queue}/{name}")).collect());
@@ -805,8 +809,8 @@ impl Drain {
         self.mx_finished.insert(queue_file.to_string());
     }
 
-    /// After the MX restarted: a queue file it acknowledged that is no longer in its queue
-    /// will never be finished (the device lost it; the checkers judge that). Waiting for it
+    /// After the MX restarted (or its device failed over): a queue file it acknowledged that is
+    /// no longer in its queue will never be finished (the device lost it; the checkers judge that). Waiting for it
     /// would idle the run to its horizon.
     fn forget_missing_queue_files(&mut self, present: &BTreeSet<String>) {
         self.mx_open.retain(|file| present.contains(file));
