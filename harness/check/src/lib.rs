@@ -143,7 +143,8 @@ pub fn check_all(output: &RunOutput) -> Vec<Violation> {
 /// failover that reverts a queue file's record of its attempts makes the MX retry "early").
 /// A11 too: the MX returns a message whose queue file the device damaged, and a damaged file
 /// may hold a recipient whose delivery the MX never saw confirmed.
-const BLAMEABLE: &[&str] = &["A1", "A2", "A6", "A11", "A13", "A15", "A17", "A18", "A19", "A20", "A23", "L1"];
+/// A16 too: a device that drops the acknowledged unlink of a finished queue file brings it back.
+const BLAMEABLE: &[&str] = &["A1", "A2", "A6", "A11", "A13", "A15", "A16", "A17", "A18", "A19", "A20", "A23", "L1"];
 
 /// Says who broke a durability promise: the device, when it dropped an operation on one of the
 /// violation's files that a sync had acknowledged (`DiskDropped`); unclear when it dropped

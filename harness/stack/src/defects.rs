@@ -171,7 +171,7 @@ impl Defect {
             Defect::UidVisibleOutOfOrder => {
                 "store reserves a UID under the mailbox lock but publishes after releasing it: with slow storage a lower UID becomes visible after higher ones (A17)"
             }
-            Defect::NoFsyncAfterUnlink => "MX unlinks a delivered queue file without syncing the queue directory: a crash brings it back and its mail is delivered again (A13, found by crash-explore)",
+            Defect::NoFsyncAfterUnlink => "MX unlinks a delivered queue file without syncing the queue directory: a crash brings it back and its mail is handed to the store again (A16; A13 where the store makes a second copy; found by crash-explore)",
             Defect::MxRetryWithoutBackoff => "MX retries a deferred queue file at every queue scan, ignoring its backoff: it hammers a store that refuses or cannot be reached (A6)",
             Defect::RetryScheduleTooEarly => {
                 "remote sender halves every wait of its policy after the first of a stage (never below the stage's first interval, so never below the policy's minimum): too early for that attempt (A6)"
