@@ -149,6 +149,7 @@ pub fn outcomes_by_policy(records: &[Record]) -> BTreeMap<String, PolicyOutcomes
     let mut policy_of_msg: BTreeMap<&str, &str> = BTreeMap::new();
     let mut accepted: BTreeSet<(&str, String)> = BTreeSet::new();
     let mut copies: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let mut delivered_files: BTreeSet<&str> = BTreeSet::new();
     let mut table: BTreeMap<String, PolicyOutcomes> = BTreeMap::new();
     for record in records {
         match &record.event {
@@ -163,7 +164,16 @@ pub fn outcomes_by_policy(records: &[Record]) -> BTreeMap<String, PolicyOutcomes
                     accepted.insert((msg, mailbox_of(rcpt)));
                 }
             }
-            Event::StoreDelivered { msg, mailbox, .. } => *copies.entry((msg, mailbox)).or_default() += 1,
+            Event::StoreDelivered { msg, mailbox, file, .. } => {
+                delivered_files.insert(file);
+                *copies.entry((msg, mailbox)).or_default() += 1;
+            }
+            // The first 2xx for a copy published just before a store crash (as A2 counts it).
+            // Its later moves (into cur/) keep the file name's stem, which no delivery shares.
+            Event::StoreRetryRecognised { msg, mailbox, file, .. } if !delivered_files.iter().any(|known| same_copy(known, file)) => {
+                delivered_files.insert(file);
+                *copies.entry((msg, mailbox)).or_default() += 1;
+            }
             _ => {}
         }
     }
@@ -241,4 +251,11 @@ fn add_expected_fates(records: &[Record], table: &mut BTreeMap<String, PolicyOut
 
 fn mailbox_of(rcpt: &str) -> String {
     rcpt.rsplit_once('@').map(|(local, _)| local).unwrap_or(rcpt).to_ascii_lowercase()
+}
+
+/// Whether two paths name the same maildir copy: the same unique name, whichever of new/ or
+/// cur/ it sits in and whatever info suffix (`:2,S`) reading gave it.
+fn same_copy(a: &str, b: &str) -> bool {
+    let stem = |path: &str| path.rsplit('/').next().unwrap_or(path).split(':').next().unwrap_or("").to_string();
+    stem(a) == stem(b)
 }
