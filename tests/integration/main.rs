@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod checkers;
+mod digests;
 mod docs;
 mod cli;
 mod help;

@@ -53,7 +53,7 @@ fn delivered(facts: &Facts, msg: &str, rcpt: &str, ats: &[At]) -> bool {
     let by_mx = ats.iter().all(|&at| facts.dsns.iter().any(|dsn| dsn.at == at && dsn.by == "mx"));
     if by_mx {
         let mailbox = Facts::mailbox_of(rcpt);
-        return facts.deliveries.iter().any(|delivery| delivery.msg == msg && delivery.mailbox == mailbox);
+        return facts.deliveries_of(&mailbox, msg).next().is_some();
     }
     facts.outcomes.get(&(msg.to_string(), rcpt.to_string())).is_some_and(|list| list.iter().any(|(_, outcome)| *outcome == Outcome::Delivered))
 }

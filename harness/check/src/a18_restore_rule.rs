@@ -76,7 +76,7 @@ fn check_redelivery(facts: &Facts, snapshot: Option<At>, rollback: At, out: &mut
                 if facts.queue_recorded.contains_key(&key) {
                     continue;
                 }
-                let again = facts.deliveries.iter().any(|d| d.at > rollback && &d.msg == msg && &d.mailbox == mailbox);
+                let again = facts.deliveries_of(mailbox, msg).any(|d| d.at > rollback);
                 let bounced = facts.failure_dsns(msg, rcpt).iter().any(|at| *at > rollback);
                 if !again && !bounced {
                     out.push(Violation::new(

@@ -21,8 +21,8 @@ fn check_mx_acceptances(facts: &Facts, out: &mut Vec<Violation>) {
                 continue;
             }
             let mailbox = Facts::mailbox_of(rcpt);
-            let deliveries: Vec<_> = facts.deliveries.iter().filter(|d| &d.msg == msg && d.mailbox == mailbox).collect();
-            let fetched = facts.fetches.iter().any(|fetch| &fetch.msg == msg && fetch.mailbox == mailbox);
+            let deliveries: Vec<_> = facts.deliveries_of(&mailbox, msg).collect();
+            let fetched = facts.fetched(&mailbox, msg);
             let kept = deliveries.iter().any(|delivery| facts.survives(delivery) || facts.deleted_message(&mailbox, msg));
             let bounced = dsn_covers(facts, msg, rcpt);
             let subject = format!("msg {msg} rcpt {rcpt}");

@@ -168,6 +168,11 @@ pub struct Facts<'a> {
     /// Per path on the store's disk: the digest of the bytes it holds (by write, or carried by
     /// a rename).
     pub store_bytes: BTreeMap<String, String>,
+    /// (mailbox, msg) → indices into `deliveries`, in history order: the checkers look copies up
+    /// per accepted pair, and a scan per pair was quadratic (half the CPU of a 20k surge).
+    deliveries_by_pair: BTreeMap<(String, String), Vec<usize>>,
+    /// (mailbox, msg) its owner's client downloaded at least once.
+    fetched_pairs: BTreeSet<(String, String)>,
     /// Every name a delivered copy had on the store's disk (its file, then where the store
     /// renamed it: read mail moves into cur/).
     pub delivered_files: BTreeSet<String>,
@@ -410,6 +415,8 @@ impl<'a> Facts<'a> {
             acks_of: BTreeMap::new(),
             recoveries: Vec::new(),
             delivered_files: BTreeSet::new(),
+            deliveries_by_pair: BTreeMap::new(),
+            fetched_pairs: BTreeSet::new(),
             corruptions: Vec::new(),
             dropped: Vec::new(),
             device_damage: Vec::new(),
@@ -422,6 +429,10 @@ impl<'a> Facts<'a> {
             facts.observe(at, record, &mut session_rcpts);
         }
         facts.index_dsns();
+        for (index, delivery) in facts.deliveries.iter().enumerate() {
+            facts.deliveries_by_pair.entry((delivery.mailbox.clone(), delivery.msg.clone())).or_default().push(index);
+        }
+        facts.fetched_pairs = facts.fetches.iter().map(|fetch| (fetch.mailbox.clone(), fetch.msg.clone())).collect();
         facts.rollbacks.retain(|(_, rollback)| *rollback != usize::MAX);
         facts.deleted_messages = facts.messages_deleted();
         facts
@@ -666,9 +677,20 @@ impl<'a> Facts<'a> {
     /// How many distinct files of this message were published into the mailbox: at least the
     /// acknowledged deliveries, plus copies of the same bytes published into the same directory
     /// just before a crash.
+    /// Whether the owner of `mailbox` downloaded `msg` at least once.
+    pub fn fetched(&self, mailbox: &str, msg: &str) -> bool {
+        self.fetched_pairs.contains(&(mailbox.to_string(), msg.to_string()))
+    }
+
+    /// The copies the store delivered of `msg` into `mailbox`, in history order.
+    pub fn deliveries_of(&self, mailbox: &str, msg: &str) -> impl Iterator<Item = &Delivery> {
+        let indices = self.deliveries_by_pair.get(&(mailbox.to_string(), msg.to_string()));
+        indices.into_iter().flatten().map(|&index| &self.deliveries[index])
+    }
+
     pub fn published_copies(&self, mailbox: &str, msg: &str) -> usize {
         let mut files = BTreeSet::new();
-        for delivery in self.deliveries.iter().filter(|d| d.mailbox == mailbox && d.msg == msg) {
+        for delivery in self.deliveries_of(mailbox, msg) {
             files.insert(delivery.file.clone());
             let Some(digest) = self.store_bytes.get(&delivery.file) else { continue };
             if let Some(same) = self.published.get(&(history::parent(&delivery.file).to_string(), digest.clone())) {

@@ -208,7 +208,7 @@ fn files_named_by(facts: &Facts, violation: &Violation) -> Vec<String> {
                 let Some(mailbox) = mailbox else { continue };
                 let fetched = facts.fetches.iter().filter(|fetch| fetch.mailbox == mailbox && fetch.uidl == uidl);
                 for fetch in fetched {
-                    files.extend(facts.deliveries.iter().filter(|d| d.mailbox == mailbox && d.msg == fetch.msg).map(|d| d.file.clone()));
+                    files.extend(facts.deliveries_of(mailbox, &fetch.msg).map(|d| d.file.clone()));
                 }
             }
             _ => {}
