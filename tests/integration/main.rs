@@ -9,6 +9,7 @@ mod live;
 mod mutations;
 mod outage;
 mod regressions;
+mod shards;
 mod shrink;
 mod smtp;
 mod snapshot;

@@ -3,6 +3,8 @@
 
 use check::{self, Violation};
 use crate::report;
+use crate::results::{self, RunRecord, Tally};
+use crate::shard::{self, Shard};
 use crate::source::{self, Source};
 use sim::scenario::Loaded;
 pub use crate::bad_input::BadInput;
@@ -73,6 +75,19 @@ pub struct Runs {
     pub expect_hash: Option<String>,
 }
 
+/// Splitting a sweep across processes or machines.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Split {
+    /// Run only shard K of N (1-based): pair i of the (scenario, seed) pairs, in the unsharded
+    /// order, belongs to shard i % N + 1. Without it the shard comes from JOB_COMPLETION_INDEX
+    /// (a Kubernetes Indexed Job, with --shards) or SLURM_ARRAY_TASK_ID (a Slurm job array).
+    #[arg(long, value_name = "K/N", conflicts_with = "store_dir")]
+    pub shard: Option<String>,
+    /// N, the number of shards, for a Kubernetes Indexed Job (its completions).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u64>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run scenario files or folders (default: the embedded fast suite) over seeds and judge them.
@@ -84,6 +99,8 @@ pub enum Command {
         runs: Runs,
         #[command(flatten)]
         real: RealStore,
+        #[command(flatten)]
+        split: Split,
     },
     /// Replay one run exactly, print its history, and explain each violation.
     Repro {
@@ -306,9 +323,9 @@ pub fn main_with(cli: Cli) -> ExitCode {
             say!("{}", sim::reference::markdown().trim_end());
             Ok(true)
         }
-        Command::Run { paths, runs, real } => match real.store_dir.is_some() {
+        Command::Run { paths, runs, real, split } => match real.store_dir.is_some() {
             true => run_on_real_store(&paths, &runs, &real),
-            false => run(&paths, &runs),
+            false => run(&paths, &runs, &split),
         },
         Command::Repro { scenario, runs, history } => repro(&scenario, &runs, history.as_deref()),
         Command::CheckDeterminism { runs, swarm: true, profiles, .. } => check_swarm_determinism(&runs, &profiles),
@@ -443,10 +460,15 @@ fn replay_args(source: &Source, seed: Seed, defects: &Defects, runs: &Runs, setu
 /// One run in one line. `scenario=` and `profile=` hash the texts that ran, so the line names
 /// exactly what it judged.
 fn run_line(source: &Source, seed: Seed, judged: &Judged, setup: &Setup) -> String {
+    run_line_with(source, seed, judged, setup, &judged.output.history.digest())
+}
+
+/// The run line with its digest computed once by the caller (hashing a long history costs).
+fn run_line_with(source: &Source, seed: Seed, judged: &Judged, setup: &Setup, digest: &str) -> String {
     let counts = report::counts(&judged.output.history.records);
     let verdict = if judged.violations.is_empty() { "ok".to_string() } else { format!("violation({})", report::violated(&judged.violations).join(",")) };
     format!(
-        "{:<24} seed={seed} verdict={verdict} accepted={} delivered={} bounced={} deferred={} simulated_s={} scenario={} profile={} digest={}",
+        "{:<24} seed={seed} verdict={verdict} accepted={} delivered={} bounced={} deferred={} simulated_s={} scenario={} profile={} digest={digest}",
         source.loaded.scenario.name,
         counts.accepted,
         counts.delivered,
@@ -455,59 +477,59 @@ fn run_line(source: &Source, seed: Seed, judged: &Judged, setup: &Setup) -> Stri
         judged.output.ended_at_ms / 1000,
         source.hash,
         setup.profile_hash(&source.loaded),
-        judged.output.history.digest()
     )
 }
 
-fn run(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
-    let suite = source::all_of(paths)?;
-    let seeds = seeds_of(runs)?;
-    let defects = parse_defects(&runs.defects)?;
-    let setup = Setup::of(runs)?;
-    setup.check(runs, &suite)?;
-    let options = &setup.options;
-    // Wall time is measured only for the rate in the summary; it never reaches a simulation.
-    let started = std::time::Instant::now();
-    let (mut total, mut failed, mut unfired) = (0usize, 0usize, 0usize);
-    let mut outcomes: std::collections::BTreeMap<String, report::PolicyOutcomes> = std::collections::BTreeMap::new();
-    let mut violated: Vec<(&'static str, usize)> = Vec::new();
-    for source in &suite {
-        for &seed in &seeds {
-            let judged = judge_with(&source.loaded, seed, &defects, options);
-            total += 1;
-            say!("{}", run_line(source, seed, &judged, &setup));
-            unfired += usize::from(judged.output.faults.iter().any(|(_, fired)| *fired == 0));
-            for (policy, row) in report::outcomes_by_policy(&judged.output.history.records) {
-                outcomes.entry(policy).or_default().add(&row);
-            }
-            if judged.violations.is_empty() {
-                continue;
-            }
-            failed += 1;
-            for name in report::violated(&judged.violations) {
-                match violated.iter_mut().find(|(n, _)| *n == name) {
-                    Some((_, count)) => *count += 1,
-                    None => violated.push((name, 1)),
-                }
-            }
-            for violation in judged.violations.iter().take(3) {
-                say!("  {} {}: {}", violation.invariant, violation.subject, violation.explanation);
-            }
-            say!("repro: {}", repro_line(source, seed, &defects, runs, &setup));
+/// What a sweep of `run` shares across its pairs.
+struct Sweep<'a> {
+    defects: Defects,
+    setup: Setup,
+    runs: &'a Runs,
+}
+
+impl Sweep<'_> {
+    /// Runs and judges pair `index` of the unsharded order.
+    fn record(&self, index: usize, source: &Source, seed: Seed) -> RunRecord {
+        let judged = judge_with(&source.loaded, seed, &self.defects, &self.setup.options);
+        let digest = judged.output.history.digest();
+        let verdict = if judged.violations.is_empty() { "ok" } else { "violation" };
+        RunRecord {
+            index,
+            scenario: source.loaded.scenario.name.clone(),
+            origin: source.origin.clone(),
+            seed: seed.to_string(),
+            verdict: verdict.into(),
+            violated: report::violated(&judged.violations).into_iter().map(String::from).collect(),
+            violation_count: judged.violations.len(),
+            violations: results::violation_records(&judged.violations),
+            line: run_line_with(source, seed, &judged, &self.setup, &digest),
+            digest,
+            repro: repro_line(source, seed, &self.defects, self.runs, &self.setup),
+            unfired_faults: judged.output.faults.iter().any(|(_, fired)| *fired == 0),
+            outcomes: report::outcomes_by_policy(&judged.output.history.records),
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
-    for (policy, row) in &outcomes {
-        say!("outcomes: policy={policy} {}", row.render());
+}
+
+fn run(paths: &[PathBuf], runs: &Runs, split: &Split) -> Result<bool, BadInput> {
+    // The shard first: a misconfigured array task fails before loading anything.
+    let shard = shard::resolve(split.shard.as_deref(), split.shards, &|name| std::env::var(name).ok())?;
+    let suite = source::all_of(paths)?;
+    let seeds = seeds_of(runs)?;
+    let sweep = Sweep { defects: parse_defects(&runs.defects)?, setup: Setup::of(runs)?, runs };
+    sweep.setup.check(runs, &suite)?;
+    // Wall time is measured only for the rate in the summary; it never reaches a simulation.
+    let started = std::time::Instant::now();
+    let mut tally = Tally::default();
+    let pairs = suite.iter().flat_map(|source| seeds.iter().map(move |&seed| (source, seed)));
+    for (index, (source, seed)) in pairs.enumerate().filter(|(index, _)| shard.owns(*index)) {
+        let record = sweep.record(index, source, seed);
+        record.print();
+        tally.add(&record);
     }
-    let listing: Vec<String> = violated.iter().map(|(name, count)| format!("{name}:{count}")).collect();
-    say!(
-        "summary: runs={total} ok={} violation={failed} violated=[{}] runs_with_unfired_faults={unfired} wall={seconds:.1}s runs_per_s={:.2}",
-        total - failed,
-        listing.join(" "),
-        total as f64 / seconds.max(1e-9)
-    );
-    Ok(failed == 0)
+    let label = (shard != Shard::ALL).then(|| shard.label());
+    tally.print(started.elapsed().as_secs_f64(), label.as_deref());
+    Ok(tally.failed == 0)
 }
 
 /// One run with the store on a real directory and a ledger of what it acknowledged.

@@ -11,6 +11,8 @@ pub mod bad_input;
 pub mod cli;
 pub mod live;
 pub mod report;
+pub mod results;
+pub mod shard;
 pub mod shared;
 pub mod source;
 pub mod swarm;

@@ -1,0 +1,88 @@
+//! Splitting a sweep: `--shard K/N` and the batch engines' environment. The N shards together
+//! are exactly the unsharded run: the same run lines (digests included), once each.
+
+use crate::support::{mailchaos_with_env, Ran};
+use std::time::Duration;
+
+fn run_with(args: &[&str], env: &[(&str, &str)]) -> Ran {
+    mailchaos_with_env(args, env, Duration::from_secs(120)).unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// The run lines of an output: each carries its digest.
+fn run_lines(stdout: &str) -> Vec<String> {
+    stdout.lines().filter(|line| line.contains(" digest=")).map(String::from).collect()
+}
+
+/// The summary line without the wall time and the rate, which differ between any two runs.
+fn summary(stdout: &str) -> String {
+    let line = stdout.lines().find(|line| line.starts_with("summary:")).unwrap_or_else(|| panic!("no summary in {stdout}"));
+    line.split(" wall=").next().unwrap_or_default().to_string()
+}
+
+const SWEEP: &[&str] = &["run", "scenarios/fast", "--seeds", "3"];
+
+#[test]
+fn three_shards_run_every_pair_of_the_unsharded_run_exactly_once() {
+    let whole = run_with(SWEEP, &[]);
+    assert_eq!(whole.code, Some(0), "{}", whole.stderr);
+    let expected = run_lines(&whole.stdout);
+    assert_eq!(expected.len(), 30, "10 scenarios x 3 seeds");
+    let mut union = Vec::new();
+    for k in 1..=3 {
+        let label = format!("{k}/3");
+        let shard = run_with(&[SWEEP, &["--shard", &label]].concat(), &[]);
+        assert_eq!(shard.code, Some(0), "{}", shard.stderr);
+        let lines = run_lines(&shard.stdout);
+        assert_eq!(lines.len(), 10, "shard {label} runs pairs {k}, {k}+3, ...");
+        assert!(summary(&shard.stdout).ends_with(&format!("runs_with_unfired_faults=0 shard={label}")), "{}", shard.stdout);
+        union.extend(lines);
+    }
+    // Pair i is shard i % 3 + 1's, so interleaving the shards restores the unsharded order.
+    let interleaved: Vec<String> = (0..30).map(|i| union[(i % 3) * 10 + i / 3].clone()).collect();
+    assert_eq!(interleaved, expected);
+}
+
+#[test]
+fn the_shard_is_taken_from_a_kubernetes_indexed_job_or_a_slurm_array() {
+    let flag = run_lines(&run_with(&[SWEEP, &["--shard", "2/3"]].concat(), &[]).stdout);
+    let kubernetes = run_with(&[SWEEP, &["--shards", "3"]].concat(), &[("JOB_COMPLETION_INDEX", "1")]);
+    assert_eq!(kubernetes.code, Some(0), "{}", kubernetes.stderr);
+    assert_eq!(run_lines(&kubernetes.stdout), flag, "JOB_COMPLETION_INDEX is 0-based");
+    let slurm = [("SLURM_ARRAY_TASK_ID", "6"), ("SLURM_ARRAY_TASK_MIN", "5"), ("SLURM_ARRAY_TASK_COUNT", "3")];
+    let slurm = run_with(SWEEP, &slurm);
+    assert_eq!(slurm.code, Some(0), "{}", slurm.stderr);
+    assert_eq!(run_lines(&slurm.stdout), flag, "the second task of an array from 5");
+    // The flag wins over the environment (a CI matrix inside a cluster job).
+    let both = run_with(&[SWEEP, &["--shard", "2/3"]].concat(), &[("JOB_COMPLETION_INDEX", "0")]);
+    assert_eq!(run_lines(&both.stdout), flag);
+}
+
+#[test]
+fn a_bad_shard_is_bad_input_naming_the_flag_or_the_variable() {
+    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+        (&["--shard", "0/3"], &[], "--shard 0/3: K must be from 1 to 3"),
+        (&["--shard", "4/3"], &[], "--shard 4/3: K must be from 1 to 3"),
+        (&["--shard", "1/0"], &[], "--shard 1/0: the number of shards must be from 1"),
+        (&["--shard", "junk"], &[], "--shard junk: expected K/N"),
+        (&["--shard", "1/x"], &[], "--shard 1/x: the number of shards 'x' is not a whole number"),
+        (&["--shard=-1/3"], &[], "--shard -1/3: K is not a whole number"),
+        (&["--shard", "99999999999999999999/3"], &[], "K is not a whole number"),
+        (&["--shards", "3"], &[], "--shards N takes this shard's index from JOB_COMPLETION_INDEX"),
+        (&[], &[("JOB_COMPLETION_INDEX", "0")], "JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job): pass --shards N"),
+        (&["--shards", "3"], &[("JOB_COMPLETION_INDEX", "3")], "JOB_COMPLETION_INDEX=3 is out of range for --shards 3"),
+        (&["--shards", "3"], &[("JOB_COMPLETION_INDEX", "one")], "JOB_COMPLETION_INDEX='one' is not a whole number"),
+        (&["--shards", "0"], &[("JOB_COMPLETION_INDEX", "0")], "--shards 0: the number of shards must be from 1"),
+        (&[], &[("SLURM_ARRAY_TASK_ID", "3")], "SLURM_ARRAY_TASK_MIN is not set"),
+        (&[], &[("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_MIN", "0"), ("SLURM_ARRAY_TASK_COUNT", "3")], "SLURM_ARRAY_TASK_ID=3 is not one of the 3 tasks"),
+        (&[], &[("SLURM_ARRAY_TASK_ID", "1"), ("SLURM_ARRAY_TASK_MIN", "2"), ("SLURM_ARRAY_TASK_COUNT", "3")], "SLURM_ARRAY_TASK_ID=1 is not one of the 3 tasks"),
+        (&[], &[("SLURM_ARRAY_TASK_ID", "1"), ("SLURM_ARRAY_TASK_MIN", "0"), ("SLURM_ARRAY_TASK_COUNT", "0")], "SLURM_ARRAY_TASK_COUNT=0: the number of shards must be from 1"),
+        (&["--shards", "2"], &[("SLURM_ARRAY_TASK_ID", "1"), ("SLURM_ARRAY_TASK_MIN", "0"), ("SLURM_ARRAY_TASK_COUNT", "3")], "--shards 2 disagrees with SLURM_ARRAY_TASK_COUNT=3"),
+    ];
+    for (args, env, expected) in cases {
+        let ran = run_with(&[&["run", "embedded:fast/baseline", "--seeds", "1"], *args].concat(), env);
+        assert_eq!(ran.code, Some(2), "{args:?} {env:?}: {}{}", ran.stdout, ran.stderr);
+        assert!(ran.stderr.contains(expected), "{args:?} {env:?}: expected {expected:?} in {}", ran.stderr);
+        assert!(!ran.stderr.contains("panicked"), "{}", ran.stderr);
+        assert!(ran.stdout.is_empty(), "nothing runs: {}", ran.stdout);
+    }
+}
