@@ -86,3 +86,51 @@ fn a_bad_shard_is_bad_input_naming_the_flag_or_the_variable() {
         assert!(ran.stdout.is_empty(), "nothing runs: {}", ran.stdout);
     }
 }
+
+/// The objects of a `--json` file, one a line.
+fn json_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    text.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{line}: {error}"))).collect()
+}
+
+#[test]
+fn the_json_file_holds_each_run_as_printed_then_the_summary() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let file = dir.path().join("results.json");
+    let args = ["run", "embedded:fast/baseline", "--seeds", "2", "--defect", "ack-before-fsync", "--json", file.to_str().expect("a UTF-8 path")];
+    let ran = run_with(&args, &[]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    let lines = json_lines(&file);
+    assert_eq!(lines.len(), 3, "two runs, then the summary");
+    let printed = run_lines(&ran.stdout);
+    let repros: Vec<&str> = ran.stdout.lines().filter_map(|line| line.strip_prefix("repro: ")).collect();
+    for (n, run) in lines[..2].iter().enumerate() {
+        assert_eq!(run["type"], "run");
+        assert_eq!(run["index"], n);
+        assert_eq!(run["scenario"], "baseline");
+        assert_eq!(run["seed"], format!("{:#x}", n + 1));
+        assert_eq!(run["verdict"], "violation");
+        assert_eq!(run["violated"], serde_json::json!(["A1"]));
+        let first = &run["violations"][0];
+        assert_eq!(first["invariant"], "A1");
+        assert!(first["subject"].as_str().is_some_and(|subject| subject.starts_with("msg ")), "{first}");
+        assert!(first["explanation"].as_str().is_some_and(|text| text.contains("not fsynced")), "{first}");
+        assert!(run["violation_count"].as_u64().is_some_and(|count| count >= 1));
+        let digest = run["digest"].as_str().expect("a digest");
+        assert!(printed[n].ends_with(&format!(" digest={digest}")), "{} vs {digest}", printed[n]);
+        assert_eq!(run["line"], printed[n].as_str());
+        assert_eq!(run["repro"], repros[n]);
+    }
+    let summary = &lines[2];
+    assert_eq!((summary["type"].as_str(), summary["shard"].as_str(), summary["pairs"].as_u64()), (Some("summary"), Some("1/1"), Some(2)));
+    assert_eq!((summary["runs"].as_u64(), summary["violation"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(summary["violated"], serde_json::json!([["A1", 2]]));
+}
+
+#[test]
+fn a_json_file_that_cannot_be_created_is_bad_input_before_any_run() {
+    let ran = run_with(&["run", "embedded:fast/baseline", "--seeds", "1", "--json", "/nonexistent-folder/results.json"], &[]);
+    assert_eq!(ran.code, Some(2), "{}", ran.stdout);
+    assert!(ran.stderr.contains("/nonexistent-folder/results.json: cannot create the --json file"), "{}", ran.stderr);
+    assert!(ran.stdout.is_empty(), "{}", ran.stdout);
+}

@@ -3,7 +3,7 @@
 
 use check::{self, Violation};
 use crate::report;
-use crate::results::{self, RunRecord, Tally};
+use crate::results::{self, JsonWriter, Line, RunRecord, Summary, Tally};
 use crate::shard::{self, Shard};
 use crate::source::{self, Source};
 use sim::scenario::Loaded;
@@ -88,6 +88,15 @@ pub struct Split {
     pub shards: Option<u64>,
 }
 
+/// Machine-readable results of a sweep.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Reports {
+    /// Also write the results here as JSON lines: one object per run (scenario, seed, verdict,
+    /// violations, digest, repro line), then the summary. `merge` reads these files.
+    #[arg(long, value_name = "FILE", conflicts_with = "store_dir")]
+    pub json: Option<PathBuf>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run scenario files or folders (default: the embedded fast suite) over seeds and judge them.
@@ -101,6 +110,8 @@ pub enum Command {
         real: RealStore,
         #[command(flatten)]
         split: Split,
+        #[command(flatten)]
+        reports: Reports,
     },
     /// Replay one run exactly, print its history, and explain each violation.
     Repro {
@@ -323,9 +334,9 @@ pub fn main_with(cli: Cli) -> ExitCode {
             say!("{}", sim::reference::markdown().trim_end());
             Ok(true)
         }
-        Command::Run { paths, runs, real, split } => match real.store_dir.is_some() {
+        Command::Run { paths, runs, real, split, reports } => match real.store_dir.is_some() {
             true => run_on_real_store(&paths, &runs, &real),
-            false => run(&paths, &runs, &split),
+            false => run(&paths, &runs, &split, &reports),
         },
         Command::Repro { scenario, runs, history } => repro(&scenario, &runs, history.as_deref()),
         Command::CheckDeterminism { runs, swarm: true, profiles, .. } => check_swarm_determinism(&runs, &profiles),
@@ -511,13 +522,14 @@ impl Sweep<'_> {
     }
 }
 
-fn run(paths: &[PathBuf], runs: &Runs, split: &Split) -> Result<bool, BadInput> {
+fn run(paths: &[PathBuf], runs: &Runs, split: &Split, reports: &Reports) -> Result<bool, BadInput> {
     // The shard first: a misconfigured array task fails before loading anything.
     let shard = shard::resolve(split.shard.as_deref(), split.shards, &|name| std::env::var(name).ok())?;
     let suite = source::all_of(paths)?;
     let seeds = seeds_of(runs)?;
     let sweep = Sweep { defects: parse_defects(&runs.defects)?, setup: Setup::of(runs)?, runs };
     sweep.setup.check(runs, &suite)?;
+    let mut json = reports.json.as_deref().map(JsonWriter::create).transpose()?;
     // Wall time is measured only for the rate in the summary; it never reaches a simulation.
     let started = std::time::Instant::now();
     let mut tally = Tally::default();
@@ -526,9 +538,17 @@ fn run(paths: &[PathBuf], runs: &Runs, split: &Split) -> Result<bool, BadInput> 
         let record = sweep.record(index, source, seed);
         record.print();
         tally.add(&record);
+        if let Some(json) = &mut json {
+            json.write(&Line::Run(record))?;
+        }
     }
+    let wall_s = started.elapsed().as_secs_f64();
     let label = (shard != Shard::ALL).then(|| shard.label());
-    tally.print(started.elapsed().as_secs_f64(), label.as_deref());
+    tally.print(wall_s, label.as_deref());
+    if let Some(mut json) = json {
+        json.write(&Line::Summary(Summary { shard: shard.label(), pairs: suite.len() * seeds.len(), wall_s, tally: tally.clone() }))?;
+        json.finish()?;
+    }
     Ok(tally.failed == 0)
 }
 

@@ -5,8 +5,11 @@
 
 use crate::report::PolicyOutcomes;
 use crate::shared::say_line;
+use crate::bad_input::BadInput;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::Path;
 
 /// Violations kept per run: the run line already names every invariant violated, and a run
 /// with a runaway checker must not make a JSON line of gigabytes.
@@ -77,7 +80,9 @@ pub fn violation_records(violations: &[check::Violation]) -> Vec<ViolationRecord
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tally {
     pub runs: usize,
+    #[serde(rename = "violation")]
     pub failed: usize,
+    #[serde(rename = "runs_with_unfired_faults")]
     pub unfired: usize,
     /// Per invariant, runs that violated it, in the order of first violation.
     pub violated: Vec<(String, usize)>,
@@ -119,5 +124,49 @@ impl Tally {
             self.unfired,
             self.runs as f64 / seconds.max(1e-9)
         ));
+    }
+}
+
+/// What a shard's sweep was: its last line in `--json`, which `merge` checks the shards against.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// `K/N`; `1/1` for an unsharded run.
+    pub shard: String,
+    /// The pairs of the whole (unsharded) sweep: what the merged shards must cover.
+    pub pairs: usize,
+    /// Wall time of the shard, for the rate only.
+    pub wall_s: f64,
+    #[serde(flatten)]
+    pub tally: Tally,
+}
+
+/// One line of a `--json` file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Line {
+    Run(RunRecord),
+    Summary(Summary),
+}
+
+/// A `--json` file being written: created before the first run, so a bad path costs nothing.
+pub struct JsonWriter {
+    name: String,
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl JsonWriter {
+    pub fn create(path: &Path) -> Result<JsonWriter, BadInput> {
+        let name = path.display().to_string();
+        let file = std::fs::File::create(path).map_err(|error| BadInput(format!("{name}: cannot create the --json file: {error}")))?;
+        Ok(JsonWriter { name, out: std::io::BufWriter::new(file) })
+    }
+
+    pub fn write(&mut self, line: &Line) -> Result<(), BadInput> {
+        let text = serde_json::to_string(line).map_err(|error| BadInput(format!("{}: cannot encode a result: {error}", self.name)))?;
+        writeln!(self.out, "{text}").map_err(|error| BadInput(format!("{}: cannot write: {error}", self.name)))
+    }
+
+    pub fn finish(mut self) -> Result<(), BadInput> {
+        self.out.flush().map_err(|error| BadInput(format!("{}: cannot write: {error}", self.name)))
     }
 }
