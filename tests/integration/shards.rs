@@ -134,3 +134,84 @@ fn a_json_file_that_cannot_be_created_is_bad_input_before_any_run() {
     assert!(ran.stderr.contains("/nonexistent-folder/results.json: cannot create the --json file"), "{}", ran.stderr);
     assert!(ran.stdout.is_empty(), "{}", ran.stdout);
 }
+
+/// An element of a JUnit file: its name, attributes, and the elements inside it.
+#[derive(Debug, Default)]
+struct Element {
+    name: String,
+    attributes: std::collections::BTreeMap<String, String>,
+    children: Vec<Element>,
+    text: String,
+}
+
+/// A minimal XML reader, enough to check the JUnit shape: tags nest and close in order,
+/// attributes are double-quoted, the text between tags is kept (entities left as written).
+fn parse_xml(xml: &str) -> Element {
+    let body = xml.trim_start().strip_prefix("<?xml").and_then(|rest| rest.split_once("?>")).map_or(xml, |(_, rest)| rest);
+    let mut stack = vec![Element::default()];
+    let mut rest = body;
+    while let Some(start) = rest.find('<') {
+        let end = rest[start..].find('>').map(|end| start + end).expect("a tag closes");
+        let text = &rest[..start];
+        stack.last_mut().expect("an open element").text.push_str(text);
+        let tag = &rest[start + 1..end];
+        rest = &rest[end + 1..];
+        if let Some(name) = tag.strip_prefix('/') {
+            let done = stack.pop().expect("an open element");
+            assert_eq!(done.name, name, "</{name}> closes <{}>", done.name);
+            stack.last_mut().expect("a parent").children.push(done);
+            continue;
+        }
+        let (tag, closed) = tag.strip_suffix('/').map_or((tag, false), |tag| (tag, true));
+        let (name, mut attributes) = tag.split_once(char::is_whitespace).unwrap_or((tag, ""));
+        let mut element = Element { name: name.to_string(), ..Element::default() };
+        while let Some((key, value)) = attributes.split_once("=\"") {
+            let (value, after) = value.split_once('"').expect("an attribute value closes");
+            element.attributes.insert(key.trim().to_string(), value.to_string());
+            attributes = after;
+        }
+        match closed {
+            true => stack.last_mut().expect("a parent").children.push(element),
+            false => stack.push(element),
+        }
+    }
+    assert_eq!(stack.len(), 1, "every element closed");
+    let mut document = stack.pop().expect("the document");
+    assert_eq!(document.children.len(), 1, "one root element");
+    document.children.remove(0)
+}
+
+fn attribute<'a>(element: &'a Element, name: &str) -> &'a str {
+    element.attributes.get(name).map_or_else(|| panic!("<{}> has no {name}: {element:?}", element.name), String::as_str)
+}
+
+#[test]
+fn the_junit_file_has_a_testcase_per_run_and_a_failure_with_the_violations_and_repro_line() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let file = dir.path().join("results.xml");
+    let args = ["run", "embedded:fast", "--seeds", "1", "--defect", "drop-on-lmtp-4xx", "--junit", file.to_str().expect("a UTF-8 path")];
+    let ran = run_with(&args, &[]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    let root = parse_xml(&std::fs::read_to_string(&file).expect("the JUnit file"));
+    assert_eq!(root.name, "testsuites");
+    assert_eq!((attribute(&root, "tests"), attribute(&root, "failures")), ("10", "2"));
+    assert_eq!(root.children.len(), 10, "a testsuite per scenario");
+    let repros: Vec<&str> = ran.stdout.lines().filter_map(|line| line.strip_prefix("repro: ")).collect();
+    let mut failures = Vec::new();
+    for suite in &root.children {
+        assert_eq!(suite.name, "testsuite");
+        let [case] = suite.children.as_slice() else { panic!("one seed, one testcase: {suite:?}") };
+        assert_eq!(case.name, "testcase");
+        assert_eq!((attribute(case, "classname"), attribute(case, "name")), (attribute(suite, "name"), "0x1"));
+        let failure = case.children.iter().find(|child| child.name == "failure");
+        assert_eq!(attribute(suite, "failures"), if failure.is_some() { "1" } else { "0" });
+        if let Some(failure) = failure {
+            assert!(attribute(failure, "type").contains("A2"), "{failure:?}");
+            let repro = repros[failures.len()];
+            assert!(failure.text.contains(&format!("repro: {repro}")), "{failure:?}");
+            assert!(failure.text.starts_with("A2 ") || failure.text.starts_with("A16 "), "{failure:?}");
+            failures.push(attribute(suite, "name").to_string());
+        }
+    }
+    assert_eq!(failures.len(), 2);
+}

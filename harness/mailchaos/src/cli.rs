@@ -3,7 +3,7 @@
 
 use check::{self, Violation};
 use crate::report;
-use crate::results::{self, JsonWriter, Line, RunRecord, Summary, Tally};
+use crate::results::{self, JsonWriter, JunitWriter, Line, RunRecord, Summary, Tally};
 use crate::shard::{self, Shard};
 use crate::source::{self, Source};
 use sim::scenario::Loaded;
@@ -95,6 +95,11 @@ pub struct Reports {
     /// violations, digest, repro line), then the summary. `merge` reads these files.
     #[arg(long, value_name = "FILE", conflicts_with = "store_dir")]
     pub json: Option<PathBuf>,
+    /// Also write a JUnit XML report here, as CI tools read it: one testcase per scenario x
+    /// seed (classname the scenario, name the seed), a failure with the violations and the
+    /// repro line.
+    #[arg(long, value_name = "FILE", conflicts_with = "store_dir")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -530,6 +535,9 @@ fn run(paths: &[PathBuf], runs: &Runs, split: &Split, reports: &Reports) -> Resu
     let sweep = Sweep { defects: parse_defects(&runs.defects)?, setup: Setup::of(runs)?, runs };
     sweep.setup.check(runs, &suite)?;
     let mut json = reports.json.as_deref().map(JsonWriter::create).transpose()?;
+    let junit = reports.junit.as_deref().map(JunitWriter::create).transpose()?;
+    // Kept only for the JUnit report, which is written whole at the end.
+    let mut kept = Vec::new();
     // Wall time is measured only for the rate in the summary; it never reaches a simulation.
     let started = std::time::Instant::now();
     let mut tally = Tally::default();
@@ -539,7 +547,10 @@ fn run(paths: &[PathBuf], runs: &Runs, split: &Split, reports: &Reports) -> Resu
         record.print();
         tally.add(&record);
         if let Some(json) = &mut json {
-            json.write(&Line::Run(record))?;
+            json.write(&Line::Run(record.clone()))?;
+        }
+        if junit.is_some() {
+            kept.push(record);
         }
     }
     let wall_s = started.elapsed().as_secs_f64();
@@ -548,6 +559,9 @@ fn run(paths: &[PathBuf], runs: &Runs, split: &Split, reports: &Reports) -> Resu
     if let Some(mut json) = json {
         json.write(&Line::Summary(Summary { shard: shard.label(), pairs: suite.len() * seeds.len(), wall_s, tally: tally.clone() }))?;
         json.finish()?;
+    }
+    if let Some(junit) = junit {
+        junit.finish(&kept)?;
     }
     Ok(tally.failed == 0)
 }

@@ -170,3 +170,58 @@ impl JsonWriter {
         self.out.flush().map_err(|error| BadInput(format!("{}: cannot write: {error}", self.name)))
     }
 }
+
+/// A `--junit` file: created before the first run (a bad path costs nothing), written at the end.
+pub struct JunitWriter {
+    name: String,
+    file: std::fs::File,
+}
+
+impl JunitWriter {
+    pub fn create(path: &Path) -> Result<JunitWriter, BadInput> {
+        let name = path.display().to_string();
+        let file = std::fs::File::create(path).map_err(|error| BadInput(format!("{name}: cannot create the --junit file: {error}")))?;
+        Ok(JunitWriter { name, file })
+    }
+
+    /// One testsuite per scenario (in the order of their first run), one testcase per run:
+    /// classname the scenario, name the seed; a failing run's violations and repro line in
+    /// its `<failure>`.
+    pub fn finish(self, records: &[RunRecord]) -> Result<(), BadInput> {
+        let mut suites: Vec<quick_junit::TestSuite> = Vec::new();
+        for record in records {
+            if suites.last().is_none_or(|suite| suite.name.as_str() != record.scenario) {
+                suites.push(quick_junit::TestSuite::new(record.scenario.as_str()));
+            }
+            if let Some(suite) = suites.last_mut() {
+                suite.add_test_case(test_case(record));
+            }
+        }
+        let mut report = quick_junit::Report::new("mailchaos");
+        report.add_test_suites(suites);
+        let out = std::io::BufWriter::new(self.file);
+        report.serialize(out).map_err(|error| BadInput(format!("{}: cannot write: {error}", self.name)))
+    }
+}
+
+fn test_case(record: &RunRecord) -> quick_junit::TestCase {
+    let status = match record.failed() {
+        false => quick_junit::TestCaseStatus::success(),
+        true => {
+            let mut status = quick_junit::TestCaseStatus::non_success(quick_junit::NonSuccessKind::Failure);
+            let mut text: String = record.violations.iter().map(|violation| format!("{} {}: {}\n", violation.invariant, violation.subject, violation.explanation)).collect();
+            if record.violation_count > record.violations.len() {
+                text += &format!("… and {} more violations\n", record.violation_count - record.violations.len());
+            }
+            text += &format!("repro: {}\n", record.repro);
+            status.set_message(format!("violation({}) repro: {}", record.violated.join(","), record.repro));
+            status.set_type(record.violated.join(","));
+            status.set_description(text);
+            status
+        }
+    };
+    let mut case = quick_junit::TestCase::new(record.seed.as_str(), status);
+    case.set_classname(record.scenario.as_str());
+    case.set_system_out(record.line.as_str());
+    case
+}
