@@ -215,3 +215,52 @@ fn the_junit_file_has_a_testcase_per_run_and_a_failure_with_the_violations_and_r
     }
     assert_eq!(failures.len(), 2);
 }
+
+/// Runs the three shards of a sweep with --json into `dir`; the files, in shard order.
+fn shard_files(dir: &std::path::Path, sweep: &[&str]) -> Vec<String> {
+    let mut files = Vec::new();
+    for k in 1..=3 {
+        let file = dir.join(format!("shard-{k}.json")).to_str().expect("a UTF-8 path").to_string();
+        let ran = run_with(&[sweep, &["--shard", &format!("{k}/3"), "--json", &file]].concat(), &[]);
+        assert!(ran.code.is_some_and(|code| code < 2), "{}", ran.stderr);
+        files.push(file);
+    }
+    files
+}
+
+fn merge(files: &[&str]) -> Ran {
+    run_with(&[&["merge"], files].concat(), &[])
+}
+
+#[test]
+fn merge_refuses_a_malformed_file_a_missing_shard_and_a_shard_given_twice() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let files = shard_files(dir.path(), &["run", "embedded:fast/baseline", "--seeds", "3"]);
+    let [one, two, three] = [&files[0], &files[1], &files[2]].map(String::as_str);
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("a test file");
+        path.to_str().expect("a UTF-8 path").to_string()
+    };
+    let first_line = std::fs::read_to_string(one).expect("shard 1").lines().next().expect("a run").to_string();
+    let junk = write("junk.json", &format!("{first_line}\n{{\"type\":\"run\",\"index\":x}}\n"));
+    let cut = write("cut.json", &first_line[..40]);
+    let unfinished = write("unfinished.json", &format!("{first_line}\n"));
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (vec![&junk], format!("{junk}:2:23: expected value")),
+        (vec![&cut], format!("{cut}:1:40: EOF while parsing")),
+        (vec![&unfinished], format!("{unfinished}: no summary line at the end")),
+        (vec![one, three], "run 1 of the sweep's 3 is in none of the files: a shard is missing".into()),
+        (vec![one, two], "runs 2 to 2 of the sweep's 3 are in none of the files".into()),
+        (vec![one, two, two, three], format!("is in both {two} and {two}: a shard merged twice")),
+        (vec!["/nonexistent/shard.json"], "/nonexistent/shard.json".into()),
+    ];
+    for (files, expected) in cases {
+        let ran = merge(&files);
+        assert_eq!(ran.code, Some(2), "{files:?}: {}{}", ran.stdout, ran.stderr);
+        assert!(ran.stderr.contains(&expected), "{files:?}: expected {expected:?} in {}", ran.stderr);
+        assert!(ran.stdout.is_empty(), "{}", ran.stdout);
+    }
+    let whole = merge(&[three, one, two]);
+    assert_eq!(whole.code, Some(0), "{}", whole.stderr);
+}

@@ -118,6 +118,17 @@ pub enum Command {
         #[command(flatten)]
         reports: Reports,
     },
+    /// Combine the --json files of a sweep's shards: every run in the unsharded order, then one
+    /// summary, as the unsharded run prints them. Exit 1 if any run failed; 2 if a file is
+    /// malformed or a shard is missing or given twice.
+    Merge {
+        /// The --json files of the shards (any order).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Also write one JUnit XML report of all the runs here.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+    },
     /// Replay one run exactly, print its history, and explain each violation.
     Repro {
         /// The scenario file (or embedded:<suite>/<name>) the run line's repro names.
@@ -343,6 +354,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
             true => run_on_real_store(&paths, &runs, &real),
             false => run(&paths, &runs, &split, &reports),
         },
+        Command::Merge { files, junit } => crate::merge::merge(&files, junit.as_deref()),
         Command::Repro { scenario, runs, history } => repro(&scenario, &runs, history.as_deref()),
         Command::CheckDeterminism { runs, swarm: true, profiles, .. } => check_swarm_determinism(&runs, &profiles),
         Command::CheckDeterminism { paths, runs, .. } => check_determinism(&paths, &runs),

@@ -10,6 +10,7 @@
 pub mod bad_input;
 pub mod cli;
 pub mod live;
+pub mod merge;
 pub mod report;
 pub mod results;
 pub mod shard;
