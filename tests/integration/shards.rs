@@ -264,3 +264,50 @@ fn merge_refuses_a_malformed_file_a_missing_shard_and_a_shard_given_twice() {
     let whole = merge(&[three, one, two]);
     assert_eq!(whole.code, Some(0), "{}", whole.stderr);
 }
+
+/// Everything a run or merge printed, the wall time and rate of the summary cut off.
+fn without_wall(stdout: &str) -> Vec<String> {
+    stdout.lines().map(|line| line.split(" wall=").next().unwrap_or_default().to_string()).collect()
+}
+
+#[test]
+fn three_shards_merged_are_the_unsharded_run_digests_and_summary() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let whole = run_with(SWEEP, &[]);
+    assert_eq!(whole.code, Some(0), "{}", whole.stderr);
+    let files = shard_files(dir.path(), SWEEP);
+    // The union of the shards' JSON digests is the unsharded run's, pair by pair.
+    let mut digests: Vec<(u64, String)> = Vec::new();
+    for file in &files {
+        let lines = json_lines(std::path::Path::new(file));
+        let runs = lines.iter().filter(|line| line["type"] == "run");
+        digests.extend(runs.map(|run| (run["index"].as_u64().expect("an index"), run["digest"].as_str().expect("a digest").to_string())));
+    }
+    digests.sort();
+    let expected: Vec<String> = run_lines(&whole.stdout).iter().map(|line| line.rsplit_once(" digest=").expect("a digest").1.to_string()).collect();
+    assert_eq!(digests.iter().map(|(index, _)| *index).collect::<Vec<_>>(), (0..30).collect::<Vec<_>>());
+    assert_eq!(digests.into_iter().map(|(_, digest)| digest).collect::<Vec<_>>(), expected);
+    let merged = merge(&files.iter().rev().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(merged.code, Some(0), "{}", merged.stderr);
+    assert_eq!(run_lines(&merged.stdout), run_lines(&whole.stdout));
+    assert_eq!(summary(&merged.stdout), summary(&whole.stdout));
+    assert_eq!(summary(&whole.stdout), "summary: runs=30 ok=30 violation=0 violated=[] runs_with_unfired_faults=0");
+}
+
+#[test]
+fn merged_failing_shards_print_and_report_what_the_unsharded_run_does() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let sweep = [SWEEP, &["--defect", "drop-on-lmtp-4xx"]].concat();
+    let whole_xml = dir.path().join("whole.xml").to_str().expect("a UTF-8 path").to_string();
+    let whole = run_with(&[&sweep[..], &["--junit", &whole_xml]].concat(), &[]);
+    assert_eq!(whole.code, Some(1), "{}", whole.stderr);
+    let files = shard_files(dir.path(), &sweep);
+    let merged_xml = dir.path().join("merged.xml").to_str().expect("a UTF-8 path").to_string();
+    let merged = merge(&[&["--junit", &merged_xml][..], &files.iter().map(String::as_str).collect::<Vec<_>>()].concat());
+    assert_eq!(merged.code, Some(1), "a failed run fails the merge: {}", merged.stderr);
+    // Run lines, violations, repro lines, outcomes and summary, in the unsharded order.
+    assert_eq!(without_wall(&merged.stdout), without_wall(&whole.stdout));
+    assert!(summary(&merged.stdout).contains(" violation=6 violated=[A2:6 A16:6] "), "{}", merged.stdout);
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{path}: {error}"));
+    assert_eq!(read(&merged_xml), read(&whole_xml), "the merged JUnit report is the unsharded one");
+}
