@@ -57,9 +57,12 @@ fn the_shard_is_taken_from_a_kubernetes_indexed_job_or_a_slurm_array() {
     assert_eq!(run_lines(&both.stdout), flag);
 }
 
+/// Arguments after the sweep, environment variables, and what stderr must say.
+type BadCase<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn a_bad_shard_is_bad_input_naming_the_flag_or_the_variable() {
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    let cases: &[BadCase] = &[
         (&["--shard", "0/3"], &[], "--shard 0/3: K must be from 1 to 3"),
         (&["--shard", "4/3"], &[], "--shard 4/3: K must be from 1 to 3"),
         (&["--shard", "1/0"], &[], "--shard 1/0: the number of shards must be from 1"),
