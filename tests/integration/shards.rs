@@ -314,3 +314,37 @@ fn merged_failing_shards_print_and_report_what_the_unsharded_run_does() {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{path}: {error}"));
     assert_eq!(read(&merged_xml), read(&whole_xml), "the merged JUnit report is the unsharded one");
 }
+
+#[test]
+fn any_number_of_worker_processes_prints_reports_and_exits_as_one() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let sweep = [SWEEP, &["--defect", "drop-on-lmtp-4xx"]].concat();
+    let outputs: Vec<(Ran, String, String)> = ["1", "2", "3", "40"]
+        .iter()
+        .map(|jobs| {
+            let json = dir.path().join(format!("jobs-{jobs}.json")).to_str().expect("a UTF-8 path").to_string();
+            let xml = dir.path().join(format!("jobs-{jobs}.xml")).to_str().expect("a UTF-8 path").to_string();
+            let ran = run_with(&[&sweep[..], &["--jobs", jobs, "--json", &json, "--junit", &xml]].concat(), &[]);
+            let read = |path: &str| std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{path}: {error}"));
+            // The JSON summary's wall time is the only thing that may differ.
+            let json = read(&json).lines().map(|line| line.split(",\"wall_s\":").next().unwrap_or_default().to_string()).collect::<Vec<_>>().join("\n");
+            (ran, json, read(&xml))
+        })
+        .collect();
+    let (one, one_json, one_xml) = &outputs[0];
+    assert_eq!(one.code, Some(1), "{}", one.stderr);
+    assert_eq!(run_lines(&one.stdout).len(), 30);
+    for (many, json, xml) in &outputs[1..] {
+        assert_eq!(many.code, Some(1), "{}", many.stderr);
+        assert_eq!(without_wall(&many.stdout), without_wall(&one.stdout));
+        assert_eq!((json, xml), (one_json, one_xml));
+    }
+    // Workers within a shard: the shard's runs, the same as one process.
+    let shard = |jobs: &str| without_wall(&run_with(&[SWEEP, &["--shard", "2/3", "--jobs", jobs]].concat(), &[]).stdout);
+    assert_eq!(shard("2"), shard("1"));
+    for bad in ["0", "257"] {
+        let ran = run_with(&[SWEEP, &["--jobs", bad]].concat(), &[]);
+        assert_eq!(ran.code, Some(2));
+        assert!(ran.stderr.contains(&format!("--jobs must be from 1 to 256, got {bad}")), "{}", ran.stderr);
+    }
+}

@@ -4,6 +4,7 @@
 use check::{self, Violation};
 use crate::report;
 use crate::results::{self, JsonWriter, JunitWriter, Line, RunRecord, Summary, Tally};
+use crate::jobs;
 use crate::shard::{self, Shard};
 use crate::source::{self, Source};
 use sim::scenario::Loaded;
@@ -86,6 +87,13 @@ pub struct Split {
     /// N, the number of shards, for a Kubernetes Indexed Job (its completions).
     #[arg(long, value_name = "N")]
     pub shards: Option<u64>,
+    /// Worker processes to run the sweep on (processes: fail points are global to a process).
+    /// The output and the summary are the same for any number.
+    #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "store_dir")]
+    pub jobs: u64,
+    /// A worker of --jobs: W/N, 0-based; its runs as JSON lines on stdout.
+    #[arg(long, hide = true, value_name = "W/N")]
+    pub worker: Option<String>,
 }
 
 /// Machine-readable results of a sweep.
@@ -539,13 +547,45 @@ impl Sweep<'_> {
     }
 }
 
+/// The arguments that make a worker run the same sweep: scenarios, seeds, defects, profile.
+fn worker_args(paths: &[PathBuf], runs: &Runs) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = paths.iter().map(|path| path.clone().into_os_string()).collect();
+    let mut option = |name: &str, value: &str| args.extend([name.into(), value.into()]);
+    runs.seed.iter().for_each(|seed| option("--seed", seed));
+    runs.seeds.iter().for_each(|seeds| option("--seeds", &seeds.to_string()));
+    runs.defects.iter().for_each(|defect| option("--defect", defect));
+    runs.profile.iter().for_each(|profile| option("--profile", profile));
+    runs.expect_hash.iter().for_each(|hash| option("--expect-hash", hash));
+    args
+}
+
+/// A worker of `--jobs`: its runs of the shard as JSON lines on stdout, then its summary.
+fn work(sweep: &Sweep, owned: Vec<(usize, &Source, Seed)>, shard: Shard, worker: jobs::Worker) -> Result<bool, BadInput> {
+    let mut tally = Tally::default();
+    for (index, source, seed) in owned.into_iter().filter(|(index, _, _)| worker.owns(shard, *index)) {
+        let record = sweep.record(index, source, seed);
+        tally.add(&record);
+        say!("{}", serde_json::to_string(&Line::Run(record)).map_err(|error| BadInput(error.to_string()))?);
+    }
+    let summary = Summary { shard: shard.label(), pairs: 0, wall_s: 0.0, tally };
+    say!("{}", serde_json::to_string(&Line::Summary(summary.clone())).map_err(|error| BadInput(error.to_string()))?);
+    Ok(summary.tally.failed == 0)
+}
+
 fn run(paths: &[PathBuf], runs: &Runs, split: &Split, reports: &Reports) -> Result<bool, BadInput> {
     // The shard first: a misconfigured array task fails before loading anything.
     let shard = shard::resolve(split.shard.as_deref(), split.shards, &|name| std::env::var(name).ok())?;
+    let jobs = jobs::check_jobs(split.jobs)?;
+    let worker = split.worker.as_deref().map(jobs::Worker::parse).transpose()?;
     let suite = source::all_of(paths)?;
     let seeds = seeds_of(runs)?;
     let sweep = Sweep { defects: parse_defects(&runs.defects)?, setup: Setup::of(runs)?, runs };
     sweep.setup.check(runs, &suite)?;
+    let pairs = suite.iter().flat_map(|source| seeds.iter().map(move |&seed| (source, seed)));
+    let owned: Vec<(usize, &Source, Seed)> = pairs.enumerate().filter(|(index, _)| shard.owns(*index)).map(|(index, (source, seed))| (index, source, seed)).collect();
+    if let Some(worker) = worker {
+        return work(&sweep, owned, shard, worker);
+    }
     let mut json = reports.json.as_deref().map(JsonWriter::create).transpose()?;
     let junit = reports.junit.as_deref().map(JunitWriter::create).transpose()?;
     // Kept only for the JUnit report, which is written whole at the end.
@@ -553,9 +593,16 @@ fn run(paths: &[PathBuf], runs: &Runs, split: &Split, reports: &Reports) -> Resu
     // Wall time is measured only for the rate in the summary; it never reaches a simulation.
     let started = std::time::Instant::now();
     let mut tally = Tally::default();
-    let pairs = suite.iter().flat_map(|source| seeds.iter().map(move |&seed| (source, seed)));
-    for (index, (source, seed)) in pairs.enumerate().filter(|(index, _)| shard.owns(*index)) {
-        let record = sweep.record(index, source, seed);
+    let mut workers = match jobs {
+        1 => None,
+        _ => Some(jobs::Workers::spawn(&worker_args(paths, runs), shard, jobs)?),
+    };
+    for (index, source, seed) in owned {
+        let record = match &mut workers {
+            // Run number n of the shard is worker n % jobs's (jobs::Worker::owns).
+            Some(workers) => workers.next((index / shard.count as usize) % jobs as usize, index)?,
+            None => sweep.record(index, source, seed),
+        };
         record.print();
         tally.add(&record);
         if let Some(json) = &mut json {
@@ -565,6 +612,7 @@ fn run(paths: &[PathBuf], runs: &Runs, split: &Split, reports: &Reports) -> Resu
             kept.push(record);
         }
     }
+    workers.map(jobs::Workers::finish).transpose()?;
     let wall_s = started.elapsed().as_secs_f64();
     let label = (shard != Shard::ALL).then(|| shard.label());
     tally.print(wall_s, label.as_deref());

@@ -9,6 +9,7 @@
 
 pub mod bad_input;
 pub mod cli;
+pub mod jobs;
 pub mod live;
 pub mod merge;
 pub mod report;
