@@ -348,3 +348,27 @@ fn any_number_of_worker_processes_prints_reports_and_exits_as_one() {
         assert!(ran.stderr.contains(&format!("--jobs must be from 1 to 256, got {bad}")), "{}", ran.stderr);
     }
 }
+
+#[test]
+fn three_shards_of_a_swarm_sweep_are_the_unsharded_sweep() {
+    let sweep = ["swarm", "--seeds", "7", "--profiles", "dishonest"];
+    let whole = run_with(&sweep, &[]);
+    assert!(whole.code.is_some_and(|code| code < 2), "{}", whole.stderr);
+    let seeds = |stdout: &str| stdout.lines().filter(|line| line.starts_with("swarm seed=")).map(String::from).collect::<Vec<_>>();
+    let expected = seeds(&whole.stdout);
+    assert_eq!(expected.len(), 7);
+    let mut shards: Vec<Vec<String>> = Vec::new();
+    for k in 1..=3 {
+        let shard = run_with(&[&sweep[..], &["--shard", &format!("{k}/3")]].concat(), &[]);
+        assert!(shard.code.is_some_and(|code| code < 2), "{}", shard.stderr);
+        assert!(summary(&shard.stdout).ends_with(&format!(" shard={k}/3")), "{}", shard.stdout);
+        shards.push(seeds(&shard.stdout));
+    }
+    // Seed number i is shard i % 3 + 1's.
+    let interleaved: Vec<String> = (0..7).map(|i| shards[i % 3][i / 3].clone()).collect();
+    assert_eq!(interleaved, expected);
+    assert_eq!(shards.iter().map(Vec::len).sum::<usize>(), 7);
+    let bad = run_with(&[&sweep[..], &["--shard", "4/3"]].concat(), &[]);
+    assert_eq!(bad.code, Some(2));
+    assert!(bad.stderr.contains("--shard 4/3: K must be from 1 to 3"), "{}", bad.stderr);
+}

@@ -185,6 +185,14 @@ pub enum Command {
         /// --seed S` then replays the run with the identical digest.
         #[arg(long, value_name = "FILE")]
         emit_scenario: Option<PathBuf>,
+        /// Run only shard K of N (1-based): seed number i (from 0) belongs to shard i % N + 1.
+        /// Without it the shard comes from JOB_COMPLETION_INDEX (with --shards) or
+        /// SLURM_ARRAY_TASK_ID, as for run.
+        #[arg(long, value_name = "K/N", conflicts_with = "emit_scenario")]
+        shard: Option<String>,
+        /// N, the number of shards, for a Kubernetes Indexed Job (its completions).
+        #[arg(long, value_name = "N", conflicts_with = "emit_scenario")]
+        shards: Option<u64>,
     },
     /// Crash at every crash moment of one run (the scenario's crashes and the first hits of
     /// every fail point of the stack), take every disk state the profile allows there, recover
@@ -366,11 +374,12 @@ pub fn main_with(cli: Cli) -> ExitCode {
         Command::Repro { scenario, runs, history } => repro(&scenario, &runs, history.as_deref()),
         Command::CheckDeterminism { runs, swarm: true, profiles, .. } => check_swarm_determinism(&runs, &profiles),
         Command::CheckDeterminism { paths, runs, .. } => check_determinism(&paths, &runs),
-        Command::Swarm { seed, seeds, profiles, defects, emit_scenario } => {
+        Command::Swarm { seed, seeds, profiles, defects, emit_scenario, shard, shards } => {
             // Without --seed a sweep of 100 seeds from seed 1; `--seed S` alone is that seed.
             let seeds = seeds.or_else(|| seed.is_none().then_some(100));
             let runs = Runs { seed, seeds, defects, profile: None, expect_hash: None };
-            swarm(&runs, &profiles, emit_scenario.as_deref())
+            let split = Split { shard, shards, ..Split::default() };
+            swarm(&runs, &profiles, emit_scenario.as_deref(), &split)
         }
         Command::SwarmDigest { seed, profiles, defects } => swarm_digest(&seed, &profiles, &defects),
         Command::CrashExplore { scenario, runs, max_states } => crash_explore(&scenario, &runs, max_states),
@@ -934,13 +943,15 @@ fn profile_set(name: &str) -> Result<sim::swarm::ProfileSet, BadInput> {
     sim::swarm::ProfileSet::parse(name).map_err(|error| BadInput(format!("--profiles: {error}")))
 }
 
-fn swarm(runs: &Runs, profiles: &str, emit: Option<&Path>) -> Result<bool, BadInput> {
+fn swarm(runs: &Runs, profiles: &str, emit: Option<&Path>, split: &Split) -> Result<bool, BadInput> {
     let profiles = profile_set(profiles)?;
     if let Some(file) = emit {
         return crate::swarm::emit(single_seed(runs)?, profiles, file);
     }
-    let seeds = seeds_of(runs)?;
-    crate::swarm::sweep(&crate::swarm::Request { seeds, profiles, defect_names: &runs.defects })
+    let shard = shard::resolve(split.shard.as_deref(), split.shards, &|name| std::env::var(name).ok())?;
+    let seeds = seeds_of(runs)?.into_iter().enumerate().filter(|(index, _)| shard.owns(*index)).map(|(_, seed)| seed).collect();
+    let shard = (shard != Shard::ALL).then(|| shard.label());
+    crate::swarm::sweep(&crate::swarm::Request { seeds, profiles, defect_names: &runs.defects, shard })
 }
 
 fn swarm_digest(seed: &str, profiles: &str, defects: &[String]) -> Result<bool, BadInput> {
