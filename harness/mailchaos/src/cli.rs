@@ -568,6 +568,16 @@ fn worker_args(paths: &[PathBuf], runs: &Runs) -> Vec<std::ffi::OsString> {
     args
 }
 
+/// A worker's record, if it ran the very text and seed this process loaded: a worker reads
+/// the files again, and one edited meanwhile must not pass for what the parent named.
+fn same_run(record: RunRecord, source: &Source, seed: Seed) -> Result<RunRecord, BadInput> {
+    let same = record.origin == source.origin && record.seed == seed.to_string() && record.line.contains(&format!(" scenario={} ", source.hash));
+    match same {
+        true => Ok(record),
+        false => Err(BadInput(format!("{}: a worker ran another text than this process loaded (scenario={} expected): the file changed during the sweep", source.origin, source.hash))),
+    }
+}
+
 /// A worker of `--jobs`: its runs of the shard as JSON lines on stdout, then its summary.
 fn work(sweep: &Sweep, owned: Vec<(usize, &Source, Seed)>, shard: Shard, worker: jobs::Worker) -> Result<bool, BadInput> {
     let mut tally = Tally::default();
@@ -609,7 +619,7 @@ fn run(paths: &[PathBuf], runs: &Runs, split: &Split, reports: &Reports) -> Resu
     for (index, source, seed) in owned {
         let record = match &mut workers {
             // Run number n of the shard is worker n % jobs's (jobs::Worker::owns).
-            Some(workers) => workers.next((index / shard.count as usize) % jobs as usize, index)?,
+            Some(workers) => same_run(workers.next((index / shard.count as usize) % jobs as usize, index)?, source, seed)?,
             None => sweep.record(index, source, seed),
         };
         record.print();
