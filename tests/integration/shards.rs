@@ -372,3 +372,18 @@ fn three_shards_of_a_swarm_sweep_are_the_unsharded_sweep() {
     assert_eq!(bad.code, Some(2));
     assert!(bad.stderr.contains("--shard 4/3: K must be from 1 to 3"), "{}", bad.stderr);
 }
+
+#[test]
+fn a_worker_sends_its_dealt_runs_as_json_lines_then_its_summary() {
+    let ran = run_with(&["run", "embedded:fast/baseline", "--seeds", "5", "--shard", "1/1", "--worker", "1/2"], &[]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let lines: Vec<serde_json::Value> = ran.stdout.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{line}: {error}"))).collect();
+    let indices: Vec<u64> = lines.iter().filter(|line| line["type"] == "run").filter_map(|line| line["index"].as_u64()).collect();
+    assert_eq!(indices, [1, 3], "runs 1 and 3 of 0..5 are the second of two workers'");
+    assert_eq!(lines.last().map(|line| line["type"].clone()), Some("summary".into()));
+    for bad in ["2/2", "x", "0/0", "0/300"] {
+        let ran = run_with(&["run", "embedded:fast/baseline", "--seeds", "1", "--worker", bad], &[]);
+        assert_eq!(ran.code, Some(2), "{bad}");
+        assert!(ran.stderr.contains(&format!("--worker {bad}: expected W/N")), "{}", ran.stderr);
+    }
+}
