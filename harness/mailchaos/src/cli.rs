@@ -605,10 +605,7 @@ fn run(paths: &[PathBuf], runs: &Runs, split: &Split, reports: &Reports) -> Resu
     if let Some(worker) = worker {
         return work(&sweep, owned, shard, worker);
     }
-    let mut json = reports.json.as_deref().map(JsonWriter::create).transpose()?;
-    let junit = reports.junit.as_deref().map(JunitWriter::create).transpose()?;
-    // Kept only for the JUnit report, which is written whole at the end.
-    let mut kept = Vec::new();
+    let mut files = ResultFiles::create(reports)?;
     // Wall time is measured only for the rate in the summary; it never reaches a simulation.
     let started = std::time::Instant::now();
     let mut tally = Tally::default();
@@ -624,25 +621,49 @@ fn run(paths: &[PathBuf], runs: &Runs, split: &Split, reports: &Reports) -> Resu
         };
         record.print();
         tally.add(&record);
-        if let Some(json) = &mut json {
-            json.write(&Line::Run(record.clone()))?;
-        }
-        if junit.is_some() {
-            kept.push(record);
-        }
+        files.add(record)?;
     }
     workers.map(jobs::Workers::finish).transpose()?;
     let wall_s = started.elapsed().as_secs_f64();
-    let label = (shard != Shard::ALL).then(|| shard.label());
-    tally.print(wall_s, label.as_deref());
-    if let Some(mut json) = json {
-        json.write(&Line::Summary(Summary { shard: shard.label(), pairs: suite.len() * seeds.len(), wall_s, tally: tally.clone() }))?;
-        json.finish()?;
+    tally.print(wall_s, (shard != Shard::ALL).then(|| shard.label()).as_deref());
+    let failed = tally.failed;
+    files.finish(Summary { shard: shard.label(), pairs: suite.len() * seeds.len(), wall_s, tally })?;
+    Ok(failed == 0)
+}
+
+/// The `--json` and `--junit` files of a run, created before the first run.
+struct ResultFiles {
+    json: Option<JsonWriter>,
+    junit: Option<JunitWriter>,
+    /// Kept only for the JUnit report, which is written whole at the end.
+    kept: Vec<RunRecord>,
+}
+
+impl ResultFiles {
+    fn create(reports: &Reports) -> Result<ResultFiles, BadInput> {
+        let json = reports.json.as_deref().map(JsonWriter::create).transpose()?;
+        let junit = reports.junit.as_deref().map(JunitWriter::create).transpose()?;
+        Ok(ResultFiles { json, junit, kept: Vec::new() })
     }
-    if let Some(junit) = junit {
-        junit.finish(&kept)?;
+
+    fn add(&mut self, record: RunRecord) -> Result<(), BadInput> {
+        if let Some(json) = &mut self.json {
+            json.write(&Line::Run(record.clone()))?;
+        }
+        if self.junit.is_some() {
+            self.kept.push(record);
+        }
+        Ok(())
     }
-    Ok(tally.failed == 0)
+
+    fn finish(self, summary: Summary) -> Result<(), BadInput> {
+        if let Some(mut json) = self.json {
+            json.write(&Line::Summary(summary))?;
+            json.finish()?;
+        }
+        self.junit.map(|junit| junit.finish(&self.kept)).transpose()?;
+        Ok(())
+    }
 }
 
 /// One run with the store on a real directory and a ledger of what it acknowledged.
