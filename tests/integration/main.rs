@@ -10,6 +10,7 @@ mod live;
 mod mutations;
 mod outage;
 mod regressions;
+mod shards;
 mod shrink;
 mod smtp;
 mod snapshot;

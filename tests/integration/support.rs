@@ -36,11 +36,25 @@ pub struct Ran {
 /// Runs the `mailchaos` binary from the repository's root, killing it past `limit`: an input
 /// that hangs the program (a named pipe read forever) is then an error, not a stuck test.
 pub fn mailchaos_within(args: &[&str], limit: std::time::Duration) -> Result<Ran, String> {
+    mailchaos_with_env(args, &[], limit)
+}
+
+/// The variables a batch engine sets that choose a shard of `run`: removed, so that a test run
+/// inside a Slurm array or an Indexed Job runs what it asks for, then set as the test says.
+pub const SHARD_VARIABLES: &[&str] = &["JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT"];
+
+/// `mailchaos_within` with these environment variables set.
+pub fn mailchaos_with_env(args: &[&str], env: &[(&str, &str)], limit: std::time::Duration) -> Result<Ran, String> {
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().map_err(|error| error.to_string())?;
     let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
     let file = |path: &std::path::Path| std::fs::File::create(path).map_err(|error| error.to_string());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailchaos"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mailchaos"));
+    for variable in SHARD_VARIABLES {
+        command.env_remove(variable);
+    }
+    let mut child = command
+        .envs(env.iter().copied())
         .args(args)
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
         .stdin(Stdio::null())

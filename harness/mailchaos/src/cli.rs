@@ -3,6 +3,9 @@
 
 use check::{self, Violation};
 use crate::report;
+use crate::results::{self, JsonWriter, JunitWriter, Line, RunRecord, Summary, Tally};
+use crate::jobs;
+use crate::shard::{self, Shard};
 use crate::source::{self, Source};
 use sim::scenario::Loaded;
 pub use crate::bad_input::BadInput;
@@ -73,6 +76,40 @@ pub struct Runs {
     pub expect_hash: Option<String>,
 }
 
+/// Splitting a sweep across processes or machines.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Split {
+    /// Run only shard K of N (1-based): pair i of the (scenario, seed) pairs, in the unsharded
+    /// order, belongs to shard i % N + 1. Without it the shard comes from JOB_COMPLETION_INDEX
+    /// (a Kubernetes Indexed Job, with --shards) or SLURM_ARRAY_TASK_ID (a Slurm job array).
+    #[arg(long, value_name = "K/N", conflicts_with = "store_dir")]
+    pub shard: Option<String>,
+    /// N, the number of shards, for a Kubernetes Indexed Job (its completions).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u64>,
+    /// Worker processes to run the sweep on (processes: fail points are global to a process).
+    /// The output and the summary are the same for any number.
+    #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "store_dir")]
+    pub jobs: u64,
+    /// A worker of --jobs: W/N, 0-based; its runs as JSON lines on stdout.
+    #[arg(long, hide = true, value_name = "W/N")]
+    pub worker: Option<String>,
+}
+
+/// Machine-readable results of a sweep.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Reports {
+    /// Also write the results here as JSON lines: one object per run (scenario, seed, verdict,
+    /// violations, digest, repro line), then the summary. `merge` reads these files.
+    #[arg(long, value_name = "FILE", conflicts_with = "store_dir")]
+    pub json: Option<PathBuf>,
+    /// Also write a JUnit XML report here, as CI tools read it: one testcase per scenario x
+    /// seed (classname the scenario, name the seed), a failure with the violations and the
+    /// repro line.
+    #[arg(long, value_name = "FILE", conflicts_with = "store_dir")]
+    pub junit: Option<PathBuf>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run scenario files or folders (default: the embedded fast suite) over seeds and judge them.
@@ -84,6 +121,21 @@ pub enum Command {
         runs: Runs,
         #[command(flatten)]
         real: RealStore,
+        #[command(flatten)]
+        split: Split,
+        #[command(flatten)]
+        reports: Reports,
+    },
+    /// Combine the --json files of a sweep's shards: every run in the unsharded order, then one
+    /// summary, as the unsharded run prints them. Exit 1 if any run failed; 2 if a file is
+    /// malformed or a shard is missing or given twice.
+    Merge {
+        /// The --json files of the shards (any order).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Also write one JUnit XML report of all the runs here.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
     },
     /// Replay one run exactly, print its history, and explain each violation.
     Repro {
@@ -133,6 +185,14 @@ pub enum Command {
         /// --seed S` then replays the run with the identical digest.
         #[arg(long, value_name = "FILE")]
         emit_scenario: Option<PathBuf>,
+        /// Run only shard K of N (1-based): seed number i (from 0) belongs to shard i % N + 1.
+        /// Without it the shard comes from JOB_COMPLETION_INDEX (with --shards) or
+        /// SLURM_ARRAY_TASK_ID, as for run.
+        #[arg(long, value_name = "K/N", conflicts_with = "emit_scenario")]
+        shard: Option<String>,
+        /// N, the number of shards, for a Kubernetes Indexed Job (its completions).
+        #[arg(long, value_name = "N", conflicts_with = "emit_scenario")]
+        shards: Option<u64>,
     },
     /// Crash at every crash moment of one run (the scenario's crashes and the first hits of
     /// every fail point of the stack), take every disk state the profile allows there, recover
@@ -306,18 +366,20 @@ pub fn main_with(cli: Cli) -> ExitCode {
             say!("{}", sim::reference::markdown().trim_end());
             Ok(true)
         }
-        Command::Run { paths, runs, real } => match real.store_dir.is_some() {
+        Command::Run { paths, runs, real, split, reports } => match real.store_dir.is_some() {
             true => run_on_real_store(&paths, &runs, &real),
-            false => run(&paths, &runs),
+            false => run(&paths, &runs, &split, &reports),
         },
+        Command::Merge { files, junit } => crate::merge::merge(&files, junit.as_deref()),
         Command::Repro { scenario, runs, history } => repro(&scenario, &runs, history.as_deref()),
         Command::CheckDeterminism { runs, swarm: true, profiles, .. } => check_swarm_determinism(&runs, &profiles),
         Command::CheckDeterminism { paths, runs, .. } => check_determinism(&paths, &runs),
-        Command::Swarm { seed, seeds, profiles, defects, emit_scenario } => {
+        Command::Swarm { seed, seeds, profiles, defects, emit_scenario, shard, shards } => {
             // Without --seed a sweep of 100 seeds from seed 1; `--seed S` alone is that seed.
             let seeds = seeds.or_else(|| seed.is_none().then_some(100));
             let runs = Runs { seed, seeds, defects, profile: None, expect_hash: None };
-            swarm(&runs, &profiles, emit_scenario.as_deref())
+            let split = Split { shard, shards, ..Split::default() };
+            swarm(&runs, &profiles, emit_scenario.as_deref(), &split)
         }
         Command::SwarmDigest { seed, profiles, defects } => swarm_digest(&seed, &profiles, &defects),
         Command::CrashExplore { scenario, runs, max_states } => crash_explore(&scenario, &runs, max_states),
@@ -443,10 +505,15 @@ fn replay_args(source: &Source, seed: Seed, defects: &Defects, runs: &Runs, setu
 /// One run in one line. `scenario=` and `profile=` hash the texts that ran, so the line names
 /// exactly what it judged.
 fn run_line(source: &Source, seed: Seed, judged: &Judged, setup: &Setup) -> String {
+    run_line_with(source, seed, judged, setup, &judged.output.history.digest())
+}
+
+/// The run line with its digest computed once by the caller (hashing a long history costs).
+fn run_line_with(source: &Source, seed: Seed, judged: &Judged, setup: &Setup, digest: &str) -> String {
     let counts = report::counts(&judged.output.history.records);
     let verdict = if judged.violations.is_empty() { "ok".to_string() } else { format!("violation({})", report::violated(&judged.violations).join(",")) };
     format!(
-        "{:<24} seed={seed} verdict={verdict} accepted={} delivered={} bounced={} deferred={} simulated_s={} scenario={} profile={} digest={}",
+        "{:<24} seed={seed} verdict={verdict} accepted={} delivered={} bounced={} deferred={} simulated_s={} scenario={} profile={} digest={digest}",
         source.loaded.scenario.name,
         counts.accepted,
         counts.delivered,
@@ -455,59 +522,148 @@ fn run_line(source: &Source, seed: Seed, judged: &Judged, setup: &Setup) -> Stri
         judged.output.ended_at_ms / 1000,
         source.hash,
         setup.profile_hash(&source.loaded),
-        judged.output.history.digest()
     )
 }
 
-fn run(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
-    let suite = source::all_of(paths)?;
-    let seeds = seeds_of(runs)?;
-    let defects = parse_defects(&runs.defects)?;
-    let setup = Setup::of(runs)?;
-    setup.check(runs, &suite)?;
-    let options = &setup.options;
-    // Wall time is measured only for the rate in the summary; it never reaches a simulation.
-    let started = std::time::Instant::now();
-    let (mut total, mut failed, mut unfired) = (0usize, 0usize, 0usize);
-    let mut outcomes: std::collections::BTreeMap<String, report::PolicyOutcomes> = std::collections::BTreeMap::new();
-    let mut violated: Vec<(&'static str, usize)> = Vec::new();
-    for source in &suite {
-        for &seed in &seeds {
-            let judged = judge_with(&source.loaded, seed, &defects, options);
-            total += 1;
-            say!("{}", run_line(source, seed, &judged, &setup));
-            unfired += usize::from(judged.output.faults.iter().any(|(_, fired)| *fired == 0));
-            for (policy, row) in report::outcomes_by_policy(&judged.output.history.records) {
-                outcomes.entry(policy).or_default().add(&row);
-            }
-            if judged.violations.is_empty() {
-                continue;
-            }
-            failed += 1;
-            for name in report::violated(&judged.violations) {
-                match violated.iter_mut().find(|(n, _)| *n == name) {
-                    Some((_, count)) => *count += 1,
-                    None => violated.push((name, 1)),
-                }
-            }
-            for violation in judged.violations.iter().take(3) {
-                say!("  {} {}: {}", violation.invariant, violation.subject, violation.explanation);
-            }
-            say!("repro: {}", repro_line(source, seed, &defects, runs, &setup));
+/// What a sweep of `run` shares across its pairs.
+struct Sweep<'a> {
+    defects: Defects,
+    setup: Setup,
+    runs: &'a Runs,
+}
+
+impl Sweep<'_> {
+    /// Runs and judges pair `index` of the unsharded order.
+    fn record(&self, index: usize, source: &Source, seed: Seed) -> RunRecord {
+        let judged = judge_with(&source.loaded, seed, &self.defects, &self.setup.options);
+        let digest = judged.output.history.digest();
+        let verdict = if judged.violations.is_empty() { "ok" } else { "violation" };
+        RunRecord {
+            index,
+            scenario: source.loaded.scenario.name.clone(),
+            origin: source.origin.clone(),
+            seed: seed.to_string(),
+            verdict: verdict.into(),
+            violated: report::violated(&judged.violations).into_iter().map(String::from).collect(),
+            violation_count: judged.violations.len(),
+            violations: results::violation_records(&judged.violations),
+            line: run_line_with(source, seed, &judged, &self.setup, &digest),
+            digest,
+            repro: repro_line(source, seed, &self.defects, self.runs, &self.setup),
+            unfired_faults: judged.output.faults.iter().any(|(_, fired)| *fired == 0),
+            outcomes: report::outcomes_by_policy(&judged.output.history.records),
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
-    for (policy, row) in &outcomes {
-        say!("outcomes: policy={policy} {}", row.render());
+}
+
+/// The arguments that make a worker run the same sweep: scenarios, seeds, defects, profile.
+fn worker_args(paths: &[PathBuf], runs: &Runs) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = paths.iter().map(|path| path.clone().into_os_string()).collect();
+    let mut option = |name: &str, value: &str| args.extend([name.into(), value.into()]);
+    runs.seed.iter().for_each(|seed| option("--seed", seed));
+    runs.seeds.iter().for_each(|seeds| option("--seeds", &seeds.to_string()));
+    runs.defects.iter().for_each(|defect| option("--defect", defect));
+    runs.profile.iter().for_each(|profile| option("--profile", profile));
+    runs.expect_hash.iter().for_each(|hash| option("--expect-hash", hash));
+    args
+}
+
+/// A worker's record, if it ran the very text and seed this process loaded: a worker reads
+/// the files again, and one edited meanwhile must not pass for what the parent named.
+fn same_run(record: RunRecord, source: &Source, seed: Seed) -> Result<RunRecord, BadInput> {
+    let same = record.origin == source.origin && record.seed == seed.to_string() && record.line.contains(&format!(" scenario={} ", source.hash));
+    match same {
+        true => Ok(record),
+        false => Err(BadInput(format!("{}: a worker ran another text than this process loaded (scenario={} expected): the file changed during the sweep", source.origin, source.hash))),
     }
-    let listing: Vec<String> = violated.iter().map(|(name, count)| format!("{name}:{count}")).collect();
-    say!(
-        "summary: runs={total} ok={} violation={failed} violated=[{}] runs_with_unfired_faults={unfired} wall={seconds:.1}s runs_per_s={:.2}",
-        total - failed,
-        listing.join(" "),
-        total as f64 / seconds.max(1e-9)
-    );
+}
+
+/// A worker of `--jobs`: its runs of the shard as JSON lines on stdout, then its summary.
+fn work(sweep: &Sweep, owned: Vec<(usize, &Source, Seed)>, shard: Shard, worker: jobs::Worker) -> Result<bool, BadInput> {
+    let mut tally = Tally::default();
+    for (index, source, seed) in owned.into_iter().filter(|(index, _, _)| worker.owns(shard, *index)) {
+        let record = sweep.record(index, source, seed);
+        tally.add(&record);
+        say!("{}", serde_json::to_string(&Line::Run(record)).map_err(|error| BadInput(error.to_string()))?);
+    }
+    let summary = Summary { shard: shard.label(), pairs: 0, wall_s: 0.0, tally };
+    say!("{}", serde_json::to_string(&Line::Summary(summary.clone())).map_err(|error| BadInput(error.to_string()))?);
+    Ok(summary.tally.failed == 0)
+}
+
+fn run(paths: &[PathBuf], runs: &Runs, split: &Split, reports: &Reports) -> Result<bool, BadInput> {
+    // The shard first: a misconfigured array task fails before loading anything.
+    let shard = shard::resolve(split.shard.as_deref(), split.shards, &|name| std::env::var(name).ok())?;
+    let jobs = jobs::check_jobs(split.jobs)?;
+    let worker = split.worker.as_deref().map(jobs::Worker::parse).transpose()?;
+    let suite = source::all_of(paths)?;
+    let seeds = seeds_of(runs)?;
+    let sweep = Sweep { defects: parse_defects(&runs.defects)?, setup: Setup::of(runs)?, runs };
+    sweep.setup.check(runs, &suite)?;
+    let pairs = suite.iter().flat_map(|source| seeds.iter().map(move |&seed| (source, seed)));
+    let owned: Vec<(usize, &Source, Seed)> = pairs.enumerate().filter(|(index, _)| shard.owns(*index)).map(|(index, (source, seed))| (index, source, seed)).collect();
+    if let Some(worker) = worker {
+        return work(&sweep, owned, shard, worker);
+    }
+    let mut files = ResultFiles::create(reports)?;
+    // Wall time is measured only for the rate in the summary; it never reaches a simulation.
+    let started = std::time::Instant::now();
+    let mut tally = Tally::default();
+    let mut workers = match jobs {
+        1 => None,
+        _ => Some(jobs::Workers::spawn(&worker_args(paths, runs), shard, jobs)?),
+    };
+    for (index, source, seed) in owned {
+        let record = match &mut workers {
+            // Run number n of the shard is worker n % jobs's (jobs::Worker::owns).
+            Some(workers) => same_run(workers.next((index / shard.count as usize) % jobs as usize, index)?, source, seed)?,
+            None => sweep.record(index, source, seed),
+        };
+        record.print();
+        tally.add(&record);
+        files.add(record)?;
+    }
+    workers.map(jobs::Workers::finish).transpose()?;
+    let wall_s = started.elapsed().as_secs_f64();
+    tally.print(wall_s, (shard != Shard::ALL).then(|| shard.label()).as_deref());
+    let failed = tally.failed;
+    files.finish(Summary { shard: shard.label(), pairs: suite.len() * seeds.len(), wall_s, tally })?;
     Ok(failed == 0)
+}
+
+/// The `--json` and `--junit` files of a run, created before the first run.
+struct ResultFiles {
+    json: Option<JsonWriter>,
+    junit: Option<JunitWriter>,
+    /// Kept only for the JUnit report, which is written whole at the end.
+    kept: Vec<RunRecord>,
+}
+
+impl ResultFiles {
+    fn create(reports: &Reports) -> Result<ResultFiles, BadInput> {
+        let json = reports.json.as_deref().map(JsonWriter::create).transpose()?;
+        let junit = reports.junit.as_deref().map(JunitWriter::create).transpose()?;
+        Ok(ResultFiles { json, junit, kept: Vec::new() })
+    }
+
+    fn add(&mut self, record: RunRecord) -> Result<(), BadInput> {
+        if let Some(json) = &mut self.json {
+            json.write(&Line::Run(record.clone()))?;
+        }
+        if self.junit.is_some() {
+            self.kept.push(record);
+        }
+        Ok(())
+    }
+
+    fn finish(self, summary: Summary) -> Result<(), BadInput> {
+        if let Some(mut json) = self.json {
+            json.write(&Line::Summary(summary))?;
+            json.finish()?;
+        }
+        self.junit.map(|junit| junit.finish(&self.kept)).transpose()?;
+        Ok(())
+    }
 }
 
 /// One run with the store on a real directory and a ledger of what it acknowledged.
@@ -818,13 +974,15 @@ fn profile_set(name: &str) -> Result<sim::swarm::ProfileSet, BadInput> {
     sim::swarm::ProfileSet::parse(name).map_err(|error| BadInput(format!("--profiles: {error}")))
 }
 
-fn swarm(runs: &Runs, profiles: &str, emit: Option<&Path>) -> Result<bool, BadInput> {
+fn swarm(runs: &Runs, profiles: &str, emit: Option<&Path>, split: &Split) -> Result<bool, BadInput> {
     let profiles = profile_set(profiles)?;
     if let Some(file) = emit {
         return crate::swarm::emit(single_seed(runs)?, profiles, file);
     }
-    let seeds = seeds_of(runs)?;
-    crate::swarm::sweep(&crate::swarm::Request { seeds, profiles, defect_names: &runs.defects })
+    let shard = shard::resolve(split.shard.as_deref(), split.shards, &|name| std::env::var(name).ok())?;
+    let seeds = seeds_of(runs)?.into_iter().enumerate().filter(|(index, _)| shard.owns(*index)).map(|(_, seed)| seed).collect();
+    let shard = (shard != Shard::ALL).then(|| shard.label());
+    crate::swarm::sweep(&crate::swarm::Request { seeds, profiles, defect_names: &runs.defects, shard })
 }
 
 fn swarm_digest(seed: &str, profiles: &str, defects: &[String]) -> Result<bool, BadInput> {

@@ -9,8 +9,12 @@
 
 pub mod bad_input;
 pub mod cli;
+pub mod jobs;
 pub mod live;
+pub mod merge;
 pub mod report;
+pub mod results;
+pub mod shard;
 pub mod shared;
 pub mod source;
 pub mod swarm;

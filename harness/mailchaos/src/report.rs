@@ -89,7 +89,7 @@ pub fn numbered_history(output: &RunOutput) -> String {
 }
 
 /// What became of the (message, recipient) pairs of one sender policy.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PolicyOutcomes {
     pub delivered: usize,
     pub bounced_5xx: usize,

@@ -20,6 +20,8 @@ pub struct Request<'a> {
     pub seeds: Vec<Seed>,
     pub profiles: ProfileSet,
     pub defect_names: &'a [String],
+    /// `K/N` when the sweep is one shard of a larger one (the summary says so).
+    pub shard: Option<String>,
 }
 
 /// One seed's generated scenario, run and judged.
@@ -76,10 +78,11 @@ pub fn sweep(request: &Request) -> Result<bool, BadInput> {
     let seconds = started.elapsed().as_secs_f64();
     let total = request.seeds.len();
     say_line(&format!(
-        "summary: runs={total} ok={} violation={failed} violated=[{}] undrained={undrained} profiles={} wall={seconds:.1}s runs_per_s={:.2}",
+        "summary: runs={total} ok={} violation={failed} violated=[{}] undrained={undrained} profiles={}{} wall={seconds:.1}s runs_per_s={:.2}",
         total - failed,
         coverage.violated_listing(),
         request.profiles.name(),
+        request.shard.as_ref().map(|label| format!(" shard={label}")).unwrap_or_default(),
         total as f64 / seconds.max(1e-9)
     ));
     for line in coverage.table() {
