@@ -213,6 +213,7 @@ fn admission_order(env: &Env, state: &Rc<RefCell<RunnerState>>, names: Vec<Strin
     let mut state = state.borrow_mut();
     let present: BTreeSet<&String> = names.iter().collect();
     state.backoff.retain(|name, _| present.contains(name));
+    state.returned.retain(|name, _| present.contains(name));
     let (mut fresh, mut retried) = (Vec::new(), Vec::new());
     for name in names.iter().take(MAX_FILES_PER_SCAN) {
         if state.in_flight.contains(name) {
