@@ -6,7 +6,7 @@ use super::facts::Facts;
 use super::Violation;
 use history::{Event, Outcome};
 use super::wire::At;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     let mut failures: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
@@ -17,12 +17,14 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
             table.entry((dsn.msg.clone(), rcpt.clone())).or_default().push(dsn.at);
         }
     }
+    // The MX's own DSNs (by record), looked up for every failure pair below.
+    let by_mx: BTreeSet<At> = facts.dsns.iter().filter(|dsn| dsn.by == "mx").map(|dsn| dsn.at).collect();
     for ((msg, rcpt), ats) in &failures {
         let subject = format!("msg {msg} rcpt {rcpt}");
-        if ats.len() > 1 && !resent_after_crash(facts, ats) {
+        if ats.len() > 1 && !resent_after_crash(facts, &by_mx, ats) {
             out.push(Violation::new("A11", subject.clone(), format!("{} failure DSNs for one recipient", ats.len()), evidence(facts, ats)));
         }
-        if delivered(facts, msg, rcpt, ats) {
+        if delivered(facts, &by_mx, msg, rcpt, ats) {
             out.push(Violation::new("A11", subject, "a failure DSN for a recipient that was delivered", evidence(facts, ats)));
         }
     }
@@ -49,9 +51,8 @@ fn evidence(facts: &Facts, ats: &[At]) -> Vec<At> {
 
 /// Whether the recipient the DSNs at `ats` report was delivered after all: for a remote
 /// sender's DSN, the MX took it (the sender's outcome); for the MX's own, the store did.
-fn delivered(facts: &Facts, msg: &str, rcpt: &str, ats: &[At]) -> bool {
-    let by_mx = ats.iter().all(|&at| facts.dsns.iter().any(|dsn| dsn.at == at && dsn.by == "mx"));
-    if by_mx {
+fn delivered(facts: &Facts, by_mx: &BTreeSet<At>, msg: &str, rcpt: &str, ats: &[At]) -> bool {
+    if ats.iter().all(|at| by_mx.contains(at)) {
         let mailbox = Facts::mailbox_of(rcpt);
         return facts.deliveries_of(&mailbox, msg).next().is_some();
     }
@@ -61,7 +62,6 @@ fn delivered(facts: &Facts, msg: &str, rcpt: &str, ats: &[At]) -> bool {
 /// The MX sent the same DSN again because it crashed after the sender's MX took it and before
 /// it recorded that (its queue file is the DSN's record): a crash between each two copies, and
 /// every copy the MX's. One crash justifies one more copy, as A13 counts duplicates.
-fn resent_after_crash(facts: &Facts, ats: &[At]) -> bool {
-    let by_mx = ats.iter().all(|&at| facts.dsns.iter().any(|dsn| dsn.at == at && dsn.by == "mx"));
-    by_mx && ats.windows(2).all(|pair| facts.records[pair[0]..pair[1]].iter().any(|record| record.host == "mx" && matches!(record.event, Event::Crash)))
+fn resent_after_crash(facts: &Facts, by_mx: &BTreeSet<At>, ats: &[At]) -> bool {
+    ats.iter().all(|at| by_mx.contains(at)) && ats.windows(2).all(|pair| facts.records[pair[0]..pair[1]].iter().any(|record| record.host == "mx" && matches!(record.event, Event::Crash)))
 }

@@ -169,10 +169,14 @@ pub fn outcomes_by_policy(records: &[Record]) -> BTreeMap<String, PolicyOutcomes
                 *copies.entry((msg, mailbox)).or_default() += 1;
             }
             // The first 2xx for a copy published just before a store crash (as A2 counts it).
-            // Its later moves (into cur/) keep the file name's stem, which no delivery shares.
-            Event::StoreRetryRecognised { msg, mailbox, file, .. } if !delivered_files.iter().any(|known| same_copy(known, file)) => {
+            Event::StoreRetryRecognised { msg, mailbox, file, .. } if !delivered_files.contains(file.as_str()) => {
                 delivered_files.insert(file);
                 *copies.entry((msg, mailbox)).or_default() += 1;
+            }
+            // A delivered copy keeps being the same copy under the names the store moves it to
+            // (read mail goes into cur/), as the disk recorded them.
+            Event::DiskRename { from, to } if record.host == "store" && delivered_files.contains(from.as_str()) => {
+                delivered_files.insert(to);
             }
             _ => {}
         }
@@ -251,11 +255,4 @@ fn add_expected_fates(records: &[Record], table: &mut BTreeMap<String, PolicyOut
 
 fn mailbox_of(rcpt: &str) -> String {
     rcpt.rsplit_once('@').map(|(local, _)| local).unwrap_or(rcpt).to_ascii_lowercase()
-}
-
-/// Whether two paths name the same maildir copy: the same unique name, whichever of new/ or
-/// cur/ it sits in and whatever info suffix (`:2,S`) reading gave it.
-fn same_copy(a: &str, b: &str) -> bool {
-    let stem = |path: &str| path.rsplit('/').next().unwrap_or(path).split(':').next().unwrap_or("").to_string();
-    stem(a) == stem(b)
 }
