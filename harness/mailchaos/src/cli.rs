@@ -279,6 +279,16 @@ pub enum Command {
         /// The command to explain (none: the overview).
         command: Option<String>,
     },
+    /// Measure one run against its floor (a turmoil world with the same hosts and traffic, and
+    /// trivial hosts): CPU time of the run and of its checks, the floor's, their ratio,
+    /// simulated seconds per CPU second, peak memory per history event. Used by `cargo xtask bench`.
+    Bench {
+        /// The scenario file or embedded:<suite>/<name>.
+        scenario: PathBuf,
+        /// The seed (decimal or 0x-hex; default 1).
+        #[arg(long)]
+        seed: Option<String>,
+    },
     /// Print the history digest of one swarm seed (used by check-determinism --swarm).
     #[command(hide = true)]
     SwarmDigest {
@@ -408,6 +418,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
             Ok(true)
         }
         Command::Digest { scenario, runs } => digest(&scenario, &runs),
+        Command::Bench { scenario, seed } => crate::bench::bench(&scenario, seed.as_deref()),
         Command::VerifyStore { dir, ledger } => verify_store(&dir, &ledger),
         Command::Serve { bind, port_offset, users, domain, seconds } => {
             let options = crate::live::Options { bind, port_offset, users, domain, seconds };

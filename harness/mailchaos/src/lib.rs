@@ -8,6 +8,7 @@
 //! `sim` (scenario, world, explore) over all of them.
 
 pub mod bad_input;
+pub mod bench;
 pub mod cli;
 pub mod jobs;
 pub mod live;

@@ -15,6 +15,7 @@
 //! never sees it, and the checkers never see it either (they get the run's output only).
 
 pub mod explore;
+pub mod floor;
 pub mod ledger;
 pub mod reference;
 pub mod scenario;

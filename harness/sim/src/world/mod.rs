@@ -3,6 +3,7 @@
 
 pub mod net;
 pub mod plan;
+pub mod traffic;
 
 use devices::sim::{FaultKind as DiskFaultKind, FaultWindow, SimDisk};
 use devices::profile::Profile;
@@ -47,11 +48,13 @@ pub struct RunOptions {
     pub ledger: Option<Rc<RefCell<Ledger>>>,
     /// End the run abruptly at this simulated second, unjudged: a power cut of the harness.
     pub stop_after_s: Option<u64>,
+    /// Record every connection's traffic here (for the benchmark's floor; never the history).
+    pub traffic: Option<Rc<traffic::Traffic>>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { profile: None, explore: false, store_dir: None, ledger: None, stop_after_s: None }
+        RunOptions { profile: None, explore: false, store_dir: None, ledger: None, stop_after_s: None, traffic: None }
     }
 }
 
@@ -156,6 +159,7 @@ struct World<'a> {
     /// Why the run cannot go on (a real directory that cannot be opened, a ledger that fails).
     setup_failure: Rc<RefCell<Option<String>>>,
     stop_after_ms: Option<u64>,
+    traffic: Option<Rc<traffic::Traffic>>,
 }
 
 impl<'a> World<'a> {
@@ -208,7 +212,10 @@ impl<'a> World<'a> {
             crate::explore::install(explored, history.clone());
         }
         let stop_after_ms = options.stop_after_s.map(|s| s * 1000);
-        let mut world = World { store_dir, setup_failure, stop_after_ms, restored: Rc::new(Cell::new(false)), scenario, sim, history: history.clone(), now_ms, disks, world_journal, schedule: Vec::new(), plan, armed_points: BTreeMap::new(), fired, net_faults: Rc::default(), operator: Rc::new(Cell::new(stack::mx::OperatorMode::Normal)), armed_cuts: Vec::new(), provider_of_msg };
+        if let Some(traffic) = &options.traffic {
+            traffic.start(clock.clone());
+        }
+        let mut world = World { traffic: options.traffic.clone(), store_dir, setup_failure, stop_after_ms, restored: Rc::new(Cell::new(false)), scenario, sim, history: history.clone(), now_ms, disks, world_journal, schedule: Vec::new(), plan, armed_points: BTreeMap::new(), fired, net_faults: Rc::default(), operator: Rc::new(Cell::new(stack::mx::OperatorMode::Normal)), armed_cuts: Vec::new(), provider_of_msg };
         world.schedule_faults();
         world.install_hosts(defects, &journal_of);
         for link in &scenario.links {
@@ -227,7 +234,7 @@ impl<'a> World<'a> {
         // The wire of the stack under test is recorded; the peers (providers, clients) record
         // what they did themselves.
         let tapped = host == "mx" || host == "store";
-        let net = net::SimNet { host: host.to_string(), faults: self.net_faults.clone(), journal: journal.clone(), tapped };
+        let net = net::SimNet { host: host.to_string(), faults: self.net_faults.clone(), journal: journal.clone(), tapped, traffic: self.traffic.clone() };
         Env { journal, disk: Disk::new(disk), net: Rc::new(net), defects: defects.clone() }
     }
 
@@ -702,7 +709,7 @@ fn disk_windows(faults: &[PlannedFault], host: &str) -> Vec<FaultWindow> {
         .collect()
 }
 
-fn build_sim<'a>(scenario: &Scenario, seed: Seed) -> turmoil::Sim<'a> {
+pub(crate) fn build_sim<'a>(scenario: &Scenario, seed: Seed) -> turmoil::Sim<'a> {
     let horizon = Duration::from_secs(*scenario.horizon_s.get_ref());
     turmoil::Builder::new()
         .simulation_duration(horizon * 2 + Duration::from_secs(60))

@@ -4,6 +4,7 @@ use history::Journal;
 use stack::net::tap::Tap;
 use stack::net::{Accepted, BoxStream, Listener, Net, NetFuture};
 use stack::{LMTP_PORT, SMTP_PORT};
+use super::traffic::{Side, Traffic};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::io;
@@ -47,6 +48,8 @@ pub struct SimNet {
     pub journal: Journal,
     /// Whether this host's SMTP and LMTP wire is recorded (the hosts of the stack under test).
     pub tapped: bool,
+    /// Where every connection's traffic is recorded, when a benchmark asks (never the history).
+    pub traffic: Option<Rc<Traffic>>,
 }
 
 /// The ports whose wire is recorded, and what they speak: SMTP and LMTP, whose replies A1 and
@@ -60,16 +63,23 @@ struct SimListener {
     faults: Rc<NetFaults>,
     journal: Journal,
     tapped: bool,
+    traffic: Option<Rc<Traffic>>,
 }
 
 impl Listener for SimListener {
     fn accept(&self) -> NetFuture<'_, Accepted> {
         Box::pin(async move {
-            let (stream, peer) = self.listener.accept().await?;
-            let peer = turmoil::reverse_lookup(peer.ip()).unwrap_or_else(|| peer.to_string());
+            let (stream, peer_addr) = self.listener.accept().await?;
+            let peer = turmoil::reverse_lookup(peer_addr.ip()).unwrap_or_else(|| peer_addr.to_string());
             self.faults.accepted.set(self.faults.accepted.get() + 1);
             let conn = format!("{}:{}#{}", self.host, self.port, self.faults.accepted.get());
-            let stream: BoxStream = Box::new(stream);
+            let stream: BoxStream = match &self.traffic {
+                Some(traffic) => {
+                    let index = traffic.accepted(&peer, peer_addr, &self.host, self.port);
+                    Box::new(traffic.meter(stream, index, Side::Server))
+                }
+                None => Box::new(stream),
+            };
             let stream = match TAPPED_PORTS.iter().find(|(port, _)| self.tapped && *port == self.port) {
                 Some((_, protocol)) => Tap::wrap(stream, self.journal.clone(), conn.clone(), protocol, &peer, self.faults.teardown.clone()),
                 None => stream,
@@ -88,15 +98,22 @@ impl Net for SimNet {
             if self.faults.is_closed(host, port) {
                 return Err(io::Error::from(io::ErrorKind::ConnectionRefused));
             }
+            let open_ms = turmoil::sim_elapsed().map_or(0, |elapsed| elapsed.as_millis() as u64);
             let stream = turmoil::net::TcpStream::connect((host, port)).await?;
-            Ok(Box::new(stream) as BoxStream)
+            match &self.traffic {
+                Some(traffic) => {
+                    let index = traffic.opened(&self.host, stream.local_addr()?, host, port, open_ms);
+                    Ok(Box::new(traffic.meter(stream, index, Side::Client)) as BoxStream)
+                }
+                None => Ok(Box::new(stream) as BoxStream),
+            }
         })
     }
 
     fn listen(&self, port: u16) -> NetFuture<'_, Box<dyn Listener>> {
         Box::pin(async move {
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", port)).await?;
-            let listener = SimListener { listener, host: self.host.clone(), port, faults: self.faults.clone(), journal: self.journal.clone(), tapped: self.tapped };
+            let listener = SimListener { listener, host: self.host.clone(), port, faults: self.faults.clone(), journal: self.journal.clone(), tapped: self.tapped, traffic: self.traffic.clone() };
             Ok(Box::new(listener) as Box<dyn Listener>)
         })
     }
