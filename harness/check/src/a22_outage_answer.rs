@@ -7,8 +7,9 @@
 use super::facts::{Facts, SenderPolicy};
 use super::reply::subject;
 use super::Violation;
-use history::{Event, Outcome};
+use history::{Event, Outcome, Stage};
 use mail::policy::RetryPolicy;
+use std::collections::BTreeMap;
 
 /// The outage as the history shows it: [down_ms, up_ms).
 #[derive(Clone, Copy, Debug)]
@@ -49,7 +50,11 @@ pub fn expected_fate(policy: &SenderPolicy, submitted_ms: u64, outage: Outage) -
     // The sender must still be retrying when the MX comes back.
     let wait_s = outage.up_ms.saturating_sub(submitted_ms) as f64 / 1000.0;
     let stage = shape.stages.get(shape.stage_index(wait_s));
-    let slack_s = stage.map(|stage| stage.max_interval_s.unwrap_or(stage.interval_s)).unwrap_or(0.0) + 0.01 * shape.lifetime_s;
+    // The message's next turn after recovery may come one interval late, and later still when
+    // the destination was suspended then (a site failure just before the MX came back keeps a
+    // sender away for its smallest interval: Postfix's dead destination).
+    let suspension_s = shape.min_interval_s();
+    let slack_s = stage.map(|stage| stage.max_interval_s.unwrap_or(stage.interval_s)).unwrap_or(0.0) + suspension_s + 0.01 * shape.lifetime_s;
     if wait_s + slack_s < shape.lifetime_s {
         Fate::Delivered
     } else if wait_s > shape.lifetime_s + slack_s {
@@ -78,7 +83,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     if answered_5xx {
         return;
     }
-    let delayed_elsewhere = delayed_outside(facts.records, outage);
+    let failures_elsewhere = failures_outside(facts.records, outage);
     for (msg, (submitted, _, rcpts, _)) in &facts.submitted {
         let Some(policy) = facts.policy_of_message(msg) else { continue };
         let expected = expected_fate(policy, facts.records[*submitted].t_ms, outage);
@@ -86,7 +91,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
             let Some(outcomes) = facts.outcomes.get(&(msg.clone(), rcpt.clone())) else { continue };
             let Some(&(at, actual)) = outcomes.first() else { continue };
             let mismatch = match (expected, actual) {
-                (Fate::Delivered, Outcome::Expired) if !delayed_elsewhere.contains(msg.as_str()) => Some("returned on expiry, but its sender's policy outlives the outage"),
+                (Fate::Delivered, Outcome::Expired) if !delayed_elsewhere(&failures_elsewhere, &facts.records[*submitted], at) => Some("returned on expiry, but its sender's policy outlives the outage"),
                 (Fate::Expired, Outcome::Delivered) => Some("delivered, but its sender's policy should have given up before the outage ended"),
                 _ => None,
             };
@@ -107,17 +112,37 @@ fn about_the_mail(reply: &str) -> bool {
 /// Messages whose sender met a transient failure outside the outage (a partition, an MX lookup
 /// failure, a closed port, a crash before or after it): the outage alone no longer predicts when
 /// the sender's lifetime runs out, so an expiry is not held against the prediction.
-fn delayed_outside(records: &[history::Record], outage: Outage) -> std::collections::BTreeSet<&str> {
+/// A sender's transient failure outside the outage: record number, time, message, and whether
+/// the destination refused the session as a whole (no connection, a 4xx greeting).
+struct Failure<'a> {
+    at: usize,
+    t_ms: u64,
+    msg: &'a str,
+    site: bool,
+}
+
+/// Per sender host, its transient failures outside the outage.
+fn failures_outside(records: &[history::Record], outage: Outage) -> BTreeMap<&str, Vec<Failure<'_>>> {
     let outside = |t_ms: u64| !(outage.down_ms..outage.up_ms).contains(&t_ms);
-    records
-        .iter()
-        .filter(|record| outside(record.t_ms))
-        .filter_map(|record| match &record.event {
-            Event::SmtpReply { msg, reply, .. } if reply.starts_with('4') => Some(msg.as_str()),
-            Event::SmtpFailure { msg, .. } => Some(msg.as_str()),
-            _ => None,
-        })
-        .collect()
+    let mut failures: BTreeMap<&str, Vec<Failure>> = BTreeMap::new();
+    for (at, record) in records.iter().enumerate().filter(|(_, record)| outside(record.t_ms)) {
+        let (msg, site) = match &record.event {
+            Event::SmtpReply { msg, reply, stage, .. } if reply.starts_with('4') => (msg, *stage == Stage::Greeting),
+            Event::SmtpFailure { msg, stage, .. } => (msg, matches!(stage, Stage::Connect | Stage::Greeting)),
+            _ => continue,
+        };
+        failures.entry(record.host.as_str()).or_default().push(Failure { at, t_ms: record.t_ms, msg, site });
+    }
+    failures
+}
+
+/// Whether a message was delayed by something besides the outage before its outcome at
+/// `until`: a transient failure of its own outside the outage, or a site failure of its sender
+/// after it was submitted (a destination that refused a session is suspended for every message,
+/// as Postfix's dead destination is, so one message's failure delays the others' turns).
+fn delayed_elsewhere(failures: &BTreeMap<&str, Vec<Failure>>, submitted: &history::Record, until: usize) -> bool {
+    let (Some(of_sender), Event::Submit { msg, .. }) = (failures.get(submitted.host.as_str()), &submitted.event) else { return false };
+    of_sender.iter().any(|failure| failure.at < until && (failure.msg == msg.as_str() || (failure.site && failure.t_ms >= submitted.t_ms)))
 }
 
 #[cfg(test)]
@@ -135,9 +160,22 @@ mod tests {
 
     #[test]
     fn only_failures_outside_the_outage_count_as_delay_elsewhere() {
-        let failure = |t_ms: u64, msg: &str| history::Record { t_ms, host: "provider-a".into(), event: Event::SmtpFailure { session: "s".into(), msg: msg.into(), stage: history::Stage::Connect, error: "refused".into() } };
-        let records = vec![failure(500, "inside"), failure(2_000, "after")];
-        let delayed = delayed_outside(&records, Outage { down_ms: 100, up_ms: 1_000 });
-        assert_eq!(delayed.into_iter().collect::<Vec<_>>(), vec!["after"]);
+        let record = |t_ms: u64, msg: &str, event: &str| history::Record {
+            t_ms,
+            host: "provider-a".into(),
+            event: match event {
+                "submit" => Event::Submit { msg: msg.into(), from: "s@a.test".into(), rcpts: vec![], digest: String::new(), size: 0, longest_line: 0, invalid_param: None },
+                "site" => Event::SmtpFailure { session: "s".into(), msg: msg.into(), stage: history::Stage::Connect, error: "refused".into() },
+                _ => Event::SmtpFailure { session: "s".into(), msg: msg.into(), stage: history::Stage::Rcpt, error: "timed out".into() },
+            },
+        };
+        let outage = Outage { down_ms: 100, up_ms: 1_000 };
+        // A message of its own failed inside the outage only; another's site failure came after.
+        let records = vec![record(200, "mine", "submit"), record(500, "mine", "site"), record(2_000, "other", "site"), record(3_000, "other", "rcpt")];
+        let failures = failures_outside(&records, outage);
+        assert!(delayed_elsewhere(&failures, &records[0], 4), "the sender's site failure after the outage suspends every message");
+        assert!(!delayed_elsewhere(&failures, &records[0], 2), "a failure inside the outage is the outage's");
+        let later = vec![records[0].clone(), record(3_000, "other", "rcpt")];
+        assert!(!delayed_elsewhere(&failures_outside(&later, outage), &later[0], 2), "another message's recipient failure delays only that message");
     }
 }

@@ -12,7 +12,7 @@ use mail::policy::RetryPolicy;
 use super::wire::{self, Reply, ReplyParser};
 use super::{Defect, Env, SMTP_PORT};
 use history::{Event, InvalidParam, Outcome, Stage};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -81,7 +81,7 @@ pub async fn run(env: Env, config: ProviderConfig) {
         delay_notice_s: policy.delay_notice_s,
     });
     tokio::task::spawn_local(super::inbound::run(env.clone(), config.hostname.clone(), config.domain.clone()));
-    let provider = Rc::new(Provider { connections: Semaphore::new(config.max_connections.max(1)), failing_since_ms: Cell::new(None) });
+    let provider = Rc::new(Provider { connections: Semaphore::new(config.max_connections.max(1)), failing_since_ms: Cell::new(None), suspended: RefCell::new(None) });
     let mut tasks = Vec::new();
     for batch in batches(&config.plan) {
         let (env, config, provider) = (env.clone(), config.clone(), provider.clone());
@@ -119,6 +119,23 @@ struct Provider {
     connections: Semaphore,
     /// Since when every attempt to the MX has failed transiently (None: the last one worked).
     failing_since_ms: Cell<Option<u64>>,
+    /// The destination refused a session as a whole (no connection, a 4xx greeting): until
+    /// this time no message is tried, each is deferred to its next retry with this error.
+    suspended: RefCell<Option<(u64, String)>>,
+}
+
+impl Provider {
+    /// Why the destination is not tried now, while a site failure suspends it.
+    fn suspension(&self, now_ms: u64) -> Option<String> {
+        let mut suspended = self.suspended.borrow_mut();
+        match &*suspended {
+            Some((until_ms, error)) if now_ms < *until_ms => Some(error.clone()),
+            _ => {
+                *suspended = None;
+                None
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -170,14 +187,37 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, batch:
         .map(|planned| Pending { planned, rcpts: planned.rcpts.clone(), retried_permanent: Vec::new(), last_error: String::new(), delay_notified: false })
         .collect();
     let (mut stage, mut attempts_in_stage) = (0usize, 0u32);
-    for attempt in 1..=MAX_ATTEMPTS {
-        let tries: Vec<Try> = pending
-            .iter()
-            .map(|p| Try { planned: p.planned, rcpts: p.rcpts.clone(), session: format!("{}-{}-{attempt}", config.hostname, p.planned.msg), attempt })
-            .collect();
+    // Attempts made on the wire; the loop also counts the turns a suspended destination skipped.
+    let mut attempt = 0u32;
+    for _turn in 1..=MAX_ATTEMPTS {
         let verdicts = {
             let Ok(_permit) = provider.connections.acquire().await else { return };
-            try_once(env, config, &tries).await
+            // A message's first attempt is always made: a sender never gives up on mail it has
+            // not tried once (A7), and a fresh message is the destination's probe.
+            let suspension = provider.suspension(env.journal.now_ms());
+            match suspension.clone().filter(|_| attempt > 0) {
+                Some(error) => pending.iter().map(|p| p.rcpts.iter().map(|rcpt| (rcpt.clone(), Verdict::Transient(error.clone()))).collect()).collect(),
+                None => {
+                    attempt += 1;
+                    let tries: Vec<Try> = pending
+                        .iter()
+                        .map(|p| Try { planned: p.planned, rcpts: p.rcpts.clone(), session: format!("{}-{}-{attempt}", config.hostname, p.planned.msg), attempt })
+                        .collect();
+                    let (verdicts, refused) = try_once(env, config, &tries).await;
+                    match refused {
+                        // Only a probe (an attempt made while the destination was not suspended)
+                        // suspends it: fresh mail tried during a suspension does not prolong it.
+                        Some(error) if suspension.is_none() => {
+                            let until_ms = env.journal.now_ms() + (policy.min_interval_s() * 1000.0) as u64;
+                            *provider.suspended.borrow_mut() = Some((until_ms, format!("delivery temporarily suspended: {error}")));
+                        }
+                        Some(_) => {}
+                        // The destination talked: whatever came of the mail, it is alive.
+                        None => *provider.suspended.borrow_mut() = None,
+                    }
+                    verdicts
+                }
+            }
         };
         let mut all_transient = true;
         for (state, verdicts) in pending.iter_mut().zip(verdicts) {
@@ -340,13 +380,22 @@ struct Try<'a> {
     attempt: u32,
 }
 
-/// One SMTP session for a batch of messages. Every recipient of every message gets a verdict.
-async fn try_once(env: &Env, config: &ProviderConfig, tries: &[Try<'_>]) -> Vec<Vec<(String, Verdict)>> {
+/// One SMTP session for a batch of messages. Every recipient of every message gets a verdict;
+/// and when the destination refused the session as a whole (no connection, no greeting, a 4xx
+/// greeting), why: a site failure, after which real MTAs stop trying the destination for a
+/// while (Postfix's dead destination, Exim's host retry record) instead of trying every message.
+async fn try_once(env: &Env, config: &ProviderConfig, tries: &[Try<'_>]) -> (Vec<Vec<(String, Verdict)>>, Option<String>) {
     for one in tries {
         env.journal.record(Event::SmtpAttempt { session: one.session.clone(), msg: one.planned.msg.clone(), attempt: one.attempt, rcpts: one.rcpts.clone() });
     }
     let mut verdicts: Vec<Vec<(String, Verdict)>> = tries.iter().map(|_| Vec::new()).collect();
-    if let Err((stage, error)) = session(env, config, tries, &mut verdicts).await {
+    let outcome = session(env, config, tries, &mut verdicts).await;
+    let refused = match &outcome {
+        Ok(refused) => refused.clone(),
+        Err((Stage::Connect | Stage::Greeting, error)) => Some(error.clone()),
+        Err(_) => None,
+    };
+    if let Err((stage, error)) = outcome {
         for (one, verdicts) in tries.iter().zip(verdicts.iter_mut()) {
             let decided: Vec<String> = verdicts.iter().map(|(rcpt, _)| rcpt.clone()).collect();
             let undecided: Vec<&String> = one.rcpts.iter().filter(|rcpt| !decided.contains(rcpt)).collect();
@@ -359,7 +408,7 @@ async fn try_once(env: &Env, config: &ProviderConfig, tries: &[Try<'_>]) -> Vec<
             }
         }
     }
-    verdicts
+    (verdicts, refused)
 }
 
 /// RFC 5321 §4.5.3.2 timeouts, or a tenth of them under the planted `impatient-sender` bug.
@@ -424,7 +473,8 @@ fn all(verdicts: &mut Vec<(String, Verdict)>, reply: &Reply, list: &[String]) {
 
 /// Connects, greets, and carries each message's transaction: one after another, or all in
 /// one pipelined flight with BDAT when the provider chunks and the MX offers CHUNKING.
-async fn session(env: &Env, config: &ProviderConfig, tries: &[Try<'_>], verdicts: &mut [Vec<(String, Verdict)>]) -> Result<(), Failure> {
+/// Returns the greeting when it was a 4xx (the destination refused the session as a whole).
+async fn session(env: &Env, config: &ProviderConfig, tries: &[Try<'_>], verdicts: &mut [Vec<(String, Verdict)>]) -> Result<Option<String>, Failure> {
     let connect = env.net.connect(&config.mx_host, SMTP_PORT);
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok(Ok(stream)) => stream,
@@ -438,7 +488,7 @@ async fn session(env: &Env, config: &ProviderConfig, tries: &[Try<'_>], verdicts
         for (one, verdicts) in tries.iter().zip(verdicts.iter_mut()) {
             all(verdicts, &greeting, &one.rcpts);
         }
-        return Ok(());
+        return Ok((greeting.class() == 4).then(|| greeting.summary()));
     }
     client.send(format!("EHLO {}\r\n", config.hostname).as_bytes(), Stage::Ehlo).await?;
     let ehlo = client.reply(&everyone, Stage::Ehlo, None, COMMAND_TIMEOUT).await?;
@@ -446,14 +496,14 @@ async fn session(env: &Env, config: &ProviderConfig, tries: &[Try<'_>], verdicts
         for (one, verdicts) in tries.iter().zip(verdicts.iter_mut()) {
             all(verdicts, &ehlo, &one.rcpts);
         }
-        return Ok(());
+        return Ok(None);
     }
     let offers = |keyword: &str| ehlo.lines.iter().any(|line| line.split_whitespace().next().is_some_and(|word| word.eq_ignore_ascii_case(keyword)));
     let last = tries.len().saturating_sub(1);
     if config.chunking && offers("CHUNKING") && offers("PIPELINING") {
         chunked_flight(&mut client, tries, verdicts).await?;
         let _ = client.command(&tries[last], "QUIT", Stage::Quit, None, COMMAND_TIMEOUT).await;
-        return Ok(());
+        return Ok(None);
     }
     for (index, (one, verdicts)) in tries.iter().zip(verdicts.iter_mut()).enumerate() {
         let ended = transaction(&mut client, one, verdicts).await?;
@@ -467,7 +517,7 @@ async fn session(env: &Env, config: &ProviderConfig, tries: &[Try<'_>], verdicts
             client.command(one, "RSET", Stage::Other, None, COMMAND_TIMEOUT).await?;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// How a transaction ended, for what the session sends next.
