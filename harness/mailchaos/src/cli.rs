@@ -5,6 +5,7 @@ use check::{self, Violation};
 use crate::report;
 use crate::results::{self, JsonWriter, JunitWriter, Line, RunRecord, Summary, Tally};
 use crate::jobs;
+use crate::progress::Progress;
 use crate::shard::{self, Shard};
 use crate::source::{self, Source};
 use sim::scenario::Loaded;
@@ -94,6 +95,24 @@ pub struct Split {
     /// A worker of --jobs: W/N, 0-based; its runs as JSON lines on stdout.
     #[arg(long, hide = true, value_name = "W/N")]
     pub worker: Option<String>,
+    /// No progress bar on stderr (there is one only when stderr is a terminal).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `--jobs`, `--quiet` and the hidden `--worker` of the commands that sweep without shards.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Parallel {
+    /// Worker processes to run the sweep on (processes: fail points are global to a process).
+    /// The output is the same for any number.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub jobs: u64,
+    /// A worker of --jobs: W/N, 0-based; its results as JSON lines on stdout.
+    #[arg(long, hide = true, value_name = "W/N")]
+    pub worker: Option<String>,
+    /// No progress bar on stderr (there is one only when stderr is a terminal).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// Machine-readable results of a sweep.
@@ -611,19 +630,30 @@ fn run(paths: &[PathBuf], runs: &Runs, split: &Split, reports: &Reports) -> Resu
     let mut tally = Tally::default();
     let mut workers = match jobs {
         1 => None,
-        _ => Some(jobs::Workers::spawn(&worker_args(paths, runs), shard, jobs)?),
+        _ => {
+            let mut args: Vec<std::ffi::OsString> = vec!["run".into()];
+            args.extend(worker_args(paths, runs));
+            args.extend(["--shard".into(), shard.label().into()]);
+            Some(jobs::Workers::spawn(&args, jobs)?)
+        }
     };
+    let mut progress = Progress::start(owned.len(), split.quiet, "failed");
     for (index, source, seed) in owned {
         let record = match &mut workers {
             // Run number n of the shard is worker n % jobs's (jobs::Worker::owns).
-            Some(workers) => same_run(workers.next((index / shard.count as usize) % jobs as usize, index)?, source, seed)?,
+            Some(workers) => match workers.next::<Line>((index / shard.count as usize) % jobs as usize, index)? {
+                Line::Run(record) => same_run(record, source, seed)?,
+                Line::Summary(_) => return Err(BadInput(format!("a worker sent its summary where run {index} was due"))),
+            },
             None => sweep.record(index, source, seed),
         };
         record.print();
+        progress.advance(record.failed());
         tally.add(&record);
         files.add(record)?;
     }
-    workers.map(jobs::Workers::finish).transpose()?;
+    drop(progress);
+    workers.map(jobs::Workers::finish::<Line>).transpose()?;
     let wall_s = started.elapsed().as_secs_f64();
     tally.print(wall_s, (shard != Shard::ALL).then(|| shard.label()).as_deref());
     let failed = tally.failed;
