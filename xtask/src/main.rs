@@ -125,17 +125,19 @@ fn ci() -> Result<bool, String> {
 /// Every seed of the fast, storage and regressions suites run twice, the second time in a
 /// fresh process; and crash states, which are drawn from the disk's own stream, on a profile
 /// that leaves many unsynced operations to choose from. `ci` and `check-determinism` both run this.
+/// On two worker processes (`--jobs 2`): the check's output is the same for any number, and
+/// the first run of each seed then happens in a worker, the second in a fresh process of its own.
 fn determinism(seeds: &str, crash_seeds: &str) -> Result<bool, String> {
-    if !status(mailchaos(&["check-determinism", "scenarios/fast", "scenarios/storage", "scenarios/regressions", "--seeds", seeds]))? {
+    if !status(mailchaos(&["check-determinism", "scenarios/fast", "scenarios/storage", "scenarios/regressions", "--seeds", seeds, "--jobs", "2"]))? {
         return Ok(false);
     }
-    let lying = ["check-determinism", "scenarios/fast/store-crash.toml", "scenarios/fast/mx-crash.toml", "--seeds", crash_seeds, "--profile", "lying-fsync"];
+    let lying = ["check-determinism", "scenarios/fast/store-crash.toml", "scenarios/fast/mx-crash.toml", "--seeds", crash_seeds, "--profile", "lying-fsync", "--jobs", "2"];
     if !status(mailchaos(&lying))? {
         return Ok(false);
     }
     // Generated scenarios too, from every profile set: the generator must be as deterministic
     // as the runs (the same seed, the same text, the same history).
-    status(mailchaos(&["check-determinism", "--swarm", "--profiles", "all", "--seeds", seeds]))
+    status(mailchaos(&["check-determinism", "--swarm", "--profiles", "all", "--seeds", seeds, "--jobs", "2"]))
 }
 
 /// A small swarm sweep on the honest profiles: the clean stack must pass seeds nobody wrote a
