@@ -214,6 +214,12 @@ pub enum Command {
         /// N, the number of shards, for a Kubernetes Indexed Job (its completions).
         #[arg(long, value_name = "N", conflicts_with = "emit_scenario")]
         shards: Option<u64>,
+        /// Also write the results here as JSON lines: one object per seed (seed, plan, verdict,
+        /// violations, digest, repro lines, coverage), then the summary. `merge` reads these.
+        #[arg(long, value_name = "FILE", conflicts_with = "emit_scenario")]
+        json: Option<PathBuf>,
+        #[command(flatten)]
+        parallel: Parallel,
     },
     /// Crash at every crash moment of one run (the scenario's crashes and the first hits of
     /// every fail point of the stack), take every disk state the profile allows there, recover
@@ -397,12 +403,12 @@ pub fn main_with(cli: Cli) -> ExitCode {
         Command::Repro { scenario, runs, history } => repro(&scenario, &runs, history.as_deref()),
         Command::CheckDeterminism { runs, swarm: true, profiles, parallel, .. } => check_swarm_determinism(&runs, &profiles, &parallel),
         Command::CheckDeterminism { paths, runs, parallel, .. } => check_determinism(&paths, &runs, &parallel),
-        Command::Swarm { seed, seeds, profiles, defects, emit_scenario, shard, shards } => {
+        Command::Swarm { seed, seeds, profiles, defects, emit_scenario, shard, shards, json, parallel } => {
             // Without --seed a sweep of 100 seeds from seed 1; `--seed S` alone is that seed.
             let seeds = seeds.or_else(|| seed.is_none().then_some(100));
             let runs = Runs { seed, seeds, defects, profile: None, expect_hash: None };
-            let split = Split { shard, shards, ..Split::default() };
-            swarm(&runs, &profiles, emit_scenario.as_deref(), &split)
+            let split = Split { shard, shards, jobs: parallel.jobs, worker: parallel.worker, quiet: parallel.quiet };
+            swarm(&runs, &profiles, emit_scenario.as_deref(), &split, json.as_deref())
         }
         Command::SwarmDigest { seed, profiles, defects } => swarm_digest(&seed, &profiles, &defects),
         Command::CrashExplore { scenario, runs, max_states } => crash_explore(&scenario, &runs, max_states),
@@ -1090,15 +1096,28 @@ fn profile_set(name: &str) -> Result<sim::swarm::ProfileSet, BadInput> {
     sim::swarm::ProfileSet::parse(name).map_err(|error| BadInput(format!("--profiles: {error}")))
 }
 
-fn swarm(runs: &Runs, profiles: &str, emit: Option<&Path>, split: &Split) -> Result<bool, BadInput> {
+fn swarm(runs: &Runs, profiles: &str, emit: Option<&Path>, split: &Split, json: Option<&Path>) -> Result<bool, BadInput> {
     let profiles = profile_set(profiles)?;
     if let Some(file) = emit {
         return crate::swarm::emit(single_seed(runs)?, profiles, file);
     }
     let shard = shard::resolve(split.shard.as_deref(), split.shards, &|name| std::env::var(name).ok())?;
-    let seeds = seeds_of(runs)?.into_iter().enumerate().filter(|(index, _)| shard.owns(*index)).map(|(_, seed)| seed).collect();
-    let shard = (shard != Shard::ALL).then(|| shard.label());
-    crate::swarm::sweep(&crate::swarm::Request { seeds, profiles, defect_names: &runs.defects, shard })
+    let jobs = jobs::check_jobs(split.jobs)?;
+    let worker = split.worker.as_deref().map(jobs::Worker::parse).transpose()?;
+    let all = seeds_of(runs)?;
+    let pairs = all.len();
+    let seeds = all.into_iter().enumerate().filter(|(index, _)| shard.owns(*index)).collect();
+    let mut worker_args: Vec<std::ffi::OsString> = vec!["swarm".into(), "--profiles".into(), profiles.name().into()];
+    worker_args.extend(worker_args_of(runs));
+    worker_args.extend(["--shard".into(), shard.label().into()]);
+    let label = (shard != Shard::ALL).then(|| shard.label());
+    let request = crate::swarm::Request { seeds, pairs, profiles, defect_names: &runs.defects, shard: label, jobs, worker, worker_args, json, quiet: split.quiet };
+    crate::swarm::sweep(&request)
+}
+
+/// `worker_args` without scenario paths.
+fn worker_args_of(runs: &Runs) -> Vec<std::ffi::OsString> {
+    worker_args(&[], runs)
 }
 
 fn swarm_digest(seed: &str, profiles: &str, defects: &[String]) -> Result<bool, BadInput> {
