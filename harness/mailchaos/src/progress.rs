@@ -36,11 +36,11 @@ impl Progress {
         let shown = !quiet && total > 0 && std::io::stderr().is_terminal();
         let bar = shown.then(|| {
             let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-            let template = "{elapsed_precise} [{bar:30}] {pos}/{len} runs, {per_sec}, ETA {eta}, {msg}";
+            let template = "{elapsed_precise} [{bar:30}] {pos}/{len} runs, {msg}, ETA {eta}";
             if let Ok(style) = ProgressStyle::with_template(template) {
                 bar.set_style(style.progress_chars("=> "));
             }
-            bar.set_message(format!("0 {failure_word}"));
+            bar.set_message(format!("- runs/s, 0 {failure_word}"));
             // The elapsed time and the ETA move between runs too (an outage run takes minutes).
             bar.enable_steady_tick(Duration::from_millis(500));
             if let Ok(mut active) = ACTIVE.lock() {
@@ -55,10 +55,9 @@ impl Progress {
     pub fn advance(&mut self, failed: bool) {
         self.failed += u64::from(failed);
         if let Some(bar) = &self.bar {
-            if failed {
-                bar.set_message(format!("{} {}", self.failed, self.failure_word));
-            }
             bar.inc(1);
+            let rate = bar.position() as f64 / bar.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("{rate:.1} runs/s, {} {}", self.failed, self.failure_word));
         }
     }
 }
