@@ -32,15 +32,16 @@ pub fn smoke(binary: &Path) -> Result<bool, String> {
     let cluster = Cluster::start(&dir)?;
     let result = sweep(&cluster, binary);
     let stopped = cluster.stop();
-    match (&result, stopped) {
+    match (&result, &stopped) {
         (Ok(true), Ok(())) => {
-            println!("slurm-smoke: daemons stopped; removing {}", dir.display());
+            println!("slurm-smoke: munged, slurmctld and slurmd stopped; removing {}", dir.display());
             let _ = std::fs::remove_dir_all(&dir);
         }
-        (_, Ok(())) => println!("slurm-smoke: daemons stopped; logs and results kept in {}", dir.display()),
+        (_, Ok(())) => println!("slurm-smoke: munged, slurmctld and slurmd stopped; logs and results kept in {}", dir.display()),
         (_, Err(error)) => println!("slurm-smoke: {error}; logs in {}", dir.display()),
     }
-    result
+    // A daemon left running is a failure of the task too.
+    Ok(result? && stopped.is_ok())
 }
 
 /// Installs slurm-wlm and munge with apt-get where a program of theirs is missing.
@@ -157,26 +158,32 @@ impl Cluster {
         if tail.is_empty() { String::new() } else { format!("\n  {name}.log:\n    {tail}") }
     }
 
-    /// Stops slurmctld and slurmd (`scontrol shutdown`, then their pid files) and munged.
+    /// Stops slurmctld and slurmd (`scontrol shutdown`), then munged, each by its own pid file
+    /// (SIGTERM, and a wait of up to 10 s for it to exit).
     fn stop(&self) -> Result<(), String> {
         let _ = self.client("scontrol").arg("shutdown").stdout(Stdio::null()).stderr(Stdio::null()).status();
-        std::thread::sleep(Duration::from_secs(2));
         let mut left = Vec::new();
         for (name, pid_file) in [("slurmctld", self.dir.join("slurmctld.pid")), ("slurmd", self.dir.join("slurmd.pid")), ("munged", self.dir.join("munge-run/munged.pid"))] {
             let Some(pid) = std::fs::read_to_string(&pid_file).ok().map(|text| text.trim().to_string()).filter(|pid| !pid.is_empty()) else { continue };
             // Only the process of our own pid file, and only while it is still that daemon.
-            let alive = std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == name);
-            if alive {
-                let _ = Command::new("kill").arg(&pid).status();
-                std::thread::sleep(Duration::from_millis(500));
-                if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == name) {
-                    left.push(format!("{name} ({pid})"));
+            let alive = || std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == name);
+            let started = Instant::now();
+            let mut signalled = false;
+            while alive() && started.elapsed() < Duration::from_secs(10) {
+                // slurmctld and slurmd are given 2 s to act on `scontrol shutdown` first.
+                if !signalled && (name == "munged" || started.elapsed() > Duration::from_secs(2)) {
+                    let _ = Command::new("kill").arg(&pid).status();
+                    signalled = true;
                 }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            if alive() {
+                left.push(format!("{name} (pid {pid})"));
             }
         }
         match left.is_empty() {
             true => Ok(()),
-            false => Err(format!("still running: {}", left.join(", "))),
+            false => Err(format!("still running after SIGTERM and 10 s: {}", left.join(", "))),
         }
     }
 }
