@@ -441,7 +441,9 @@ fn swarm_check_determinism_and_vendor_compare_print_the_same_for_any_number_of_j
         let bad = run_with(&[command, &["--jobs", "0"][..]].concat(), &[]);
         assert_eq!(bad.code, Some(2), "{command:?}");
         assert!(bad.stderr.contains("--jobs must be from 1 to 256, got 0"), "{command:?}: {}", bad.stderr);
-        // Not a terminal: no progress bar, nothing on stderr.
+        // Not a terminal: no progress bar, nothing on stderr; --quiet changes nothing on stdout.
         assert!(one.stderr.is_empty(), "{command:?}: {}", one.stderr);
+        let quiet = run_with(&[command, &["--quiet"][..]].concat(), &[]);
+        assert_eq!((quiet.code, without_wall(&quiet.stdout)), (one.code, without_wall(&one.stdout)), "{command:?} --quiet");
     }
 }

@@ -1107,18 +1107,14 @@ fn swarm(runs: &Runs, profiles: &str, emit: Option<&Path>, split: &Split, json: 
     let all = seeds_of(runs)?;
     let pairs = all.len();
     let seeds = all.into_iter().enumerate().filter(|(index, _)| shard.owns(*index)).collect();
-    let mut worker_args: Vec<std::ffi::OsString> = vec!["swarm".into(), "--profiles".into(), profiles.name().into()];
-    worker_args.extend(worker_args_of(runs));
-    worker_args.extend(["--shard".into(), shard.label().into()]);
+    let mut args: Vec<std::ffi::OsString> = vec!["swarm".into(), "--profiles".into(), profiles.name().into()];
+    args.extend(worker_args(&[], runs));
+    args.extend(["--shard".into(), shard.label().into()]);
     let label = (shard != Shard::ALL).then(|| shard.label());
-    let request = crate::swarm::Request { seeds, pairs, profiles, defect_names: &runs.defects, shard: label, jobs, worker, worker_args, json, quiet: split.quiet };
+    let request = crate::swarm::Request { seeds, pairs, profiles, defect_names: &runs.defects, shard: label, jobs, worker, worker_args: args, json, quiet: split.quiet };
     crate::swarm::sweep(&request)
 }
 
-/// `worker_args` without scenario paths.
-fn worker_args_of(runs: &Runs) -> Vec<std::ffi::OsString> {
-    worker_args(&[], runs)
-}
 
 fn swarm_digest(seed: &str, profiles: &str, defects: &[String]) -> Result<bool, BadInput> {
     let seed = Seed::parse(seed).map_err(BadInput)?;
