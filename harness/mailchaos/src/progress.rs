@@ -22,6 +22,13 @@ pub fn suspended<R>(write: impl FnOnce() -> R) -> R {
     }
 }
 
+/// Takes the bar off the terminal for good (the program is about to exit without unwinding).
+pub fn clear() {
+    if let Some(bar) = ACTIVE.lock().ok().and_then(|mut active| active.take()) {
+        bar.finish_and_clear();
+    }
+}
+
 /// A sweep's progress; without a terminal on stderr (or with `--quiet`) it draws nothing.
 pub struct Progress {
     bar: Option<ProgressBar>,

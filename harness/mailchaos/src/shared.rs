@@ -15,6 +15,7 @@ pub fn say_line(line: &str) {
         writeln!(stdout, "{line}").is_ok() && stdout.flush().is_ok()
     });
     if !written {
+        crate::progress::clear();
         std::process::exit(0);
     }
 }
