@@ -387,3 +387,63 @@ fn a_worker_sends_its_dealt_runs_as_json_lines_then_its_summary() {
         assert!(ran.stderr.contains(&format!("--worker {bad}: expected W/N")), "{}", ran.stderr);
     }
 }
+
+#[test]
+fn three_swarm_shards_merged_are_the_unsharded_swarm_digests_summary_and_coverage() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let sweep = ["swarm", "--seeds", "7", "--profiles", "dishonest"];
+    let whole = run_with(&sweep, &[]);
+    assert!(whole.code.is_some_and(|code| code < 2), "{}", whole.stderr);
+    let files = shard_files(dir.path(), &sweep);
+    // The union of the shards' JSON digests is the unsharded sweep's, seed by seed.
+    let mut digests: Vec<(u64, String)> = Vec::new();
+    for file in &files {
+        let lines = json_lines(std::path::Path::new(file));
+        assert_eq!(lines.last().map(|line| line["type"].clone()), Some("swarm_summary".into()), "{file}");
+        let runs = lines.iter().filter(|line| line["type"] == "swarm");
+        digests.extend(runs.map(|run| (run["index"].as_u64().expect("an index"), run["digest"].as_str().expect("a digest").to_string())));
+    }
+    digests.sort();
+    let expected: Vec<String> = run_lines(&whole.stdout).iter().map(|line| line.rsplit_once(" digest=").expect("a digest").1.to_string()).collect();
+    assert_eq!(expected.len(), 7);
+    assert_eq!(digests.iter().map(|(index, _)| *index).collect::<Vec<_>>(), (0..7).collect::<Vec<_>>());
+    assert_eq!(digests.into_iter().map(|(_, digest)| digest).collect::<Vec<_>>(), expected);
+    let merged = merge(&files.iter().rev().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(merged.code, whole.code, "{}", merged.stderr);
+    // Run lines, violations, repro lines, the summary and the coverage table.
+    assert_eq!(without_wall(&merged.stdout), without_wall(&whole.stdout));
+    assert_eq!(summary(&merged.stdout), summary(&whole.stdout));
+    assert!(merged.stdout.lines().any(|line| line.starts_with("coverage: A2 no-loss")), "{}", merged.stdout);
+    // A swarm shard beside a run shard is not one sweep.
+    let run_file = dir.path().join("run.json").to_str().expect("a UTF-8 path").to_string();
+    run_with(&["run", "embedded:fast/baseline", "--seeds", "1", "--json", &run_file], &[]);
+    let mixed = merge(&[&files[0], &run_file]);
+    assert_eq!(mixed.code, Some(2), "{}", mixed.stdout);
+    assert!(mixed.stderr.contains("not a swarm sweep's results"), "{}", mixed.stderr);
+}
+
+#[test]
+fn swarm_check_determinism_and_vendor_compare_print_the_same_for_any_number_of_jobs() {
+    let commands: &[&[&str]] = &[
+        &["swarm", "--seeds", "4", "--profiles", "dishonest"],
+        &["check-determinism", "embedded:fast/baseline", "embedded:fast/cuts", "--seeds", "2"],
+        &["check-determinism", "--swarm", "--profiles", "all", "--seeds", "3"],
+        &["vendor-compare", "embedded:fast/store-crash", "--baseline", "posix-strict", "--candidate", "lying-fsync", "--seeds", "2"],
+    ];
+    for command in commands {
+        let one = run_with(&[command, &["--jobs", "1"][..]].concat(), &[]);
+        assert!(one.code.is_some_and(|code| code < 2), "{command:?}: {}", one.stderr);
+        for jobs in ["2", "3"] {
+            let many = run_with(&[command, &["--jobs", jobs][..]].concat(), &[]);
+            assert_eq!(many.code, one.code, "{command:?} --jobs {jobs}: {}", many.stderr);
+            assert_eq!(without_wall(&many.stdout), without_wall(&one.stdout), "{command:?} --jobs {jobs}");
+        }
+        let bad = run_with(&[command, &["--jobs", "0"][..]].concat(), &[]);
+        assert_eq!(bad.code, Some(2), "{command:?}");
+        assert!(bad.stderr.contains("--jobs must be from 1 to 256, got 0"), "{command:?}: {}", bad.stderr);
+        // Not a terminal: no progress bar, nothing on stderr; --quiet changes nothing on stdout.
+        assert!(one.stderr.is_empty(), "{command:?}: {}", one.stderr);
+        let quiet = run_with(&[command, &["--quiet"][..]].concat(), &[]);
+        assert_eq!((quiet.code, without_wall(&quiet.stdout)), (one.code, without_wall(&one.stdout)), "{command:?} --quiet");
+    }
+}

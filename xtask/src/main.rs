@@ -4,12 +4,14 @@
 //!
 //!   ci                       in this order: the layers; the release build; the determinism
 //!                            check (fast, storage and regressions suites, 5 seeds; crash states
-//!                            of the two crash scenarios under lying-fsync, 3 seeds); then the
-//!                            tests with cargo-nextest (installed first where it is missing)
+//!                            of the two crash scenarios under lying-fsync, 3 seeds; swarm seeds;
+//!                            on two worker processes, --jobs 2); then the tests with
+//!                            cargo-nextest (installed first where it is missing)
 //!   layers                   the crates keep their layers: no forbidden dependency, no module circle
 //!   suite [SEEDS]            the fast suite over SEEDS seeds (default 50)
 //!   check-determinism [SEEDS] the determinism check of `ci` alone, SEEDS seeds (default 10;
-//!                            the crash states 3) with the second run in a fresh process
+//!                            the crash states 3) with the second run in a fresh process and the
+//!                            first on two worker processes (--jobs 2)
 //!   crash-explore            every fast and storage scenario under every honest profile
 //!   bench [SEEDS]            runs per second of the fast suite (default 20 seeds)
 //!   defects [SEEDS]          every planted defect must be caught: by a suite, else by crash-explore
@@ -24,8 +26,15 @@
 //!                            mutant tested by a short swarm sweep and the fast suite; prints the
 //!                            caught, missed, unviable and timeout counts and the missed mutants.
 //!                            Not part of `ci` (shard 1/10: 91 mutants, 24 minutes on 2 cores)
+//!   slurm-smoke              deploy/slurm/ run as written on a one-node Slurm on this machine
+//!                            (slurm-wlm and munge installed with apt-get where missing; root;
+//!                            daemons in a temporary folder): the fast suite over 3 seeds as a
+//!                            4-task array, the merge job after it (afterok), the merged output
+//!                            checked against the local unsharded run; then the daemons stopped.
+//!                            Not part of `ci`
 
 mod layers;
+mod slurm;
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -71,9 +80,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let task = args.first().map(String::as_str).unwrap_or("help");
     let seeds = args.get(1).cloned();
-    const TASKS: &[&str] = &["ci", "layers", "suite", "check-determinism", "bench", "defects", "surge", "crash-explore", "outage", "swarm", "swarm-power", "mutants"];
+    const TASKS: &[&str] = &["ci", "layers", "suite", "check-determinism", "bench", "defects", "surge", "crash-explore", "outage", "swarm", "swarm-power", "mutants", "slurm-smoke"];
     if !TASKS.contains(&task) {
-        eprintln!("usage: cargo xtask ci | layers | suite [SEEDS] | check-determinism [SEEDS] | bench [SEEDS] | defects [SEEDS] | surge | outage | crash-explore | swarm [SEEDS] | swarm-power [SEEDS] | mutants [SHARD]");
+        eprintln!("usage: cargo xtask ci | layers | suite [SEEDS] | check-determinism [SEEDS] | bench [SEEDS] | defects [SEEDS] | surge | outage | crash-explore | swarm [SEEDS] | swarm-power [SEEDS] | mutants [SHARD] | slurm-smoke");
         return ExitCode::from(2);
     }
     let result = match task {
@@ -104,6 +113,7 @@ fn run_task(task: &str, seeds: Option<&str>) -> Result<bool, String> {
         "crash-explore" => crash_explore(),
         "swarm" => status(mailchaos(&["swarm", "--seeds", seeds.unwrap_or("1000"), "--profiles", "honest"])),
         "swarm-power" => swarm_power(seeds.unwrap_or("200")),
+        "slurm-smoke" => slurm::smoke(&std::fs::canonicalize(format!("{}/release/mailchaos", target_dir())).map_err(|error| format!("the release binary: {error}"))?),
         _ => outage(),
     }
 }
@@ -125,17 +135,19 @@ fn ci() -> Result<bool, String> {
 /// Every seed of the fast, storage and regressions suites run twice, the second time in a
 /// fresh process; and crash states, which are drawn from the disk's own stream, on a profile
 /// that leaves many unsynced operations to choose from. `ci` and `check-determinism` both run this.
+/// On two worker processes (`--jobs 2`): the check's output is the same for any number, and
+/// the first run of each seed then happens in a worker, the second in a fresh process of its own.
 fn determinism(seeds: &str, crash_seeds: &str) -> Result<bool, String> {
-    if !status(mailchaos(&["check-determinism", "scenarios/fast", "scenarios/storage", "scenarios/regressions", "--seeds", seeds]))? {
+    if !status(mailchaos(&["check-determinism", "scenarios/fast", "scenarios/storage", "scenarios/regressions", "--seeds", seeds, "--jobs", "2"]))? {
         return Ok(false);
     }
-    let lying = ["check-determinism", "scenarios/fast/store-crash.toml", "scenarios/fast/mx-crash.toml", "--seeds", crash_seeds, "--profile", "lying-fsync"];
+    let lying = ["check-determinism", "scenarios/fast/store-crash.toml", "scenarios/fast/mx-crash.toml", "--seeds", crash_seeds, "--profile", "lying-fsync", "--jobs", "2"];
     if !status(mailchaos(&lying))? {
         return Ok(false);
     }
     // Generated scenarios too, from every profile set: the generator must be as deterministic
     // as the runs (the same seed, the same text, the same history).
-    status(mailchaos(&["check-determinism", "--swarm", "--profiles", "all", "--seeds", seeds]))
+    status(mailchaos(&["check-determinism", "--swarm", "--profiles", "all", "--seeds", seeds, "--jobs", "2"]))
 }
 
 /// A small swarm sweep on the honest profiles: the clean stack must pass seeds nobody wrote a

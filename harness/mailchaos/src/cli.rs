@@ -5,6 +5,7 @@ use check::{self, Violation};
 use crate::report;
 use crate::results::{self, JsonWriter, JunitWriter, Line, RunRecord, Summary, Tally};
 use crate::jobs;
+use crate::progress::Progress;
 use crate::shard::{self, Shard};
 use crate::source::{self, Source};
 use sim::scenario::Loaded;
@@ -94,6 +95,24 @@ pub struct Split {
     /// A worker of --jobs: W/N, 0-based; its runs as JSON lines on stdout.
     #[arg(long, hide = true, value_name = "W/N")]
     pub worker: Option<String>,
+    /// No progress bar on stderr (there is one only when stderr is a terminal).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `--jobs`, `--quiet` and the hidden `--worker` of the commands that sweep without shards.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Parallel {
+    /// Worker processes to run the sweep on (processes: fail points are global to a process).
+    /// The output is the same for any number.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub jobs: u64,
+    /// A worker of --jobs: W/N, 0-based; its results as JSON lines on stdout.
+    #[arg(long, hide = true, value_name = "W/N")]
+    pub worker: Option<String>,
+    /// No progress bar on stderr (there is one only when stderr is a terminal).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// Machine-readable results of a sweep.
@@ -161,6 +180,8 @@ pub enum Command {
         /// With --swarm: the profile set the scenarios are drawn from.
         #[arg(long, default_value = "honest", requires = "swarm")]
         profiles: String,
+        #[command(flatten)]
+        parallel: Parallel,
     },
     /// Swarm testing: each seed draws a whole scenario (every fault kind on with probability
     /// 1/2, its targets and windows, the workload, a persistence profile of the set), runs it
@@ -193,6 +214,12 @@ pub enum Command {
         /// N, the number of shards, for a Kubernetes Indexed Job (its completions).
         #[arg(long, value_name = "N", conflicts_with = "emit_scenario")]
         shards: Option<u64>,
+        /// Also write the results here as JSON lines: one object per seed (seed, plan, verdict,
+        /// violations, digest, repro lines, coverage), then the summary. `merge` reads these.
+        #[arg(long, value_name = "FILE", conflicts_with = "emit_scenario")]
+        json: Option<PathBuf>,
+        #[command(flatten)]
+        parallel: Parallel,
     },
     /// Crash at every crash moment of one run (the scenario's crashes and the first hits of
     /// every fail point of the stack), take every disk state the profile allows there, recover
@@ -228,6 +255,8 @@ pub enum Command {
         /// Switch on a planted defect in both runs; repeatable.
         #[arg(long = "defect")]
         defects: Vec<String>,
+        #[command(flatten)]
+        parallel: Parallel,
     },
     /// Make a failing run small: remove faults, narrow their windows and move them earlier, lower
     /// the message, provider and mailbox counts, shorten the chaos phase and the horizon, drop
@@ -382,20 +411,20 @@ pub fn main_with(cli: Cli) -> ExitCode {
         },
         Command::Merge { files, junit } => crate::merge::merge(&files, junit.as_deref()),
         Command::Repro { scenario, runs, history } => repro(&scenario, &runs, history.as_deref()),
-        Command::CheckDeterminism { runs, swarm: true, profiles, .. } => check_swarm_determinism(&runs, &profiles),
-        Command::CheckDeterminism { paths, runs, .. } => check_determinism(&paths, &runs),
-        Command::Swarm { seed, seeds, profiles, defects, emit_scenario, shard, shards } => {
+        Command::CheckDeterminism { runs, swarm: true, profiles, parallel, .. } => check_swarm_determinism(&runs, &profiles, &parallel),
+        Command::CheckDeterminism { paths, runs, parallel, .. } => check_determinism(&paths, &runs, &parallel),
+        Command::Swarm { seed, seeds, profiles, defects, emit_scenario, shard, shards, json, parallel } => {
             // Without --seed a sweep of 100 seeds from seed 1; `--seed S` alone is that seed.
             let seeds = seeds.or_else(|| seed.is_none().then_some(100));
             let runs = Runs { seed, seeds, defects, profile: None, expect_hash: None };
-            let split = Split { shard, shards, ..Split::default() };
-            swarm(&runs, &profiles, emit_scenario.as_deref(), &split)
+            let split = Split { shard, shards, jobs: parallel.jobs, worker: parallel.worker, quiet: parallel.quiet };
+            swarm(&runs, &profiles, emit_scenario.as_deref(), &split, json.as_deref())
         }
         Command::SwarmDigest { seed, profiles, defects } => swarm_digest(&seed, &profiles, &defects),
         Command::CrashExplore { scenario, runs, max_states } => crash_explore(&scenario, &runs, max_states),
-        Command::VendorCompare { paths, baseline, candidate, seed, seeds, defects } => {
+        Command::VendorCompare { paths, baseline, candidate, seed, seeds, defects, parallel } => {
             let runs = Runs { seed, seeds, defects, profile: None, expect_hash: None };
-            vendor_compare(&paths, &baseline, &candidate, &runs)
+            vendor_compare(&Compare { paths: &paths, baseline: &baseline, candidate: &candidate }, &runs, &parallel)
         }
         Command::Shrink(args) => shrink(&args),
         Command::ListDefects => {
@@ -622,19 +651,30 @@ fn run(paths: &[PathBuf], runs: &Runs, split: &Split, reports: &Reports) -> Resu
     let mut tally = Tally::default();
     let mut workers = match jobs {
         1 => None,
-        _ => Some(jobs::Workers::spawn(&worker_args(paths, runs), shard, jobs)?),
+        _ => {
+            let mut args: Vec<std::ffi::OsString> = vec!["run".into()];
+            args.extend(worker_args(paths, runs));
+            args.extend(["--shard".into(), shard.label().into()]);
+            Some(jobs::Workers::spawn(&args, jobs)?)
+        }
     };
+    let mut progress = Progress::start(owned.len(), split.quiet, "failed");
     for (index, source, seed) in owned {
         let record = match &mut workers {
             // Run number n of the shard is worker n % jobs's (jobs::Worker::owns).
-            Some(workers) => same_run(workers.next((index / shard.count as usize) % jobs as usize, index)?, source, seed)?,
+            Some(workers) => match workers.next::<Line>((index / shard.count as usize) % jobs as usize, index)? {
+                Line::Run(record) => same_run(record, source, seed)?,
+                Line::Summary(_) => return Err(BadInput(format!("a worker sent its summary where run {index} was due"))),
+            },
             None => sweep.record(index, source, seed),
         };
         record.print();
+        progress.advance(record.failed());
         tally.add(&record);
         files.add(record)?;
     }
-    workers.map(jobs::Workers::finish).transpose()?;
+    drop(progress);
+    workers.map(jobs::Workers::finish::<Line>).transpose()?;
     let wall_s = started.elapsed().as_secs_f64();
     tally.print(wall_s, (shard != Shard::ALL).then(|| shard.label()).as_deref());
     let failed = tally.failed;
@@ -775,10 +815,28 @@ fn repro(path: &Path, runs: &Runs, history_file: Option<&Path>) -> Result<bool, 
 struct Column {
     runs: usize,
     failed_runs: usize,
-    per_invariant: std::collections::BTreeMap<&'static str, (usize, usize, String)>,
+    per_invariant: std::collections::BTreeMap<String, (usize, usize, String)>,
 }
 
-fn vendor_compare(paths: &[PathBuf], baseline: &str, candidate: &str, runs: &Runs) -> Result<bool, BadInput> {
+/// One run of `vendor-compare` (here or by a worker of `--jobs`): per invariant violated, its
+/// violations; the repro line; the hash of the scenario text that ran.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Compared {
+    hash: String,
+    violated: Vec<(String, usize)>,
+    repro: String,
+}
+
+/// What `vendor-compare` compares: the suite's paths and the two profiles.
+struct Compare<'a> {
+    paths: &'a [PathBuf],
+    baseline: &'a str,
+    candidate: &'a str,
+}
+
+fn vendor_compare(compare: &Compare, runs: &Runs, parallel: &Parallel) -> Result<bool, BadInput> {
+    let (paths, baseline, candidate) = (compare.paths, compare.baseline, compare.candidate);
+    let (jobs, worker) = parallel_of(parallel)?;
     let suite = if paths.is_empty() { load_storage_suite()? } else { source::all_of(paths)? };
     let seeds = seeds_of(runs)?;
     let defects = parse_defects(&runs.defects)?;
@@ -789,24 +847,43 @@ fn vendor_compare(paths: &[PathBuf], baseline: &str, candidate: &str, runs: &Run
         let setup = Setup::of(&profile_runs)?;
         setups.push((profile_runs, setup));
     }
-    let mut columns = Vec::new();
-    for (profile_runs, setup) in setups {
-        let mut column = Column::default();
-        for source in &suite {
-            for &seed in &seeds {
-                let judged = judge_with(&source.loaded, seed, &defects, &setup.options);
-                column.runs += 1;
-                column.failed_runs += usize::from(!judged.violations.is_empty());
-                for invariant in report::violated(&judged.violations) {
-                    let count = judged.violations.iter().filter(|v| v.invariant == invariant).count();
-                    let cell = column.per_invariant.entry(invariant).or_insert_with(|| (0, 0, repro_line(source, seed, &defects, &profile_runs, &setup)));
-                    cell.0 += count;
-                    cell.1 += 1;
-                }
-            }
-        }
-        columns.push(column);
+    // Run n: the baseline's runs, then the candidate's; scenarios as listed, seeds within each.
+    let per_column = suite.len() * seeds.len();
+    let compare_one = |n: usize| {
+        let ((profile_runs, setup), source, seed) = (&setups[n / per_column], &suite[(n % per_column) / seeds.len()], seeds[n % seeds.len()]);
+        let judged = judge_with(&source.loaded, seed, &defects, &setup.options);
+        let violated = report::violated(&judged.violations).into_iter().map(|invariant| (invariant.to_string(), judged.violations.iter().filter(|v| v.invariant == invariant).count())).collect();
+        Ok(Compared { hash: source.hash.clone(), violated, repro: repro_line(source, seed, &defects, profile_runs, setup) })
+    };
+    if let Some(worker) = worker {
+        return worker.serve(2 * per_column, |n| compare_one(n).map(|compared| {
+            let failed = !compared.violated.is_empty();
+            (compared, failed)
+        }));
     }
+    let mut args: Vec<std::ffi::OsString> = vec!["vendor-compare".into()];
+    args.extend(paths.iter().map(|path| path.clone().into_os_string()));
+    args.extend(["--baseline".into(), baseline.into(), "--candidate".into(), candidate.into()]);
+    args.extend(worker_args(&[], runs));
+    let mut columns = vec![Column::default(), Column::default()];
+    let mut progress = Progress::start(2 * per_column, parallel.quiet, "failed");
+    jobs::in_order(2 * per_column, jobs, &args, &compare_one, |n, compared: Compared| {
+        let source = &suite[(n % per_column) / seeds.len()];
+        if compared.hash != source.hash {
+            return Err(BadInput(format!("{}: a worker ran another text than this process loaded (scenario={} expected): the file changed during the sweep", source.origin, source.hash)));
+        }
+        let column = &mut columns[n / per_column];
+        column.runs += 1;
+        column.failed_runs += usize::from(!compared.violated.is_empty());
+        progress.advance(!compared.violated.is_empty());
+        for (invariant, count) in compared.violated {
+            let cell = column.per_invariant.entry(invariant).or_insert_with(|| (0, 0, compared.repro.clone()));
+            cell.0 += count;
+            cell.1 += 1;
+        }
+        Ok(())
+    })?;
+    drop(progress);
     let (base, cand) = (&columns[0], &columns[1]);
     say!("vendor-compare: {} scenarios x {} seeds; baseline={baseline} candidate={candidate}", suite.len(), seeds.len());
     say!("{:<36} | {:<34} | {}", "invariant", baseline, candidate);
@@ -818,7 +895,7 @@ fn vendor_compare(paths: &[PathBuf], baseline: &str, candidate: &str, runs: &Run
     for (invariant, name) in check::INVARIANTS {
         let label = format!("{invariant} {name}");
         say!("{label:<36} | {:<34} | {}", cell(base, invariant), cell(cand, invariant));
-        if cand.per_invariant.contains_key(invariant) && !base.per_invariant.contains_key(invariant) {
+        if cand.per_invariant.contains_key(*invariant) && !base.per_invariant.contains_key(*invariant) {
             broken.push(*invariant);
         }
     }
@@ -945,28 +1022,73 @@ fn digest(path: &Path, runs: &Runs) -> Result<bool, BadInput> {
     Ok(true)
 }
 
-fn check_determinism(paths: &[PathBuf], runs: &Runs) -> Result<bool, BadInput> {
+/// One seed of `check-determinism` checked (here or by a worker of `--jobs`): the lines it
+/// prints, whether the fresh process diverged, and the hash of the text that ran (a worker
+/// reads the files again; one edited meanwhile must not pass for what this process loaded).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Checked {
+    hash: String,
+    lines: Vec<String>,
+    diverged: bool,
+}
+
+/// The worker of `--jobs`, if this process is one; `--jobs` checked.
+fn parallel_of(parallel: &Parallel) -> Result<(u64, Option<jobs::Worker>), BadInput> {
+    let jobs = jobs::check_jobs(parallel.jobs)?;
+    Ok((jobs, parallel.worker.as_deref().map(jobs::Worker::parse).transpose()?))
+}
+
+/// Runs `check` on items 0..total, here or on the workers of `--jobs` (or as one of them), and
+/// hands each `Checked` to the caller in order, with the progress bar moving.
+fn checked_in_order(total: usize, parallel: &Parallel, args: Vec<std::ffi::OsString>, check: impl Fn(usize) -> Result<Checked, BadInput>, mut each: impl FnMut(usize, &Checked) -> Result<(), BadInput>) -> Result<bool, BadInput> {
+    let (jobs, worker) = parallel_of(parallel)?;
+    if let Some(worker) = worker {
+        return worker.serve(total, |n| check(n).map(|checked| {
+            let diverged = checked.diverged;
+            (checked, diverged)
+        }));
+    }
+    let mut progress = Progress::start(total, parallel.quiet, "diverged");
+    let mut diverged = 0;
+    jobs::in_order(total, jobs, &args, &check, |n, checked: Checked| {
+        each(n, &checked)?;
+        checked.lines.iter().for_each(|line| say!("{line}"));
+        diverged += usize::from(checked.diverged);
+        progress.advance(checked.diverged);
+        Ok(())
+    })?;
+    drop(progress);
+    say!("summary: runs={total} diverged={diverged}");
+    Ok(diverged == 0)
+}
+
+fn check_determinism(paths: &[PathBuf], runs: &Runs, parallel: &Parallel) -> Result<bool, BadInput> {
     let suite = source::all_of(paths)?;
     let seeds = seeds_of(runs)?;
     let defects = parse_defects(&runs.defects)?;
     let setup = Setup::of(runs)?;
     setup.check(runs, &suite)?;
     let exe = std::env::current_exe().map_err(|error| BadInput(format!("cannot find own executable: {error}")))?;
-    let mut diverged = 0;
-    for source in &suite {
-        for &seed in &seeds {
-            let here = world::run_with(&source.loaded.scenario, seed, &defects, &setup.options).history.digest();
-            let there = fresh_digest(&exe, &replay_args(source, seed, &defects, runs, &setup))?;
-            let same = there == here;
-            say!("{:<24} seed={seed} first={here} fresh_process={there} {}", source.loaded.scenario.name, if same { "same" } else { "DIVERGED" });
-            if !same {
-                diverged += 1;
-                say!("repro: {}", repro_line(source, seed, &defects, runs, &setup));
-            }
+    let check = |n: usize| {
+        let (source, seed) = (&suite[n / seeds.len()], seeds[n % seeds.len()]);
+        let here = world::run_with(&source.loaded.scenario, seed, &defects, &setup.options).history.digest();
+        let there = fresh_digest(&exe, &replay_args(source, seed, &defects, runs, &setup))?;
+        let same = there == here;
+        let mut lines = vec![format!("{:<24} seed={seed} first={here} fresh_process={there} {}", source.loaded.scenario.name, if same { "same" } else { "DIVERGED" })];
+        if !same {
+            lines.push(format!("repro: {}", repro_line(source, seed, &defects, runs, &setup)));
         }
-    }
-    say!("summary: runs={} diverged={diverged}", suite.len() * seeds.len());
-    Ok(diverged == 0)
+        Ok(Checked { hash: source.hash.clone(), lines, diverged: !same })
+    };
+    let mut args: Vec<std::ffi::OsString> = vec!["check-determinism".into()];
+    args.extend(worker_args(paths, runs));
+    checked_in_order(suite.len() * seeds.len(), parallel, args, check, |n, checked| {
+        let source = &suite[n / seeds.len()];
+        match checked.hash == source.hash {
+            true => Ok(()),
+            false => Err(BadInput(format!("{}: a worker ran another text than this process loaded (scenario={} expected): the file changed during the sweep", source.origin, source.hash))),
+        }
+    })
 }
 
 /// The digest a fresh process computes for the same run. The arguments name the same copy
@@ -985,16 +1107,25 @@ fn profile_set(name: &str) -> Result<sim::swarm::ProfileSet, BadInput> {
     sim::swarm::ProfileSet::parse(name).map_err(|error| BadInput(format!("--profiles: {error}")))
 }
 
-fn swarm(runs: &Runs, profiles: &str, emit: Option<&Path>, split: &Split) -> Result<bool, BadInput> {
+fn swarm(runs: &Runs, profiles: &str, emit: Option<&Path>, split: &Split, json: Option<&Path>) -> Result<bool, BadInput> {
     let profiles = profile_set(profiles)?;
     if let Some(file) = emit {
         return crate::swarm::emit(single_seed(runs)?, profiles, file);
     }
     let shard = shard::resolve(split.shard.as_deref(), split.shards, &|name| std::env::var(name).ok())?;
-    let seeds = seeds_of(runs)?.into_iter().enumerate().filter(|(index, _)| shard.owns(*index)).map(|(_, seed)| seed).collect();
-    let shard = (shard != Shard::ALL).then(|| shard.label());
-    crate::swarm::sweep(&crate::swarm::Request { seeds, profiles, defect_names: &runs.defects, shard })
+    let jobs = jobs::check_jobs(split.jobs)?;
+    let worker = split.worker.as_deref().map(jobs::Worker::parse).transpose()?;
+    let all = seeds_of(runs)?;
+    let pairs = all.len();
+    let seeds = all.into_iter().enumerate().filter(|(index, _)| shard.owns(*index)).collect();
+    let mut args: Vec<std::ffi::OsString> = vec!["swarm".into(), "--profiles".into(), profiles.name().into()];
+    args.extend(worker_args(&[], runs));
+    args.extend(["--shard".into(), shard.label().into()]);
+    let label = (shard != Shard::ALL).then(|| shard.label());
+    let request = crate::swarm::Request { seeds, pairs, profiles, defect_names: &runs.defects, shard: label, jobs, worker, worker_args: args, json, quiet: split.quiet };
+    crate::swarm::sweep(&request)
 }
+
 
 fn swarm_digest(seed: &str, profiles: &str, defects: &[String]) -> Result<bool, BadInput> {
     let seed = Seed::parse(seed).map_err(BadInput)?;
@@ -1004,13 +1135,13 @@ fn swarm_digest(seed: &str, profiles: &str, defects: &[String]) -> Result<bool, 
 }
 
 /// Every swarm seed run here and again in a fresh process (`swarm-digest`), digests compared.
-fn check_swarm_determinism(runs: &Runs, profiles: &str) -> Result<bool, BadInput> {
+fn check_swarm_determinism(runs: &Runs, profiles: &str, parallel: &Parallel) -> Result<bool, BadInput> {
     let set = profile_set(profiles)?;
     let seeds = seeds_of(runs)?;
     let defects = parse_defects(&runs.defects)?;
     let exe = std::env::current_exe().map_err(|error| BadInput(format!("cannot find own executable: {error}")))?;
-    let mut diverged = 0;
-    for &seed in &seeds {
+    let check = |n: usize| {
+        let seed = seeds[n];
         let run = crate::swarm::run_seed(seed, set, &defects)?;
         let here = run.output.history.digest();
         let mut args = vec!["--seed".to_string(), seed.to_string(), "--profiles".into(), set.name().into()];
@@ -1018,14 +1149,15 @@ fn check_swarm_determinism(runs: &Runs, profiles: &str) -> Result<bool, BadInput
         let child = std::process::Command::new(&exe).arg("swarm-digest").args(&args).output().map_err(|error| BadInput(format!("cannot start a fresh process: {error}")))?;
         let there = String::from_utf8_lossy(&child.stdout).trim().to_string();
         let same = child.status.success() && there == here;
-        say!("swarm seed={seed} plan={} first={here} fresh_process={there} {}", run.generated.plan(), if same { "same" } else { "DIVERGED" });
+        let mut lines = vec![format!("swarm seed={seed} plan={} first={here} fresh_process={there} {}", run.generated.plan(), if same { "same" } else { "DIVERGED" })];
         if !same {
-            diverged += 1;
-            say!("repro: {} swarm --seed {seed} --profiles {}", program(), set.name());
+            lines.push(format!("repro: {} swarm --seed {seed} --profiles {}", program(), set.name()));
         }
-    }
-    say!("summary: runs={} diverged={diverged}", seeds.len());
-    Ok(diverged == 0)
+        Ok(Checked { hash: String::new(), lines, diverged: !same })
+    };
+    let mut args: Vec<std::ffi::OsString> = vec!["check-determinism".into(), "--swarm".into(), "--profiles".into(), set.name().into()];
+    args.extend(worker_args(&[], runs));
+    checked_in_order(seeds.len(), parallel, args, check, |_, _| Ok(()))
 }
 
 /// One line per problem, then the verdict with its counts.

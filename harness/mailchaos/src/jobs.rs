@@ -1,12 +1,16 @@
-//! `run --jobs N`: the sweep's runs spread over N worker processes (processes, not threads:
-//! the `fail` crate's registry of fail points is global to a process). A worker is this
-//! program run again with the same scenarios, seeds, defects and profile, a hidden
-//! `--worker W/N`, and the JSON lines of its runs on stdout. The parent takes run number n
-//! of its shard from worker n % N, in order, so the output and summary are the same for any N.
+//! `--jobs N` (`run`, `swarm`, `check-determinism`, `vendor-compare`): a sweep's runs spread
+//! over N worker processes (processes, not threads: the `fail` crate's registry of fail points
+//! is global to a process). A worker is this program run again with the same command line
+//! (scenarios, seeds, defects, profile), a hidden `--worker W/N`, and the JSON lines of its
+//! runs on stdout. The parent takes run number n of its sweep (or shard) from worker n % N, in
+//! order, so the output and summary are the same for any N. `run`'s workers send `results::Line`
+//! (run records, then a summary); the other commands' send `Sent` (an item, then `Done`).
 
 use crate::bad_input::BadInput;
-use crate::results::{Line, RunRecord};
+use crate::results::Line;
 use crate::shard::Shard;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Lines};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -33,8 +37,90 @@ impl Worker {
     /// Whether pair `index`, one of the shard's, is this worker's: the shard's runs are dealt
     /// round-robin, run number n of the shard (pair n * count + its index) to worker n % N.
     pub fn owns(&self, shard: Shard, index: usize) -> bool {
-        (index as u64 / shard.count) % self.count == self.index
+        self.deals((index as u64 / shard.count) as usize)
     }
+}
+
+/// What a worker sends: one line per item of its share, then `Done`.
+pub trait Sendable: DeserializeOwned {
+    /// The item's place in the sweep, or None for the worker's last line.
+    fn index(&self) -> Option<usize>;
+}
+
+impl Sendable for Line {
+    fn index(&self) -> Option<usize> {
+        match self {
+            Line::Run(record) => Some(record.index),
+            Line::Summary(_) => None,
+        }
+    }
+}
+
+/// A line of the workers of `swarm`, `check-determinism` and `vendor-compare`.
+#[derive(Serialize, Deserialize)]
+pub enum Sent<T> {
+    /// The item at this place in the sweep (the place, 0-based, among the items of the sweep).
+    Item(usize, T),
+    Done,
+}
+
+impl<T: DeserializeOwned> Sendable for Sent<T> {
+    fn index(&self) -> Option<usize> {
+        match self {
+            Sent::Item(index, _) => Some(*index),
+            Sent::Done => None,
+        }
+    }
+}
+
+impl Worker {
+    /// Whether item number `n` (0-based, in the order of the sweep or shard) is this worker's.
+    pub fn deals(&self, n: usize) -> bool {
+        n as u64 % self.count == self.index
+    }
+
+    /// A worker's whole life: computes each of its items, sends it as a JSON line, then `Done`.
+    /// Ok(false) when an item failed (`failed` says which), as the parent will say too.
+    pub fn serve<T: Serialize>(&self, total: usize, mut compute: impl FnMut(usize) -> Result<(T, bool), BadInput>) -> Result<bool, BadInput> {
+        let mut clean = true;
+        for n in (0..total).filter(|n| self.deals(*n)) {
+            let (item, failed) = compute(n)?;
+            clean &= !failed;
+            send(&Sent::Item(n, item))?;
+        }
+        send(&Sent::<T>::Done)?;
+        Ok(clean)
+    }
+}
+
+fn send<T: Serialize>(line: &Sent<T>) -> Result<(), BadInput> {
+    let text = serde_json::to_string(line).map_err(|error| BadInput(format!("cannot encode a result: {error}")))?;
+    crate::shared::say_line(&text);
+    Ok(())
+}
+
+/// Items 0..total in order, each computed here (`jobs` 1) or taken from worker n % jobs, which
+/// runs `args` (the command line, command name first) with `--worker W/jobs`; `each` gets
+/// them in order. The output built from them is therefore the same for any number of jobs.
+pub fn in_order<T: DeserializeOwned>(
+    total: usize,
+    jobs: u64,
+    args: &[OsString],
+    mut compute: impl FnMut(usize) -> Result<T, BadInput>,
+    mut each: impl FnMut(usize, T) -> Result<(), BadInput>,
+) -> Result<(), BadInput> {
+    if jobs == 1 {
+        return (0..total).try_for_each(|n| each(n, compute(n)?));
+    }
+    let mut workers = Workers::spawn(args, jobs)?;
+    for n in 0..total {
+        let item = match workers.next::<Sent<T>>((n as u64 % jobs) as usize, n)? {
+            Sent::Item(_, item) => item,
+            Sent::Done => return Err(BadInput(format!("worker {} ended before item {n}", n as u64 % jobs))),
+        };
+        each(n, item)?;
+    }
+    workers.finish::<Sent<T>>()
 }
 
 /// Checks `--jobs`: 1 to MAX_JOBS.
@@ -52,8 +138,9 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `jobs` workers, each with `args` (the run's own arguments) and its `--worker`.
-    pub fn spawn(args: &[OsString], shard: Shard, jobs: u64) -> Result<Workers, BadInput> {
+    /// Starts `jobs` workers, each with `args` (the command line, command name first) and its
+    /// `--worker`.
+    pub fn spawn(args: &[OsString], jobs: u64) -> Result<Workers, BadInput> {
         let exe = std::env::current_exe().map_err(|error| BadInput(format!("cannot find own executable: {error}")))?;
         // The same argv[0] as this process, so a worker's repro lines name the program alike.
         let arg0 = std::env::args_os().next().unwrap_or_else(|| exe.clone().into_os_string());
@@ -61,7 +148,7 @@ impl Workers {
         for index in 0..jobs {
             let mut command = Command::new(&exe);
             std::os::unix::process::CommandExt::arg0(&mut command, &arg0);
-            command.arg("run").args(args).arg("--shard").arg(shard.label()).arg("--worker").arg(format!("{index}/{jobs}"));
+            command.args(args).arg("--worker").arg(format!("{index}/{jobs}"));
             let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().map_err(|error| BadInput(format!("cannot start worker {index}: {error}")))?;
             let stdout = child.stdout.take().ok_or_else(|| BadInput(format!("worker {index}: no stdout")))?;
             workers.children.push(child);
@@ -71,19 +158,20 @@ impl Workers {
     }
 
     /// The record of pair `index` from the worker that runs it, which must send exactly that.
-    pub fn next(&mut self, worker: usize, index: usize) -> Result<RunRecord, BadInput> {
-        let sent = match self.line(worker)? {
-            Line::Run(record) if record.index == index => return Ok(record),
-            Line::Run(record) => format!("run {}", record.index),
-            Line::Summary(_) => "its summary".to_string(),
+    pub fn next<T: Sendable>(&mut self, worker: usize, index: usize) -> Result<T, BadInput> {
+        let line = self.line::<T>(worker)?;
+        let sent = match line.index() {
+            Some(sent) if sent == index => return Ok(line),
+            Some(sent) => format!("run {sent}"),
+            None => "its summary".to_string(),
         };
         Err(BadInput(format!("worker {worker} sent {sent} where run {index} was due (a bug of the worker protocol)")))
     }
 
     /// Waits for every worker to send its summary and end.
-    pub fn finish(mut self) -> Result<(), BadInput> {
+    pub fn finish<T: Sendable>(mut self) -> Result<(), BadInput> {
         for worker in 0..self.children.len() {
-            if !matches!(self.line(worker)?, Line::Summary(_)) {
+            if self.line::<T>(worker)?.index().is_some() {
                 return Err(BadInput(format!("worker {worker} sent more runs than it was dealt")));
             }
         }
@@ -98,7 +186,7 @@ impl Workers {
         Ok(())
     }
 
-    fn line(&mut self, worker: usize) -> Result<Line, BadInput> {
+    fn line<T: Sendable>(&mut self, worker: usize) -> Result<T, BadInput> {
         let lines = self.lines.get_mut(worker).ok_or_else(|| BadInput(format!("no worker {worker}")))?;
         let text = match lines.next() {
             Some(Ok(text)) => text,

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod jobs;
 pub mod live;
 pub mod merge;
+pub mod progress;
 pub mod report;
 pub mod results;
 pub mod shard;

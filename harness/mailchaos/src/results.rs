@@ -161,7 +161,7 @@ impl JsonWriter {
         Ok(JsonWriter { name, out: std::io::BufWriter::new(file) })
     }
 
-    pub fn write(&mut self, line: &Line) -> Result<(), BadInput> {
+    pub fn write<T: Serialize>(&mut self, line: &T) -> Result<(), BadInput> {
         let text = serde_json::to_string(line).map_err(|error| BadInput(format!("{}: cannot encode a result: {error}", self.name)))?;
         writeln!(self.out, "{text}").map_err(|error| BadInput(format!("{}: cannot write: {error}", self.name)))
     }

@@ -8,9 +8,14 @@ use stack::{Defect, Defects};
 use std::io::Write as _;
 
 /// Prints one line; when stdout is closed (a pipe's reader went away) the program exits 0.
+/// A progress bar on the terminal is hidden while the line is written (`progress::suspended`).
 pub fn say_line(line: &str) {
-    let mut stdout = std::io::stdout().lock();
-    if writeln!(stdout, "{line}").is_err() || stdout.flush().is_err() {
+    let written = crate::progress::suspended(|| {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{line}").is_ok() && stdout.flush().is_ok()
+    });
+    if !written {
+        crate::progress::clear();
         std::process::exit(0);
     }
 }

@@ -1,10 +1,18 @@
 //! `mailchaos swarm`: each seed draws a whole scenario (`sim::swarm`), runs it and judges it;
 //! the summary says, per switch of the plan, how often it was on, how often it took effect and
 //! how often a violation came with it, and per invariant how often it had anything to judge.
+//! A judged seed is a `SwarmRecord`: what `swarm` prints, `--json` writes, a worker of `--jobs`
+//! sends and `merge` reads back; the `SwarmTally` of records prints the summary and the
+//! coverage table, so a merged sweep's table is the unsharded one by construction.
 
 use crate::bad_input::BadInput;
+use crate::jobs;
+use crate::progress::Progress;
+use crate::results::{self, JsonWriter, ViolationRecord};
 use crate::shared::{parse_defects, program, say_line};
 use crate::report;
+use serde::{Deserialize, Serialize};
+use std::ffi::OsString;
 use check::Violation;
 use history::{Event, Record};
 use sim::scenario::Scenario;
@@ -17,11 +25,21 @@ use std::path::Path;
 
 /// What the command line asked for.
 pub struct Request<'a> {
-    pub seeds: Vec<Seed>,
+    /// The seeds of this shard, each with its number in the whole sweep.
+    pub seeds: Vec<(usize, Seed)>,
+    /// Seeds in the whole (unsharded) sweep.
+    pub pairs: usize,
     pub profiles: ProfileSet,
     pub defect_names: &'a [String],
     /// `K/N` when the sweep is one shard of a larger one (the summary says so).
     pub shard: Option<String>,
+    /// `--jobs`, checked; and this process's place when it is a worker of one.
+    pub jobs: u64,
+    pub worker: Option<jobs::Worker>,
+    /// The command line a worker runs (command name first; `--worker` is appended).
+    pub worker_args: Vec<OsString>,
+    pub json: Option<&'a Path>,
+    pub quiet: bool,
 }
 
 /// One seed's generated scenario, run and judged.
@@ -51,44 +69,192 @@ pub fn emit(seed: Seed, profiles: ProfileSet, file: &Path) -> Result<bool, BadIn
     Ok(true)
 }
 
+/// One judged seed, as `--json` writes it and a worker of `--jobs` sends it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SwarmRecord {
+    /// The seed's number in the whole (unsharded) sweep, which `merge` restores.
+    pub index: usize,
+    pub seed: String,
+    /// The persistence profile the seed drew, and the switches its plan turned on.
+    pub profile: String,
+    pub plan: String,
+    /// `ok` or `violation`.
+    pub verdict: String,
+    pub violated: Vec<String>,
+    pub violation_count: usize,
+    pub violations: Vec<ViolationRecord>,
+    pub digest: String,
+    /// The lines that replay it (the sweep of this seed; the scenario emitted as a file).
+    pub repro: Vec<String>,
+    /// The run line as `swarm` prints it.
+    pub line: String,
+    pub drained: bool,
+    /// Each switch of the plan, with whether it took effect (the coverage table's rows).
+    pub switches: Vec<(String, bool)>,
+    /// The invariants that had anything to judge in the run.
+    pub judgeable: Vec<String>,
+}
+
+impl SwarmRecord {
+    pub fn of(index: usize, seed: Seed, run: &SwarmRun, repro: Vec<String>) -> SwarmRecord {
+        let violated: Vec<String> = report::violated(&run.violations).into_iter().map(String::from).collect();
+        let switches = run.generated.features.iter().map(|feature| (feature.name.to_string(), fired(feature, run))).collect();
+        SwarmRecord {
+            index,
+            seed: seed.to_string(),
+            profile: run.generated.profile.to_string(),
+            plan: run.generated.plan(),
+            verdict: if violated.is_empty() { "ok" } else { "violation" }.into(),
+            violated,
+            violation_count: run.violations.len(),
+            violations: results::violation_records(&run.violations),
+            digest: run.output.history.digest(),
+            repro,
+            line: run_line(seed, run),
+            drained: run.output.drained_at_ms.is_some(),
+            switches,
+            judgeable: judgeable(&run.output).into_iter().map(String::from).collect(),
+        }
+    }
+
+    pub fn failed(&self) -> bool {
+        self.violation_count > 0
+    }
+
+    /// What `swarm` prints for it: the run line, and for a failure its first violations and
+    /// the repro lines.
+    pub fn print(&self) {
+        say_line(&self.line);
+        if !self.failed() {
+            return;
+        }
+        for violation in self.violations.iter().take(3) {
+            say_line(&format!("  {} {}: {}", violation.invariant, violation.subject, violation.explanation));
+        }
+        self.repro.iter().for_each(|line| say_line(line));
+    }
+
+    /// The record as a `run` record, for a JUnit report (`merge --junit` of swarm shards):
+    /// classname `swarm`, name the seed.
+    pub fn as_run_record(&self) -> results::RunRecord {
+        results::RunRecord {
+            index: self.index,
+            scenario: "swarm".into(),
+            origin: format!("swarm seed {} ({})", self.seed, self.profile),
+            seed: self.seed.clone(),
+            verdict: self.verdict.clone(),
+            violated: self.violated.clone(),
+            violation_count: self.violation_count,
+            violations: self.violations.clone(),
+            digest: self.digest.clone(),
+            repro: self.repro.first().map(|line| line.trim_start_matches("repro: ").to_string()).unwrap_or_default(),
+            line: self.line.clone(),
+            unfired_faults: false,
+            outcomes: Default::default(),
+        }
+    }
+}
+
+/// The last line of a swarm sweep's `--json` file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SwarmSummary {
+    /// `K/N`; `1/1` for an unsharded sweep.
+    pub shard: String,
+    /// Seeds in the whole sweep: what the merged shards must cover.
+    pub pairs: usize,
+    /// The profile set the scenarios were drawn from.
+    pub profiles: String,
+    pub runs: usize,
+    /// Wall time of the shard, for the rate only.
+    pub wall_s: f64,
+}
+
+/// One line of a swarm sweep's `--json` file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SwarmLine {
+    Swarm(SwarmRecord),
+    SwarmSummary(SwarmSummary),
+}
+
+/// Swarm records summed in sweep order: the summary line and the coverage table.
+#[derive(Default)]
+pub struct SwarmTally {
+    runs: usize,
+    failed: usize,
+    undrained: usize,
+    coverage: Coverage,
+}
+
+impl SwarmTally {
+    pub fn add(&mut self, record: &SwarmRecord) {
+        self.runs += 1;
+        self.failed += usize::from(record.failed());
+        self.undrained += usize::from(!record.drained);
+        self.coverage.add(record);
+    }
+
+    pub fn failed(&self) -> usize {
+        self.failed
+    }
+
+    /// The summary and the coverage table. `seconds` is wall time, for the rate only.
+    pub fn print(&self, profiles: &str, shard: Option<&str>, seconds: f64) {
+        say_line(&format!(
+            "summary: runs={} ok={} violation={} violated=[{}] undrained={} profiles={profiles}{} wall={seconds:.1}s runs_per_s={:.2}",
+            self.runs,
+            self.runs - self.failed,
+            self.failed,
+            self.coverage.violated_listing(),
+            self.undrained,
+            shard.map(|label| format!(" shard={label}")).unwrap_or_default(),
+            self.runs as f64 / seconds.max(1e-9)
+        ));
+        for line in self.coverage.table() {
+            say_line(&line);
+        }
+    }
+}
+
 /// The sweep: a run line per seed, the violations and repro lines of failing runs, then the
 /// summary and the coverage table. Ok(true) when every run kept every invariant.
 pub fn sweep(request: &Request) -> Result<bool, BadInput> {
     let defects = parse_defects(request.defect_names)?;
+    let record = |n: usize| {
+        let (index, seed) = request.seeds[n];
+        let run = run_seed(seed, request.profiles, &defects)?;
+        Ok(SwarmRecord::of(index, seed, &run, repro_lines(seed, request)))
+    };
+    if let Some(worker) = request.worker {
+        return worker.serve(request.seeds.len(), |n| record(n).map(|record| {
+            let failed = record.failed();
+            (record, failed)
+        }));
+    }
+    let mut json = request.json.map(JsonWriter::create).transpose()?;
     // Wall time is measured only for the rate in the summary; it never reaches a simulation.
     let started = std::time::Instant::now();
-    let mut coverage = Coverage::default();
-    let (mut failed, mut undrained) = (0usize, 0usize);
-    for &seed in &request.seeds {
-        let run = run_seed(seed, request.profiles, &defects)?;
-        say_line(&run_line(seed, &run));
-        coverage.add(&run);
-        undrained += usize::from(run.output.drained_at_ms.is_none());
-        if run.violations.is_empty() {
-            continue;
+    let mut tally = SwarmTally::default();
+    let mut progress = Progress::start(request.seeds.len(), request.quiet, "failed");
+    jobs::in_order(request.seeds.len(), request.jobs, &request.worker_args, &record, |n, record: SwarmRecord| {
+        if record.index != request.seeds[n].0 {
+            return Err(BadInput(format!("a worker sent seed number {} where {} was due", record.index, request.seeds[n].0)));
         }
-        failed += 1;
-        for violation in run.violations.iter().take(3) {
-            say_line(&format!("  {} {}: {}", violation.invariant, violation.subject, violation.explanation));
-        }
-        for line in repro_lines(seed, request) {
-            say_line(&line);
-        }
-    }
+        record.print();
+        progress.advance(record.failed());
+        tally.add(&record);
+        json.as_mut().map(|json| json.write(&SwarmLine::Swarm(record))).transpose()?;
+        Ok(())
+    })?;
+    drop(progress);
     let seconds = started.elapsed().as_secs_f64();
-    let total = request.seeds.len();
-    say_line(&format!(
-        "summary: runs={total} ok={} violation={failed} violated=[{}] undrained={undrained} profiles={}{} wall={seconds:.1}s runs_per_s={:.2}",
-        total - failed,
-        coverage.violated_listing(),
-        request.profiles.name(),
-        request.shard.as_ref().map(|label| format!(" shard={label}")).unwrap_or_default(),
-        total as f64 / seconds.max(1e-9)
-    ));
-    for line in coverage.table() {
-        say_line(&line);
+    tally.print(request.profiles.name(), request.shard.as_deref(), seconds);
+    if let Some(mut json) = json {
+        let shard = request.shard.clone().unwrap_or_else(|| "1/1".into());
+        json.write(&SwarmLine::SwarmSummary(SwarmSummary { shard, pairs: request.pairs, profiles: request.profiles.name().into(), runs: tally.runs, wall_s: seconds }))?;
+        json.finish()?;
     }
-    Ok(failed == 0)
+    Ok(tally.failed == 0)
 }
 
 fn run_line(seed: Seed, run: &SwarmRun) -> String {
@@ -149,24 +315,21 @@ struct Coverage {
 }
 
 impl Coverage {
-    fn add(&mut self, run: &SwarmRun) {
-        let violating = !run.violations.is_empty();
-        for feature in &run.generated.features {
-            let Some(index) = FEATURES.iter().position(|(name, _)| *name == feature.name) else { continue };
+    fn add(&mut self, record: &SwarmRecord) {
+        let violating = record.failed();
+        for (name, took_effect) in &record.switches {
+            let Some(index) = FEATURES.iter().position(|(known, _)| known == name) else { continue };
             let row = &mut self.features[index];
-            let took_effect = fired(feature, run);
             row.enabled += 1;
-            row.fired += usize::from(took_effect);
-            row.violations += usize::from(took_effect && violating);
+            row.fired += usize::from(*took_effect);
+            row.violations += usize::from(*took_effect && violating);
         }
         if self.invariants.is_empty() {
             self.invariants = vec![Judged::default(); check::INVARIANTS.len()];
         }
-        let judgeable = judgeable(&run.output);
-        let violated = report::violated(&run.violations);
         for (index, (invariant, _)) in check::INVARIANTS.iter().enumerate() {
-            self.invariants[index].judgeable += usize::from(judgeable.contains(invariant));
-            self.invariants[index].violated += usize::from(violated.contains(invariant));
+            self.invariants[index].judgeable += usize::from(record.judgeable.iter().any(|name| name == invariant));
+            self.invariants[index].violated += usize::from(record.violated.iter().any(|name| name == invariant));
         }
     }
 
