@@ -20,3 +20,4 @@ mod storage_cli;
 mod surge;
 mod swarm;
 mod support;
+mod timeline;

@@ -197,9 +197,17 @@ impl Timeline {
         let records = &output.history.records;
         let end_ms = records.iter().map(|record| record.t_ms).max().unwrap_or(0).max(output.ended_at_ms).max(1);
         let mut hosts: Vec<&str> = Vec::new();
-        for record in records {
-            if record.host != "world" && !hosts.contains(&record.host.as_str()) {
-                hosts.push(&record.host);
+        let named: Vec<String> = records
+            .iter()
+            .filter_map(|record| match &record.event {
+                Event::Fault { action } => read_note(action).map(|note| note.hosts),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        for host in records.iter().map(|record| record.host.as_str()).chain(named.iter().map(String::as_str)) {
+            if host != "world" && !hosts.contains(&host) {
+                hosts.push(host);
             }
         }
         // Stable: within a rank, the order the hosts first appear in (providers as the scenario lists them).
@@ -419,6 +427,11 @@ fn time_unit(end_ms: u64) -> (f64, &'static str) {
     }
 }
 
+/// A tick of the time axis: whole units, or tenths on a short axis (its ticks step by less than one).
+fn time_tick(x: f64, end_x: f64) -> String {
+    if end_x < 20.0 { format!("{x:.1}") } else { format!("{x:.0}") }
+}
+
 fn bucket_name(bucket_ms: u64) -> String {
     match bucket_ms / 1000 {
         3600 => "hour".into(),
@@ -540,7 +553,7 @@ fn draw<'a>(root: &Area<'a>, timeline: &Timeline, violations: &[Violation], titl
     // ---- lanes ----
     let n = timeline.lanes.len().max(1) as f64;
     let lanes_area = root.clone().shrink((0, layout.lanes_top), (WIDTH, layout.lanes_area_h as u32));
-    let time_label = move |x: &f64| format!("{x:.0}");
+    let time_label = move |x: &f64| time_tick(*x, end_x);
     let mut lanes_chart = ChartBuilder::on(&lanes_area)
         .margin_right(RIGHT)
         .x_label_area_size(36)
@@ -728,7 +741,7 @@ fn clip(text: &str, chars: usize) -> String {
 fn series_chart<'a>(area: &Area<'a>, timeline: &Timeline, series: &[(&str, RGBColor, &Vec<u64>)], y_desc: &str, caption: &str, end_x: f64, unit_ms: f64) -> Result<(), Failure<'a>> {
     let top = series.iter().flat_map(|(_, _, values)| values.iter().copied()).max().unwrap_or(0).max(1) as f64 * 1.1;
     let bucket_x = timeline.bucket_ms as f64 / unit_ms;
-    let time_label = move |x: &f64| format!("{x:.0}");
+    let time_label = move |x: &f64| time_tick(*x, end_x);
     // Counts are whole: a label between two whole numbers is left out.
     let count_label = move |y: &f64| if (y - y.round()).abs() < 1e-6 { format!("{y:.0}") } else { String::new() };
     let mut chart = ChartBuilder::on(area)
