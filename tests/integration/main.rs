@@ -1,6 +1,7 @@
 //! Integration tests of mailchaos: features, not code.
 
 mod bad_input;
+mod browser;
 mod checkers;
 mod digests;
 mod docs;
