@@ -614,11 +614,13 @@ fn draw<'a>(root: &Area<'a>, timeline: &Timeline, violations: &[Violation], titl
         let colour = colour(&band.kind, &kinds);
         for &lane in &band.lanes {
             let y = row(lane);
-            let (x0, x1) = (x_of(band.start_ms), x_of(band.end_ms));
-            lanes_chart.draw_series(std::iter::once(Rectangle::new([(x0, y + 0.30), (x1, y + 0.68)], colour.mix(0.35).filled())))?;
-            lanes_chart.draw_series(std::iter::once(Rectangle::new([(x0, y + 0.30), (x1, y + 0.68)], colour.stroke_width(1))))?;
-            let (p0, py) = lanes_chart.backend_coord(&(x0, y + 0.49));
-            let (p1, _) = lanes_chart.backend_coord(&(x1, y + 0.49));
+            let (p0, top) = lanes_chart.backend_coord(&(x_of(band.start_ms), y + 0.68));
+            let (p1, bottom) = lanes_chart.backend_coord(&(x_of(band.end_ms), y + 0.30));
+            // A short span (a crash whose host restarts in seconds) stays visible: 3 pixels at least.
+            let p1 = p1.max(p0 + 3);
+            root.draw(&Rectangle::new([(p0, top), (p1, bottom)], colour.mix(0.35).filled()))?;
+            root.draw(&Rectangle::new([(p0, top), (p1, bottom)], colour.stroke_width(1)))?;
+            let py = (top + bottom) / 2;
             if p1 - p0 >= 7 * band.label.len() as i32 / 2 + 8 {
                 root.draw(&Text::new(band.label.clone(), (p0 + 4, py), font(10).pos(Pos::new(HPos::Left, VPos::Center))))?;
             }
@@ -628,15 +630,16 @@ fn draw<'a>(root: &Area<'a>, timeline: &Timeline, violations: &[Violation], titl
     let mut last_label: BTreeMap<usize, i32> = BTreeMap::new();
     for mark in &timeline.marks {
         let y = row(mark.lane);
-        let (px, py) = lanes_chart.backend_coord(&(x_of(mark.t_ms), y + 0.49));
-        root.draw(&Polygon::new(vec![(px, py - 6), (px + 5, py), (px, py + 6), (px - 5, py)], MARK.filled()))?;
+        // At the lane's top, above the bands.
+        let (px, py) = lanes_chart.backend_coord(&(x_of(mark.t_ms), y + 0.85));
+        root.draw(&Polygon::new(vec![(px, py - 5), (px + 4, py), (px, py + 5), (px - 4, py)], MARK.filled()))?;
         if last_label.get(&mark.lane).is_none_or(|&until| px > until) {
             root.draw(&Text::new(mark.label.clone(), (px + 7, py), font(10).color(&MARK).pos(Pos::new(HPos::Left, VPos::Center))))?;
             last_label.insert(mark.lane, px + 7 + 6 * mark.label.len() as i32);
         }
     }
-    // Violations: a red tick across the lane of the record that proves each, labelled at the
-    // lane's top with the invariant and the record number; ticks too close for a label of
+    // Violations: a red tick across the lane of the record that proves each, labelled with the
+    // invariant and the record number; ticks too close for a label of
     // their own share the label before them (`+N`).
     let mut ticks: Vec<(usize, i32, &ViolationMark)> = Vec::new();
     for violation in &timeline.violations {
@@ -656,10 +659,11 @@ fn draw<'a>(root: &Area<'a>, timeline: &Timeline, violations: &[Violation], titl
         }
     }
     for (lane, px, first, more) in groups {
-        let (_, top) = lanes_chart.backend_coord(&(0.0, row(lane) + 1.0));
-        // On a light ground, so the ticks behind it do not hide it.
-        root.draw(&Rectangle::new([(px + 1, top + 1), (px + 4 + label_width(first, more.saturating_sub(1)), top + 13)], WHITE.mix(0.8).filled()))?;
-        root.draw(&Text::new(violation_label(first, more), (px + 3, top + 2), bold(10).color(&VIOLATION).pos(Pos::new(HPos::Left, VPos::Top))))?;
+        // At the lane's bottom (over the activity strip, under the bands), on a light ground so
+        // the ticks behind it do not hide it.
+        let (_, bottom) = lanes_chart.backend_coord(&(0.0, row(lane)));
+        root.draw(&Rectangle::new([(px + 1, bottom - 14), (px + 4 + label_width(first, more.saturating_sub(1)), bottom - 2)], WHITE.mix(0.8).filled()))?;
+        root.draw(&Text::new(violation_label(first, more), (px + 3, bottom - 3), bold(10).color(&VIOLATION).pos(Pos::new(HPos::Left, VPos::Bottom))))?;
     }
 
     // ---- legend of the bands and marks ----
