@@ -651,19 +651,19 @@ fn draw<'a>(root: &Area<'a>, timeline: &Timeline, violations: &[Violation], titl
         root.draw(&PathElement::new(vec![(px, top + 1), (px, bottom - 1)], VIOLATION.mix(0.8).stroke_width(2)))?;
     }
     ticks.sort_by_key(|(lane, px, _)| (*lane, *px));
-    let mut groups: Vec<(usize, i32, &ViolationMark, usize)> = Vec::new();
+    let mut groups: Vec<(usize, i32, Vec<&ViolationMark>)> = Vec::new();
     for (lane, px, violation) in ticks {
         match groups.last_mut() {
-            Some((last_lane, start, first, more)) if *last_lane == lane && px < *start + label_width(first, *more) + 6 => *more += 1,
-            _ => groups.push((lane, px, violation, 0)),
+            Some((last_lane, start, members)) if *last_lane == lane && px < *start + label_width(members, Some(violation)) + 6 => members.push(violation),
+            _ => groups.push((lane, px, vec![violation])),
         }
     }
-    for (lane, px, first, more) in groups {
+    for (lane, px, members) in groups {
         // At the lane's bottom (over the activity strip, under the bands), on a light ground so
         // the ticks behind it do not hide it.
         let (_, bottom) = lanes_chart.backend_coord(&(0.0, row(lane)));
-        root.draw(&Rectangle::new([(px + 1, bottom - 14), (px + 4 + label_width(first, more.saturating_sub(1)), bottom - 2)], WHITE.mix(0.8).filled()))?;
-        root.draw(&Text::new(violation_label(first, more), (px + 3, bottom - 3), bold(10).color(&VIOLATION).pos(Pos::new(HPos::Left, VPos::Bottom))))?;
+        root.draw(&Rectangle::new([(px + 1, bottom - 14), (px + 4 + label_width(&members, None), bottom - 2)], WHITE.mix(0.8).filled()))?;
+        root.draw(&Text::new(violation_label(&members), (px + 3, bottom - 3), bold(10).color(&VIOLATION).pos(Pos::new(HPos::Left, VPos::Bottom))))?;
     }
 
     // ---- legend of the bands and marks ----
@@ -709,7 +709,14 @@ fn draw<'a>(root: &Area<'a>, timeline: &Timeline, violations: &[Violation], titl
         count => format!("Violations ({count}), each with the record that proves it (mailchaos repro prints the numbered history):"),
     };
     root.draw(&Text::new(heading, (12, y), bold(12)))?;
-    for (violation, mark) in violations.iter().zip(&timeline.violations).take(LISTED_VIOLATIONS) {
+    // The first of each invariant, then the others in the checkers' order: no invariant hidden
+    // behind many of another.
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    let firsts: Vec<usize> = (0..violations.len()).filter(|&index| seen.insert(violations[index].invariant)).collect();
+    let first_set: BTreeSet<usize> = firsts.iter().copied().collect();
+    let order: Vec<usize> = firsts.iter().copied().chain((0..violations.len()).filter(|index| !first_set.contains(index))).collect();
+    let listed = order.iter().filter_map(|&index| Some((violations.get(index)?, timeline.violations.get(index)?)));
+    for (violation, mark) in listed.take(LISTED_VIOLATIONS) {
         y += 18;
         let at = mark.record.map(|at| format!("#{at}")).unwrap_or_else(|| "-".into());
         let when = format!("{:.2} {unit}", x_of(mark.t_ms));
@@ -723,15 +730,26 @@ fn draw<'a>(root: &Area<'a>, timeline: &Timeline, violations: &[Violation], titl
     Ok(())
 }
 
-fn violation_label(first: &ViolationMark, more: usize) -> String {
-    let record = first.record.map(|at| format!(" #{at}")).unwrap_or_default();
-    let more = if more > 0 { format!(" +{more}") } else { String::new() };
-    format!("{}{record}{more}", first.invariant)
+/// `A12 #888`, or for ticks that share a label `A12,A22 #888 +21`: the invariants of the group,
+/// the first tick's record, how many more ticks.
+fn violation_label(members: &[&ViolationMark]) -> String {
+    let mut invariants: Vec<&str> = Vec::new();
+    for member in members {
+        if !invariants.contains(&member.invariant) {
+            invariants.push(member.invariant);
+        }
+    }
+    let record = members.first().and_then(|first| first.record).map(|at| format!(" #{at}")).unwrap_or_default();
+    let more = if members.len() > 1 { format!(" +{}", members.len() - 1) } else { String::new() };
+    format!("{}{record}{more}", invariants.join(","))
 }
 
-/// Pixels a violation label takes (a bold 10-pixel sans-serif is about 6.5 pixels a character).
-fn label_width(first: &ViolationMark, more: usize) -> i32 {
-    (violation_label(first, more + 1).len() as i32 * 13 + 1) / 2
+/// Pixels the label of `members` (and `next`, if it joins them) takes: a bold 10-pixel
+/// sans-serif is about 6.5 pixels a character.
+fn label_width(members: &[&ViolationMark], next: Option<&ViolationMark>) -> i32 {
+    let mut all = members.to_vec();
+    all.extend(next);
+    (violation_label(&all).len() as i32 * 13 + 1) / 2
 }
 
 fn clip(text: &str, chars: usize) -> String {
@@ -748,8 +766,16 @@ fn series_chart<'a>(area: &Area<'a>, timeline: &Timeline, series: &[(&str, RGBCo
     let time_label = move |x: &f64| time_tick(*x, end_x);
     // Counts are whole: a label between two whole numbers is left out.
     let count_label = move |y: &f64| if (y - y.round()).abs() < 1e-6 { format!("{y:.0}") } else { String::new() };
+    // The caption and the legend on one line above the plot, where they hide no curve.
+    area.draw(&Text::new(caption.to_string(), (LEFT, 10), bold(12).pos(Pos::new(HPos::Left, VPos::Center))))?;
+    let mut x = LEFT + 40 + 7 * caption.len() as i32;
+    for (name, colour, _) in series {
+        area.draw(&PathElement::new(vec![(x, 10), (x + 22, 10)], colour.stroke_width(3)))?;
+        area.draw(&Text::new(name.to_string(), (x + 28, 10), font(11).pos(Pos::new(HPos::Left, VPos::Center))))?;
+        x += 50 + 7 * name.len() as i32;
+    }
     let mut chart = ChartBuilder::on(area)
-        .caption(caption, font(13))
+        .margin_top(22)
         .margin_right(RIGHT)
         .x_label_area_size(26)
         .y_label_area_size(LEFT)
@@ -766,7 +792,7 @@ fn series_chart<'a>(area: &Area<'a>, timeline: &Timeline, series: &[(&str, RGBCo
         .label_style(font(11))
         .axis_desc_style(font(11))
         .draw()?;
-    for (name, colour, values) in series {
+    for (_, colour, values) in series {
         let colour = *colour;
         // A step line: each bucket's value held across its width.
         let points: Vec<(f64, f64)> = values
@@ -777,12 +803,8 @@ fn series_chart<'a>(area: &Area<'a>, timeline: &Timeline, series: &[(&str, RGBCo
                 [(x0, *value as f64), ((x0 + bucket_x).min(end_x), *value as f64)]
             })
             .collect();
-        chart
-            .draw_series(LineSeries::new(points, colour.stroke_width(2)))?
-            .label(name.to_string())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+        chart.draw_series(LineSeries::new(points, colour.stroke_width(2)))?;
     }
-    chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.85)).border_style(RGBColor(180, 180, 180)).label_font(font(11)).draw()?;
     Ok(())
 }
 
