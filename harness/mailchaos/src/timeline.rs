@@ -495,10 +495,10 @@ pub fn render(timeline: &Timeline, violations: &[Violation], title: &str) -> Str
     let lanes_area_h = lanes_h + 50;
     let legend_top = lanes_top + lanes_area_h + 6;
     let counts_top = legend_top + 30;
-    let counts_h = 230;
+    let counts_h = 220;
     let levels_top = counts_top + counts_h + 10;
-    let levels_h = 210;
-    let list_top = levels_top + levels_h + 16;
+    let levels_h = 170;
+    let list_top = levels_top + 2 * levels_h + 26;
     let height = (list_top + 22 + 18 * listed + 16) as u32;
     let mut text = String::new();
     {
@@ -694,13 +694,13 @@ fn draw<'a>(root: &Area<'a>, timeline: &Timeline, violations: &[Violation], titl
         .collect();
     let area = root.clone().shrink((0, layout.counts_top), (WIDTH, layout.counts_h as u32));
     series_chart(&area, timeline, &counts, &format!("per {per}"), &format!("pairs and replies per {per}"), end_x, unit_ms)?;
-    let levels: Vec<(&str, RGBColor, &Vec<u64>)> = LEVELS
-        .iter()
-        .zip([&timeline.curves.queue_depth, &timeline.curves.smtp_sessions, &timeline.curves.lmtp_sessions])
-        .map(|((name, colour), values)| (*name, *colour, values))
-        .collect();
+    // The queue (thousands of files in a stall) and the sessions (tens) each on their own scale.
+    let queue = [(LEVELS[0].0, LEVELS[0].1, &timeline.curves.queue_depth)];
     let area = root.clone().shrink((0, layout.levels_top), (WIDTH, layout.levels_h as u32));
-    series_chart(&area, timeline, &levels, "most at once", &format!("queue and sessions (the most in each {per})"), end_x, unit_ms)?;
+    series_chart(&area, timeline, &queue, "files", &format!("the MX's queue (the most in each {per})"), end_x, unit_ms)?;
+    let sessions = [(LEVELS[1].0, LEVELS[1].1, &timeline.curves.smtp_sessions), (LEVELS[2].0, LEVELS[2].1, &timeline.curves.lmtp_sessions)];
+    let area = root.clone().shrink((0, layout.levels_top + layout.levels_h + 10), (WIDTH, layout.levels_h as u32));
+    series_chart(&area, timeline, &sessions, "sessions", &format!("open sessions (the most in each {per})"), end_x, unit_ms)?;
 
     // ---- the violations, listed ----
     let mut y = layout.list_top;
