@@ -591,7 +591,8 @@ fn draw<'a>(root: &Area<'a>, timeline: &Timeline, violations: &[Violation], titl
     for (lane, counts) in timeline.activity.iter().enumerate() {
         let y = row(lane);
         let strips = counts.iter().enumerate().filter(|(_, count)| **count > 0).map(|(index, count)| {
-            let level = (1.0 + *count as f64).ln() / (1.0 + busiest).ln();
+            // In twentieths: a last-digit difference of a platform's logarithm changes no byte.
+            let level = ((1.0 + *count as f64).ln() / (1.0 + busiest).ln() * 20.0).round() / 20.0;
             let x0 = index as f64 * bucket_x;
             Rectangle::new([(x0, y + 0.04), ((x0 + bucket_x).min(end_x), y + 0.04 + 0.22 * level.max(0.15))], RGBColor(70, 70, 110).mix(0.25 + 0.6 * level).filled())
         });
