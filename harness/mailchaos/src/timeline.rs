@@ -283,9 +283,9 @@ impl Timeline {
                 _ => {}
             }
         }
-        for (key, (start_ms, note)) in std::mem::take(&mut open) {
+        // A window still open at the end lasts to the end.
+        for (start_ms, note) in std::mem::take(&mut open).into_values() {
             let lanes = builder.lanes_of(&note.hosts);
-            let _ = key;
             builder.band(lanes, start_ms, end_ms, &note.kind, note.kind.clone());
         }
         if let Some(since) = outage_since {
