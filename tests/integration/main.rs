@@ -1,6 +1,7 @@
 //! Integration tests of mailchaos: features, not code.
 
 mod bad_input;
+mod browser;
 mod checkers;
 mod digests;
 mod docs;
@@ -20,3 +21,4 @@ mod storage_cli;
 mod surge;
 mod swarm;
 mod support;
+mod timeline;

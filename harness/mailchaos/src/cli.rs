@@ -165,6 +165,23 @@ pub enum Command {
         /// Also write the history as JSON lines to this file.
         #[arg(long)]
         history: Option<PathBuf>,
+        /// Also draw the run's timeline into this file (.svg, or .html: a page around it).
+        #[arg(long, value_name = "FILE")]
+        timeline: Option<PathBuf>,
+    },
+    /// Draw one run as a picture: a lane per host, fault windows and outages as bands, curves
+    /// over time (pairs accepted, deferred, bounced, delivered; the MX's queue; open sessions),
+    /// violations marked with their record numbers. Self-contained SVG, or an HTML page around
+    /// it (inline, no script, nothing fetched). Exit 1 when the run violated an invariant (the
+    /// picture is written all the same).
+    Timeline {
+        /// The scenario file (or embedded:<suite>/<name>) to run.
+        scenario: PathBuf,
+        #[command(flatten)]
+        runs: Runs,
+        /// Where to write it: FILE.svg or FILE.html.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
     },
     /// Run each seed twice, the second time in a fresh process, and compare history digests.
     CheckDeterminism {
@@ -410,7 +427,8 @@ pub fn main_with(cli: Cli) -> ExitCode {
             false => run(&paths, &runs, &split, &reports),
         },
         Command::Merge { files, junit } => crate::merge::merge(&files, junit.as_deref()),
-        Command::Repro { scenario, runs, history } => repro(&scenario, &runs, history.as_deref()),
+        Command::Repro { scenario, runs, history, timeline } => repro(&scenario, &runs, history.as_deref(), timeline.as_deref()),
+        Command::Timeline { scenario, runs, output } => timeline(&scenario, &runs, &output),
         Command::CheckDeterminism { runs, swarm: true, profiles, parallel, .. } => check_swarm_determinism(&runs, &profiles, &parallel),
         Command::CheckDeterminism { paths, runs, parallel, .. } => check_determinism(&paths, &runs, &parallel),
         Command::Swarm { seed, seeds, profiles, defects, emit_scenario, shard, shards, json, parallel } => {
@@ -774,13 +792,17 @@ fn single_seed(runs: &Runs) -> Result<Seed, BadInput> {
     Seed::parse(text).map_err(BadInput)
 }
 
-fn repro(path: &Path, runs: &Runs, history_file: Option<&Path>) -> Result<bool, BadInput> {
+fn repro(path: &Path, runs: &Runs, history_file: Option<&Path>, timeline_file: Option<&Path>) -> Result<bool, BadInput> {
     let source = source::one_of(path)?;
     let seed = single_seed(runs)?;
     let defects = parse_defects(&runs.defects)?;
     let setup = Setup::of(runs)?;
     setup.check(runs, std::slice::from_ref(&source))?;
+    let format = timeline_file.map(timeline_format).transpose()?;
     let judged = judge_with(&source.loaded, seed, &defects, &setup.options);
+    if let (Some(file), Some(format)) = (timeline_file, format) {
+        write_timeline(file, format, &judged, &timeline_title(&source, seed, &defects, &judged))?;
+    }
     say!("scenario {} ({}) seed={seed}", source.loaded.scenario.name, source.origin);
     let plan = world::plan::make(&source.loaded.scenario, seed);
     for fault in &plan.faults {
@@ -808,6 +830,42 @@ fn repro(path: &Path, runs: &Runs, history_file: Option<&Path>) -> Result<bool, 
     say!("{}", report::explain(&judged.output, &judged.violations, 50).trim_end());
     say!("repro: {}", repro_line(&source, seed, &defects, runs, &setup));
     Ok(false)
+}
+
+/// `-o` of `timeline` (and `repro --timeline`): its format by extension, and a folder to write
+/// it into, refused before the run.
+fn timeline_format(file: &Path) -> Result<crate::timeline::Format, BadInput> {
+    let format = crate::timeline::Format::of(file).map_err(BadInput)?;
+    check_output(file).map_err(|BadInput(message)| BadInput(message.replace("the scenario file", "the timeline file")))?;
+    Ok(format)
+}
+
+/// The picture's title: what ran, and its verdict (no timestamp: the same run, the same bytes).
+fn timeline_title(source: &Source, seed: Seed, defects: &Defects, judged: &Judged) -> String {
+    let verdict = if judged.violations.is_empty() { "ok".to_string() } else { format!("violation({})", report::violated(&judged.violations).join(",")) };
+    let defects: Vec<&str> = defects.iter().map(|defect| defect.name()).collect();
+    let defects = if defects.is_empty() { String::new() } else { format!(" defects={}", defects.join(",")) };
+    format!("{} seed={seed}{defects} verdict={verdict} digest={}", source.loaded.scenario.name, judged.output.history.digest())
+}
+
+fn write_timeline(file: &Path, format: crate::timeline::Format, judged: &Judged, title: &str) -> Result<(), BadInput> {
+    let text = crate::timeline::document(format, &judged.output, &judged.violations, title);
+    std::fs::write(file, text).map_err(|error| BadInput(format!("{}: cannot write the timeline: {error}", file.display())))
+}
+
+/// `mailchaos timeline`: one run drawn into `-o`.
+fn timeline(path: &Path, runs: &Runs, output: &Path) -> Result<bool, BadInput> {
+    let format = timeline_format(output)?;
+    let source = source::one_of(path)?;
+    let seed = single_seed(runs)?;
+    let defects = parse_defects(&runs.defects)?;
+    let setup = Setup::of(runs)?;
+    setup.check(runs, std::slice::from_ref(&source))?;
+    let judged = judge_with(&source.loaded, seed, &defects, &setup.options);
+    write_timeline(output, format, &judged, &timeline_title(&source, seed, &defects, &judged))?;
+    say!("{}", run_line(&source, seed, &judged, &setup));
+    say!("wrote {}", output.display());
+    Ok(judged.violations.is_empty())
 }
 
 /// Per invariant: violations, failing runs, and the first failing run's repro line.

@@ -20,4 +20,5 @@ pub mod shard;
 pub mod shared;
 pub mod source;
 pub mod swarm;
+pub mod timeline;
 pub mod verify;
