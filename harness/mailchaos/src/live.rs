@@ -92,6 +92,7 @@ async fn run(options: &Options, users: BTreeSet<String>) -> Result<bool, String>
         max_message_bytes: 10 * 1024 * 1024 + 4096,
         idle_timeout: Duration::from_secs(600),
         pop3_max_sessions: 100,
+        imap_max_sessions: 100,
         // As Dovecot by default: a message a POP3 client retrieves is marked read (moved to cur/).
         mark_read_on_retr: true,
     };
