@@ -563,6 +563,10 @@ impl<'a> Session<'a> {
                     }),
                     _ => None,
                 };
+                let is_body = matches!(name, MessageDataItemName::BodyExt { .. } | MessageDataItemName::Rfc822);
+                if item.is_none() && is_body && body.is_some() {
+                    failure = Some(Done::No(Some(code("CANNOT")), "a message holds a NUL octet, which no IMAP4rev1 string carries"));
+                }
                 items.extend(item);
             }
             if flags_changed && !names.contains(&MessageDataItemName::Flags) {
@@ -1137,6 +1141,20 @@ mod tests {
             assert!(!fixture.index.mailboxes.borrow()["anna"].locked);
             let history = fixture.history.borrow().render();
             assert!(history.contains("StoreExpunging") || history.contains("store_expunging"), "{history}");
+        });
+    }
+
+    #[test]
+    fn a_message_with_a_nul_octet_is_refused_not_cut() {
+        let fixture = fixture(&[Defect::NoChecksum]);
+        block_on(async {
+            let file = fixture.index.mailboxes.borrow()["anna"].messages[&3].file.clone();
+            fixture.disk.0.borrow_mut().insert(file, b"Subject: x\r\n\r\na\0b\r\n".to_vec());
+            let mut session = Session::new(&fixture.env, &fixture.config, &fixture.index, &fixture.shared);
+            say(&mut session, "a1 LOGIN anna pw-anna").await;
+            say(&mut session, "a2 SELECT INBOX").await;
+            let fetch = say(&mut session, "a3 UID FETCH 3 BODY.PEEK[]").await;
+            assert!(fetch.starts_with("* 1 FETCH (UID 3)\r\na3 NO [CANNOT]"), "{fetch}");
         });
     }
 
