@@ -622,11 +622,17 @@ impl<'a> Session<'a> {
                 StoreType::Add => format!("{old}{asked}"),
                 StoreType::Remove => old.chars().filter(|letter| !asked.contains(*letter)).collect(),
             };
-            let entry = match self.change_flags(uid, &entry, &new).await {
-                Ok(now) => now,
-                Err(()) => {
-                    failed = true;
-                    continue;
+            let normalised = |letters: &str| letters.chars().collect::<BTreeSet<char>>();
+            // Unchanged flags move nothing: a message in new/ stays there (and \Recent).
+            let entry = if normalised(&new) == normalised(&old) {
+                entry
+            } else {
+                match self.change_flags(uid, &entry, &new).await {
+                    Ok(now) => now,
+                    Err(()) => {
+                        failed = true;
+                        continue;
+                    }
                 }
             };
             if *response == StoreResponse::Answer {
@@ -1104,6 +1110,9 @@ mod tests {
             assert!(say(&mut session, "a6 SEARCH SEEN").await.starts_with("* SEARCH 2\r\n"));
             assert!(say(&mut session, "a6 UID SEARCH UID 4:*").await.starts_with("* SEARCH 7\r\n"));
             assert!(say(&mut session, "a6 UID SEARCH SUBJECT x").await.starts_with("a6 NO "));
+            // Removing a flag it does not have leaves a message in new/ where it is.
+            assert!(say(&mut session, "a6 UID STORE 3 -FLAGS (\\Seen)").await.starts_with("* 1 FETCH (FLAGS (\\Recent) UID 3)\r\n"));
+            assert!(files(&fixture).iter().any(|file| file.starts_with("mail/anna/new/") && file.contains(",U=3,")));
 
             // PEEK: the bytes as stored, no flag changes.
             let peek = say(&mut session, "a7 UID FETCH 3 (UID FLAGS RFC822.SIZE BODY.PEEK[])").await;
