@@ -1,5 +1,6 @@
 //! Live mode: a real TCP client talks SMTP to the MX and POP3 to the store, over loopback;
-//! and an independent one, Python's standard library (`tests/interop/`), does the same.
+//! and an independent one, Python's standard library (`tests/interop/`), does the same, with
+//! POP3 and with IMAP.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -133,12 +134,12 @@ fn a_real_client_sends_over_smtp_and_reads_over_pop3() {
     assert!(message.ends_with("Subject: live\r\n\r\nhello\r\n\r\nnot the end\r\n.x\r\n"), "{message:?}");
 }
 
-/// A port offset whose SMTP, LMTP and POP3 ports are free right now (`serve` announces its ports
+/// A port offset whose SMTP, LMTP, POP3 and IMAP ports are free right now (`serve` announces its ports
 /// even when a bind failed, so look first): one of 10,000..60,000, the first tried drawn from `seed`.
 fn free_offset(seed: u32) -> u16 {
     (0..200u32)
         .map(|step| (10_000 + (seed + step * 211) % 50_000) as u16)
-        .find(|offset| [25, 24, 110].iter().all(|port| TcpListener::bind(("127.0.0.1", offset + port)).is_ok()))
+        .find(|offset| [25, 24, 110, 143].iter().all(|port| TcpListener::bind(("127.0.0.1", offset + port)).is_ok()))
         .expect("a free port offset")
 }
 
@@ -148,20 +149,41 @@ fn free_offset(seed: u32) -> u16 {
 /// message must arrive exactly once per recipient, byte-identical apart from the trace fields.
 #[test]
 fn python_stdlib_clients_round_trip_mail_through_live_serve() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/interop/smtp_pop3_roundtrip.py");
+    let offset = free_offset(std::process::id() % 50_000 + 7);
+    let stdout = run_interop(offset, "smtp_pop3_roundtrip.py", &["--pop3-port", &(offset + 110).to_string()]);
+    assert!(stdout.starts_with("interop: ok: 9 messages on one SMTP connection"), "{stdout}");
+}
+
+/// Issue #10: the same messages and the fixtures of `fixtures/messages/`, read back with
+/// Python's imaplib: LOGIN, SELECT (EXISTS, UIDVALIDITY, UIDNEXT), UID SEARCH, UID FETCH
+/// BODY.PEEK[] byte-identical apart from the trace fields, \Seen by BODY[] and by UID STORE,
+/// \Deleted, EXPUNGE and a new SELECT, LOGOUT; and hostile input (an overlong line, garbage, an
+/// unknown command, an oversized literal, invalid commands without end) answered BAD or BYE
+/// with the server still serving the next client.
+#[test]
+fn python_imaplib_round_trips_mail_through_live_serve() {
+    let offset = free_offset(std::process::id() % 50_000 + 13_001);
+    let stdout = run_interop(offset, "smtp_imap_roundtrip.py", &["--imap-port", &(offset + 143).to_string()]);
+    assert!(stdout.starts_with("interop: ok: imap: 15 messages on one SMTP connection"), "{stdout}");
+}
+
+/// Starts `serve` at `offset` with three mailboxes, runs `tests/interop/SCRIPT` against it with
+/// the SMTP port and `args`, and returns its standard output once it succeeded.
+fn run_interop(offset: u16, script: &str, args: &[&str]) -> String {
+    let script = format!("{}/../../tests/interop/{script}", env!("CARGO_MANIFEST_DIR"));
     match Command::new("python3").arg("--version").output() {
         Ok(output) if output.status.success() => {}
         Ok(output) => panic!("python3 --version failed ({}): {}; this test needs Python 3 (its standard library is the independent client)", output.status, String::from_utf8_lossy(&output.stderr)),
         Err(error) => panic!("cannot run python3 ({error}): this test needs Python 3 on PATH (its standard library is the independent client); install it, the test is not skipped"),
     }
-    let offset = free_offset(std::process::id() % 50_000 + 7);
     let _server = start_with(offset, "anna,bruno,carla");
     let dir = tempfile::tempdir().expect("a temporary directory");
     let stdout_path = dir.path().join("stdout");
     let stderr_path = dir.path().join("stderr");
     let mut child = Command::new("python3")
-        .arg(script)
-        .args(["--smtp-port", &(offset + 25).to_string(), "--pop3-port", &(offset + 110).to_string()])
+        .arg(&script)
+        .args(["--smtp-port", &(offset + 25).to_string()])
+        .args(args)
         .args(["--users", "anna,bruno,carla", "--domain", "libero.test"])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))
@@ -188,6 +210,6 @@ fn python_stdlib_clients_round_trip_mail_through_live_serve() {
         None => panic!("{script} did not finish within 90 s\n{shown}"),
         Some(status) => assert!(status.success(), "{script} failed ({status})\n{shown}"),
     }
-    assert!(stdout.starts_with("interop: ok: 9 messages on one SMTP connection"), "{shown}");
     println!("{stdout}");
+    stdout
 }

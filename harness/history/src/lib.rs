@@ -203,6 +203,10 @@ pub enum Event {
     /// in new/ to `to_file` in cur/ (with the seen flag), and both directories were fsynced.
     /// Same UID, same bytes; the disk's own rename record is what checkers follow.
     StoreMarkedRead { mailbox: String, uidvalidity: u64, uid: u64, from_file: String, to_file: String },
+    /// An IMAP client changed a message's flags (STORE, or BODY[] setting \Seen): it moved from
+    /// `from_file` to `to_file` in cur/ with the maildir flags `flags` (ASCII order), and the
+    /// directories were fsynced. Same UID, same bytes.
+    StoreFlagsChanged { mailbox: String, uidvalidity: u64, uid: u64, from_file: String, to_file: String, flags: String },
     /// A read found a message's bytes differ from the checksum in its name: not served (A23).
     StoreCorruption { mailbox: String, uid: u64, file: String },
 

@@ -47,6 +47,15 @@ pub fn with_flags(name: &str, added: &str) -> String {
     format!("{}{INFO_SEPARATOR}2,{}", base_name(name), all.into_iter().collect::<String>())
 }
 
+/// The name a message gets in `cur/` with exactly these flags (an IMAP STORE replacing them):
+/// base name, then `:2,` and the flags in ASCII order, each once.
+pub fn set_flags(name: &str, flags: &str) -> String {
+    let mut all: Vec<char> = flags.chars().collect();
+    all.sort_unstable();
+    all.dedup();
+    format!("{}{INFO_SEPARATOR}2,{}", base_name(name), all.into_iter().collect::<String>())
+}
+
 /// Parses `…,U=<uid>,H=<checksum>` out of a maildir file name, in `new/` or in `cur/` (the info
 /// suffix `:2,<flags>` is not part of the fields).
 pub fn parse_file_name(name: &str) -> Option<(u64, String)> {
@@ -89,6 +98,8 @@ mod tests {
         assert_eq!(parse_file_name("a,S=3:2,U=1,H=ab"), None);
         assert_eq!(parse_file_name("1200.S1D1,S=42"), None);
         assert_eq!(parse_file_name("garbage,U=x,H=1"), None);
+        assert_eq!(set_flags("a,U=1,H=ab:2,RS", "TS"), "a,U=1,H=ab:2,ST");
+        assert_eq!(set_flags("a,U=1,H=ab", ""), "a,U=1,H=ab:2,");
     }
 
     #[test]

@@ -289,16 +289,17 @@ pub enum Command {
     ListPolicies,
     /// List the shipped persistence profiles, one per line, name first.
     ListProfiles,
-    /// Live mode: run the MX (SMTP), store (LMTP) and POP3 server on real sockets, so real
-    /// clients can talk to the stack. Ports are 25, 24 and 110 plus --port-offset.
+    /// Live mode: run the MX (SMTP), store (LMTP), POP3 and IMAP servers on real sockets, so
+    /// real clients can talk to the stack. Ports are 25, 24, 110 and 143 plus --port-offset.
     Serve {
         /// Address to listen on; loopback unless you mean it.
         #[arg(long, default_value = "127.0.0.1")]
         bind: String,
-        /// Added to every port (2500 gives SMTP 2525, LMTP 2524, POP3 2610).
+        /// Added to every port (2500 gives SMTP 2525, LMTP 2524, POP3 2610, IMAP 2643).
         #[arg(long, default_value_t = 2500)]
         port_offset: u16,
-        /// Mailboxes (the local parts accepted at RCPT); each user's POP3 password is pw-<user>.
+        /// Mailboxes (the local parts accepted at RCPT); each user's POP3 and IMAP password is
+        /// pw-<user>.
         #[arg(long, value_delimiter = ',', default_value = "anna,bruno,carla")]
         users: Vec<String>,
         /// The mail domain the MX accepts mail for (RCPT TO:<user@DOMAIN>).

@@ -1,4 +1,4 @@
-//! Live mode: the same stack on real TCP sockets, for real SMTP and POP3 clients.
+//! Live mode: the same stack on real TCP sockets, for real SMTP, POP3 and IMAP clients.
 //!
 //! The storage is an in-memory SimDisk without faults (mail lives as long as the process); a
 //! real-directory device belongs to the storage work. Time is real time here: nothing in live
@@ -11,7 +11,7 @@ use stack::mx::MxConfig;
 use stack::net::{BoxStream, Listener, LiveNet, Net, NetFuture};
 use stack::queue::RunnerConfig;
 use stack::store::StoreConfig;
-use stack::{self, Defects, Env, LMTP_PORT, POP3_PORT, SMTP_PORT};
+use stack::{self, Defects, Env, IMAP_PORT, LMTP_PORT, POP3_PORT, SMTP_PORT};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
@@ -26,8 +26,8 @@ pub struct Options {
 }
 
 pub fn serve(options: &Options) -> Result<bool, String> {
-    if options.port_offset > 65535 - POP3_PORT {
-        return Err(format!("--port-offset {} puts POP3 beyond port 65535", options.port_offset));
+    if options.port_offset > 65535 - IMAP_PORT.max(POP3_PORT) {
+        return Err(format!("--port-offset {} puts IMAP beyond port 65535", options.port_offset));
     }
     if options.bind.parse::<std::net::IpAddr>().is_err() {
         return Err(format!("--bind {:?} is not an IP address (for example 127.0.0.1 or ::1)", input::clip(&options.bind)));
@@ -92,19 +92,21 @@ async fn run(options: &Options, users: BTreeSet<String>) -> Result<bool, String>
         max_message_bytes: 10 * 1024 * 1024 + 4096,
         idle_timeout: Duration::from_secs(600),
         pop3_max_sessions: 100,
+        imap_max_sessions: 100,
         // As Dovecot by default: a message a POP3 client retrieves is marked read (moved to cur/).
         mark_read_on_retr: true,
     };
     tokio::task::spawn_local(stack::store_host::run(env_of("store"), store_config));
     tokio::task::spawn_local(stack::mx::run(env_of("mx"), mx_config));
-    // Announce the ports only once all three servers hold them: a taken port is an error.
+    // Announce the ports only once all four servers hold them: a taken port is an error.
     all_listening(&listens, options).await?;
     let port = |base: u16| base + options.port_offset;
     say(format_args!(
-        "listening: smtp {bind}:{} lmtp {bind}:{} pop3 {bind}:{}",
+        "listening: smtp {bind}:{} lmtp {bind}:{} pop3 {bind}:{} imap {bind}:{}",
         port(SMTP_PORT),
         port(LMTP_PORT),
         port(POP3_PORT),
+        port(IMAP_PORT),
         bind = options.bind
     ));
     match options.seconds {
@@ -150,11 +152,14 @@ impl Net for WatchedNet {
     }
 }
 
-/// Waits (real time, at most 10 s) until the SMTP, LMTP and POP3 servers have each tried to
-/// listen; the first failure is the error.
+/// The servers `serve` runs, each of which must listen: SMTP, LMTP, POP3 and IMAP.
+const SERVERS: usize = 4;
+
+/// Waits (real time, at most 10 s) until the SMTP, LMTP, POP3 and IMAP servers have each tried
+/// to listen; the first failure is the error.
 async fn all_listening(listens: &Listens, options: &Options) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while listens.borrow().len() < 3 && Instant::now() < deadline {
+    while listens.borrow().len() < SERVERS && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let listens = listens.borrow();
@@ -162,7 +167,7 @@ async fn all_listening(listens: &Listens, options: &Options) -> Result<(), Strin
         return Err(format!("cannot listen on {}:{}: {error}", options.bind, port + options.port_offset));
     }
     match listens.len() {
-        3 => Ok(()),
-        count => Err(format!("only {count} of the 3 servers were listening after 10 s")),
+        SERVERS => Ok(()),
+        count => Err(format!("only {count} of the {SERVERS} servers were listening after 10 s")),
     }
 }

@@ -282,6 +282,7 @@ fn store_config(scenario: &Scenario) -> StoreConfig {
         max_message_bytes: scenario.mx.max_message_bytes + 4096,
         idle_timeout: Duration::from_secs(600),
         pop3_max_sessions: 1,
+        imap_max_sessions: 1,
         restored: Rc::default(),
         mark_read_on_retr: scenario.clients.mark_read,
     }

@@ -84,6 +84,37 @@ impl Conn {
         }
     }
 
+    /// As [`Conn::read_line`], but a line longer than the limit comes back as `Err(head)`: its
+    /// first `max_len` octets, the rest read and discarded (memory stays bounded), so that a
+    /// server can still answer the command's tag (IMAP).
+    pub async fn read_line_or_head(&mut self, max_len: usize, timeout: Duration) -> Result<Result<Vec<u8>, Vec<u8>>, ConnError> {
+        let mut head: Option<Vec<u8>> = None;
+        loop {
+            if let Some(position) = self.buffer.iter().position(|&byte| byte == b'\n') {
+                let mut line: Vec<u8> = self.buffer.drain(..=position).collect();
+                if let Some(head) = head {
+                    return Ok(Err(head));
+                }
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                if line.len() > max_len {
+                    line.truncate(max_len);
+                    return Ok(Err(line));
+                }
+                return Ok(Ok(line));
+            }
+            if self.buffer.len() > max_len {
+                if head.is_none() {
+                    head = Some(self.buffer[..max_len].to_vec());
+                }
+                self.buffer.clear();
+            }
+            self.fill(timeout).await?;
+        }
+    }
+
     /// Reads exactly `len` octets (a BDAT chunk). With `into`, they are appended there;
     /// without, they are read and dropped, so a refused chunk costs no memory.
     pub async fn read_exact(&mut self, len: usize, mut into: Option<&mut Vec<u8>>, timeout: Duration) -> Result<(), ConnError> {

@@ -11,6 +11,7 @@
 pub mod client;
 pub mod conn;
 pub mod defects;
+pub mod imap;
 pub mod inbound;
 pub mod mx;
 pub mod net;
@@ -31,6 +32,7 @@ use std::rc::Rc;
 pub const SMTP_PORT: u16 = 25;
 pub const LMTP_PORT: u16 = 24;
 pub const POP3_PORT: u16 = 110;
+pub const IMAP_PORT: u16 = 143;
 
 /// What a component of the stack may touch.
 #[derive(Clone)]

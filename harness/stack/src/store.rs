@@ -45,6 +45,8 @@ pub struct StoreConfig {
     pub idle_timeout: Duration,
     /// POP3 sessions at once; beyond it clients get -ERR [SYS/TEMP] and try again later.
     pub pop3_max_sessions: usize,
+    /// IMAP sessions at once; beyond it clients are greeted with BYE and try again later.
+    pub imap_max_sessions: usize,
     /// The operator's notice that the storage was restored from a backup: the next recovery
     /// starts a new UIDVALIDITY (RFC 3501 §2.3.1.1) and clears the notice.
     pub restored: Rc<Cell<bool>>,
@@ -714,6 +716,41 @@ pub async fn mark_read(env: &Env, index: &Index, user: &str, uid: u64, entry: &E
     if synced {
         env.journal.record(Event::StoreMarkedRead { mailbox: user.to_string(), uidvalidity, uid, from_file: entry.file.clone(), to_file: to });
     }
+    Ok(moved)
+}
+
+/// Gives a message exactly these maildir flags (`flags`: letters such as `S`, `T`, `DS`), as an
+/// IMAP STORE does: the file moves from `new/NAME` or `cur/NAME:2,OLD` to `cur/NAME:2,FLAGS`,
+/// then `cur/` (and `new/` when it came from there) is fsynced, so the change survives a crash
+/// as the other renames of the store do. The UID, the checksum and the bytes stay; the index
+/// follows the file at once. Unchanged flags move nothing. Returns the entry as it is now, or
+/// the disk's error (after a failed sync the index already names the new place, where the file
+/// is, but the change may not be durable).
+pub async fn set_flags(env: &Env, index: &Index, user: &str, uid: u64, entry: &Entry, flags: &str) -> Result<Entry, DiskError> {
+    let dir = mailbox_dir(user);
+    let (new_dir, cur_dir) = (format!("{dir}/new"), format!("{dir}/cur"));
+    let from_new = entry.file.starts_with(&format!("{new_dir}/"));
+    let name = entry.file.rsplit('/').next().unwrap_or_default();
+    let to = format!("{cur_dir}/{}", mail::maildir::set_flags(name, flags));
+    if to == entry.file {
+        return Ok(entry.clone());
+    }
+    env.disk.rename(&entry.file, &to).await?;
+    let moved = Entry { file: to.clone(), ..entry.clone() };
+    let uidvalidity = {
+        let mut mailboxes = index.mailboxes.borrow_mut();
+        let Some(mailbox) = mailboxes.get_mut(user) else { return Ok(moved) };
+        if let Some(indexed) = mailbox.messages.get_mut(&uid).filter(|indexed| indexed.file == entry.file) {
+            indexed.file = to.clone();
+        }
+        mailbox.uidvalidity
+    };
+    env.disk.fsync_dir(&cur_dir).await?;
+    if from_new {
+        env.disk.fsync_dir(&new_dir).await?;
+    }
+    let flags = mail::maildir::flags(&to).to_string();
+    env.journal.record(Event::StoreFlagsChanged { mailbox: user.to_string(), uidvalidity, uid, from_file: entry.file.clone(), to_file: to, flags });
     Ok(moved)
 }
 

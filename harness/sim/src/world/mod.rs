@@ -279,6 +279,8 @@ impl<'a> World<'a> {
             max_message_bytes: scenario.mx.max_message_bytes + 4096,
             idle_timeout: Duration::from_secs(600),
             pop3_max_sessions: scenario.clients.pop3_max_sessions.max(1),
+            // No simulated client speaks IMAP yet: the POP3 bound stands for both.
+            imap_max_sessions: scenario.clients.pop3_max_sessions.max(1),
             restored: self.restored.clone(),
             mark_read_on_retr: scenario.clients.mark_read,
         };
