@@ -12,6 +12,7 @@ use serde::Serialize;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::rc::Rc;
 
 /// Upper bound on the events of one run. Reaching it means a runaway loop (a retry storm, say),
@@ -251,10 +252,18 @@ pub struct History {
 impl History {
     /// blake3 over the JSON lines, as hex: the identity of a run.
     pub fn digest(&self) -> String {
+        // The same bytes as `to_json` and a newline per record, streamed into the hasher through
+        // a buffer instead of a string per record.
         let mut hasher = blake3::Hasher::new();
-        for record in &self.records {
-            hasher.update(record.to_json().as_bytes());
-            hasher.update(b"\n");
+        {
+            let mut buffered = std::io::BufWriter::with_capacity(64 * 1024, &mut hasher);
+            for record in &self.records {
+                if serde_json::to_writer(&mut buffered, record).is_err() {
+                    let _ = buffered.write_all(record.to_json().as_bytes());
+                }
+                let _ = buffered.write_all(b"\n");
+            }
+            let _ = buffered.flush();
         }
         hasher.finalize().to_hex()[..16].to_string()
     }

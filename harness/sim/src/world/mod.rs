@@ -561,11 +561,16 @@ impl<'a> World<'a> {
 
     /// Reads the events since `scanned`: crashes at fail points, and drain bookkeeping.
     fn react(&mut self, scanned: usize, drain: &mut Drain) -> usize {
-        let records: Vec<(String, Event)> = {
+        // Only the records something here reacts to are copied out of the history (a copy of
+        // every record was a tenth of a large run).
+        let cuts_armed = !self.armed_cuts.is_empty();
+        let (records, scanned_to): (Vec<(u64, String, Event)>, usize) = {
             let history = self.history.borrow();
-            history.records[scanned..].iter().map(|record| (record.host.clone(), record.event.clone())).collect()
+            let new = history.records[scanned..].iter().zip(scanned as u64 + 1..);
+            let wanted = new.filter(|(record, _)| reacts_to(&record.event, cuts_armed));
+            (wanted.map(|(record, number)| (number, record.host.clone(), record.event.clone())).collect(), history.records.len())
         };
-        for (host, event) in &records {
+        for (number, host, event) in &records {
             if let Event::CrashPoint { point } = event {
                 let (index, restart_ms) = self.armed_points.get(point).copied().unwrap_or((usize::MAX, 60_000));
                 if let Some(fired) = self.fired.get_mut(index) {
@@ -575,7 +580,7 @@ impl<'a> World<'a> {
                 self.at_sorted(self.now_ms.get() + restart_ms, Action::Restart(host.clone()));
             }
             self.maybe_cut(host, event);
-            drain.observe(event);
+            drain.observe(*number, event);
             // After a restart, or a failover that dropped what the device had promised: a queue
             // file gone from the disk will never be finished (found by swarm: a run idling to
             // its horizon after a failover lost an acknowledged queue file).
@@ -586,7 +591,7 @@ impl<'a> World<'a> {
                 drain.forget_missing_queue_files(&present.into_iter().map(|name| format!("{queue}/{name}")).collect());
             }
         }
-        scanned + records.len()
+        scanned_to
     }
 
     /// The operator turns the MX's control (or closes its port) to answer as `mode` says.
@@ -660,6 +665,18 @@ impl<'a> World<'a> {
         let history = std::mem::take(&mut *self.history.borrow_mut());
         let environment_failure = self.setup_failure.borrow().clone();
         RunOutput { history, images, faults, drained_at_ms, waiting_for, ended_at_ms, aborted, environment_failure }
+    }
+}
+
+/// Whether `World::react` (crashes at fail points, cuts, the drain's bookkeeping) needs a record.
+fn reacts_to(event: &Event, cuts_armed: bool) -> bool {
+    match event {
+        Event::CrashPoint { .. } | Event::DiskFault { .. } | Event::QueueRecovered { .. } | Event::Fault { .. } => true,
+        Event::Submit { .. } | Event::SenderOutcome { .. } | Event::QueueRecorded { .. } | Event::QueueDamaged { .. } => true,
+        Event::ClientFetched { .. } | Event::ClientDeleted { .. } | Event::ClientFailure { .. } | Event::StoreCorruption { .. } => true,
+        Event::MxDataEnd { .. } | Event::StoreDelivered { .. } => true,
+        Event::SmtpReply { .. } => cuts_armed,
+        _ => false,
     }
 }
 
@@ -770,8 +787,9 @@ impl Drain {
         }
     }
 
-    fn observe(&mut self, event: &Event) {
-        self.observed += 1;
+    /// `number`: the record's place in the history, counted from 1.
+    fn observe(&mut self, number: u64, event: &Event) {
+        self.observed = number;
         match event {
             Event::Submit { rcpts, .. } => {
                 self.submitted += 1;
