@@ -131,7 +131,7 @@ pub fn check_all(output: &RunOutput) -> Vec<Violation> {
         violations.push(Violation::new("L1", "simulation", reason.clone(), vec![]));
     }
     if output.history.overflowed {
-        violations.push(Violation::new("L1", "history", format!("the run produced more than {} events (a runaway loop)", history::MAX_EVENTS), vec![]));
+        violations.push(Violation::new("L1", "history", format!("the run produced more than {} events (a runaway loop)", output.history.limit()), vec![]));
     }
     // Last, so that every violation that may be the device's doing says who broke the chain.
     blame(&facts, &mut violations);

@@ -15,9 +15,20 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::rc::Rc;
 
-/// Upper bound on the events of one run. Reaching it means a runaway loop (a retry storm, say),
+/// Upper bound on the events of a run with little mail (see `events_allowed`). Reaching the bound
+/// means a runaway loop (a retry storm, say),
 /// so the run stops recording and the world reports it instead of exhausting memory.
 pub const MAX_EVENTS: usize = 2_000_000;
+
+/// Events a run may record per planned message beyond MAX_EVENTS: a clean run records fewer
+/// than 70 per message (the 20,000-message surge: 66; the 4-day outage at 10,002: 63), so a
+/// run past this is looping, whatever its size.
+pub const EVENTS_PER_MESSAGE: usize = 300;
+
+/// The bound on a run's events for this much planned mail.
+pub fn events_allowed(planned_messages: usize) -> usize {
+    MAX_EVENTS.max(planned_messages.saturating_mul(EVENTS_PER_MESSAGE))
+}
 
 /// One event with when and where it happened.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -242,7 +253,10 @@ impl Record {
 #[derive(Default)]
 pub struct History {
     pub records: Vec<Record>,
-    /// Set when MAX_EVENTS was reached; later events are dropped and the run is judged broken.
+    /// The most events this run may record (None: MAX_EVENTS): the world scales it with the
+    /// planned mail (`events_allowed`).
+    pub max_events: Option<usize>,
+    /// Set when the bound was reached; later events are dropped and the run is judged broken.
     pub overflowed: bool,
     /// Called with each record as it is appended, before the recording host goes on: how the
     /// ledger of a real store directory stays ahead of the store.
@@ -250,6 +264,11 @@ pub struct History {
 }
 
 impl History {
+    /// The most events this run may record.
+    pub fn limit(&self) -> usize {
+        self.max_events.unwrap_or(MAX_EVENTS)
+    }
+
     /// blake3 over the JSON lines, as hex: the identity of a run.
     pub fn digest(&self) -> String {
         // The same bytes as `to_json` and a newline per record, streamed into the hasher through
@@ -322,7 +341,7 @@ impl Journal {
     pub fn record(&self, event: Event) {
         let t_ms = self.now_ms();
         let mut history = self.history.borrow_mut();
-        if history.records.len() >= MAX_EVENTS {
+        if history.records.len() >= history.limit() {
             history.overflowed = true;
             return;
         }
@@ -366,4 +385,27 @@ pub fn bytes_digest(bytes: &[u8]) -> String {
 /// and relative to a host's disk.
 pub fn parent(path: &str) -> &str {
     path.rsplit_once('/').map(|(dir, _)| dir).unwrap_or("")
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    #[test]
+    fn a_run_past_its_event_bound_stops_recording_and_says_so() {
+        let history = Rc::new(RefCell::new(History { max_events: Some(3), ..History::default() }));
+        let journal = Journal::new(history.clone(), "mx", Rc::new(|| 0));
+        for _ in 0..5 {
+            journal.record(Event::Phase { name: "chaos".into() });
+        }
+        assert_eq!(history.borrow().records.len(), 3);
+        assert!(history.borrow().overflowed);
+    }
+
+    #[test]
+    fn the_bound_grows_with_the_planned_mail_and_never_falls_below_the_floor() {
+        assert_eq!(events_allowed(0), MAX_EVENTS);
+        assert_eq!(events_allowed(100_000), 100_000 * EVENTS_PER_MESSAGE);
+        assert_eq!(History::default().limit(), MAX_EVENTS);
+    }
 }

@@ -165,7 +165,8 @@ struct World<'a> {
 impl<'a> World<'a> {
     fn new(scenario: &'a Scenario, seed: Seed, defects: &Defects, options: &RunOptions) -> World<'a> {
         let plan = plan::make(scenario, seed);
-        let history = Rc::new(RefCell::new(History::default()));
+        let planned_messages = plan.workload.iter().map(Vec::len).sum();
+        let history = Rc::new(RefCell::new(History { max_events: Some(history::events_allowed(planned_messages)), ..History::default() }));
         let now_ms = Rc::new(Cell::new(0u64));
         let clock: history::Clock = {
             let now_ms = now_ms.clone();
