@@ -203,6 +203,9 @@ pub enum Command {
         /// the order given. Default: all three.
         #[arg(long = "answer", value_name = "ANSWER")]
         answers: Vec<String>,
+        /// Switch on a planted defect in every run (see list-defects); repeatable.
+        #[arg(long = "defect")]
+        defects: Vec<String>,
         /// The folder the reports are written into (created).
         #[arg(short = 'o', long = "output", value_name = "DIR", default_value = crate::whatif::DEFAULT_DIR)]
         output: PathBuf,
@@ -454,8 +457,8 @@ pub fn main_with(cli: Cli) -> ExitCode {
         Command::Merge { files, junit } => crate::merge::merge(&files, junit.as_deref()),
         Command::Repro { scenario, runs, history, timeline } => repro(&scenario, &runs, history.as_deref(), timeline.as_deref()),
         Command::Timeline { scenario, runs, output } => timeline(&scenario, &runs, &output),
-        Command::WhatIf { scenario, seed, answers, output } => {
-            crate::whatif::what_if(&crate::whatif::Request { scenario: &scenario, seed: seed.as_deref(), answers: &answers, output: Some(&output) })
+        Command::WhatIf { scenario, seed, answers, defects, output } => {
+            crate::whatif::what_if(&crate::whatif::Request { scenario: &scenario, seed: seed.as_deref(), answers: &answers, defects: &defects, output: Some(&output) })
         }
         Command::CheckDeterminism { runs, swarm: true, profiles, parallel, .. } => check_swarm_determinism(&runs, &profiles, &parallel),
         Command::CheckDeterminism { paths, runs, parallel, .. } => check_determinism(&paths, &runs, &parallel),

@@ -18,7 +18,6 @@ use serde::Serialize;
 use sim::scenario::{FaultKind, Scenario, OUTAGE_ANSWERS};
 use sim::seed::Seed;
 use sim::world::{self, RunOptions, RunOutput};
-use stack::Defects;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -46,6 +45,8 @@ pub struct Request<'a> {
     pub scenario: &'a Path,
     pub seed: Option<&'a str>,
     pub answers: &'a [String],
+    /// Planted defects switched on in every run (see list-defects).
+    pub defects: &'a [String],
     pub output: Option<&'a Path>,
 }
 
@@ -215,6 +216,8 @@ pub struct Report {
     pub scenario: String,
     pub origin: String,
     pub seed: String,
+    /// Planted defects of every run (none: the clean stack).
+    pub defects: Vec<String>,
     pub answers: Vec<String>,
     pub ok: bool,
     pub runs: Vec<RunSummary>,
@@ -276,6 +279,7 @@ pub fn what_if(request: &Request) -> Result<bool, BadInput> {
         Some(text) => Seed::parse(text).map_err(BadInput)?,
         None => Seed(1),
     };
+    let defects = crate::shared::parse_defects(request.defects)?;
     let scenarios = answers.iter().map(|answer| with_answer(&source, answer)).collect::<Result<Vec<_>, _>>()?;
     let dir = request.output.map_or_else(|| PathBuf::from(DEFAULT_DIR), Path::to_path_buf);
     prepare_dir(&dir)?;
@@ -283,13 +287,14 @@ pub fn what_if(request: &Request) -> Result<bool, BadInput> {
         .iter()
         .zip(&scenarios)
         .map(|(answer, scenario)| {
-            let output = world::run_with(scenario, seed, &Defects::none(), &RunOptions::default());
+            let output = world::run_with(scenario, seed, &defects, &RunOptions::default());
             let violations = check::check_all(&output);
             let accounts = report::pair_accounts(&output.history.records);
             AnswerRun { answer: answer.clone(), output, violations, accounts }
         })
         .collect();
-    let report = join(&source, seed, &runs);
+    let mut report = join(&source, seed, &runs);
+    report.defects = request.defects.to_vec();
     let table = table(&report);
     let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).map_err(|error| BadInput(format!("{}: cannot write: {error}", dir.join(name).display())));
     let json = serde_json::to_string_pretty(&report).map_err(|error| BadInput(error.to_string()))?;
@@ -376,6 +381,7 @@ pub fn join(source: &Source, seed: Seed, runs: &[AnswerRun]) -> Report {
         scenario: source.loaded.scenario.name.clone(),
         origin: source.origin.clone(),
         seed: seed.to_string(),
+        defects: Vec::new(),
         answers: runs.iter().map(|run| run.answer.clone()).collect(),
         ok: summaries.iter().all(|summary| summary.as_designed),
         runs: summaries,
@@ -464,7 +470,8 @@ pub const CHANGED_SHOWN: usize = 20;
 
 /// The text `what-if` prints.
 pub fn table(report: &Report) -> String {
-    let mut out = format!("what-if {} seed={} ({}): answers {}\n", report.scenario, report.seed, report.origin, report.answers.join(", "));
+    let defects = if report.defects.is_empty() { String::new() } else { format!(" defects={}", report.defects.join(",")) };
+    let mut out = format!("what-if {} seed={}{defects} ({}): answers {}\n", report.scenario, report.seed, report.origin, report.answers.join(", "));
     let width = report.answers.iter().map(String::len).max().unwrap_or(0);
     for run in &report.runs {
         let design = if run.by_design.is_empty() { "none".to_string() } else { run.by_design.join(",") };
