@@ -564,13 +564,16 @@ fn html_table(text: &str) -> String {
     for (number, line) in text.lines().enumerate() {
         let cells: Vec<&str> = line.split_whitespace().collect();
         let tag = if number == 0 { "th" } else { "td" };
-        let row: String = cells.iter().map(|cell| format!("<{tag}>{}</{tag}>", escape(cell))).collect();
+        // Names to the left, numbers and durations to the right.
+        let class = |cell: &str| if number == 0 || cell == "-" || cell.chars().all(|c| c.is_ascii_digit() || "dhms".contains(c)) { "" } else { " class=\"t\"" };
+        let row: String = cells.iter().map(|cell| format!("<{tag}{}>{}</{tag}>", class(cell), escape(cell))).collect();
         let _ = writeln!(out, "<tr>{row}</tr>");
     }
     out + "</table>\n"
 }
 
-const TABLE_CSS: &str = "<style>\ntable { border-collapse: collapse; font-size: 13px; margin: 4px 0 16px 0; }\nth, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }\nth { background: #f2f2f2; }\ntd:first-child, th:first-child { text-align: left; }\nh2 { font-size: 16px; margin: 16px 0 4px 0; }\np.runs { font-family: monospace; font-size: 12px; }\n</style>\n";
+const TABLE_CSS: &str = "<style>\ntable { border-collapse: collapse; font-size: 13px; margin: 4px 0 16px 0; }\nth, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }\nth { background: #f2f2f2; text-align: center; }\ntd.t, th.t { text-align: left; }
+summary { font-size: 16px; font-weight: bold; margin: 16px 0 4px 0; cursor: pointer; }\nh2 { font-size: 16px; margin: 16px 0 4px 0; }\np.runs { font-family: monospace; font-size: 12px; }\n</style>\n";
 
 /// `report.html`: the tables, then the runs' timelines side by side; self-contained.
 pub fn html(report: &Report, runs: &[AnswerRun]) -> String {
@@ -580,7 +583,7 @@ pub fn html(report: &Report, runs: &[AnswerRun]) -> String {
     body += "<p class=\"runs\">";
     for run in &report.runs {
         let design = if run.by_design.is_empty() { "none".to_string() } else { run.by_design.join(",") };
-        let _ = write!(body, "{}: verdict={} by_design={design} {} digest={}<br>\n", escape(&run.answer), escape(&run.verdict), if run.as_designed { "as designed" } else { "UNEXPECTED" }, run.digest);
+        let _ = writeln!(body, "{}: verdict={} by_design={design} {} digest={}<br>", escape(&run.answer), escape(&run.verdict), if run.as_designed { "as designed" } else { "UNEXPECTED" }, run.digest);
     }
     body += "</p>\n<h2>Per provider</h2>\n";
     body += &html_table(&outcome_table(&["provider", "policy"], &report.providers, provider));
@@ -590,21 +593,23 @@ pub fn html(report: &Report, runs: &[AnswerRun]) -> String {
         body += "<h2>What answering 5xx cost</h2>\n";
         body += &html_table(&cost_table(&["provider", "policy"], &report.providers, provider));
     }
-    let _ = writeln!(body, "<h2>Fate changed between answers: {} pairs</h2>", report.changed.len());
+    // The list can be long: folded (no script), the timelines below it.
+    let _ = writeln!(body, "<details>\n<summary>Fate changed between answers: {} pairs</summary>", report.changed.len());
     if !report.changed.is_empty() {
-        body += "<table>\n<tr><th>msg</th><th>rcpt</th><th>provider</th>";
-        report.answers.iter().for_each(|answer| body += &format!("<th>{}</th>", escape(answer)));
+        body += "<table>\n<tr><th class=\"t\">msg</th><th class=\"t\">rcpt</th><th class=\"t\">provider</th>";
+        report.answers.iter().for_each(|answer| body += &format!("<th class=\"t\">{}</th>", escape(answer)));
         body += "</tr>\n";
         for changed in &report.changed {
-            let _ = write!(body, "<tr><td>{}</td><td>{}</td><td>{}</td>", escape(&changed.msg), escape(&changed.rcpt), escape(&changed.provider));
+            let _ = write!(body, "<tr><td class=\"t\">{}</td><td class=\"t\">{}</td><td class=\"t\">{}</td>", escape(&changed.msg), escape(&changed.rcpt), escape(&changed.provider));
             for fate in &changed.fates {
                 let delay = if reached_mailbox(&fate.fate) { format!(" {}", duration(fate.delay_ms)) } else { String::new() };
-                let _ = write!(body, "<td>{}{}</td>", escape(&fate.fate), delay);
+                let _ = write!(body, "<td class=\"t\">{}{}</td>", escape(&fate.fate), delay);
             }
             body += "</tr>\n";
         }
         body += "</table>\n";
     }
+    body += "</details>\n";
     body += "<h2>Timelines</h2>\n";
     let pages: Vec<(String, String)> = runs
         .iter()
