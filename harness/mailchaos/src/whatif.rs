@@ -621,3 +621,47 @@ pub fn html(report: &Report, runs: &[AnswerRun]) -> String {
         .collect();
     crate::timeline::html_with(&format!("mailchaos what-if: {} seed={}", report.scenario, report.seed), &body, &pages)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let values: Vec<u64> = (1..=10).collect();
+        assert_eq!((percentile(&values, 50), percentile(&values, 90)), (Some(5), Some(9)));
+        assert_eq!((percentile(&[7], 50), percentile(&[7], 90)), (Some(7), Some(7)));
+        assert_eq!(percentile(&[], 50), None);
+    }
+
+    #[test]
+    fn durations_read_as_a_person_reads_them() {
+        let cases = [(None, "-"), (Some(45_000), "45s"), (Some(725_000), "12m05s"), (Some(11_220_000), "3h07m"), (Some(187_200_000), "2d04h")];
+        for (ms, text) in cases {
+            assert_eq!(duration(ms), text);
+        }
+    }
+
+    #[test]
+    fn a_pair_has_one_fate_and_a_copy_wins() {
+        let mut account = PairAccount { submitted_ms: Some(0), ..PairAccount::default() };
+        assert_eq!(fate(&account), "pending");
+        account.outcomes.bounced_expiry = 1;
+        assert_eq!(fate(&account), "bounced-expiry");
+        account.outcomes.bounced_5xx = 1;
+        assert_eq!(fate(&account), "bounced-5xx");
+        account.first_copy_ms = Some(10);
+        assert_eq!(fate(&account), "delivered");
+        account.outcomes.duplicated = 1;
+        assert_eq!(fate(&account), "duplicated");
+    }
+
+    #[test]
+    fn answers_are_checked_and_default_to_all_three() {
+        assert_eq!(answers_of(&[]).ok(), Some(vec!["5xx-bounce".to_string(), "4xx-tempfail".into(), "closed-port".into()]));
+        assert!(answers_of(&["6xx".into()]).is_err());
+        assert!(answers_of(&["closed-port".into(), "closed-port".into()]).is_err());
+        assert_eq!(by_design("5xx-bounce"), ["A12", "A22"]);
+        assert!(by_design("4xx-tempfail").is_empty() && by_design("closed-port").is_empty());
+    }
+}
