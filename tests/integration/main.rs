@@ -22,3 +22,4 @@ mod surge;
 mod swarm;
 mod support;
 mod timeline;
+mod whatif;

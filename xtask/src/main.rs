@@ -20,8 +20,10 @@
 //!                            target of issue 11 is missed
 //!   defects [SEEDS]          every planted defect must be caught: by a suite, else by crash-explore
 //!   surge                    the 20,000-message surge, clean and with accept-beyond-capacity
-//!   outage                   the four-day outage under each operator answer: 5xx-bounce must
-//!                            violate exactly A12 and A22, every other answer nothing
+//!   outage                   `mailchaos what-if` on the four-day outage (each operator answer,
+//!                            one seed, joined message by message): 5xx-bounce must violate
+//!                            exactly A12 and A22, every other answer nothing; and the
+//!                            libero-2023 device's hidden limit must pass
 //!   swarm [SEEDS]            swarm sweep of SEEDS generated scenarios (default 1000) on the
 //!                            honest profiles: the clean stack must pass; prints the coverage table
 //!   swarm-power [SEEDS]      per planted defect, the first swarm seed (within SEEDS, default 200)
@@ -184,26 +186,41 @@ fn installed(subcommand: &str, package: &str, why: &str, task: &str) -> Result<b
     }
 }
 
-/// The four-day outage under each operator answer. Only answering 5xx during an outage is
-/// wrong, and then exactly as two invariants say: A12 (a storage failure answered as a
-/// permanent refusal) and A22 (the operator's answer bounced mail that RFC-abiding senders
-/// would have delivered). Any other violation, or a 5xx-bounce run that is not flagged
-/// exactly so, fails the task.
+/// The four-day outage under each operator answer, replayed by `mailchaos what-if` with one
+/// seed and joined message by message (its table is printed; its reports go to
+/// target/what-if-outage/). Only answering 5xx during an outage is wrong, and then exactly as
+/// two invariants say: A12 (a storage failure answered as a permanent refusal) and A22 (the
+/// operator's answer bounced mail that RFC-abiding senders would have delivered). Any other
+/// violation, or a 5xx-bounce run that is not flagged exactly so, fails the task. The libero-2023
+/// device's own hidden limit (no operator answer: the stall is the device's) must pass `run`.
 fn outage() -> Result<bool, String> {
-    let mut files: Vec<String> = std::fs::read_dir("scenarios/outage").map_err(|error| format!("scenarios/outage: {error}"))?.flatten().map(|entry| entry.path().display().to_string()).filter(|path| path.ends_with(".toml")).collect();
-    files.sort();
-    let mut as_expected = true;
-    for file in &files {
-        let text = std::fs::read_to_string(file).map_err(|error| format!("{file}: {error}"))?;
-        let expected: &[&str] = if text.contains("answer = \"5xx-bounce\"") { &["A12", "A22"] } else { &[] };
-        let output = mailchaos(&["run", file, "--seed", "1"]).output().map_err(|error| error.to_string())?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        print!("{stdout}");
-        let violated = violated_of(&stdout).ok_or_else(|| format!("{file}: no run line ({})", String::from_utf8_lossy(&output.stderr).trim()))?;
+    // Any of the three answer files: they differ in their answer only, which what-if replaces.
+    let scenario = "scenarios/outage/libero-2023-4xx-tempfail.toml";
+    let dir = format!("{}/what-if-outage", target_dir());
+    let output = mailchaos(&["what-if", scenario, "--seed", "1", "-o", &dir]).output().map_err(|error| error.to_string())?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    print!("{stdout}");
+    if output.status.code() == Some(2) || (!output.status.success() && !stdout.contains("\nverdict: ")) {
+        return Err(format!("{scenario}: what-if failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
+    }
+    let mut as_expected = output.status.success();
+    let runs: Vec<&str> = stdout.lines().filter(|line| line.starts_with("run ")).collect();
+    for answer in ["5xx-bounce", "4xx-tempfail", "closed-port"] {
+        let expected: &[&str] = if answer == "5xx-bounce" { &["A12", "A22"] } else { &[] };
+        let line = runs.iter().find(|line| line.split_whitespace().nth(1) == Some(answer)).ok_or_else(|| format!("{scenario}: what-if printed no run under {answer}"))?;
+        let violated = violated_of(line).ok_or_else(|| format!("{scenario}: no verdict for {answer}"))?;
         let matches = violated == expected;
         as_expected &= matches;
-        println!("outage: {file}: violated [{}], expected [{}]: {}", violated.join(","), expected.join(","), if matches { "as expected" } else { "UNEXPECTED" });
+        println!("outage: {answer}: violated [{}], expected [{}]: {}", violated.join(","), expected.join(","), if matches { "as expected" } else { "UNEXPECTED" });
     }
+    let hidden = "scenarios/outage/libero-2023-hidden-limit.toml";
+    let output = mailchaos(&["run", hidden, "--seed", "1"]).output().map_err(|error| error.to_string())?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    print!("{stdout}");
+    let violated = violated_of(&stdout).ok_or_else(|| format!("{hidden}: no run line ({})", String::from_utf8_lossy(&output.stderr).trim()))?;
+    let matches = violated.is_empty();
+    as_expected &= matches;
+    println!("outage: {hidden}: violated [{}], expected []: {}", violated.join(","), if matches { "as expected" } else { "UNEXPECTED" });
     Ok(as_expected)
 }
 

@@ -183,6 +183,33 @@ pub enum Command {
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: PathBuf,
     },
+    /// Replay an outage under each operator answer (default: 5xx-bounce, 4xx-tempfail,
+    /// closed-port) with the same seed and workload, and join the runs message by message from
+    /// their histories: per provider and per policy the (message, recipient) pairs delivered,
+    /// bounced at once on 5xx, bounced on expiry, delay notices, lost, duplicated and the delay
+    /// to the mailbox (p50, p90, max); what the 5xx answer cost against each other answer; the
+    /// pairs whose fate changed. Prints the tables and writes report.json, report.csv and a
+    /// self-contained report.html (the tables and the runs' timelines side by side) into -o.
+    /// Exit 0 when every run kept every invariant except those its answer violates by design
+    /// (5xx-bounce: A12 and A22), 1 otherwise.
+    WhatIf {
+        /// A scenario file (or embedded:<suite>/<name>) with a kind = "outage" fault; its own
+        /// answer is replaced by each one asked for.
+        scenario: PathBuf,
+        /// The seed (decimal or 0x-hex; default 1).
+        #[arg(long)]
+        seed: Option<String>,
+        /// An operator answer to run (5xx-bounce, 4xx-tempfail, closed-port); repeatable, in
+        /// the order given. Default: all three.
+        #[arg(long = "answer", value_name = "ANSWER")]
+        answers: Vec<String>,
+        /// Switch on a planted defect in every run (see list-defects); repeatable.
+        #[arg(long = "defect")]
+        defects: Vec<String>,
+        /// The folder the reports are written into (created).
+        #[arg(short = 'o', long = "output", value_name = "DIR", default_value = crate::whatif::DEFAULT_DIR)]
+        output: PathBuf,
+    },
     /// Run each seed twice, the second time in a fresh process, and compare history digests.
     CheckDeterminism {
         /// Scenario files, folders of them, or built-in copies (embedded:fast, ...). None: the
@@ -430,6 +457,9 @@ pub fn main_with(cli: Cli) -> ExitCode {
         Command::Merge { files, junit } => crate::merge::merge(&files, junit.as_deref()),
         Command::Repro { scenario, runs, history, timeline } => repro(&scenario, &runs, history.as_deref(), timeline.as_deref()),
         Command::Timeline { scenario, runs, output } => timeline(&scenario, &runs, &output),
+        Command::WhatIf { scenario, seed, answers, defects, output } => {
+            crate::whatif::what_if(&crate::whatif::Request { scenario: &scenario, seed: seed.as_deref(), answers: &answers, defects: &defects, output: Some(&output) })
+        }
         Command::CheckDeterminism { runs, swarm: true, profiles, parallel, .. } => check_swarm_determinism(&runs, &profiles, &parallel),
         Command::CheckDeterminism { paths, runs, parallel, .. } => check_determinism(&paths, &runs, &parallel),
         Command::Swarm { seed, seeds, profiles, defects, emit_scenario, shard, shards, json, parallel } => {

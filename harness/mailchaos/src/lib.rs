@@ -22,3 +22,4 @@ pub mod source;
 pub mod swarm;
 pub mod timeline;
 pub mod verify;
+pub mod whatif;

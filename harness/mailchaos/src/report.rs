@@ -143,21 +143,61 @@ impl PolicyOutcomes {
     }
 }
 
-/// Outcome accounting per sender policy, from the history alone.
-pub fn outcomes_by_policy(records: &[Record]) -> BTreeMap<String, PolicyOutcomes> {
+/// What became of one (message, recipient) pair, from the history alone: its share of the
+/// outcome accounting (`outcomes`, a `PolicyOutcomes` that counts this pair only), who sent it,
+/// and when it was submitted and first reached the mailbox. The one accounting: the tables per
+/// policy (`outcomes_by_policy`) and per provider (`outcomes_by_provider`) and `what-if`'s
+/// message-by-message join are sums or reads of these.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PairAccount {
+    /// The recipient as the sender named it (its first mention), else the mailbox.
+    pub rcpt: String,
+    /// The sending provider's host (`provider-<name>`), "?" when no submission names the message.
+    pub host: String,
+    /// The sender's policy, "?" when unknown.
+    pub policy: String,
+    /// When the workload handed the message to its sender.
+    pub submitted_ms: Option<u64>,
+    /// When the store first published a copy in the mailbox.
+    pub first_copy_ms: Option<u64>,
+    pub outcomes: PolicyOutcomes,
+}
+
+impl PairAccount {
+    /// The provider's name: the host without its `provider-` prefix.
+    pub fn provider(&self) -> &str {
+        self.host.strip_prefix("provider-").unwrap_or(&self.host)
+    }
+
+    /// Submission to the first copy in the mailbox, when both happened.
+    pub fn delay_ms(&self) -> Option<u64> {
+        Some(self.first_copy_ms?.saturating_sub(self.submitted_ms?))
+    }
+}
+
+/// Every (message, mailbox) pair the history mentions, with its account. Keyed by the message
+/// and the recipient's mailbox (the local part, lower case), as the store names it.
+pub fn pair_accounts(records: &[Record]) -> BTreeMap<(String, String), PairAccount> {
     let mut policy_of_host: BTreeMap<&str, &str> = BTreeMap::new();
-    let mut policy_of_msg: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut sender_of_msg: BTreeMap<&str, (&str, &str, u64)> = BTreeMap::new();
     let mut accepted: BTreeSet<(&str, String)> = BTreeSet::new();
-    let mut copies: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let mut copies: BTreeMap<(&str, &str), (usize, u64)> = BTreeMap::new();
     let mut delivered_files: BTreeSet<&str> = BTreeSet::new();
-    let mut table: BTreeMap<String, PolicyOutcomes> = BTreeMap::new();
+    let mut pairs: BTreeMap<(String, String), PairAccount> = BTreeMap::new();
+    let mentioned = |pairs: &mut BTreeMap<(String, String), PairAccount>, msg: &str, rcpt: &str| {
+        let account = pairs.entry((msg.to_string(), mailbox_of(rcpt))).or_default();
+        if account.rcpt.is_empty() {
+            account.rcpt = rcpt.to_string();
+        }
+    };
     for record in records {
         match &record.event {
             Event::SenderPolicy { policy, .. } => {
                 policy_of_host.insert(&record.host, policy);
             }
-            Event::Submit { msg, .. } => {
-                policy_of_msg.insert(msg, policy_of_host.get(record.host.as_str()).copied().unwrap_or("?"));
+            Event::Submit { msg, rcpts, .. } => {
+                sender_of_msg.insert(msg, (&record.host, policy_of_host.get(record.host.as_str()).copied().unwrap_or("?"), record.t_ms));
+                rcpts.iter().for_each(|rcpt| mentioned(&mut pairs, msg, rcpt));
             }
             Event::MxDataEnd { msg, rcpts, reply, .. } if reply.starts_with('2') => {
                 for rcpt in rcpts {
@@ -166,12 +206,12 @@ pub fn outcomes_by_policy(records: &[Record]) -> BTreeMap<String, PolicyOutcomes
             }
             Event::StoreDelivered { msg, mailbox, file, .. } => {
                 delivered_files.insert(file);
-                *copies.entry((msg, mailbox)).or_default() += 1;
+                copies.entry((msg, mailbox)).or_insert((0, record.t_ms)).0 += 1;
             }
             // The first 2xx for a copy published just before a store crash (as A2 counts it).
             Event::StoreRetryRecognised { msg, mailbox, file, .. } if !delivered_files.contains(file.as_str()) => {
                 delivered_files.insert(file);
-                *copies.entry((msg, mailbox)).or_default() += 1;
+                copies.entry((msg, mailbox)).or_insert((0, record.t_ms)).0 += 1;
             }
             // A delivered copy keeps being the same copy under the names the store moves it to
             // (read mail goes into cur/), as the disk recorded them.
@@ -181,25 +221,32 @@ pub fn outcomes_by_policy(records: &[Record]) -> BTreeMap<String, PolicyOutcomes
             _ => {}
         }
     }
-    let policy = |msg: &str| policy_of_msg.get(msg).copied().unwrap_or("?").to_string();
-    add_expected_fates(records, &mut table);
+    add_expected_fates(records, &mut pairs);
     for record in records {
         match &record.event {
-            Event::SenderOutcome { msg, outcome, .. } => {
-                let row = table.entry(policy(msg)).or_default();
+            Event::SenderOutcome { msg, rcpt, outcome, .. } => {
+                mentioned(&mut pairs, msg, rcpt);
+                let row = &mut pairs.entry((msg.clone(), mailbox_of(rcpt))).or_default().outcomes;
                 match outcome {
                     Outcome::Delivered => row.delivered += 1,
                     Outcome::Bounced => row.bounced_5xx += 1,
                     Outcome::Expired => row.bounced_expiry += 1,
                 }
             }
-            Event::DsnSent { msg, kind, rcpts, .. } if kind == "delay" => table.entry(policy(msg)).or_default().delay_notified += rcpts.len(),
+            Event::DsnSent { msg, kind, rcpts, .. } if kind == "delay" => {
+                for rcpt in rcpts {
+                    mentioned(&mut pairs, msg, rcpt);
+                    pairs.entry((msg.clone(), mailbox_of(rcpt))).or_default().outcomes.delay_notified += 1;
+                }
+            }
             _ => {}
         }
     }
-    for ((msg, _), count) in &copies {
+    for ((msg, mailbox), (count, first_ms)) in &copies {
+        let account = pairs.entry((msg.to_string(), mailbox.to_string())).or_default();
+        account.first_copy_ms = Some(*first_ms);
         if *count > 1 {
-            table.entry(policy(msg)).or_default().duplicated += 1;
+            account.outcomes.duplicated += 1;
         }
     }
     let reported = ReportedLosses::of(records);
@@ -207,7 +254,7 @@ pub fn outcomes_by_policy(records: &[Record]) -> BTreeMap<String, PolicyOutcomes
     for dsn in check::dsns::read(records).into_iter().filter(|dsn| dsn.by == "mx") {
         for rcpt in &dsn.rcpts {
             if returned.insert((dsn.msg.clone(), mailbox_of(rcpt))) {
-                table.entry(policy(&dsn.msg)).or_default().returned += 1;
+                pairs.entry((dsn.msg.clone(), mailbox_of(rcpt))).or_default().outcomes.returned += 1;
             }
         }
     }
@@ -215,20 +262,49 @@ pub fn outcomes_by_policy(records: &[Record]) -> BTreeMap<String, PolicyOutcomes
         // A loss the run reported is counted under `reported:`, not as a silent one.
         let back = returned.contains(&(msg.to_string(), mailbox.clone()));
         if !copies.contains_key(&(*msg, mailbox.as_str())) && !reported.covers(mailbox, msg) && !back {
-            table.entry(policy(msg)).or_default().lost += 1;
+            pairs.entry((msg.to_string(), mailbox.clone())).or_default().outcomes.lost += 1;
         }
     }
-    for (_, msg) in &reported.lost_to_rollback {
-        table.entry(policy(msg)).or_default().lost_to_rollback += 1;
+    for (mailbox, msg) in &reported.lost_to_rollback {
+        pairs.entry((msg.to_string(), mailbox.to_string())).or_default().outcomes.lost_to_rollback += 1;
     }
-    for (_, msg) in &reported.damaged {
-        table.entry(policy(msg)).or_default().damaged_reported += 1;
+    for (mailbox, msg) in &reported.damaged {
+        pairs.entry((msg.to_string(), mailbox.to_string())).or_default().outcomes.damaged_reported += 1;
+    }
+    for ((msg, mailbox), account) in pairs.iter_mut() {
+        let (host, policy, submitted_ms) = sender_of_msg.get(msg.as_str()).copied().map_or(("?", "?", None), |(host, policy, at)| (host, policy, Some(at)));
+        account.host = host.to_string();
+        account.policy = policy.to_string();
+        account.submitted_ms = submitted_ms;
+        if account.rcpt.is_empty() {
+            account.rcpt = mailbox.clone();
+        }
+    }
+    pairs
+}
+
+/// Outcome accounting per sender policy, from the history alone (two providers with one policy
+/// share a row: `outcomes_by_provider` tells them apart).
+pub fn outcomes_by_policy(records: &[Record]) -> BTreeMap<String, PolicyOutcomes> {
+    sum_by(&pair_accounts(records), |account| account.policy.clone())
+}
+
+/// Outcome accounting per sending provider (its name, without `provider-`).
+pub fn outcomes_by_provider(records: &[Record]) -> BTreeMap<String, PolicyOutcomes> {
+    sum_by(&pair_accounts(records), |account| account.provider().to_string())
+}
+
+/// The pairs' outcomes summed per key; a row only where some pair counted something.
+pub fn sum_by(pairs: &BTreeMap<(String, String), PairAccount>, key: impl Fn(&PairAccount) -> String) -> BTreeMap<String, PolicyOutcomes> {
+    let mut table: BTreeMap<String, PolicyOutcomes> = BTreeMap::new();
+    for account in pairs.values().filter(|account| account.outcomes != PolicyOutcomes::default()) {
+        table.entry(key(account)).or_default().add(&account.outcomes);
     }
     table
 }
 
 /// In an outage, what each sender's policy predicts for the mail sent while the store was down.
-fn add_expected_fates(records: &[Record], table: &mut BTreeMap<String, PolicyOutcomes>) {
+fn add_expected_fates(records: &[Record], pairs: &mut BTreeMap<(String, String), PairAccount>) {
     use check::a22_outage_answer::{expected_fate, outage, Fate};
     let Some(outage) = outage(records) else { return };
     let mut policies: BTreeMap<&str, check::facts::SenderPolicy> = BTreeMap::new();
@@ -239,13 +315,16 @@ fn add_expected_fates(records: &[Record], table: &mut BTreeMap<String, PolicyOut
                     policies.insert(&record.host, policy);
                 }
             }
-            Event::Submit { rcpts, .. } if (outage.down_ms..outage.up_ms).contains(&record.t_ms) => {
+            Event::Submit { msg, rcpts, .. } if (outage.down_ms..outage.up_ms).contains(&record.t_ms) => {
                 let Some(policy) = policies.get(record.host.as_str()) else { continue };
-                let row = table.entry(policy.name.clone()).or_default();
-                match expected_fate(policy, record.t_ms, outage) {
-                    Fate::Delivered => row.expected_delivered += rcpts.len(),
-                    Fate::Expired => row.expected_expired += rcpts.len(),
-                    Fate::Unclear => {}
+                let fate = expected_fate(policy, record.t_ms, outage);
+                for rcpt in rcpts {
+                    let row = &mut pairs.entry((msg.clone(), mailbox_of(rcpt))).or_default().outcomes;
+                    match fate {
+                        Fate::Delivered => row.expected_delivered += 1,
+                        Fate::Expired => row.expected_expired += 1,
+                        Fate::Unclear => {}
+                    }
                 }
             }
             _ => {}

@@ -813,6 +813,12 @@ fn series_chart<'a>(area: &Area<'a>, timeline: &Timeline, series: &[(&str, RGBCo
 /// left out), side by side when there are several (a `what-if` shows one per operator answer):
 /// inline SVG and CSS, no script, nothing fetched.
 pub fn html(heading: &str, pages: &[(String, String)]) -> String {
+    html_with(heading, "", pages)
+}
+
+/// `html` with more of the page (HTML, self-contained as well) after the heading, before the
+/// legend and the pictures: `what-if`'s tables.
+pub fn html_with(heading: &str, before: &str, pages: &[(String, String)]) -> String {
     let mut page = String::new();
     let _ = write!(
         page,
@@ -821,6 +827,7 @@ pub fn html(heading: &str, pages: &[(String, String)]) -> String {
         CSS,
         escape(heading)
     );
+    page.push_str(before);
     page.push_str(LEGEND);
     let _ = writeln!(page, "<div class=\"runs runs-{}\">", pages.len());
     for (title, svg) in pages {
