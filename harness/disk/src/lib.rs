@@ -16,6 +16,8 @@
 
 pub use history::parent;
 
+pub mod mem;
+
 use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;

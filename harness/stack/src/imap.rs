@@ -863,45 +863,12 @@ mod tests {
     use super::*;
     use crate::store::{Mailbox, StoreState};
     use crate::Defects;
-    use disk::{Device, Disk, DiskError, OpKind};
+    use disk::mem::MemDisk;
+    use disk::{Device, Disk};
     use history::{History, Journal};
     use proptest::prelude::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// Files in memory: every operation succeeds at once and is durable.
-    #[derive(Default)]
-    struct MemDisk(RefCell<BTreeMap<String, Vec<u8>>>);
-
-    impl Device for MemDisk {
-        fn wait_before(&self, _op: OpKind, _path: &str, _waited: bool) -> Option<Duration> {
-            None
-        }
-        fn write(&self, path: &str, bytes: &[u8]) -> Result<(), DiskError> {
-            self.0.borrow_mut().insert(path.to_string(), bytes.to_vec());
-            Ok(())
-        }
-        fn read(&self, path: &str) -> Result<Vec<u8>, DiskError> {
-            self.0.borrow().get(path).cloned().ok_or(DiskError::NotFound)
-        }
-        fn fsync(&self, _path: &str) -> Result<(), DiskError> {
-            Ok(())
-        }
-        fn fsync_dir(&self, _dir: &str) -> Result<(), DiskError> {
-            Ok(())
-        }
-        fn rename(&self, from: &str, to: &str) -> Result<(), DiskError> {
-            let bytes = self.0.borrow_mut().remove(from).ok_or(DiskError::NotFound)?;
-            self.0.borrow_mut().insert(to.to_string(), bytes);
-            Ok(())
-        }
-        fn remove(&self, path: &str) -> Result<(), DiskError> {
-            self.0.borrow_mut().remove(path).map(|_| ()).ok_or(DiskError::NotFound)
-        }
-        fn list(&self, dir: &str) -> Result<Vec<String>, DiskError> {
-            let prefix = format!("{dir}/");
-            Ok(self.0.borrow().keys().filter_map(|path| path.strip_prefix(&prefix)).filter(|name| !name.contains('/')).map(str::to_string).collect())
-        }
-    }
 
     struct NoNet;
 
@@ -935,7 +902,7 @@ mod tests {
         for (uid, bytes, sub, info) in [(3u64, FIRST, "new", ""), (7, SECOND, "cur", ":2,S")] {
             let name = mail::maildir::file_name(&format!("100.S1D{uid}"), uid, bytes);
             let file = format!("mail/anna/{sub}/{name}{info}");
-            disk.0.borrow_mut().insert(file.clone(), bytes.to_vec());
+            disk.write(&file, bytes).expect("in memory");
             messages.insert(uid, Entry { file, size: bytes.len() as u64, checksum: checksum(bytes) });
         }
         let index: Index = Rc::new(StoreState::default());
@@ -966,7 +933,7 @@ mod tests {
     }
 
     fn files(fixture: &Fixture) -> Vec<String> {
-        fixture.disk.0.borrow().keys().cloned().collect()
+        fixture.disk.paths()
     }
 
     #[test]
@@ -1158,7 +1125,7 @@ mod tests {
         let fixture = fixture(&[Defect::NoChecksum]);
         block_on(async {
             let file = fixture.index.mailboxes.borrow()["anna"].messages[&3].file.clone();
-            fixture.disk.0.borrow_mut().insert(file, b"Subject: x\r\n\r\na\0b\r\n".to_vec());
+            fixture.disk.write(&file, b"Subject: x\r\n\r\na\0b\r\n").expect("in memory");
             let mut session = Session::new(&fixture.env, &fixture.config, &fixture.index, &fixture.shared);
             say(&mut session, "a1 LOGIN anna pw-anna").await;
             say(&mut session, "a2 SELECT INBOX").await;
@@ -1179,7 +1146,7 @@ mod tests {
             assert!(say(&mut session, "a3 SELECT INBOX").await.contains("a3 OK"));
             // Damage one stored copy: never served, reported, and PEEK of the other still works.
             let damaged = fixture.index.mailboxes.borrow()["anna"].messages[&7].file.clone();
-            fixture.disk.0.borrow_mut().insert(damaged, b"garbage".to_vec());
+            fixture.disk.write(&damaged, b"garbage").expect("in memory");
             let fetch = say(&mut session, "a4 UID FETCH 1:* BODY.PEEK[]").await;
             assert!(fetch.starts_with("* 1 FETCH (UID 3 BODY[] {") && fetch.contains("a4 NO [CORRUPTION]") && !fetch.contains("garbage"), "{fetch}");
             assert!(fixture.history.borrow().render().contains("StoreCorruption") || fixture.history.borrow().render().contains("store_corruption"));

@@ -1,14 +1,14 @@
 //! The MX as a real SMTP client meets it: one MX on an in-memory disk and in-memory pipes, driven
 //! command by command, its queue files read back. Each test names the RFC detail it holds.
 
-use disk::{Device, Disk, DiskError, OpKind};
+use disk::mem::MemDisk;
+use disk::{Device, Disk};
 use history::{History, Journal};
 use stack::mx::{MxConfig, OperatorMode};
 use stack::net::{Accepted, BoxStream, Listener, Net, NetFuture};
 use stack::queue::{QueuedMessage, RunnerConfig, QUEUE_DIR};
 use stack::{Defect, Defects, Env};
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::rc::Rc;
@@ -20,42 +20,6 @@ use tokio::sync::mpsc;
 const EPOCH_UNIX_S: u64 = 1_674_432_000;
 /// What the journal's clock reads during every test.
 const NOW_MS: u64 = 3_723_000;
-
-/// Files in memory: every operation succeeds at once and is durable.
-#[derive(Default)]
-struct MemDisk(RefCell<BTreeMap<String, Vec<u8>>>);
-
-impl Device for MemDisk {
-    fn wait_before(&self, _op: OpKind, _path: &str, _waited: bool) -> Option<Duration> {
-        None
-    }
-    fn write(&self, path: &str, bytes: &[u8]) -> Result<(), DiskError> {
-        self.0.borrow_mut().insert(path.to_string(), bytes.to_vec());
-        Ok(())
-    }
-    fn read(&self, path: &str) -> Result<Vec<u8>, DiskError> {
-        self.0.borrow().get(path).cloned().ok_or(DiskError::NotFound)
-    }
-    fn fsync(&self, _path: &str) -> Result<(), DiskError> {
-        Ok(())
-    }
-    fn fsync_dir(&self, _dir: &str) -> Result<(), DiskError> {
-        Ok(())
-    }
-    fn rename(&self, from: &str, to: &str) -> Result<(), DiskError> {
-        let bytes = self.0.borrow_mut().remove(from).ok_or(DiskError::NotFound)?;
-        self.0.borrow_mut().insert(to.to_string(), bytes);
-        Ok(())
-    }
-    fn remove(&self, path: &str) -> Result<(), DiskError> {
-        self.0.borrow_mut().remove(path).map(|_| ()).ok_or(DiskError::NotFound)
-    }
-    fn list(&self, dir: &str) -> Result<Vec<String>, DiskError> {
-        let prefix = format!("{dir}/");
-        let files = self.0.borrow();
-        Ok(files.keys().filter_map(|path| path.strip_prefix(&prefix)).filter(|name| !name.contains('/')).map(str::to_string).collect())
-    }
-}
 
 /// The client's address as the listener reports it (live mode gives "ip:port").
 const PEER: &str = "192.0.2.7:40125";
@@ -136,8 +100,8 @@ impl Mx {
 
     /// The queued message with this Message-ID (each test gives every message its own).
     fn queued(&self, msg: &str) -> QueuedMessage {
-        let files = self.disk.0.borrow();
-        let mut found = files.iter().filter(|(path, _)| path.starts_with(&format!("{QUEUE_DIR}/"))).filter_map(|(_, bytes)| QueuedMessage::decode(bytes, true).ok()).filter(|queued| queued.msg == msg);
+        let queue = self.disk.list(QUEUE_DIR).expect("in memory");
+        let mut found = queue.iter().filter_map(|name| self.disk.read(&format!("{QUEUE_DIR}/{name}")).ok()).filter_map(|bytes| QueuedMessage::decode(&bytes, true).ok()).filter(|queued| queued.msg == msg);
         let queued = found.next().unwrap_or_else(|| panic!("{msg} is not queued"));
         assert!(found.next().is_none(), "{msg} is queued twice");
         queued
