@@ -50,9 +50,29 @@ pub struct StoreConfig {
     /// The operator's notice that the storage was restored from a backup: the next recovery
     /// starts a new UIDVALIDITY (RFC 3501 §2.3.1.1) and clears the notice.
     pub restored: Rc<Cell<bool>>,
+    /// The operator's notices of a staged restore: which mailboxes are offline, and which came
+    /// back from a backup. Only what an operator would tell the store, never why.
+    pub cohorts: Rc<CohortNotices>,
     /// POP3 RETR marks the message read, as Dovecot does unless `pop3_no_flag_updates`: it
     /// moves from `new/` to `cur/` with the seen flag (`:2,S`).
     pub mark_read_on_retr: bool,
+}
+
+/// The operator's control of a staged restore (mailboxes brought back cohort by cohort).
+#[derive(Debug, Default)]
+pub struct CohortNotices {
+    /// Mailboxes that are offline: mail for them is answered 4xx per recipient (the MX keeps
+    /// it queued), and their owners cannot log in, until the operator takes them off the list.
+    pub offline: RefCell<BTreeSet<String>>,
+    /// Mailboxes restored from a backup: the next recovery starts a new UIDVALIDITY for each
+    /// (as `restored` does for the whole store) and then clears the list.
+    pub restored: RefCell<BTreeSet<String>>,
+}
+
+impl CohortNotices {
+    pub fn is_offline(&self, user: &str) -> bool {
+        self.offline.borrow().contains(user)
+    }
 }
 
 /// One message as the index knows it.
@@ -208,10 +228,12 @@ pub async fn recover(env: &Env, config: &StoreConfig) -> Index {
     let restored = config.restored.get();
     let mut index = BTreeMap::new();
     for user in &config.users {
-        let mailbox = recover_mailbox(env, user, restored).await;
+        let from_backup = restored || config.cohorts.restored.borrow().contains(user);
+        let mailbox = recover_mailbox(env, user, from_backup).await;
         index.insert(user.clone(), mailbox);
     }
     config.restored.set(false);
+    config.cohorts.restored.borrow_mut().clear();
     // The mailboxes' own names in mail/ (created with their first subdirectory).
     let _ = env.disk.fsync_dir(MAIL_DIR).await;
     let recent = remembered(&index);
@@ -519,6 +541,14 @@ async fn deliver(env: &Env, config: &StoreConfig, index: &Index, target: &Target
         env.journal.record(Event::StoreRefusal { mailbox: user.clone(), msg: msg.clone(), reply: reply.summary() });
         Ok(reply)
     };
+    // A mailbox the operator has taken offline (a cohort not yet restored): try again later.
+    // The planted `bounce-offline-cohort` refuses it for good.
+    if config.cohorts.is_offline(&user) {
+        return refuse(match env.defects.has(Defect::BounceOfflineCohort) {
+            true => Reply::new(550, "5.2.1", "mailbox unavailable"),
+            false => Reply::new(450, "4.2.1", "mailbox offline while it is restored, try again later"),
+        });
+    }
     // The planted `store-wide-uid-lock` does not recognise retries.
     let mark = if env.defects.has(Defect::StoreWideUidLock) || !retry_possible {
         None
