@@ -57,8 +57,15 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
             ));
         }
     }
+    let renamed_to = facts.disks.get("store").map(|disk| &disk.renamed_to);
     for delivery in &facts.deliveries {
         if let Some((off, _)) = offline_at(&windows, &delivery.mailbox, delivery.at) {
+            // Published (renamed into its final name) before the mailbox went offline, and
+            // acknowledged once the storage let the directory sync finish: made in time.
+            let published_before = renamed_to.and_then(|renamed| renamed.get(&delivery.file)).is_some_and(|renames| renames.iter().any(|(at, _)| *at < off));
+            if published_before {
+                continue;
+            }
             out.push(Violation::new("A25", format!("msg {} rcpt {}", delivery.msg, delivery.mailbox), "delivered into a mailbox while its cohort was offline (the restore would overwrite it)", vec![off, delivery.at]));
         }
     }

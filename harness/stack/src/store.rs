@@ -571,7 +571,7 @@ async fn deliver(env: &Env, config: &StoreConfig, index: &Index, target: &Target
             Recognised::StillInProgress => return refuse(Reply::new(451, "4.2.0", "an earlier delivery of this message is still in progress, try again later")),
         }
     };
-    match publish(env, index, &user, &bytes, unique, deadline_ms).await {
+    match publish(env, index, &config.cohorts, &user, &bytes, unique, deadline_ms).await {
         Ok((uidvalidity, uid, file)) => {
             let digest = message::content_digest(&bytes);
             env.journal.record(Event::StoreDelivered { conn: wire.to_string(), mailbox: user.clone(), msg, uidvalidity, uid, file: file.clone(), digest });
@@ -581,6 +581,7 @@ async fn deliver(env: &Env, config: &StoreConfig, index: &Index, target: &Target
             Ok(Reply::new(250, "2.0.0", &format!("<{rcpt}> delivered")))
         }
         Err(PublishError::Busy) => refuse(Reply::new(451, "4.2.0", "mailbox busy, try again later")),
+        Err(PublishError::Offline) => refuse(Reply::new(450, "4.2.1", "mailbox offline while it is restored, try again later")),
         Err(PublishError::Stack(StackError::Disk(error))) => refuse(match error {
             DiskError::NoSpace => Reply::new(452, "4.3.1", "insufficient system storage"),
             _ => Reply::new(451, "4.3.0", "temporary storage error"),
@@ -621,6 +622,8 @@ async fn recognise(env: &Env, index: &Index, user: &str, key: &str, deadline_ms:
 enum PublishError {
     /// The mailbox stayed busy beyond the transaction's waiting budget: nothing was done.
     Busy,
+    /// The mailbox went offline (a staged restore) before the message was published.
+    Offline,
     Stack(StackError),
 }
 
@@ -638,7 +641,7 @@ impl From<StackError> for PublishError {
 
 /// Under the mailbox's lock: reserve a UID, then tmp/ → fsync → new/ → fsync dir, then show the
 /// message in the index. Returns (uidvalidity, uid, file) once durable.
-async fn publish(env: &Env, index: &Index, user: &str, bytes: &[u8], unique: &str, deadline_ms: u64) -> Result<(u64, u64, String), PublishError> {
+async fn publish(env: &Env, index: &Index, cohorts: &CohortNotices, user: &str, bytes: &[u8], unique: &str, deadline_ms: u64) -> Result<(u64, u64, String), PublishError> {
     let dir = mailbox_dir(user);
     if env.defects.has(Defect::StoreWideUidLock) {
         // The planted bug: one lock for the whole store, held across the disk I/O of every
@@ -647,7 +650,7 @@ async fn publish(env: &Env, index: &Index, user: &str, bytes: &[u8], unique: &st
         let lock = index.store_lock.clone();
         let _guard = lock.lock().await;
         let (uidvalidity, uid) = reserve_uid(env, index, user, &dir).await?;
-        return write_and_show(env, index, user, &dir, bytes, unique, uidvalidity, uid).await;
+        return write_and_show(env, index, cohorts, user, &dir, bytes, unique, uidvalidity, uid).await;
     }
     let lock = index.mailbox_lock(user);
     let remaining = Duration::from_millis(deadline_ms.saturating_sub(env.journal.now_ms()));
@@ -662,7 +665,7 @@ async fn publish(env: &Env, index: &Index, user: &str, bytes: &[u8], unique: &st
         // slow publishes its UID after later deliveries published higher ones.
         guard = None;
     }
-    let published = write_and_show(env, index, user, &dir, bytes, unique, uidvalidity, uid).await;
+    let published = write_and_show(env, index, cohorts, user, &dir, bytes, unique, uidvalidity, uid).await;
     drop(guard);
     published
 }
@@ -672,6 +675,7 @@ async fn publish(env: &Env, index: &Index, user: &str, bytes: &[u8], unique: &st
 async fn write_and_show(
     env: &Env,
     index: &Index,
+    cohorts: &CohortNotices,
     user: &str,
     dir: &str,
     bytes: &[u8],
@@ -690,6 +694,12 @@ async fn write_and_show(
         if let Err(error) = stage_file(env, &temporary, bytes).await {
             let _ = env.disk.remove(&temporary).await;
             return Err(error.into());
+        }
+        // The operator took the mailbox offline while this delivery waited on its storage:
+        // nothing is published into it (the MX is told to try again later).
+        if cohorts.is_offline(user) {
+            let _ = env.disk.remove(&temporary).await;
+            return Err(PublishError::Offline);
         }
         env.disk.rename(&temporary, &final_path).await?;
     }
