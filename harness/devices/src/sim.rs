@@ -739,6 +739,38 @@ mod tests {
     }
 
     #[test]
+    fn on_a_shared_array_either_disks_writes_reach_the_hidden_limit_and_the_stall_stops_both() {
+        let now = Rc::new(Cell::new(1000));
+        let (mx, _) = disk_with(now.clone(), "libero-2023", vec![]);
+        let (store, _) = disk_with(now.clone(), "libero-2023", vec![]);
+        let limit = mx.profile().availability.hidden_limit_bytes as usize;
+        // Apart, half the limit each stalls neither.
+        let half = vec![0u8; limit / 2 + 1];
+        mx.write("q/a", &half).unwrap();
+        store.write("m/a", &half).unwrap();
+        assert_eq!(mx.wait_before(OpKind::Write, "q/b", false), None);
+        assert_eq!(store.wait_before(OpKind::Write, "m/b", false), None);
+        // On one array the same writes together pass the limit: both stall, once each.
+        let (mx, _) = disk_with(now.clone(), "libero-2023", vec![]);
+        let (store, store_history) = disk_with(now.clone(), "libero-2023", vec![]);
+        let array = Rc::new(Array::default());
+        mx.join_array(array.clone());
+        store.join_array(array);
+        mx.write("q/a", &half).unwrap();
+        assert_eq!(store.wait_before(OpKind::Write, "m/a", false), None);
+        store.write("m/a", &half).unwrap();
+        let stall = mx.wait_before(OpKind::Write, "q/b", false).expect("the MX stalls on the store's writes");
+        assert_eq!(store.wait_before(OpKind::Write, "m/b", false), Some(stall));
+        let stalls = |history: &Rc<RefCell<History>>| history.borrow().records.iter().filter(|r| matches!(&r.event, Event::DiskFault { fault, .. } if fault == "hidden-limit-stall")).count();
+        assert_eq!(stalls(&store_history), 1);
+        // After the stall, the array never stalls again.
+        now.set(now.get() + stall.as_millis() as u64 + 1);
+        store.write("m/c", &half).unwrap();
+        assert_eq!(mx.wait_before(OpKind::Write, "q/c", false), None);
+        assert_eq!(store.wait_before(OpKind::Write, "m/d", false), None);
+    }
+
+    #[test]
     fn only_synced_data_under_synced_names_survives_a_pessimistic_crash() {
         let disk = disk_at(Rc::new(Cell::new(0)), vec![]);
         disk.write("q/a", b"alpha").unwrap();
