@@ -1115,6 +1115,25 @@ mod tests {
     }
 
     #[test]
+    fn cohorts_resolve_counts_around_named_mailboxes_and_are_validated() {
+        let text = MINIMAL.replace("users = [\"anna\"]", "users = [\"anna\", \"bob\", \"cleo\", \"dan\"]");
+        let restore = |body: &str| format!("{text}[restore]\noffline_at_s = 100\n{body}");
+        let scenario = parse("c.toml", &restore("[[restore.cohort]]\nmailboxes = 2\nat_s = 200\n[[restore.cohort]]\nmailboxes = [\"bob\"]\nat_s = 300\nfrom_backup_at_s = 50\n")).unwrap();
+        let cohorts = scenario.cohorts();
+        assert_eq!(cohorts[0].mailboxes, ["anna", "cleo"]);
+        assert_eq!((cohorts[1].mailboxes.clone(), cohorts[1].from_backup_at_s), (vec!["bob".to_string()], Some(50)));
+        let error = |body: &str| parse("c.toml", &restore(body)).unwrap_err().to_string();
+        assert!(error("[[restore.cohort]]\nmailboxes = 5\nat_s = 200\n").contains("at most the 4 users"));
+        assert!(error("[[restore.cohort]]\nmailboxes = [\"eve\"]\nat_s = 200\n").contains("'eve' is not in mx.users"));
+        assert!(error("[[restore.cohort]]\nmailboxes = 1\nat_s = 90\n").contains("after offline_at_s"));
+        assert!(error("[[restore.cohort]]\nmailboxes = 1\nat_s = 200\nfrom_backup_at_s = 150\n").contains("before offline_at_s"));
+        assert!(error("[[restore.cohort]]\nmailboxes = [\"bob\"]\nat_s = 200\n[[restore.cohort]]\nmailboxes = [\"bob\"]\nat_s = 300\n").contains("in two cohorts"));
+        let array = parse("a.toml", &format!("vendor_array = [\"mx\", \"store\"]\n{MINIMAL}")).unwrap();
+        assert_eq!(array.vendor_array.map(|hosts| hosts.into_inner()), Some(vec!["mx".to_string(), "store".to_string()]));
+        assert!(parse("a.toml", &format!("vendor_array = [\"clients\"]\n{MINIMAL}")).unwrap_err().to_string().contains("vendor_array lists"));
+    }
+
+    #[test]
     fn links_are_validated() {
         let link = |body: &str| parse("l.toml", &format!("{MINIMAL}[[link]]\n{body}\n"));
         assert!(link("hosts = [\"provider-gmail\", \"mx\"]\nmin_latency_ms = 10\nmax_latency_ms = 900").is_ok());
