@@ -153,10 +153,10 @@ fn the_scenario_reference_is_what_the_code_generates() {
 
 #[test]
 fn the_scenario_reference_lists_every_field_serde_reads() {
-    use sim::scenario::{Clients, Fault, Link, Mx, Network, Provider, Scenario, Workload};
+    use sim::scenario::{Clients, Cohort, Fault, Link, Mx, Network, Provider, Restore, Scenario, Workload};
     let fields = reference::fields();
     let documented = |table: &str| -> BTreeSet<String> { fields.iter().filter(|field| field.table == table).map(|field| field.key.clone()).collect() };
-    let tables: BTreeSet<String> = ["network", "mx", "provider", "workload", "clients", "fault", "link"].map(str::to_string).into();
+    let tables: BTreeSet<String> = ["network", "mx", "provider", "workload", "clients", "fault", "link", "restore"].map(str::to_string).into();
     let top: BTreeSet<String> = serde_names::<Scenario>().difference(&tables).cloned().collect();
     assert_eq!(documented("Scenario"), top);
     assert_eq!(documented("Network"), serde_names::<Network>());
@@ -166,6 +166,9 @@ fn the_scenario_reference_lists_every_field_serde_reads() {
     assert_eq!(documented("Clients"), serde_names::<Clients>());
     assert_eq!(documented("Link"), serde_names::<Link>());
     assert_eq!(documented("Fault"), serde_names::<Fault>());
+    let cohort_table: BTreeSet<String> = ["cohort".to_string()].into();
+    assert_eq!(documented("Restore"), serde_names::<Restore>().difference(&cohort_table).cloned().collect());
+    assert_eq!(documented("Cohort"), serde_names::<Cohort>());
 }
 
 #[test]

@@ -44,6 +44,33 @@ fn a17_a18_a19_catch_uidvalidity_kept_after_a_rollback() {
     caught("rollback", Defect::KeepUidvalidityOnRollback, &["A17", "A18", "A19"]);
 }
 
+#[test]
+fn a25_and_a12_catch_mail_bounced_for_a_cohort_that_is_offline() {
+    caught("cohort-restore", Defect::BounceOfflineCohort, &["A25", "A12"]);
+}
+
+/// The staged restore as the history shows it: the store refuses offline mailboxes with 4xx
+/// only, publishes nothing into them, and gives a new UIDVALIDITY to exactly the mailboxes of
+/// the cohort restored from its backup.
+#[test]
+fn a_cohort_restore_holds_mail_and_renews_uidvalidity_only_where_restored_from_backup() {
+    let loaded = storage("cohort-restore");
+    let cohorts = loaded.scenario.cohorts();
+    let from_backup: BTreeSet<&str> = cohorts.iter().filter(|cohort| cohort.from_backup_at_s.is_some()).flat_map(|cohort| cohort.mailboxes.iter().map(String::as_str)).collect();
+    assert_eq!(from_backup.len(), 4);
+    for seed in 1..=3 {
+        let output = sim::world::run(&loaded.scenario, Seed(seed), &Defects::none());
+        let records = &output.history.records;
+        let held = records.iter().filter(|r| matches!(&r.event, history::Event::StoreRefusal { reply, .. } if reply.starts_with("450 4.2.1"))).count();
+        assert!(held > 0, "seed {seed}: no mail was held");
+        let renewed: BTreeSet<&str> = records.iter().filter_map(|r| match &r.event {
+            history::Event::StoreRecovered { mailbox, restored: true, .. } => Some(mailbox.as_str()),
+            _ => None,
+        }).collect();
+        assert_eq!(renewed, from_backup, "seed {seed}");
+    }
+}
+
 /// A clean run of the rollback scenario reports its losses instead of hiding them, and a
 /// clean run of bit-rot reports the damage it refused to serve.
 #[test]

@@ -15,7 +15,7 @@ use disk::{parent, Device, DiskError, OpKind};
 use history::{Clock, Event, Journal};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
@@ -133,7 +133,17 @@ struct State {
     snapshot: Option<Image>,
 }
 
+/// The vendor's array that several hosts' disks sit on: the profile's hidden limit counts the
+/// writes of every disk on it, and its stall stops them all.
+#[derive(Debug, Default)]
+pub struct Array {
+    bytes_written: Cell<u64>,
+    stalled_until_ms: Cell<Option<u64>>,
+}
+
 pub struct SimDisk {
+    /// The array this disk shares with others; `None`: a disk of its own.
+    array: RefCell<Option<Rc<Array>>>,
     state: RefCell<State>,
     profile: Rc<Profile>,
     faults: Vec<FaultWindow>,
@@ -151,6 +161,7 @@ impl SimDisk {
         let mut state = State::default();
         state.next_failover_ms = failover_period_ms(&profile).unwrap_or(u64::MAX);
         SimDisk {
+            array: RefCell::new(None),
             state: RefCell::new(state),
             clock: journal.clock(),
             profile,
@@ -171,6 +182,11 @@ impl SimDisk {
 
     pub fn profile(&self) -> &Profile {
         &self.profile
+    }
+
+    /// Puts this disk on a shared array (see `Array`).
+    pub fn join_array(&self, array: Rc<Array>) {
+        *self.array.borrow_mut() = Some(array);
     }
 
     /// A power cut or kernel crash: the disk keeps its media plus a subset of the log that the
@@ -543,6 +559,9 @@ impl Device for SimDisk {
             let torn = disk.hit(OpKind::Write, path, |kind| kind == FaultKind::TornWrite).is_some();
             let mut state = disk.state.borrow_mut();
             state.bytes_written += bytes.len() as u64;
+            if let Some(array) = &*self.array.borrow() {
+                array.bytes_written.set(array.bytes_written.get() + bytes.len() as u64);
+            }
             let inode = match state.names.get(path).copied() {
                 Some(inode) => inode,
                 None => {
@@ -663,12 +682,27 @@ impl SimDisk {
     /// The hidden limit of the profile: once reached, every operation waits until the stall ends.
     fn hidden_limit_stall(&self, now_ms: u64) -> Option<u64> {
         let limits = &self.profile.availability;
+        let array = self.array.borrow().clone();
         let mut state = self.state.borrow_mut();
-        if state.stalled_until_ms.is_none() && limits.hidden_limit_bytes > 0 && state.bytes_written >= limits.hidden_limit_bytes {
-            state.stalled_until_ms = Some(now_ms + limits.stall_s.get_ref() * 1000);
-            drop(state);
-            self.journal.record(Event::DiskFault { fault: "hidden-limit-stall".into(), op: "-".into(), path: "-".into() });
-            state = self.state.borrow_mut();
+        if state.stalled_until_ms.is_none() {
+            // On a shared array: the writes of every disk count, and a stall another disk's
+            // writes started stops this one too (it records it when it first meets it).
+            let written = array.as_ref().map_or(state.bytes_written, |array| array.bytes_written.get());
+            let started = array.as_ref().and_then(|array| array.stalled_until_ms.get());
+            let reached = limits.hidden_limit_bytes > 0 && written >= limits.hidden_limit_bytes;
+            let until = started.or_else(|| reached.then(|| now_ms + limits.stall_s.get_ref() * 1000));
+            if let Some(until_ms) = until {
+                state.stalled_until_ms = Some(until_ms);
+                if let Some(array) = &array {
+                    array.stalled_until_ms.set(Some(until_ms));
+                }
+            }
+            // One stall per array: a disk that first meets it once it is over has nothing to record.
+            if until.is_some_and(|until_ms| until_ms > now_ms) {
+                drop(state);
+                self.journal.record(Event::DiskFault { fault: "hidden-limit-stall".into(), op: "-".into(), path: "-".into() });
+                state = self.state.borrow_mut();
+            }
         }
         state.stalled_until_ms.filter(|until_ms| *until_ms > now_ms)
     }
@@ -702,6 +736,38 @@ mod tests {
     fn crash_to_media(disk: &SimDisk) {
         let media = disk.state.borrow().media.clone();
         disk.reset_to(media);
+    }
+
+    #[test]
+    fn on_a_shared_array_either_disks_writes_reach_the_hidden_limit_and_the_stall_stops_both() {
+        let now = Rc::new(Cell::new(1000));
+        let (mx, _) = disk_with(now.clone(), "libero-2023", vec![]);
+        let (store, _) = disk_with(now.clone(), "libero-2023", vec![]);
+        let limit = mx.profile().availability.hidden_limit_bytes as usize;
+        // Apart, half the limit each stalls neither.
+        let half = vec![0u8; limit / 2 + 1];
+        mx.write("q/a", &half).unwrap();
+        store.write("m/a", &half).unwrap();
+        assert_eq!(mx.wait_before(OpKind::Write, "q/b", false), None);
+        assert_eq!(store.wait_before(OpKind::Write, "m/b", false), None);
+        // On one array the same writes together pass the limit: both stall, once each.
+        let (mx, _) = disk_with(now.clone(), "libero-2023", vec![]);
+        let (store, store_history) = disk_with(now.clone(), "libero-2023", vec![]);
+        let array = Rc::new(Array::default());
+        mx.join_array(array.clone());
+        store.join_array(array);
+        mx.write("q/a", &half).unwrap();
+        assert_eq!(store.wait_before(OpKind::Write, "m/a", false), None);
+        store.write("m/a", &half).unwrap();
+        let stall = mx.wait_before(OpKind::Write, "q/b", false).expect("the MX stalls on the store's writes");
+        assert_eq!(store.wait_before(OpKind::Write, "m/b", false), Some(stall));
+        let stalls = |history: &Rc<RefCell<History>>| history.borrow().records.iter().filter(|r| matches!(&r.event, Event::DiskFault { fault, .. } if fault == "hidden-limit-stall")).count();
+        assert_eq!(stalls(&store_history), 1);
+        // After the stall, the array never stalls again.
+        now.set(now.get() + stall.as_millis() as u64 + 1);
+        store.write("m/c", &half).unwrap();
+        assert_eq!(mx.wait_before(OpKind::Write, "q/c", false), None);
+        assert_eq!(store.wait_before(OpKind::Write, "m/d", false), None);
     }
 
     #[test]

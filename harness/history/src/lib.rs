@@ -94,6 +94,10 @@ pub enum Event {
     Operator { mode: String },
     /// The store's storage is down (`down`) or back; what A22 judges the MX's answers against.
     Outage { down: bool },
+    /// A staged restore: the operator takes a cohort of mailboxes offline (`online: false`), or
+    /// brings it back (`online: true`), intact or from a backup (`from_backup`). What A25 judges
+    /// the store's answers and the mailboxes against.
+    Cohort { cohort: u32, online: bool, from_backup: bool, mailboxes: Vec<String> },
     Crash,
     Restart,
     /// A stack fail point fired and the world will crash the host now.

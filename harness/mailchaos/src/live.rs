@@ -86,6 +86,7 @@ async fn run(options: &Options, users: BTreeSet<String>) -> Result<bool, String>
     };
     let store_config = StoreConfig {
         restored: Rc::default(),
+        cohorts: Rc::default(),
         hostname: format!("store.{}", options.domain),
         domains: vec![options.domain.clone()],
         users,

@@ -34,6 +34,7 @@ pub const EMBEDDED_STORAGE: &[(&str, &str)] = &[
     ("scenarios/storage/rollback.toml", include_str!("../../../scenarios/storage/rollback.toml")),
     ("scenarios/storage/torn-and-lost.toml", include_str!("../../../scenarios/storage/torn-and-lost.toml")),
     ("scenarios/storage/queue-damage.toml", include_str!("../../../scenarios/storage/queue-damage.toml")),
+    ("scenarios/storage/cohort-restore.toml", include_str!("../../../scenarios/storage/cohort-restore.toml")),
 ];
 
 /// The regression corpus (scenarios/regressions/): scenarios that once showed a bug or a false

@@ -413,6 +413,7 @@ fn judged_by(record: &Record) -> &'static [&'static str] {
         Event::ClientListing { .. } => &["A19"],
         Event::ClientFetched { .. } => &["A20", "A23", "A27"],
         Event::Outage { down: true } => &["A22"],
+        Event::Cohort { online: false, .. } => &["A25"],
         _ => &[],
     }
 }

@@ -284,6 +284,7 @@ fn store_config(scenario: &Scenario) -> StoreConfig {
         pop3_max_sessions: 1,
         imap_max_sessions: 1,
         restored: Rc::default(),
+        cohorts: Rc::default(),
         mark_read_on_retr: scenario.clients.mark_read,
     }
 }

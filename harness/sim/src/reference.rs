@@ -21,6 +21,8 @@ pub const TABLES: &[(&str, &str)] = &[
     ("Clients", "[clients]"),
     ("Link", "[[link]]"),
     ("Fault", "[[fault]]"),
+    ("Restore", "[restore]"),
+    ("Cohort", "[[restore.cohort]]"),
 ];
 
 /// One field as the source documents it.
@@ -45,7 +47,7 @@ pub fn fields() -> Vec<Field> {
 }
 
 /// The types of the fields that hold other tables.
-const NESTED: &[&str] = &["Network", "Mx", "Vec<Provider>", "Workload", "Clients", "Vec<Fault>", "Vec<Link>"];
+const NESTED: &[&str] = &["Network", "Mx", "Vec<Provider>", "Workload", "Clients", "Vec<Fault>", "Vec<Link>", "Option<Restore>", "Vec<Cohort>"];
 
 fn fields_of_struct(table: &'static str) -> Vec<Field> {
     let start = SOURCE.find(&format!("pub struct {table} {{")).unwrap_or_else(|| panic!("no struct {table} in scenario.rs"));
@@ -90,6 +92,7 @@ fn kind_of(rust: &str) -> String {
         "Draw" => "integer or [low, high]",
         "Vec<disk::OpKind" => "list of operations",
         "FaultKind" => "fault kind",
+        "CohortMailboxes" => "list of strings or integer",
         other => other,
     }
     .to_string()

@@ -3,6 +3,7 @@
 
 use input::{line_column, Keys};
 use serde::Deserialize;
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
@@ -109,6 +110,62 @@ pub struct Scenario {
     /// Unit: -. Range: a shipped profile (`mailchaos list-profiles`). Default: unset (posix-strict).
     #[serde(default)]
     pub profile: Option<Spanned<String>>,
+    /// The hosts whose disks sit on the vendor's array: they run the scenario's profile (the
+    /// other disk host runs posix-strict) and share one array, so the profile's hidden limit
+    /// counts the writes of all of them and its stall stops them all.
+    /// Unit: -. Range: `mx`, `store` or both. Default: unset (the MX and the store each on a disk of the profile, limits counted per disk).
+    #[serde(default)]
+    pub vendor_array: Option<Spanned<Vec<String>>>,
+    /// Mailboxes going offline and coming back in cohorts (a staged restore).
+    #[serde(default)]
+    pub restore: Option<Restore>,
+}
+
+/// A staged restore: at `offline_at_s` the mailboxes of every cohort go offline (the storage
+/// under them is lost); each cohort comes back at its own `at_s`, intact or from a backup. The
+/// store learns of it as an operator tells it (a list of offline mailboxes), never of a fault.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restore {
+    /// When the mailboxes of every cohort go offline.
+    /// Unit: s. Range: 0 to the first cohort's at_s. Default: required.
+    pub offline_at_s: Spanned<u64>,
+    #[serde(rename = "cohort")]
+    pub cohorts: Vec<Cohort>,
+}
+
+/// One cohort of a staged restore.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cohort {
+    /// Its mailboxes: a list of users, or a number (the next that many users of mx.users, in
+    /// their order, after the earlier cohorts' counted ones).
+    /// Unit: -. Range: users of mx.users (each in one cohort at most), or 1 to the users left. Default: required.
+    pub mailboxes: Spanned<CohortMailboxes>,
+    /// When the cohort comes back online.
+    /// Unit: s. Range: after offline_at_s, within chaos_s. Default: required.
+    pub at_s: Spanned<u64>,
+    /// When set, the cohort comes back from the backup taken at this moment (mail delivered
+    /// since is gone, and the store starts a new UIDVALIDITY); otherwise it comes back intact.
+    /// Unit: s. Range: before offline_at_s. Default: unset (intact).
+    #[serde(default)]
+    pub from_backup_at_s: Option<Spanned<u64>>,
+}
+
+/// A cohort's mailboxes as a scenario gives them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum CohortMailboxes {
+    Count(u64),
+    Names(Vec<String>),
+}
+
+/// A cohort resolved against mx.users.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedCohort {
+    pub mailboxes: Vec<String>,
+    pub at_s: u64,
+    pub from_backup_at_s: Option<u64>,
 }
 
 /// One link's latency: each message takes between min and max (the spread is the jitter).
@@ -550,6 +607,29 @@ pub struct Loaded {
 }
 
 impl Scenario {
+    /// The cohorts of the staged restore with their mailboxes named (counts taken in mx.users
+    /// order, skipping users a cohort names), in the scenario's order; empty without a restore.
+    pub fn cohorts(&self) -> Vec<ResolvedCohort> {
+        let Some(restore) = &self.restore else { return Vec::new() };
+        let named: BTreeSet<&String> = restore.cohorts.iter().filter_map(|cohort| match cohort.mailboxes.get_ref() {
+            CohortMailboxes::Names(names) => Some(names.iter()),
+            CohortMailboxes::Count(_) => None,
+        }).flatten().collect();
+        let mut free = self.mx.users.get_ref().iter().filter(|user| !named.contains(user));
+        restore
+            .cohorts
+            .iter()
+            .map(|cohort| ResolvedCohort {
+                mailboxes: match cohort.mailboxes.get_ref() {
+                    CohortMailboxes::Names(names) => names.clone(),
+                    CohortMailboxes::Count(count) => free.by_ref().take(*count as usize).cloned().collect(),
+                },
+                at_s: *cohort.at_s.get_ref(),
+                from_backup_at_s: cohort.from_backup_at_s.as_ref().map(|at| *at.get_ref()),
+            })
+            .collect()
+    }
+
     /// Every host name of the scenario's world, in a fixed order.
     pub fn hosts(&self) -> Vec<String> {
         let mut hosts = vec!["mx".to_string(), "store".to_string()];
@@ -652,6 +732,8 @@ fn validate(scenario: &Scenario, keys: &Keys) -> Result<(), Invalid> {
     for fault in &scenario.faults {
         validate_fault(scenario, fault)?;
     }
+    validate_vendor_array(scenario)?;
+    validate_restore(scenario)?;
     let hosts = scenario.hosts();
     for link in &scenario.links {
         let pair = link.hosts.get_ref();
@@ -763,6 +845,52 @@ fn validate_clients(scenario: &Scenario, keys: &Keys) -> Result<(), Invalid> {
         0 => format!("no poll interval fits: {between}"),
         _ => format!("poll_interval_s must be between 1 and {room}: {between}"),
     })
+}
+
+fn validate_vendor_array(scenario: &Scenario) -> Result<(), Invalid> {
+    let Some(array) = &scenario.vendor_array else { return Ok(()) };
+    let hosts = array.get_ref();
+    check(!hosts.is_empty() && hosts.iter().all(|host| host == "mx" || host == "store") && first_repeat(hosts).is_none(), array.span(), || "vendor_array lists the hosts on the vendor's array: \"mx\", \"store\" or both, each once".into())
+}
+
+fn validate_restore(scenario: &Scenario) -> Result<(), Invalid> {
+    let Some(restore) = &scenario.restore else { return Ok(()) };
+    let chaos = *scenario.chaos_s.get_ref();
+    let offline = &restore.offline_at_s;
+    let users = scenario.mx.users.get_ref();
+    let first = restore.cohorts.first().ok_or((offline.span(), "a restore needs at least one [[restore.cohort]]".to_string()))?;
+    check(restore.cohorts.len() <= MAX_USERS, first.at_s.span(), || format!("at most {MAX_USERS} cohorts"))?;
+    let mut taken: BTreeSet<&str> = BTreeSet::new();
+    let mut counted = 0u64;
+    let named: usize = restore.cohorts.iter().map(|cohort| match cohort.mailboxes.get_ref() {
+        CohortMailboxes::Names(names) => names.len(),
+        CohortMailboxes::Count(_) => 0,
+    }).sum();
+    for cohort in &restore.cohorts {
+        let at = &cohort.at_s;
+        check(*at.get_ref() > *offline.get_ref() && *at.get_ref() <= chaos, at.span(), || format!("a cohort comes back after offline_at_s ({}) and within chaos_s ({chaos})", offline.get_ref()))?;
+        if let Some(backup) = &cohort.from_backup_at_s {
+            check(backup.get_ref() < offline.get_ref(), backup.span(), || "from_backup_at_s must come before offline_at_s (the backup is of the mailboxes before they went offline)".into())?;
+            let first_backup = restore.cohorts.iter().find_map(|cohort| cohort.from_backup_at_s.as_ref()).map(|at| *at.get_ref());
+            check(first_backup == Some(*backup.get_ref()), backup.span(), || "every cohort restored from a backup uses the same one (one from_backup_at_s)".into())?;
+        }
+        let span = cohort.mailboxes.span();
+        match cohort.mailboxes.get_ref() {
+            CohortMailboxes::Names(names) => {
+                check(!names.is_empty(), span.clone(), || "a cohort needs at least one mailbox".into())?;
+                for name in names {
+                    check(users.contains(name), span.clone(), || format!("cohort mailbox '{}' is not in mx.users", input::clip(name)))?;
+                    check(taken.insert(name), span.clone(), || format!("mailbox '{}' is in two cohorts", input::clip(name)))?;
+                }
+            }
+            CohortMailboxes::Count(count) => {
+                counted = counted.saturating_add(*count);
+                check(*count >= 1 && counted.saturating_add(named as u64) <= users.len() as u64, span, || format!("a cohort counts 1 or more mailboxes, and the cohorts together at most the {} users of mx.users", users.len()))?;
+            }
+        }
+    }
+    let overlaps = scenario.faults.iter().any(|fault| fault.kind == FaultKind::Rollback);
+    check(!overlaps, offline.span(), || "a staged restore and a rollback fault cannot be combined (both restore the store from a backup)".into())
 }
 
 /// The optional fields a fault kind reads; any other one given is a mistake (it would be
@@ -984,6 +1112,25 @@ mod tests {
         assert!(eio.contains("kind = \"disk-eio\" takes no bytes"), "{eio}");
         let full = format!("{MINIMAL}[[fault]]\nkind = \"disk-full\"\nhost = \"mx\"\nbytes = 100\nfiles = 3\nops = [\"write\"]\npath_prefix = \"queue/\"\nat_s = 10\nduration_s = 60\n");
         assert!(parse("ok.toml", &full).is_ok());
+    }
+
+    #[test]
+    fn cohorts_resolve_counts_around_named_mailboxes_and_are_validated() {
+        let text = MINIMAL.replace("users = [\"anna\"]", "users = [\"anna\", \"bob\", \"cleo\", \"dan\"]");
+        let restore = |body: &str| format!("{text}[restore]\noffline_at_s = 100\n{body}");
+        let scenario = parse("c.toml", &restore("[[restore.cohort]]\nmailboxes = 2\nat_s = 200\n[[restore.cohort]]\nmailboxes = [\"bob\"]\nat_s = 300\nfrom_backup_at_s = 50\n")).unwrap();
+        let cohorts = scenario.cohorts();
+        assert_eq!(cohorts[0].mailboxes, ["anna", "cleo"]);
+        assert_eq!((cohorts[1].mailboxes.clone(), cohorts[1].from_backup_at_s), (vec!["bob".to_string()], Some(50)));
+        let error = |body: &str| parse("c.toml", &restore(body)).unwrap_err().to_string();
+        assert!(error("[[restore.cohort]]\nmailboxes = 5\nat_s = 200\n").contains("at most the 4 users"));
+        assert!(error("[[restore.cohort]]\nmailboxes = [\"eve\"]\nat_s = 200\n").contains("'eve' is not in mx.users"));
+        assert!(error("[[restore.cohort]]\nmailboxes = 1\nat_s = 90\n").contains("after offline_at_s"));
+        assert!(error("[[restore.cohort]]\nmailboxes = 1\nat_s = 200\nfrom_backup_at_s = 150\n").contains("before offline_at_s"));
+        assert!(error("[[restore.cohort]]\nmailboxes = [\"bob\"]\nat_s = 200\n[[restore.cohort]]\nmailboxes = [\"bob\"]\nat_s = 300\n").contains("in two cohorts"));
+        let array = parse("a.toml", &format!("vendor_array = [\"mx\", \"store\"]\n{MINIMAL}")).unwrap();
+        assert_eq!(array.vendor_array.map(|hosts| hosts.into_inner()), Some(vec!["mx".to_string(), "store".to_string()]));
+        assert!(parse("a.toml", &format!("vendor_array = [\"clients\"]\n{MINIMAL}")).unwrap_err().to_string().contains("vendor_array lists"));
     }
 
     #[test]

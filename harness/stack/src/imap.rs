@@ -366,6 +366,9 @@ impl<'a> Session<'a> {
         if !known || password != password_of(&user).as_bytes() {
             return Done::No(Some(code("AUTHENTICATIONFAILED")), "invalid user or password");
         }
+        if self.config.cohorts.is_offline(&user) {
+            return Done::No(Some(code("UNAVAILABLE")), "mailbox offline while it is restored, try again later");
+        }
         self.user = Some(user);
         Done::Ok(Some(Code::Capability(capabilities())), "LOGIN completed")
     }
@@ -917,6 +920,7 @@ mod tests {
             pop3_max_sessions: 4,
             imap_max_sessions: 4,
             restored: Rc::default(),
+            cohorts: Rc::default(),
             mark_read_on_retr: true,
         };
         let env = Env { journal, disk: Disk::new(disk.clone()), net: Rc::new(NoNet), defects: Defects::of(defects) };

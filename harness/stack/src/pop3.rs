@@ -161,6 +161,9 @@ impl Session<'_> {
             }
             Pop3Command::Pass(password) => {
                 let Some(user) = self.user.take() else { return err("send USER first") };
+                if self.config.cohorts.is_offline(&user) {
+                    return err("[SYS/TEMP] mailbox offline while it is restored, try again later");
+                }
                 let mut mailboxes = self.index.mailboxes.borrow_mut();
                 let Some(mailbox) = mailboxes.get_mut(&user).filter(|_| password == password_of(&user)) else {
                     return err("[AUTH] invalid user or password");

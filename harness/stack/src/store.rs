@@ -50,9 +50,29 @@ pub struct StoreConfig {
     /// The operator's notice that the storage was restored from a backup: the next recovery
     /// starts a new UIDVALIDITY (RFC 3501 §2.3.1.1) and clears the notice.
     pub restored: Rc<Cell<bool>>,
+    /// The operator's notices of a staged restore: which mailboxes are offline, and which came
+    /// back from a backup. Only what an operator would tell the store, never why.
+    pub cohorts: Rc<CohortNotices>,
     /// POP3 RETR marks the message read, as Dovecot does unless `pop3_no_flag_updates`: it
     /// moves from `new/` to `cur/` with the seen flag (`:2,S`).
     pub mark_read_on_retr: bool,
+}
+
+/// The operator's control of a staged restore (mailboxes brought back cohort by cohort).
+#[derive(Debug, Default)]
+pub struct CohortNotices {
+    /// Mailboxes that are offline: mail for them is answered 4xx per recipient (the MX keeps
+    /// it queued), and their owners cannot log in, until the operator takes them off the list.
+    pub offline: RefCell<BTreeSet<String>>,
+    /// Mailboxes restored from a backup: the next recovery starts a new UIDVALIDITY for each
+    /// (as `restored` does for the whole store) and then clears the list.
+    pub restored: RefCell<BTreeSet<String>>,
+}
+
+impl CohortNotices {
+    pub fn is_offline(&self, user: &str) -> bool {
+        self.offline.borrow().contains(user)
+    }
 }
 
 /// One message as the index knows it.
@@ -208,10 +228,12 @@ pub async fn recover(env: &Env, config: &StoreConfig) -> Index {
     let restored = config.restored.get();
     let mut index = BTreeMap::new();
     for user in &config.users {
-        let mailbox = recover_mailbox(env, user, restored).await;
+        let from_backup = restored || config.cohorts.restored.borrow().contains(user);
+        let mailbox = recover_mailbox(env, user, from_backup).await;
         index.insert(user.clone(), mailbox);
     }
     config.restored.set(false);
+    config.cohorts.restored.borrow_mut().clear();
     // The mailboxes' own names in mail/ (created with their first subdirectory).
     let _ = env.disk.fsync_dir(MAIL_DIR).await;
     let recent = remembered(&index);
@@ -519,6 +541,14 @@ async fn deliver(env: &Env, config: &StoreConfig, index: &Index, target: &Target
         env.journal.record(Event::StoreRefusal { mailbox: user.clone(), msg: msg.clone(), reply: reply.summary() });
         Ok(reply)
     };
+    // A mailbox the operator has taken offline (a cohort not yet restored): try again later.
+    // The planted `bounce-offline-cohort` refuses it for good.
+    if config.cohorts.is_offline(&user) {
+        return refuse(match env.defects.has(Defect::BounceOfflineCohort) {
+            true => Reply::new(550, "5.2.1", "mailbox unavailable"),
+            false => Reply::new(450, "4.2.1", "mailbox offline while it is restored, try again later"),
+        });
+    }
     // The planted `store-wide-uid-lock` does not recognise retries.
     let mark = if env.defects.has(Defect::StoreWideUidLock) || !retry_possible {
         None
@@ -541,7 +571,7 @@ async fn deliver(env: &Env, config: &StoreConfig, index: &Index, target: &Target
             Recognised::StillInProgress => return refuse(Reply::new(451, "4.2.0", "an earlier delivery of this message is still in progress, try again later")),
         }
     };
-    match publish(env, index, &user, &bytes, unique, deadline_ms).await {
+    match publish(env, index, &config.cohorts, &user, &bytes, unique, deadline_ms).await {
         Ok((uidvalidity, uid, file)) => {
             let digest = message::content_digest(&bytes);
             env.journal.record(Event::StoreDelivered { conn: wire.to_string(), mailbox: user.clone(), msg, uidvalidity, uid, file: file.clone(), digest });
@@ -551,6 +581,7 @@ async fn deliver(env: &Env, config: &StoreConfig, index: &Index, target: &Target
             Ok(Reply::new(250, "2.0.0", &format!("<{rcpt}> delivered")))
         }
         Err(PublishError::Busy) => refuse(Reply::new(451, "4.2.0", "mailbox busy, try again later")),
+        Err(PublishError::Offline) => refuse(Reply::new(450, "4.2.1", "mailbox offline while it is restored, try again later")),
         Err(PublishError::Stack(StackError::Disk(error))) => refuse(match error {
             DiskError::NoSpace => Reply::new(452, "4.3.1", "insufficient system storage"),
             _ => Reply::new(451, "4.3.0", "temporary storage error"),
@@ -591,6 +622,8 @@ async fn recognise(env: &Env, index: &Index, user: &str, key: &str, deadline_ms:
 enum PublishError {
     /// The mailbox stayed busy beyond the transaction's waiting budget: nothing was done.
     Busy,
+    /// The mailbox went offline (a staged restore) before the message was published.
+    Offline,
     Stack(StackError),
 }
 
@@ -608,7 +641,7 @@ impl From<StackError> for PublishError {
 
 /// Under the mailbox's lock: reserve a UID, then tmp/ → fsync → new/ → fsync dir, then show the
 /// message in the index. Returns (uidvalidity, uid, file) once durable.
-async fn publish(env: &Env, index: &Index, user: &str, bytes: &[u8], unique: &str, deadline_ms: u64) -> Result<(u64, u64, String), PublishError> {
+async fn publish(env: &Env, index: &Index, cohorts: &CohortNotices, user: &str, bytes: &[u8], unique: &str, deadline_ms: u64) -> Result<(u64, u64, String), PublishError> {
     let dir = mailbox_dir(user);
     if env.defects.has(Defect::StoreWideUidLock) {
         // The planted bug: one lock for the whole store, held across the disk I/O of every
@@ -617,7 +650,7 @@ async fn publish(env: &Env, index: &Index, user: &str, bytes: &[u8], unique: &st
         let lock = index.store_lock.clone();
         let _guard = lock.lock().await;
         let (uidvalidity, uid) = reserve_uid(env, index, user, &dir).await?;
-        return write_and_show(env, index, user, &dir, bytes, unique, uidvalidity, uid).await;
+        return write_and_show(env, index, cohorts, user, &dir, bytes, unique, uidvalidity, uid).await;
     }
     let lock = index.mailbox_lock(user);
     let remaining = Duration::from_millis(deadline_ms.saturating_sub(env.journal.now_ms()));
@@ -632,7 +665,7 @@ async fn publish(env: &Env, index: &Index, user: &str, bytes: &[u8], unique: &st
         // slow publishes its UID after later deliveries published higher ones.
         guard = None;
     }
-    let published = write_and_show(env, index, user, &dir, bytes, unique, uidvalidity, uid).await;
+    let published = write_and_show(env, index, cohorts, user, &dir, bytes, unique, uidvalidity, uid).await;
     drop(guard);
     published
 }
@@ -642,6 +675,7 @@ async fn publish(env: &Env, index: &Index, user: &str, bytes: &[u8], unique: &st
 async fn write_and_show(
     env: &Env,
     index: &Index,
+    cohorts: &CohortNotices,
     user: &str,
     dir: &str,
     bytes: &[u8],
@@ -660,6 +694,12 @@ async fn write_and_show(
         if let Err(error) = stage_file(env, &temporary, bytes).await {
             let _ = env.disk.remove(&temporary).await;
             return Err(error.into());
+        }
+        // The operator took the mailbox offline while this delivery waited on its storage:
+        // nothing is published into it (the MX is told to try again later).
+        if cohorts.is_offline(user) {
+            let _ = env.disk.remove(&temporary).await;
+            return Err(PublishError::Offline);
         }
         env.disk.rename(&temporary, &final_path).await?;
     }
