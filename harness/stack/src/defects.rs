@@ -46,6 +46,7 @@ pub enum Defect {
     DsnDated1970,
     DsnFromPostmaster,
     DataAfterRefusedLastRcpt,
+    IosKeepsUidCacheAcrossUidvalidity,
 }
 
 impl Defect {
@@ -90,6 +91,7 @@ impl Defect {
         Defect::DsnDated1970,
         Defect::DsnFromPostmaster,
         Defect::DataAfterRefusedLastRcpt,
+        Defect::IosKeepsUidCacheAcrossUidvalidity,
     ];
 
     pub fn name(self) -> &'static str {
@@ -134,6 +136,7 @@ impl Defect {
             Defect::DsnDated1970 => "dsn-dated-1970",
             Defect::DsnFromPostmaster => "dsn-from-postmaster",
             Defect::DataAfterRefusedLastRcpt => "data-after-refused-last-rcpt",
+            Defect::IosKeepsUidCacheAcrossUidvalidity => "ios-keeps-uid-cache-across-uidvalidity",
         }
     }
 
@@ -189,6 +192,9 @@ impl Defect {
             Defect::MailSizeSignAccepted => "MX reads MAIL's SIZE with the integer parser alone, which takes a sign: MAIL FROM:<a> SIZE=+5 is accepted (A28)",
             Defect::DsnDated1970 => "remote sender dates its DSNs on the bare simulated clock (January 1970) and gives the DSN's own time as the original's Arrival-Date (A10)",
             Defect::DataAfterRefusedLastRcpt => "MX decides DATA by the transaction's last RCPT alone: when the last recipient was refused it answers 554 though earlier ones were accepted (A26)",
+            Defect::IosKeepsUidCacheAcrossUidvalidity => {
+                "an IMAP client with a UID cache (the iOS kind) keeps it when the server's UIDVALIDITY changes (RFC 4549 §4.1 says drop it): after a restore it shows the old messages under UIDs that now name new ones, and never downloads those (A24, A20)"
+            }
             Defect::DsnFromPostmaster => "MX returns a damaged queue file's message with MAIL FROM:<postmaster@…> instead of <>: a DSN that can itself bounce, and loop (A9)",
         }
     }
