@@ -1112,6 +1112,25 @@ mod tests {
     }
 
     #[test]
+    fn client_types_take_mailboxes_in_order_and_are_validated() {
+        let two = MINIMAL.replace("users = [\"anna\"]", "users = [\"anna\", \"bruno\", \"carla\"]");
+        let typed = |body: &str| format!("{two}[[clients.type]]\n{body}\n");
+        let scenario = parse("t.toml", &typed("name = \"ios\"\nprotocol = \"imap\"\ncount = 2\nreturns_at_s = 600\ndelete_after_fetch = true")).unwrap();
+        assert_eq!(scenario.hosts(), vec!["mx", "store", "provider-gmail", "clients", "clients-ios"]);
+        let kinds: Vec<(String, Option<String>)> = scenario.clients.type_of(scenario.mx.users.get_ref()).into_iter().map(|(user, kind)| (user, kind.map(|k| k.name.get_ref().clone()))).collect();
+        assert_eq!(kinds, vec![("anna".into(), Some("ios".into())), ("bruno".into(), Some("ios".into())), ("carla".into(), None)]);
+        assert_eq!(scenario.clients.deleting(scenario.mx.users.get_ref()).into_iter().collect::<Vec<_>>(), vec!["anna", "bruno"]);
+        let error = parse("t.toml", &typed("name = \"ios\"\nprotocol = \"imap\"\ncount = 4")).unwrap_err().to_string();
+        assert!(error.contains("count must be between 1 and 3"), "{error}");
+        let error = parse("t.toml", &typed("name = \"ios\"\nprotocol = \"jmap\"\ncount = 1")).unwrap_err().to_string();
+        assert!(error.contains("unknown protocol 'jmap'; expected one of: pop3, imap, webmail"), "{error}");
+        let error = parse("t.toml", &typed("name = \"ios\"\nprotocol = \"imap\"\ncount = 1\nreturns_at_s = 3500")).unwrap_err().to_string();
+        assert!(error.contains("poll_interval_s must be between 1 and 50"), "{error}");
+        let error = parse("t.toml", &typed("name = \"ios\"\nprotocol = \"imap\"\ncount = 1").replace("poll_interval_s = 60", "poll_interval_s = 60\ndelete_after_fetch = [\"anna\"]")).unwrap_err().to_string();
+        assert!(error.contains("whose mailbox a client type takes"), "{error}");
+    }
+
+    #[test]
     fn links_are_validated() {
         let link = |body: &str| parse("l.toml", &format!("{MINIMAL}[[link]]\n{body}\n"));
         assert!(link("hosts = [\"provider-gmail\", \"mx\"]\nmin_latency_ms = 10\nmax_latency_ms = 900").is_ok());
