@@ -8,7 +8,7 @@
 //! hold every message of the mailbox's final image (its `new/` and `cur/`) as many times as the
 //! image holds it, and nothing else. Content is compared by digest (trace fields aside), never
 //! by a UID or a file name. A mailbox the store changed after the client's last view (a
-//! delivery, an expunge, a recovery) is not judged: its client had no chance to see it. Files
+//! delivery, a restore) is not judged: its client had no chance to see it. Files
 //! the device damaged, or the store found damaged and refused to serve, are left out (A23).
 //! POP3 clients keep what they download rather than mirror the server: A19 and A20 judge them.
 
@@ -35,7 +35,10 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
                     seen.push((at, *uidvalidity));
                 }
             }
-            Event::StoreDelivered { mailbox, .. } | Event::StoreExpunging { mailbox, .. } | Event::StoreRecovered { mailbox, .. } => {
+            // A plain restart changes nothing a client shows (what a crash loses changes EXISTS,
+            // and the client's next SELECT resyncs); a restore from backup does. An expunge is
+            // the client's own (one client per mailbox): it records its view right after.
+            Event::StoreDelivered { mailbox, .. } | Event::StoreRecovered { mailbox, restored: true, .. } => {
                 last_change.insert(mailbox, at);
             }
             Event::StoreCorruption { file, .. } => {

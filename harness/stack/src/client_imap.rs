@@ -309,6 +309,7 @@ async fn poll(env: &Env, config: &ImapClientConfig, state: &mut State) -> Result
     state.cache.retain(|uid, _| uids.contains(uid));
     let new: Vec<u64> = uids.iter().copied().filter(|uid| !state.cache.contains_key(uid) && !state.refused.contains(&(uidvalidity, *uid))).take(MAX_FETCH_PER_POLL).collect();
     let mut to_delete = Vec::new();
+    let mut fetched_any = false;
     for uid in new {
         let answer = session.command(&format!("UID FETCH {uid} (UID BODY.PEEK[])")).await?;
         let body = fetched(&answer.untagged).into_iter().find(|(got, _, _)| *got == uid).and_then(|(_, _, body)| body);
@@ -328,11 +329,13 @@ async fn poll(env: &Env, config: &ImapClientConfig, state: &mut State) -> Result
             trace_for: message::trace_recipients(&bytes),
         });
         state.cache.insert(uid, digest);
+        fetched_any = true;
         if config.delete_after_fetch {
             to_delete.push(uid);
         }
     }
-    if !to_delete.is_empty() {
+    let deleted_any = !to_delete.is_empty();
+    if deleted_any {
         let mut result = Ok(());
         for uid in &to_delete {
             if let Err(error) = session.ok(&format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)")).await {
@@ -353,7 +356,10 @@ async fn poll(env: &Env, config: &ImapClientConfig, state: &mut State) -> Result
         }
     }
     let shown: Vec<(u64, String)> = state.cache.iter().map(|(uid, digest)| (*uid, digest.clone())).collect();
-    if state.last_view.as_ref() != Some(&(uidvalidity, shown.clone())) {
+    // Recorded when it changed, and after a sync that downloaded or deleted something (a
+    // deleting client's view stays empty: it still shows that it caught up).
+    let acted = fetched_any || deleted_any;
+    if acted || state.last_view.as_ref() != Some(&(uidvalidity, shown.clone())) {
         env.journal.record(Event::ClientView { mailbox: config.user.clone(), uidvalidity, shown: shown.clone() });
         state.last_view = Some((uidvalidity, shown));
     }
