@@ -419,3 +419,32 @@ fn a_stalled_mailbox_holds_up_only_itself_and_its_retries_make_no_copies() {
     }
     assert!(recognised > 0, "the MX should have retried a delivery the store had made, and the store recognised it");
 }
+
+#[test]
+fn a24_and_a20_catch_an_ios_client_keeping_its_uid_cache_across_a_uidvalidity_change() {
+    // After the store's restore from backup (a new UIDVALIDITY), new mail gets UIDs the stale
+    // cache still holds: the client shows old messages under them and never downloads the new.
+    check("imap-clients", 5, Defect::IosKeepsUidCacheAcrossUidvalidity, &["A20", "A24"]);
+}
+
+#[test]
+fn imap_clients_resync_after_a_restore_and_end_with_the_servers_set() {
+    // The clean iOS client drops its cache at the new UIDVALIDITY and downloads the mailbox
+    // again: every IMAP client's last view is judged (A24) and holds what the store holds.
+    let loaded = fast("imap-clients");
+    for seed in 1..=3 {
+        let judged = judge(&loaded, Seed(seed), &Defects::none());
+        assert!(judged.violations.is_empty(), "seed {seed}: {:?}", judged.violations);
+        let records = &judged.output.history.records;
+        let validities: BTreeSet<u64> = records.iter().filter_map(|r| match &r.event {
+            Event::ClientSelected { mailbox, uidvalidity, .. } if mailbox == "dario" => Some(*uidvalidity),
+            _ => None,
+        }).collect();
+        assert!(validities.len() >= 2, "seed {seed}: the iOS client never saw the UIDVALIDITY change: {validities:?}");
+        for host in ["clients-webmail", "clients-android", "clients-ios", "clients"] {
+            assert!(records.iter().any(|r| r.host == host && matches!(r.event, Event::ClientFetched { .. })), "seed {seed}: {host} downloaded nothing");
+        }
+        let views = records.iter().filter(|r| matches!(r.event, Event::ClientView { .. })).count();
+        assert!(views > 0, "seed {seed}: no IMAP client recorded what it shows");
+    }
+}

@@ -26,19 +26,19 @@ fn three_shards_run_every_pair_of_the_unsharded_run_exactly_once() {
     let whole = run_with(SWEEP, &[]);
     assert_eq!(whole.code, Some(0), "{}", whole.stderr);
     let expected = run_lines(&whole.stdout);
-    assert_eq!(expected.len(), 30, "10 scenarios x 3 seeds");
+    assert_eq!(expected.len(), 33, "11 scenarios x 3 seeds");
     let mut union = Vec::new();
     for k in 1..=3 {
         let label = format!("{k}/3");
         let shard = run_with(&[SWEEP, &["--shard", &label]].concat(), &[]);
         assert_eq!(shard.code, Some(0), "{}", shard.stderr);
         let lines = run_lines(&shard.stdout);
-        assert_eq!(lines.len(), 10, "shard {label} runs pairs {k}, {k}+3, ...");
+        assert_eq!(lines.len(), 11, "shard {label} runs pairs {k}, {k}+3, ...");
         assert!(summary(&shard.stdout).ends_with(&format!("runs_with_unfired_faults=0 shard={label}")), "{}", shard.stdout);
         union.extend(lines);
     }
     // Pair i is shard i % 3 + 1's, so interleaving the shards restores the unsharded order.
-    let interleaved: Vec<String> = (0..30).map(|i| union[(i % 3) * 10 + i / 3].clone()).collect();
+    let interleaved: Vec<String> = (0..33).map(|i| union[(i % 3) * 11 + i / 3].clone()).collect();
     assert_eq!(interleaved, expected);
 }
 
@@ -197,8 +197,8 @@ fn the_junit_file_has_a_testcase_per_run_and_a_failure_with_the_violations_and_r
     assert_eq!(ran.code, Some(1), "{}", ran.stderr);
     let root = parse_xml(&std::fs::read_to_string(&file).expect("the JUnit file"));
     assert_eq!(root.name, "testsuites");
-    assert_eq!((attribute(&root, "tests"), attribute(&root, "failures")), ("10", "2"));
-    assert_eq!(root.children.len(), 10, "a testsuite per scenario");
+    assert_eq!((attribute(&root, "tests"), attribute(&root, "failures")), ("11", "2"));
+    assert_eq!(root.children.len(), 11, "a testsuite per scenario");
     let repros: Vec<&str> = ran.stdout.lines().filter_map(|line| line.strip_prefix("repro: ")).collect();
     let mut failures = Vec::new();
     for suite in &root.children {
@@ -288,13 +288,13 @@ fn three_shards_merged_are_the_unsharded_run_digests_and_summary() {
     }
     digests.sort();
     let expected: Vec<String> = run_lines(&whole.stdout).iter().map(|line| line.rsplit_once(" digest=").expect("a digest").1.to_string()).collect();
-    assert_eq!(digests.iter().map(|(index, _)| *index).collect::<Vec<_>>(), (0..30).collect::<Vec<_>>());
+    assert_eq!(digests.iter().map(|(index, _)| *index).collect::<Vec<_>>(), (0..33).collect::<Vec<_>>());
     assert_eq!(digests.into_iter().map(|(_, digest)| digest).collect::<Vec<_>>(), expected);
     let merged = merge(&files.iter().rev().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(merged.code, Some(0), "{}", merged.stderr);
     assert_eq!(run_lines(&merged.stdout), run_lines(&whole.stdout));
     assert_eq!(summary(&merged.stdout), summary(&whole.stdout));
-    assert_eq!(summary(&whole.stdout), "summary: runs=30 ok=30 violation=0 violated=[] runs_with_unfired_faults=0");
+    assert_eq!(summary(&whole.stdout), "summary: runs=33 ok=33 violation=0 violated=[] runs_with_unfired_faults=0");
 }
 
 #[test]
@@ -333,7 +333,7 @@ fn any_number_of_worker_processes_prints_reports_and_exits_as_one() {
         .collect();
     let (one, one_json, one_xml) = &outputs[0];
     assert_eq!(one.code, Some(1), "{}", one.stderr);
-    assert_eq!(run_lines(&one.stdout).len(), 30);
+    assert_eq!(run_lines(&one.stdout).len(), 33);
     for (many, json, xml) in &outputs[1..] {
         assert_eq!(many.code, Some(1), "{}", many.stderr);
         assert_eq!(without_wall(&many.stdout), without_wall(&one.stdout));

@@ -1,4 +1,4 @@
-//! A19 uidl-stable: a POP3 UIDL value names one message forever: stable across sessions, never
+//! A19 uidl-stable: a POP3 UIDL value (or an IMAP client's `<uidvalidity>.<uid>`) names one message forever: stable across sessions, never
 //! reused for other content. Judged from what clients saw: a UIDL fetched with two contents,
 //! listed with another size than it was fetched with, or listed again after its deletion.
 //! RFC 1939 §7.

@@ -28,6 +28,7 @@ mod a19_uidl_stable;
 mod a20_client_complete;
 mod a21_overload;
 mod a23_no_silent_corruption;
+mod a24_client_resync;
 mod a25_staged_restore;
 pub mod a22_outage_answer;
 mod a26_conforming_mail_accepted;
@@ -70,7 +71,7 @@ pub const INVARIANTS: &[(&str, &str)] = &[
     ("A21", "overload-degrades-to-4xx"),
     ("A22", "outage-answer"),
     ("A23", "no-silent-corruption"),
-    // A24 client-resync is named in INVARIANTS.md, not yet judged.
+    ("A24", "client-resync"),
     ("A25", "staged-restore"),
     ("A26", "conforming-mail-accepted"),
     ("A27", "no-recipient-leak"),
@@ -121,6 +122,7 @@ pub fn check_all(output: &RunOutput) -> Vec<Violation> {
     a21_overload::check(&facts, &mut violations);
     a22_outage_answer::check(&facts, &mut violations);
     a23_no_silent_corruption::check(&facts, &mut violations);
+    a24_client_resync::check(&facts, &mut violations);
     a25_staged_restore::check(&facts, &mut violations);
     a26_conforming_mail_accepted::check(&facts, &mut violations);
     a27_no_recipient_leak::check(&facts, &mut violations);

@@ -243,6 +243,16 @@ pub enum Event {
     /// The client sent QUIT after DELE of these UIDLs; `confirmed` when the server answered +OK.
     ClientDeleted { mailbox: String, uidls: Vec<String>, confirmed: bool },
     ClientFailure { mailbox: String, error: String },
+
+    // ----- IMAP clients (their downloads, listings and deletions are the `Client*` events
+    // above, a message named `<uidvalidity>.<uid>` where a POP3 client names its UIDL) -----
+    /// An IMAP client selected its mailbox and read what the server said: UIDVALIDITY, UIDNEXT
+    /// and EXISTS. Recorded when any of them changed since the client's previous SELECT.
+    ClientSelected { mailbox: String, uidvalidity: u64, uidnext: u64, exists: u64 },
+    /// What an IMAP client shows its user after a sync: per UID (under `uidvalidity`, the
+    /// UIDVALIDITY the server last gave it), the content digest of the local copy it shows for
+    /// that UID, in UID order. Recorded when it changed. What A24 judges.
+    ClientView { mailbox: String, uidvalidity: u64, shown: Vec<(u64, String)> },
 }
 
 impl Record {

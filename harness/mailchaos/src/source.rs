@@ -24,6 +24,7 @@ pub const EMBEDDED_FAST: &[(&str, &str)] = &[
     ("scenarios/fast/store-crash.toml", include_str!("../../../scenarios/fast/store-crash.toml")),
     ("scenarios/fast/mx-crash.toml", include_str!("../../../scenarios/fast/mx-crash.toml")),
     ("scenarios/fast/partition-sender-mx.toml", include_str!("../../../scenarios/fast/partition-sender-mx.toml")),
+    ("scenarios/fast/imap-clients.toml", include_str!("../../../scenarios/fast/imap-clients.toml")),
 ];
 
 /// The storage suite, embedded for `vendor-compare` (see scenarios/storage/).

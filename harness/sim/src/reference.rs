@@ -19,6 +19,7 @@ pub const TABLES: &[(&str, &str)] = &[
     ("Provider", "[[provider]]"),
     ("Workload", "[workload]"),
     ("Clients", "[clients]"),
+    ("ClientType", "[[clients.type]]"),
     ("Link", "[[link]]"),
     ("Fault", "[[fault]]"),
     ("Restore", "[restore]"),
@@ -47,7 +48,7 @@ pub fn fields() -> Vec<Field> {
 }
 
 /// The types of the fields that hold other tables.
-const NESTED: &[&str] = &["Network", "Mx", "Vec<Provider>", "Workload", "Clients", "Vec<Fault>", "Vec<Link>", "Option<Restore>", "Vec<Cohort>"];
+const NESTED: &[&str] = &["Network", "Mx", "Vec<Provider>", "Workload", "Clients", "Vec<Fault>", "Vec<Link>", "Vec<ClientType>", "Option<Restore>", "Vec<Cohort>"];
 
 fn fields_of_struct(table: &'static str) -> Vec<Field> {
     let start = SOURCE.find(&format!("pub struct {table} {{")).unwrap_or_else(|| panic!("no struct {table} in scenario.rs"));
@@ -162,6 +163,6 @@ fn values() -> String {
     out.push_str(&format!("- crash points (`point`): {}.\n", ticked(&mut stack::CRASH_POINTS.iter().copied())));
     out.push_str(&format!("- sender policies (`policy`): {}.\n", ticked(&mut mail::policy::RetryPolicy::names().iter().map(String::as_str))));
     out.push_str(&format!("- persistence profiles (`profile`): {}.\n", ticked(&mut devices::profile::Profile::shipped_names().into_iter())));
-    out.push_str("- hosts: `mx`, `store`, `clients`, and `provider-<name>` for each [[provider]].\n");
+    out.push_str("- hosts: `mx`, `store`, `clients`, `provider-<name>` for each [[provider]], and `clients-<name>` for each [[clients.type]].\n");
     out
 }

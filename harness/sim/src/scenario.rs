@@ -397,10 +397,98 @@ pub struct Clients {
     /// Unit: -. Range: true or false. Default: `false`.
     #[serde(default)]
     pub mark_read: bool,
+    /// Client types (`[[clients.type]]`), each used by `count` mailboxes and run on a host of
+    /// its own; the mailboxes no type takes keep the POP3 clients the fields above describe.
+    #[serde(default, rename = "type")]
+    pub types: Vec<ClientType>,
 }
 
 fn default_pop3_max_sessions() -> usize {
     200
+}
+
+/// A kind of mail client as data (`[[clients.type]]` under `[clients]`): the webmail, Android
+/// and iOS clients of a provider's users. Mailboxes are assigned in the order of mx.users: the
+/// first type takes the first `count` users, the next type the next ones; users no type takes
+/// keep the classic POP3 clients of `[clients]` (host `clients`). A type's clients run on the
+/// host `clients-<name>`, each polling its own mailbox.
+///
+/// `protocol`: `pop3` is the classic client with a UIDL cache (leave on the server, or
+/// delete); `imap` keeps a UID cache keyed by UIDVALIDITY (dropped and resynced when the
+/// server's UIDVALIDITY changes, RFC 4549) and skips a poll whose SELECT shows nothing new (iOS;
+/// Android set to IMAP); `webmail` is the provider's own web view, an IMAP client with no
+/// persistent cache: it re-lists the whole mailbox at every poll and shows what the server holds.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientType {
+    /// The type's name; its clients run on the host `clients-<name>`.
+    /// Unit: -. Range: lowercase letters, digits and '-', unique. Default: required.
+    pub name: Spanned<String>,
+    /// What the clients speak: `pop3`, `imap` (a UID cache keyed by UIDVALIDITY) or `webmail`
+    /// (IMAP, re-listing at every poll).
+    /// Unit: -. Range: `pop3`, `imap`, `webmail`. Default: required.
+    pub protocol: Spanned<String>,
+    /// How many mailboxes use this type (the next ones of mx.users, in order).
+    /// Unit: mailboxes. Range: `1` to the users no earlier type took. Default: required.
+    pub count: Spanned<usize>,
+    /// The moment the type's clients may come back (after an outage, a new app version): none
+    /// polls before it; first polls are spread over one interval after it.
+    /// Unit: s. Range: 0 to horizon_s (two polls must fit after it). Default: `0`.
+    #[serde(default = "zero_s")]
+    pub returns_at_s: Spanned<u64>,
+    /// How often each client of the type polls.
+    /// Unit: s. Range: `1` or more (two polls must fit before horizon_s). Default: [clients] poll_interval_s.
+    #[serde(default)]
+    pub poll_interval_s: Option<Spanned<u64>>,
+    /// The clients delete what they fetched (POP3 DELE; IMAP `\Deleted` and EXPUNGE); otherwise
+    /// they leave mail on the server.
+    /// Unit: -. Range: true or false. Default: `false`.
+    #[serde(default)]
+    pub delete_after_fetch: bool,
+}
+
+fn zero_s() -> Spanned<u64> {
+    Spanned::new(0..0, 0)
+}
+
+/// The protocols a client type may speak.
+pub const CLIENT_PROTOCOLS: &[&str] = &["pop3", "imap", "webmail"];
+
+impl ClientType {
+    /// The host its clients run on.
+    pub fn host(&self) -> String {
+        format!("clients-{}", self.name.get_ref())
+    }
+
+    /// Its poll interval: its own, or the scenario's.
+    pub fn poll_s(&self, clients: &Clients) -> u64 {
+        self.poll_interval_s.as_ref().map_or(*clients.poll_interval_s.get_ref(), |poll| *poll.get_ref())
+    }
+}
+
+impl Clients {
+    /// Per user of `users` (in order): the client type that user's mailbox uses, if any.
+    pub fn type_of<'a>(&'a self, users: &[String]) -> Vec<(String, Option<&'a ClientType>)> {
+        let mut types = self.types.iter().flat_map(|kind| std::iter::repeat(kind).take(*kind.count.get_ref()));
+        users.iter().map(|user| (user.clone(), types.next())).collect()
+    }
+
+    /// The longest poll interval of any client.
+    pub fn longest_poll_s(&self) -> u64 {
+        self.types.iter().map(|kind| kind.poll_s(self)).chain([*self.poll_interval_s.get_ref()]).max().unwrap_or(1)
+    }
+
+    /// The mailboxes whose client deletes what it fetched.
+    pub fn deleting(&self, users: &[String]) -> std::collections::BTreeSet<String> {
+        self.type_of(users)
+            .into_iter()
+            .filter(|(user, kind)| match kind {
+                Some(kind) => kind.delete_after_fetch,
+                None => self.delete_after_fetch.get_ref().contains(user),
+            })
+            .map(|(user, _)| user)
+            .collect()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -635,6 +723,7 @@ impl Scenario {
         let mut hosts = vec!["mx".to_string(), "store".to_string()];
         hosts.extend(self.providers.iter().map(|provider| provider_host(provider.name.get_ref())));
         hosts.push("clients".to_string());
+        hosts.extend(self.clients.types.iter().map(ClientType::host));
         hosts
     }
 }
@@ -844,7 +933,43 @@ fn validate_clients(scenario: &Scenario, keys: &Keys) -> Result<(), Invalid> {
     check((1..=room).contains(poll.get_ref()), poll.span(), || match room {
         0 => format!("no poll interval fits: {between}"),
         _ => format!("poll_interval_s must be between 1 and {room}: {between}"),
-    })
+    })?;
+    validate_client_types(scenario)
+}
+
+fn validate_client_types(scenario: &Scenario) -> Result<(), Invalid> {
+    let clients = &scenario.clients;
+    let users = scenario.mx.users.get_ref();
+    let horizon = *scenario.horizon_s.get_ref();
+    let mut names: Vec<&String> = Vec::new();
+    let mut taken = 0usize;
+    for kind in &clients.types {
+        let name = &kind.name;
+        check(is_local_part(name.get_ref()), name.span(), || "a client type's name must be lowercase letters, digits, '-'".into())?;
+        check(!names.contains(&name.get_ref()), name.span(), || format!("client type '{}' appears twice", name.get_ref()))?;
+        names.push(name.get_ref());
+        let protocol = &kind.protocol;
+        check(CLIENT_PROTOCOLS.contains(&protocol.get_ref().as_str()), protocol.span(), || format!("unknown protocol '{}'; expected one of: {}", input::clip(protocol.get_ref()), CLIENT_PROTOCOLS.join(", ")))?;
+        let count = &kind.count;
+        let left = users.len() - taken;
+        check((1..=left).contains(count.get_ref()), count.span(), || format!("count must be between 1 and {left}: the users of mx.users no earlier client type took"))?;
+        taken += *count.get_ref();
+        let returns = &kind.returns_at_s;
+        check(*returns.get_ref() <= horizon, returns.span(), || "returns_at_s must be between 0 and horizon_s".into())?;
+        // As for [clients]: two polls must fit after the type's return, the chaos and the
+        // last arrival, or no run could drain.
+        let latest_start = (*scenario.chaos_s.get_ref()).max(*returns.get_ref()).max(*scenario.workload.spread_s.get_ref());
+        let room = horizon.saturating_sub(latest_start) / 2;
+        let poll = kind.poll_s(clients);
+        let span = kind.poll_interval_s.as_ref().map_or(returns.span(), Spanned::span);
+        check((1..=room).contains(&poll), span, || format!("poll_interval_s must be between 1 and {room}: two polls must fit between max(chaos_s, returns_at_s, spread_s) and horizon_s"))?;
+    }
+    // A user a type takes has that type's behaviour: naming it in delete_after_fetch too would
+    // be ignored.
+    for (user, kind) in clients.type_of(users) {
+        check(kind.is_none() || !clients.delete_after_fetch.get_ref().contains(&user), clients.delete_after_fetch.span(), || format!("delete_after_fetch names '{}', whose mailbox a client type takes (set delete_after_fetch in its [[clients.type]])", input::clip(&user)))?;
+    }
+    Ok(())
 }
 
 fn validate_vendor_array(scenario: &Scenario) -> Result<(), Invalid> {
@@ -1131,6 +1256,25 @@ mod tests {
         let array = parse("a.toml", &format!("vendor_array = [\"mx\", \"store\"]\n{MINIMAL}")).unwrap();
         assert_eq!(array.vendor_array.map(|hosts| hosts.into_inner()), Some(vec!["mx".to_string(), "store".to_string()]));
         assert!(parse("a.toml", &format!("vendor_array = [\"clients\"]\n{MINIMAL}")).unwrap_err().to_string().contains("vendor_array lists"));
+    }
+
+    #[test]
+    fn client_types_take_mailboxes_in_order_and_are_validated() {
+        let two = MINIMAL.replace("users = [\"anna\"]", "users = [\"anna\", \"bruno\", \"carla\"]");
+        let typed = |body: &str| format!("{two}[[clients.type]]\n{body}\n");
+        let scenario = parse("t.toml", &typed("name = \"ios\"\nprotocol = \"imap\"\ncount = 2\nreturns_at_s = 600\ndelete_after_fetch = true")).unwrap();
+        assert_eq!(scenario.hosts(), vec!["mx", "store", "provider-gmail", "clients", "clients-ios"]);
+        let kinds: Vec<(String, Option<String>)> = scenario.clients.type_of(scenario.mx.users.get_ref()).into_iter().map(|(user, kind)| (user, kind.map(|k| k.name.get_ref().clone()))).collect();
+        assert_eq!(kinds, vec![("anna".into(), Some("ios".into())), ("bruno".into(), Some("ios".into())), ("carla".into(), None)]);
+        assert_eq!(scenario.clients.deleting(scenario.mx.users.get_ref()).into_iter().collect::<Vec<_>>(), vec!["anna", "bruno"]);
+        let error = parse("t.toml", &typed("name = \"ios\"\nprotocol = \"imap\"\ncount = 4")).unwrap_err().to_string();
+        assert!(error.contains("count must be between 1 and 3"), "{error}");
+        let error = parse("t.toml", &typed("name = \"ios\"\nprotocol = \"jmap\"\ncount = 1")).unwrap_err().to_string();
+        assert!(error.contains("unknown protocol 'jmap'; expected one of: pop3, imap, webmail"), "{error}");
+        let error = parse("t.toml", &typed("name = \"ios\"\nprotocol = \"imap\"\ncount = 1\nreturns_at_s = 3500")).unwrap_err().to_string();
+        assert!(error.contains("poll_interval_s must be between 1 and 50"), "{error}");
+        let error = parse("t.toml", &typed("name = \"ios\"\nprotocol = \"imap\"\ncount = 1").replace("poll_interval_s = 60", "poll_interval_s = 60\ndelete_after_fetch = [\"anna\"]")).unwrap_err().to_string();
+        assert!(error.contains("whose mailbox a client type takes"), "{error}");
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub enum Defect {
     DsnFromPostmaster,
     DataAfterRefusedLastRcpt,
     BounceOfflineCohort,
+    IosKeepsUidCacheAcrossUidvalidity,
 }
 
 impl Defect {
@@ -92,6 +93,7 @@ impl Defect {
         Defect::DsnFromPostmaster,
         Defect::DataAfterRefusedLastRcpt,
         Defect::BounceOfflineCohort,
+        Defect::IosKeepsUidCacheAcrossUidvalidity,
     ];
 
     pub fn name(self) -> &'static str {
@@ -137,6 +139,7 @@ impl Defect {
             Defect::DsnFromPostmaster => "dsn-from-postmaster",
             Defect::DataAfterRefusedLastRcpt => "data-after-refused-last-rcpt",
             Defect::BounceOfflineCohort => "bounce-offline-cohort",
+            Defect::IosKeepsUidCacheAcrossUidvalidity => "ios-keeps-uid-cache-across-uidvalidity",
         }
     }
 
@@ -193,6 +196,9 @@ impl Defect {
             Defect::DsnDated1970 => "remote sender dates its DSNs on the bare simulated clock (January 1970) and gives the DSN's own time as the original's Arrival-Date (A10)",
             Defect::DataAfterRefusedLastRcpt => "MX decides DATA by the transaction's last RCPT alone: when the last recipient was refused it answers 554 though earlier ones were accepted (A26)",
             Defect::BounceOfflineCohort => "store answers 550 5.2.1 for a mailbox of a cohort the operator has taken offline, instead of 450: the MX returns mail it should have held until the restore (A25, A12)",
+            Defect::IosKeepsUidCacheAcrossUidvalidity => {
+                "an IMAP client with a UID cache (the iOS kind) keeps it when the server's UIDVALIDITY changes (RFC 4549 §4.1 says drop it): after a restore it shows the old messages under UIDs that now name new ones, and never downloads those (A24, A20)"
+            }
             Defect::DsnFromPostmaster => "MX returns a damaged queue file's message with MAIL FROM:<postmaster@…> instead of <>: a DSN that can itself bounce, and loop (A9)",
         }
     }

@@ -9,6 +9,7 @@
 //! simulator, the devices or the checkers; live mode and the simulator both drive it as it is.
 
 pub mod client;
+pub mod client_imap;
 pub mod conn;
 pub mod defects;
 pub mod imap;

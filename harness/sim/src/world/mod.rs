@@ -15,6 +15,7 @@ use history::{Event, History, Journal};
 use crate::scenario::{provider_domain, provider_host, FaultKind, Scenario};
 use crate::seed::Seed;
 use stack::client::ClientConfig;
+use stack::client_imap::ImapClientConfig;
 use stack::mx::MxConfig;
 use mail::policy::RetryPolicy;
 use stack::queue::RunnerConfig;
@@ -301,7 +302,7 @@ impl<'a> World<'a> {
             max_message_bytes: scenario.mx.max_message_bytes + 4096,
             idle_timeout: Duration::from_secs(600),
             pop3_max_sessions: scenario.clients.pop3_max_sessions.max(1),
-            // No simulated client speaks IMAP yet: the POP3 bound stands for both.
+            // One bound for both protocols: a mailbox has one client, of one kind.
             imap_max_sessions: scenario.clients.pop3_max_sessions.max(1),
             restored: self.restored.clone(),
             cohorts: self.cohorts.clone(),
@@ -331,9 +332,14 @@ impl<'a> World<'a> {
         let clients_env = self.env("clients", defects, journal_of("clients"));
         let poll_s = *scenario.clients.poll_interval_s.get_ref();
         let deleting = scenario.clients.delete_after_fetch.get_ref().clone();
+        // The mailboxes a client type takes run on that type's host; the others keep the
+        // classic POP3 clients (numbered as before: a scenario without types runs as it did).
+        let typed: BTreeMap<String, &crate::scenario::ClientType> =
+            scenario.clients.type_of(scenario.mx.users.get_ref()).into_iter().filter_map(|(user, kind)| Some((user, kind?))).collect();
         let client_configs: Vec<ClientConfig> = users
             .iter()
             .enumerate()
+            .filter(|(_, user)| !typed.contains_key(*user))
             .map(|(index, user)| ClientConfig {
                 store_host: "store".into(),
                 user: user.clone(),
@@ -358,6 +364,44 @@ impl<'a> World<'a> {
                 Ok(())
             }
         });
+        for kind in &scenario.clients.types {
+            let host = kind.host();
+            let env = self.env(&host, defects, journal_of(&host));
+            let poll_s = kind.poll_s(&scenario.clients);
+            let mine: Vec<&String> = scenario.mx.users.get_ref().iter().filter(|user| typed.get(*user).is_some_and(|t| t.name.get_ref() == kind.name.get_ref())).collect();
+            let mut pop3 = Vec::new();
+            let mut imap = Vec::new();
+            for (index, user) in mine.into_iter().enumerate() {
+                // No poll before the type's return; first polls spread over one interval after it.
+                let first_poll = Duration::from_millis(kind.returns_at_s.get_ref().saturating_mul(1000) + 1000 + (index as u64 * 997) % poll_s.saturating_mul(1000).max(1));
+                let (poll_interval, password) = (Duration::from_secs(poll_s), stack::pop3::password_of(user));
+                match kind.protocol.get_ref().as_str() {
+                    "pop3" => pop3.push(ClientConfig { store_host: "store".into(), user: user.clone(), password, first_poll, poll_interval, delete_after_fetch: kind.delete_after_fetch }),
+                    protocol => imap.push(ImapClientConfig {
+                        store_host: "store".into(),
+                        user: user.clone(),
+                        password,
+                        first_poll,
+                        poll_interval,
+                        delete_after_fetch: kind.delete_after_fetch,
+                        uid_cache: protocol == "imap",
+                    }),
+                }
+            }
+            self.sim.host(host.as_str(), move || {
+                let (env, pop3, imap) = (env.clone(), pop3.clone(), imap.clone());
+                async move {
+                    for config in pop3 {
+                        tokio::task::spawn_local(stack::client::run(env.clone(), config));
+                    }
+                    for config in imap {
+                        tokio::task::spawn_local(stack::client_imap::run(env.clone(), config));
+                    }
+                    std::future::pending::<()>().await;
+                    Ok(())
+                }
+            });
+        }
     }
 
     fn at(&mut self, t_ms: u64, action: Action) {
@@ -570,8 +614,8 @@ impl<'a> World<'a> {
         let tick_ms = *self.scenario.tick_ms.get_ref();
         let chaos_end_ms = *self.scenario.chaos_s.get_ref() * 1000;
         // Validation bounds the poll interval by the horizon; saturation keeps an unvalidated one from wrapping.
-        let sweep_ms = self.scenario.clients.poll_interval_s.get_ref().saturating_mul(2000).saturating_add(10_000);
-        let deleting = self.scenario.clients.delete_after_fetch.get_ref().iter().cloned().collect();
+        let sweep_ms = self.scenario.clients.longest_poll_s().saturating_mul(2000).saturating_add(10_000);
+        let deleting = self.scenario.clients.deleting(self.scenario.mx.users.get_ref());
         let mut drain = Drain::new(self.plan.workload.iter().map(Vec::len).sum(), deleting);
         let mut scanned = 0usize;
         let mut drained_at_ms = None;
