@@ -48,20 +48,20 @@ pub async fn run(env: Env, config: ClientConfig) {
             Err(error) => {
                 env.journal.record(Event::ClientFailure { mailbox: config.user.clone(), error });
                 failures += 1;
-                retry_after(&config, failures)
+                retry_after(&config.user, config.poll_interval, failures)
             }
         };
         tokio::time::sleep(wait).await;
     }
 }
 
-/// After a failed poll: somewhere between a quarter and three quarters of the poll interval,
+/// After a failed poll (of any client, POP3 or IMAP): somewhere between a quarter and three quarters of the poll interval,
 /// spread by user, so that clients refused together do not all come back together (a
 /// reconnection storm that starves the same clients every round). Derived from the user name,
 /// not a random number: the stack has no randomness of its own.
-fn retry_after(config: &ClientConfig, failures: u32) -> Duration {
-    let interval_ms = config.poll_interval.as_millis() as u64;
-    let hash = blake3::hash(format!("{}/{failures}", config.user).as_bytes());
+pub(crate) fn retry_after(user: &str, poll_interval: Duration, failures: u32) -> Duration {
+    let interval_ms = poll_interval.as_millis() as u64;
+    let hash = blake3::hash(format!("{user}/{failures}").as_bytes());
     let spread = u64::from_le_bytes(hash.as_bytes()[..8].try_into().unwrap_or([0; 8])) % (interval_ms / 2 + 1);
     Duration::from_millis(interval_ms / 4 + spread)
 }

@@ -85,19 +85,11 @@ pub async fn run(env: Env, config: ImapClientConfig) {
             Err(error) => {
                 env.journal.record(Event::ClientFailure { mailbox: config.user.clone(), error });
                 failures += 1;
-                retry_after(&config, failures)
+                crate::client::retry_after(&config.user, config.poll_interval, failures)
             }
         };
         tokio::time::sleep(wait).await;
     }
-}
-
-/// As the POP3 client: between a quarter and three quarters of the interval, spread by user.
-fn retry_after(config: &ImapClientConfig, failures: u32) -> Duration {
-    let interval_ms = config.poll_interval.as_millis() as u64;
-    let hash = blake3::hash(format!("{}/{failures}", config.user).as_bytes());
-    let spread = u64::from_le_bytes(hash.as_bytes()[..8].try_into().unwrap_or([0; 8])) % (interval_ms / 2 + 1);
-    Duration::from_millis(interval_ms / 4 + spread)
 }
 
 /// What one command got back: its untagged responses and whether the tagged one was OK.
