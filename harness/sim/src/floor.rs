@@ -64,6 +64,7 @@ async fn replay_host(host: String, connections: Rc<Vec<Connection>>) -> turmoil:
             }
         });
     }
+    // tokio's clock inside a turmoil host is the simulated one (turmoil drives it): no wall clock.
     let start = tokio::time::Instant::now();
     for (index, connection) in connections.iter().enumerate().filter(|(_, c)| c.client == host) {
         let (connections, server, port, open_ms) = (connections.clone(), connection.server.clone(), connection.port, connection.open_ms);
@@ -86,6 +87,7 @@ async fn replay_side(stream: turmoil::net::TcpStream, connections: Rc<Vec<Connec
         let mut buffer = vec![0u8; CHUNK_BYTES];
         while reader.read(&mut buffer).await.is_ok_and(|read| read > 0) {}
     });
+    // The simulation's start on the simulated clock, as the recorded times count from it.
     let start = tokio::time::Instant::now() - Duration::from_millis(turmoil::sim_elapsed().map_or(0, |elapsed| elapsed.as_millis() as u64));
     let zeros = vec![0u8; CHUNK_BYTES];
     let connection = &connections[index];
