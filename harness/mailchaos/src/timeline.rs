@@ -280,6 +280,12 @@ impl Timeline {
                     marks.push(Mark { lane, t_ms, label: "read-only".into() });
                 }
                 Event::StoreRecovered { restored: true, .. } => *restores.entry(t_ms).or_default() += 1,
+                // A staged restore: each cohort's return is marked on the store's lane.
+                Event::Cohort { cohort, online: true, from_backup, mailboxes } => {
+                    let lane = builder.lane("store");
+                    let how = if *from_backup { " from backup" } else { "" };
+                    marks.push(Mark { lane, t_ms, label: format!("cohort {cohort} back{how}: {} mailboxes", mailboxes.len()) });
+                }
                 _ => {}
             }
         }
