@@ -295,7 +295,7 @@ pub fn rfc5322_date(unix_s: u64) -> String {
 
 /// (year, month 1..=12, day 1..=31) of a day count since 1970-01-01, after
 /// Howard Hinnant's civil_from_days, restricted to non-negative days.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z - era * 146_097;

@@ -743,20 +743,24 @@ pub async fn mark_read(env: &Env, index: &Index, user: &str, uid: u64, entry: &E
         return Ok(entry.clone());
     }
     let moved = Entry { file: to.clone(), ..entry.clone() };
-    let uidvalidity = {
-        let mut mailboxes = index.mailboxes.borrow_mut();
-        let Some(mailbox) = mailboxes.get_mut(user) else { return Ok(moved) };
-        if let Some(indexed) = mailbox.messages.get_mut(&uid).filter(|indexed| indexed.file == entry.file) {
-            indexed.file = to.clone();
-        }
-        mailbox.uidvalidity
-    };
+    let Some(uidvalidity) = index_follows(index, user, uid, &entry.file, &to) else { return Ok(moved) };
     after_mark_read_rename(env)?;
     let synced = env.disk.fsync_dir(&cur_dir).await.is_ok() & env.disk.fsync_dir(&new_dir).await.is_ok();
     if synced {
         env.journal.record(Event::StoreMarkedRead { mailbox: user.to_string(), uidvalidity, uid, from_file: entry.file.clone(), to_file: to });
     }
     Ok(moved)
+}
+
+/// The index follows a file the store renamed (`from` → `to`), if it still names it there.
+/// Returns the mailbox's UIDVALIDITY; None when the mailbox is no longer indexed.
+fn index_follows(index: &Index, user: &str, uid: u64, from: &str, to: &str) -> Option<u64> {
+    let mut mailboxes = index.mailboxes.borrow_mut();
+    let mailbox = mailboxes.get_mut(user)?;
+    if let Some(indexed) = mailbox.messages.get_mut(&uid).filter(|indexed| indexed.file == from) {
+        indexed.file = to.to_string();
+    }
+    Some(mailbox.uidvalidity)
 }
 
 /// Gives a message exactly these maildir flags (`flags`: letters such as `S`, `T`, `DS`), as an
@@ -777,14 +781,7 @@ pub async fn set_flags(env: &Env, index: &Index, user: &str, uid: u64, entry: &E
     }
     env.disk.rename(&entry.file, &to).await?;
     let moved = Entry { file: to.clone(), ..entry.clone() };
-    let uidvalidity = {
-        let mut mailboxes = index.mailboxes.borrow_mut();
-        let Some(mailbox) = mailboxes.get_mut(user) else { return Ok(moved) };
-        if let Some(indexed) = mailbox.messages.get_mut(&uid).filter(|indexed| indexed.file == entry.file) {
-            indexed.file = to.clone();
-        }
-        mailbox.uidvalidity
-    };
+    let Some(uidvalidity) = index_follows(index, user, uid, &entry.file, &to) else { return Ok(moved) };
     env.disk.fsync_dir(&cur_dir).await?;
     if from_new {
         env.disk.fsync_dir(&new_dir).await?;
