@@ -79,6 +79,7 @@ fn output_of(records: Vec<Record>) -> RunOutput {
         ended_at_ms,
         aborted: None,
         environment_failure: None,
+        live: false,
     }
 }
 

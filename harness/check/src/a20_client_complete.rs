@@ -3,6 +3,10 @@
 //! published just before a store crash counts), byte-identical to what the sender handed over.
 //! After a restore from backup with a new UIDVALIDITY, a POP3 client downloads the mailbox again
 //! under the new UIDLs: such a second copy is justified. A reported loss is not a violation.
+//! A live history (the server records what it sent) has clients that come and go
+//! as their users please: there a message is owed to a mailbox's client only once the server
+//! listed the mailbox after the message was delivered; and a real client may fetch a message
+//! it keeps on the server as often as it likes, so copies there count the UIDLs it got it under.
 
 use super::facts::Facts;
 use super::Violation;
@@ -11,9 +15,11 @@ use std::collections::BTreeMap;
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     // (mailbox, msg) → deliveries that the mailbox still holds or that its owner deleted.
     let mut held: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    let listed_last = last_listings(facts);
     for delivery in &facts.deliveries {
         let deleted = facts.deleted_message(&delivery.mailbox, &delivery.msg);
-        if facts.survives(delivery) || deleted {
+        let owed = !facts.live || listed_last.get(delivery.mailbox.as_str()).is_some_and(|&at| at > delivery.at);
+        if owed && (facts.survives(delivery) || deleted) {
             held.entry((delivery.mailbox.clone(), delivery.msg.clone())).or_default().push(delivery.at);
         }
     }
@@ -25,7 +31,11 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
         let before = earlier.entry(key.clone()).or_default();
         // The same message under another UIDL after a restore: the store had to renumber it.
         let justified = before.iter().any(|(at, uidl)| *uidl != fetch.uidl && facts.restored_between(&fetch.mailbox, *at, fetch.at));
+        let again_live = facts.live && before.iter().any(|(_, uidl)| *uidl == fetch.uidl);
         before.push((fetch.at, &fetch.uidl));
+        if again_live {
+            continue;
+        }
         if !justified {
             fetched.entry(key).or_default().push(fetch.at);
         }
@@ -51,3 +61,14 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     }
 }
 
+
+/// Per mailbox, the record of the last listing its client was given.
+fn last_listings<'a>(facts: &'a Facts) -> BTreeMap<&'a str, usize> {
+    let mut last = BTreeMap::new();
+    for (at, record) in facts.records.iter().enumerate() {
+        if let history::Event::ClientListing { mailbox, .. } = &record.event {
+            last.insert(mailbox.as_str(), at);
+        }
+    }
+    last
+}

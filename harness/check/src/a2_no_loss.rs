@@ -23,10 +23,10 @@ fn check_mx_acceptances(facts: &Facts, out: &mut Vec<Violation>) {
             let mailbox = Facts::mailbox_of(rcpt);
             let deliveries: Vec<_> = facts.deliveries_of(&mailbox, msg).collect();
             let fetched = facts.fetched(&mailbox, msg);
-            let kept = deliveries.iter().any(|delivery| facts.survives(delivery) || facts.deleted_message(&mailbox, msg));
+            let kept = deliveries.iter().any(|delivery| facts.survives(delivery) || facts.deleted_message(&mailbox, msg) || expunged_live(facts, delivery));
             let bounced = dsn_covers(facts, msg, rcpt);
             let subject = format!("msg {msg} rcpt {rcpt}");
-            if deliveries.is_empty() && !bounced && !facts.reported.covers(&mailbox, msg) {
+            if deliveries.is_empty() && !bounced && !facts.reported.covers(&mailbox, msg) && !still_queued_live(facts, *at) {
                 out.push(Violation::new("A2", subject, "accepted by the MX (250) but never delivered to the mailbox nor returned with a DSN", vec![*at]));
             } else if !deliveries.is_empty() && !kept && !fetched && !bounced && !facts.reported.covers(&mailbox, msg) {
                 let mut evidence = vec![*at];
@@ -35,6 +35,19 @@ fn check_mx_acceptances(facts: &Facts, out: &mut Vec<Violation>) {
             }
         }
     }
+}
+
+/// In a live history (no client of ours recorded its deletions) a message the store
+/// removed at its owner's request (POP3 DELE and QUIT, IMAP EXPUNGE) reached its terminal state.
+fn expunged_live(facts: &Facts, delivery: &super::facts::Delivery) -> bool {
+    facts.live && facts.expunged.contains(&(delivery.mailbox.clone(), delivery.uidvalidity, delivery.uid))
+}
+
+/// In a live history a server stops whenever its operator stops it: a message still in its
+/// queue file then (no removal of the file recorded) is held, not lost; the next start delivers it.
+fn still_queued_live(facts: &Facts, ack: usize) -> bool {
+    let Some(history::Event::MxDataEnd { queue_file: Some(file), .. }) = facts.records.get(ack).map(|record| &record.event) else { return false };
+    facts.live && facts.disks.get("mx").is_some_and(|disk| disk.kept(file, ack))
 }
 
 fn dsn_covers(facts: &Facts, msg: &str, rcpt: &str) -> bool {

@@ -52,6 +52,19 @@ impl HostDisk {
         names
     }
 
+    /// Whether the file at `path` since `since` is still there at the end of the history under
+    /// its last name: no removal recorded after it got that name.
+    pub fn kept(&self, path: &str, since: At) -> bool {
+        let names = self.names_from(path, since);
+        let Some(last) = names.last() else { return false };
+        let named_at = match names.len() {
+            1 => since,
+            _ => self.renamed_from.get(last).and_then(|moves| moves.iter().rev().map(|(at, _)| *at).next()).unwrap_or(since),
+        };
+        let operations = self.by_path.get(last).map(Vec::as_slice).unwrap_or(&[]);
+        !operations.iter().any(|(at, op)| *at > named_at && matches!(op, DiskOp::Remove | DiskOp::RenamedFrom))
+    }
+
     /// Every name a file had, before and after `path`, as the disk recorded its renames.
     pub fn lineage(&self, path: &str) -> BTreeSet<String> {
         let mut names = BTreeSet::from([path.to_string()]);
@@ -124,6 +137,8 @@ pub struct Facts<'a> {
     /// Per message: the host that submitted it.
     pub submitted_by: BTreeMap<String, String>,
     pub images: &'a BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// A live history (see `RunOutput::live`).
+    pub live: bool,
     /// Submit per message: (at, from, rcpts, digest).
     pub submitted: BTreeMap<String, (At, String, Vec<String>, String)>,
     /// Every MX end-of-data decision: (at, msg, rcpts, queue file, reply).
@@ -138,6 +153,9 @@ pub struct Facts<'a> {
     /// (mailbox, msg) whose copy the client deleted: the UIDL it deleted is the one it had
     /// fetched the message under (identity from what crossed the wire, not from a UIDL spelling).
     pub deleted_messages: BTreeSet<(String, String)>,
+    /// (mailbox, uidvalidity, uid) the store removed at its owner's request (`StoreExpunging`):
+    /// in a live history, where no client of ours records its DELE, the server's record of it.
+    pub expunged: BTreeSet<(String, u64, u64)>,
     /// Sender's terminal outcomes per (msg, rcpt).
     pub outcomes: BTreeMap<(String, String), Vec<(At, Outcome)>>,
     /// Per (msg, rcpt): sender sessions in which the RCPT and the end of data both got 2xx.
@@ -392,6 +410,7 @@ impl<'a> Facts<'a> {
             policies: BTreeMap::new(),
             submitted_by: BTreeMap::new(),
             images: &output.images,
+            live: output.live,
             submitted: BTreeMap::new(),
             mx_data_ends: Vec::new(),
             disks: BTreeMap::new(),
@@ -400,6 +419,7 @@ impl<'a> Facts<'a> {
             deleted: BTreeMap::new(),
             deleted_confirmed: BTreeMap::new(),
             deleted_messages: BTreeSet::new(),
+            expunged: BTreeSet::new(),
             outcomes: BTreeMap::new(),
             sender_saw_ack: BTreeMap::new(),
             lmtp_ok: BTreeMap::new(),
@@ -531,6 +551,9 @@ impl<'a> Facts<'a> {
             Event::StoreRecovered { mailbox, uidvalidity, uidnext, restored, .. } => {
                 self.recoveries.push(Recovery { at, mailbox: mailbox.clone(), uidvalidity: *uidvalidity, uidnext: *uidnext, restored: *restored })
             }
+            Event::StoreExpunging { mailbox, uidvalidity, uid, .. } => {
+                self.expunged.insert((mailbox.clone(), *uidvalidity, *uid));
+            }
             Event::StoreCorruption { mailbox, uid, file } => self.corruptions.push((at, mailbox.clone(), *uid, file.clone())),
             Event::DiskDropped { op, path } => self.dropped.push((at, record.host.clone(), op.clone(), path.clone())),
             Event::DiskFault { fault, path, .. } if DAMAGING_FAULTS.contains(&fault.as_str()) => {
@@ -618,7 +641,13 @@ impl<'a> Facts<'a> {
 
     /// Whether a store delivery's file survives in the final durable image: under the name it
     /// was delivered as, or one the disk renamed it to since (read mail moves into cur/).
+    /// A live history comes without images (the data directory is `verify-store`'s to judge):
+    /// there the file survives unless the disk recorded the removal of its last name, or its
+    /// rename away from it (a kill -9 keeps what the process wrote; a power cut is not judged).
     pub fn survives(&self, delivery: &Delivery) -> bool {
+        if self.live {
+            return self.disks.get("store").is_some_and(|disk| disk.kept(&delivery.file, delivery.at));
+        }
         let Some(image) = self.image("store") else { return false };
         match self.disks.get("store") {
             Some(disk) => disk.names_from(&delivery.file, delivery.at).iter().any(|name| image.contains_key(name)),

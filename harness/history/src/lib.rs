@@ -8,7 +8,7 @@
 //! ours: it must never know the stack, the devices, the simulator or the checkers. A
 //! [`RunOutput`] — the history plus the final durable disk images — is all a checker is given.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -31,7 +31,7 @@ pub fn events_allowed(planned_messages: usize) -> usize {
 }
 
 /// One event with when and where it happened.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub t_ms: u64,
     pub host: String,
@@ -40,7 +40,7 @@ pub struct Record {
 }
 
 /// Where in an SMTP or LMTP transaction a reply (or a failure) belongs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     Connect,
@@ -55,7 +55,7 @@ pub enum Stage {
 }
 
 /// How a remote sender finished with one recipient of one message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The MX answered 2xx at end of data for this recipient.
@@ -68,10 +68,10 @@ pub enum Outcome {
 
 /// An SMTP parameter the workload sends wrong on purpose (invalid input a real client may send):
 /// on MAIL (`rcpt` None) or on the RCPT of `rcpt`. RFC 5321 §4.1.1.11: the server refuses it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvalidParam {
     pub stage: Stage,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rcpt: Option<String>,
     /// The parameter as sent, `KEYWORD=value`.
     pub param: String,
@@ -79,7 +79,7 @@ pub struct InvalidParam {
 
 /// Everything the checkers can see. Field names are the history's vocabulary: keep them stable,
 /// the insta snapshot and every stored history depend on them.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     // ----- world -----
@@ -150,7 +150,7 @@ pub enum Event {
         digest: String,
         size: u64,
         longest_line: u64,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         invalid_param: Option<InvalidParam>,
     },
     /// A reply as the SMTP client saw it. `rcpt` is set at the RCPT stage.
@@ -194,7 +194,7 @@ pub enum Event {
         queue_file: String,
         moved_to: String,
         reason: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         dsn: Option<String>,
     },
 
@@ -237,7 +237,7 @@ pub enum Event {
         msg: String,
         digest: String,
         size: u64,
-        #[serde(skip_serializing_if = "Vec::is_empty")]
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         trace_for: Vec<String>,
     },
     /// The client sent QUIT after DELE of these UIDLs; `confirmed` when the server answered +OK.
@@ -275,6 +275,12 @@ pub struct History {
     /// Called with each record as it is appended, before the recording host goes on: how the
     /// ledger of a real store directory stays ahead of the store.
     pub observer: Option<Rc<dyn Fn(&Record)>>,
+    /// Live mode: records go to the observer only (a file of JSON lines) and are counted, not
+    /// kept, so a server that runs for weeks, or a hostile client's millions of refused commands,
+    /// cannot grow memory. Nothing is judged in process then; `mailchaos check` reads the file.
+    pub stream_only: bool,
+    /// Records handed to the observer and not kept (`stream_only`).
+    pub streamed: u64,
 }
 
 impl History {
@@ -355,6 +361,15 @@ impl Journal {
     pub fn record(&self, event: Event) {
         let t_ms = self.now_ms();
         let mut history = self.history.borrow_mut();
+        if history.stream_only {
+            history.streamed += 1;
+            let observer = history.observer.clone();
+            drop(history);
+            if let Some(observer) = observer {
+                observer(&Record { t_ms, host: self.host.to_string(), event });
+            }
+            return;
+        }
         if history.records.len() >= history.limit() {
             history.overflowed = true;
             return;
@@ -388,6 +403,10 @@ pub struct RunOutput {
     /// The run's real storage (a store directory, the ledger) failed: a fault of the machine,
     /// not a verdict on the stack.
     pub environment_failure: Option<String>,
+    /// A live history (`serve --history`, judged by `mailchaos check`): no images (the data
+    /// directory is `verify-store`'s to judge), a server stopped whenever its operator pleased,
+    /// real clients that come and go; the checkers that apply judge it with that in mind.
+    pub live: bool,
 }
 
 /// A short digest of bytes a disk wrote (blake3, 16 hex digits).

@@ -335,6 +335,27 @@ pub enum Command {
         /// Stop after this many seconds (default: run until killed).
         #[arg(long)]
         seconds: Option<u64>,
+        /// Keep the MX queue and the store on real directories under DIR (DIR/mx, DIR/store:
+        /// fsync honoured, recovered on start). Without it, mail is kept in memory only.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Stream the history to FILE as JSON lines while serving (appended to by a restart),
+        /// for `mailchaos check FILE`.
+        #[arg(long, value_name = "FILE")]
+        history: Option<PathBuf>,
+        /// Keep the ledger of what the store acknowledged in FILE (appended to by a restart),
+        /// for `mailchaos verify-store DIR/store --ledger FILE`.
+        #[arg(long, value_name = "FILE")]
+        ledger: Option<PathBuf>,
+        /// Switch on a planted defect (see list-defects); repeatable.
+        #[arg(long = "defect")]
+        defects: Vec<String>,
+    },
+    /// Judge a live history (`serve --history FILE`) with every checker that applies to one
+    /// and print the verdict as `run` does: exit 0 ok, 1 violation, 2 bad input.
+    Check {
+        /// The history file, JSON lines.
+        history: PathBuf,
     },
     /// Judge a real store directory against the ledger of what it acknowledged (after a power
     /// cut, say): lost or damaged messages, partial messages visible, UIDs used twice.
@@ -498,10 +519,13 @@ pub fn main_with(cli: Cli) -> ExitCode {
         Command::Digest { scenario, runs } => digest(&scenario, &runs),
         Command::Bench { scenario, seed } => crate::bench::bench(&scenario, seed.as_deref()),
         Command::VerifyStore { dir, ledger } => verify_store(&dir, &ledger),
-        Command::Serve { bind, port_offset, users, domain, seconds } => {
-            let options = crate::live::Options { bind, port_offset, users, domain, seconds };
-            crate::live::serve(&options).map_err(BadInput)
+        Command::Serve { bind, port_offset, users, domain, seconds, data_dir, history, ledger, defects } => {
+            parse_defects(&defects).and_then(|defects| {
+                let options = crate::live::Options { bind, port_offset, users, domain, seconds, data_dir, history, ledger, defects };
+                crate::live::serve(&options).map_err(BadInput)
+            })
         }
+        Command::Check { history } => crate::live_check::check(&history),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -12,6 +12,7 @@ pub mod bench;
 pub mod cli;
 pub mod jobs;
 pub mod live;
+pub mod live_check;
 pub mod merge;
 pub mod progress;
 pub mod report;

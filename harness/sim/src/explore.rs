@@ -286,6 +286,7 @@ fn store_config(scenario: &Scenario) -> StoreConfig {
         restored: Rc::default(),
         cohorts: Rc::default(),
         mark_read_on_retr: scenario.clients.mark_read,
+        record_served: false,
     }
 }
 

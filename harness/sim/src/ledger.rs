@@ -21,7 +21,10 @@
 //! [`LedgerEntry::base_name`]). Each line is durable (`sync_data`) before the append returns; a power cut can only
 //! leave a last line without its newline, which was never acknowledged and is ignored on reading.
 
+use history::Event;
+use std::cell::RefCell;
 use std::fmt;
+use std::rc::Rc;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Component, Path};
@@ -86,6 +89,25 @@ impl Ledger {
         Ok(ledger)
     }
 
+    /// Goes on with the ledger at `path` (a restarted `serve`), or starts one if there is none.
+    /// A last line without its newline (a power cut or kill -9 in the middle of an append) was
+    /// never acknowledged: it is cut off, so the next entry starts a line of its own.
+    pub fn reopen(path: &Path) -> io::Result<Ledger> {
+        let Ok(existing) = std::fs::read(path) else { return Ledger::create(path) };
+        if existing.is_empty() {
+            return Ledger::create(path);
+        }
+        if !existing.starts_with(format!("{HEADER}\n").as_bytes()) {
+            return Err(invalid(format!("exists and does not start with the line {HEADER:?}: not a ledger")));
+        }
+        let whole_lines = existing.iter().rposition(|&byte| byte == b'\n').map_or(0, |at| at + 1);
+        let file = OpenOptions::new().write(true).open(path)?;
+        file.set_len(whole_lines as u64)?;
+        file.sync_data()?;
+        let file = OpenOptions::new().append(true).open(path)?;
+        Ok(Ledger { file })
+    }
+
     pub fn append_delivered(&mut self, mailbox: &str, uidvalidity: u64, uid: u64, file: &str, checksum: &str) -> io::Result<()> {
         check_entry(mailbox, uidvalidity, uid, file)?;
         if !is_checksum(checksum) {
@@ -104,6 +126,26 @@ impl Ledger {
         self.file.write_all(format!("{line}\n").as_bytes())?;
         self.file.sync_data()
     }
+}
+
+/// Keeps the ledger one step ahead of the store: deliveries once durable and acknowledged,
+/// expunges before the file goes. A write failure is kept in `failure` (the ledger must be
+/// complete, so whoever runs the store stops it).
+pub fn observer(ledger: Rc<RefCell<Ledger>>, failure: Rc<RefCell<Option<String>>>) -> Rc<dyn Fn(&history::Record)> {
+    Rc::new(move |record| {
+        let result = match &record.event {
+            Event::StoreDelivered { mailbox, uidvalidity, uid, file, .. } => {
+                let name = file.rsplit('/').next().unwrap_or_default();
+                let checksum = mail::maildir::parse_file_name(name).map(|(_, sum)| sum).unwrap_or_default();
+                ledger.borrow_mut().append_delivered(mailbox, *uidvalidity, *uid, file, &checksum)
+            }
+            Event::StoreExpunging { mailbox, uidvalidity, uid, file } => ledger.borrow_mut().append_expunging(mailbox, *uidvalidity, *uid, file),
+            _ => Ok(()),
+        };
+        if let Err(error) = result {
+            failure.borrow_mut().get_or_insert(format!("cannot append to the ledger: {error}"));
+        }
+    })
 }
 
 fn invalid(message: String) -> io::Error {

@@ -922,6 +922,7 @@ mod tests {
             restored: Rc::default(),
             cohorts: Rc::default(),
             mark_read_on_retr: true,
+            record_served: false,
         };
         let env = Env { journal, disk: Disk::new(disk.clone()), net: Rc::new(NoNet), defects: Defects::of(defects) };
         Fixture { env, config, index, shared: Shared::default(), disk, history }

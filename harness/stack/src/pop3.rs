@@ -122,6 +122,7 @@ impl Session<'_> {
             Pop3Command::List(None) => self.listing(|_, entry| entry.size.to_string()),
             Pop3Command::Uidl(None) => {
                 let uidvalidity = self.uidvalidity();
+                self.record_listing(uidvalidity);
                 self.listing(move |uid, _| format!("{uidvalidity}.{uid}"))
             }
             Pop3Command::List(Some(number)) => match self.message(number) {
@@ -226,6 +227,7 @@ impl Session<'_> {
                         seen.1 = now;
                     }
                 }
+                self.record_sent(uid, &bytes);
                 let mut response = ok(&format!("{} octets", bytes.len()));
                 response.extend_from_slice(&wire::dot_stuff(&bytes));
                 response
@@ -269,10 +271,39 @@ impl Session<'_> {
                 }
             }
         }
+        if self.config.record_served && !removed.is_empty() {
+            let uidls = removed.iter().map(|(uid, _)| format!("{uidvalidity}.{uid}")).collect();
+            self.env.journal.record(Event::ClientDeleted { mailbox: user.clone(), uidls, confirmed: !failed });
+        }
         if failed {
             return err("[SYS/TEMP] some deleted messages not removed");
         }
         ok("bye")
+    }
+
+    /// Live mode (`record_served`): the UIDL listing as the client is sent it.
+    fn record_listing(&self, uidvalidity: u64) {
+        if !self.config.record_served {
+            return;
+        }
+        let listed = self.live().into_iter().map(|(_, (uid, entry))| (format!("{uidvalidity}.{uid}"), entry.size)).collect();
+        self.env.journal.record(Event::ClientListing { mailbox: self.locked.clone().unwrap_or_default(), listed });
+    }
+
+    /// Live mode (`record_served`): a message as the client is sent it, recorded as a
+    /// simulated client records its download.
+    fn record_sent(&self, uid: u64, bytes: &[u8]) {
+        if !self.config.record_served {
+            return;
+        }
+        self.env.journal.record(Event::ClientFetched {
+            mailbox: self.locked.clone().unwrap_or_default(),
+            uidl: format!("{}.{uid}", self.uidvalidity()),
+            msg: mail::message::message_id(bytes).unwrap_or_default(),
+            digest: mail::message::content_digest(bytes),
+            size: bytes.len() as u64,
+            trace_for: mail::message::trace_recipients(bytes),
+        });
     }
 }
 

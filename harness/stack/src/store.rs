@@ -56,6 +56,10 @@ pub struct StoreConfig {
     /// POP3 RETR marks the message read, as Dovecot does unless `pop3_no_flag_updates`: it
     /// moves from `new/` to `cur/` with the seen flag (`:2,S`).
     pub mark_read_on_retr: bool,
+    /// Live mode: the POP3 server records what it sent each client (the UIDL listing, each
+    /// message retrieved, the deletions carried out) as the client events a simulated client
+    /// records, since no client of ours is there to record them. Off in simulation.
+    pub record_served: bool,
 }
 
 /// The operator's control of a staged restore (mailboxes brought back cohort by cohort).

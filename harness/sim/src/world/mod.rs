@@ -67,25 +67,6 @@ pub fn profile_of(scenario: &Scenario) -> Profile {
     scenario.profile.as_ref().and_then(|name| Profile::resolve(name.get_ref()).ok()).unwrap_or_default()
 }
 
-/// Keeps the ledger one step ahead of the store: deliveries once durable and acknowledged,
-/// expunges before the file goes. A write failure stops the run (the ledger must be complete).
-fn ledger_observer(ledger: Rc<RefCell<Ledger>>, failure: Rc<RefCell<Option<String>>>) -> Rc<dyn Fn(&history::Record)> {
-    Rc::new(move |record| {
-        let result = match &record.event {
-            Event::StoreDelivered { mailbox, uidvalidity, uid, file, .. } => {
-                let name = file.rsplit('/').next().unwrap_or_default();
-                let checksum = mail::maildir::parse_file_name(name).map(|(_, sum)| sum).unwrap_or_default();
-                ledger.borrow_mut().append_delivered(mailbox, *uidvalidity, *uid, file, &checksum)
-            }
-            Event::StoreExpunging { mailbox, uidvalidity, uid, file } => ledger.borrow_mut().append_expunging(mailbox, *uidvalidity, *uid, file),
-            _ => Ok(()),
-        };
-        if let Err(error) = result {
-            failure.borrow_mut().get_or_insert(format!("cannot append to the ledger: {error}"));
-        }
-    })
-}
-
 /// Runs one scenario with one seed on the default profile. Deterministic: same inputs, same history.
 pub fn run(scenario: &Scenario, seed: Seed, defects: &Defects) -> RunOutput {
     run_with(scenario, seed, defects, &RunOptions::default())
@@ -228,7 +209,7 @@ impl<'a> World<'a> {
             None => None,
         };
         if let Some(ledger) = &options.ledger {
-            history.borrow_mut().observer = Some(ledger_observer(ledger.clone(), setup_failure.clone()));
+            history.borrow_mut().observer = Some(crate::ledger::observer(ledger.clone(), setup_failure.clone()));
         }
         if options.explore {
             let explored = DISK_HOSTS.iter().map(|host| (host.to_string(), disks[*host].clone())).collect();
@@ -307,6 +288,7 @@ impl<'a> World<'a> {
             restored: self.restored.clone(),
             cohorts: self.cohorts.clone(),
             mark_read_on_retr: scenario.clients.mark_read,
+            record_served: false,
         };
         self.sim.host("store", move || stack::store_host::run(store_env.clone(), store_config.clone()).map_ok());
 
@@ -769,7 +751,7 @@ impl<'a> World<'a> {
         drop(self.sim);
         let history = std::mem::take(&mut *self.history.borrow_mut());
         let environment_failure = self.setup_failure.borrow().clone();
-        RunOutput { history, images, faults, drained_at_ms, waiting_for, ended_at_ms, aborted, environment_failure }
+        RunOutput { history, images, faults, drained_at_ms, waiting_for, ended_at_ms, aborted, environment_failure, live: false }
     }
 }
 
