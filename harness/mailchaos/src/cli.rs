@@ -335,6 +335,23 @@ pub enum Command {
         /// Stop after this many seconds (default: run until killed).
         #[arg(long)]
         seconds: Option<u64>,
+        /// Seconds an SMTP, POP3 or IMAP command line may take from its first octet (a client
+        /// trickling it an octet at a time is cut off).
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        command_timeout_s: u64,
+        /// Seconds a whole SMTP DATA body (or BDAT chunk) may take, however steadily it trickles.
+        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        data_timeout_s: u64,
+        /// Seconds a POP3 or IMAP session has from connecting to logging in; then it is closed.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        login_timeout_s: u64,
+        /// Milliseconds the reply to a failed POP3 PASS or IMAP LOGIN waits, times the failures
+        /// so far in the session.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+        login_failure_delay_ms: u64,
+        /// Failed logins after which a POP3 or IMAP session is closed.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        max_login_failures: u32,
     },
     /// Judge a real store directory against the ledger of what it acknowledged (after a power
     /// cut, say): lost or damaged messages, partial messages visible, UIDs used twice.
@@ -498,8 +515,15 @@ pub fn main_with(cli: Cli) -> ExitCode {
         Command::Digest { scenario, runs } => digest(&scenario, &runs),
         Command::Bench { scenario, seed } => crate::bench::bench(&scenario, seed.as_deref()),
         Command::VerifyStore { dir, ledger } => verify_store(&dir, &ledger),
-        Command::Serve { bind, port_offset, users, domain, seconds } => {
-            let options = crate::live::Options { bind, port_offset, users, domain, seconds };
+        Command::Serve { bind, port_offset, users, domain, seconds, command_timeout_s, data_timeout_s, login_timeout_s, login_failure_delay_ms, max_login_failures } => {
+            let limits = crate::live::Limits {
+                command_total_timeout: std::time::Duration::from_secs(command_timeout_s),
+                data_total_timeout: std::time::Duration::from_secs(data_timeout_s),
+                login_timeout: std::time::Duration::from_secs(login_timeout_s),
+                login_failure_delay: std::time::Duration::from_millis(login_failure_delay_ms),
+                max_login_failures,
+            };
+            let options = crate::live::Options { bind, port_offset, users, domain, seconds, limits };
             crate::live::serve(&options).map_err(BadInput)
         }
     };

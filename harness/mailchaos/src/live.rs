@@ -23,6 +23,22 @@ pub struct Options {
     pub users: Vec<String>,
     pub domain: String,
     pub seconds: Option<u64>,
+    pub limits: Limits,
+}
+
+/// What live mode bounds that the simulation does not (its peers never trickle or guess
+/// passwords, and its digests predate these bounds): flags of `serve`.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// An SMTP, POP3 or IMAP command line, from its first octet.
+    pub command_total_timeout: Duration,
+    /// A whole DATA body or BDAT chunk.
+    pub data_total_timeout: Duration,
+    /// From connecting to logging in, POP3 and IMAP.
+    pub login_timeout: Duration,
+    /// The wait before the reply to the n-th failed login is n times this.
+    pub login_failure_delay: Duration,
+    pub max_login_failures: u32,
 }
 
 pub fn serve(options: &Options) -> Result<bool, String> {
@@ -47,7 +63,10 @@ async fn run(options: &Options, users: BTreeSet<String>) -> Result<bool, String>
     let history = Rc::new(RefCell::new(History::default()));
     let clock: history::Clock = Rc::new(move || started.elapsed().as_millis() as u64);
     let listens: Listens = Rc::default();
-    let net = Rc::new(WatchedNet { inner: LiveNet { bind_ip: options.bind.clone(), port_offset: options.port_offset }, listens: listens.clone() });
+    // LMTP delivers into mailboxes unchecked: it listens on loopback only, for the MX beside it.
+    let live_net = LiveNet { bind_ip: options.bind.clone(), port_offset: options.port_offset, loopback_only_ports: vec![LMTP_PORT] };
+    let lmtp_ip = live_net.listen_ip(LMTP_PORT);
+    let net = Rc::new(WatchedNet { inner: live_net, listens: listens.clone() });
     let env_of = |host: &str| {
         let journal = Journal::new(history.clone(), host, clock.clone());
         let rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
@@ -68,12 +87,14 @@ async fn run(options: &Options, users: BTreeSet<String>) -> Result<bool, String>
         max_message_bytes: 10 * 1024 * 1024,
         max_recipients: 100,
         idle_timeout: Duration::from_secs(300),
+        command_total_timeout: Some(options.limits.command_total_timeout),
+        data_total_timeout: Some(options.limits.data_total_timeout),
         max_sessions: 100,
         max_sessions_per_client: 20,
         max_queue_files: 10_000,
         tarpit: Duration::from_millis(500),
         runner: RunnerConfig {
-            store_host: options.bind.clone(),
+            store_host: lmtp_ip.clone(),
             hostname: format!("mx.{}", options.domain),
             scan_interval: Duration::from_millis(500),
             retry_base: Duration::from_secs(2),
@@ -92,6 +113,10 @@ async fn run(options: &Options, users: BTreeSet<String>) -> Result<bool, String>
         users,
         max_message_bytes: 10 * 1024 * 1024 + 4096,
         idle_timeout: Duration::from_secs(600),
+        command_total_timeout: Some(options.limits.command_total_timeout),
+        login_timeout: Some(options.limits.login_timeout),
+        login_failure_delay: options.limits.login_failure_delay,
+        max_login_failures: Some(options.limits.max_login_failures),
         pop3_max_sessions: 100,
         imap_max_sessions: 100,
         // As Dovecot by default: a message a POP3 client retrieves is marked read (moved to cur/).
@@ -100,15 +125,16 @@ async fn run(options: &Options, users: BTreeSet<String>) -> Result<bool, String>
     tokio::task::spawn_local(stack::store_host::run(env_of("store"), store_config));
     tokio::task::spawn_local(stack::mx::run(env_of("mx"), mx_config));
     // Announce the ports only once all four servers hold them: a taken port is an error.
-    all_listening(&listens, options).await?;
+    all_listening(&listens, options, &lmtp_ip).await?;
     let port = |base: u16| base + options.port_offset;
     say(format_args!(
-        "listening: smtp {bind}:{} lmtp {bind}:{} pop3 {bind}:{} imap {bind}:{}",
+        "listening: smtp {bind}:{} lmtp {lmtp}:{} pop3 {bind}:{} imap {bind}:{}",
         port(SMTP_PORT),
         port(LMTP_PORT),
         port(POP3_PORT),
         port(IMAP_PORT),
-        bind = options.bind
+        bind = options.bind,
+        lmtp = lmtp_ip
     ));
     match options.seconds {
         Some(seconds) => tokio::time::sleep(Duration::from_secs(seconds)).await,
@@ -158,14 +184,15 @@ const SERVERS: usize = 4;
 
 /// Waits (real time, at most 10 s) until the SMTP, LMTP, POP3 and IMAP servers have each tried
 /// to listen; the first failure is the error.
-async fn all_listening(listens: &Listens, options: &Options) -> Result<(), String> {
+async fn all_listening(listens: &Listens, options: &Options, lmtp_ip: &str) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while listens.borrow().len() < SERVERS && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let listens = listens.borrow();
     if let Some((port, Some(error))) = listens.iter().find(|(_, error)| error.is_some()) {
-        return Err(format!("cannot listen on {}:{}: {error}", options.bind, port + options.port_offset));
+        let ip = if *port == LMTP_PORT { lmtp_ip } else { options.bind.as_str() };
+        return Err(format!("cannot listen on {ip}:{}: {error}", port + options.port_offset));
     }
     match listens.len() {
         SERVERS => Ok(()),
