@@ -526,3 +526,25 @@ fn seen_over_imap(offset: u16) -> bool {
         }
     }
 }
+
+/// Issue #12: Python's poplib previews a message with TOP (0, 2, all and more body lines than
+/// there are), finds TOP and PIPELINING in CAPA, and imaplib sees the message still unread.
+#[test]
+fn python_poplib_previews_mail_with_top_through_live_serve() {
+    let offset = free_offset(std::process::id() % 50_000 + 35_029);
+    let ports = [(offset + 110).to_string(), (offset + 143).to_string()];
+    let stdout = run_interop(offset, "pop3_top.py", &["--pop3-port", &ports[0], "--imap-port", &ports[1]]);
+    assert!(stdout.starts_with("interop: ok: pop3 TOP previewed 1 message"), "{stdout}");
+}
+
+/// Issue #12: a limit flag of `serve` with a bad value is refused with exit 2 and a message
+/// that names the flag, before anything listens.
+#[test]
+fn serve_refuses_bad_limit_values() {
+    for (flag, value) in [("--command-timeout-s", "0"), ("--data-timeout-s", "ten"), ("--login-timeout-s", "-1"), ("--login-failure-delay-ms", "60001"), ("--max-login-failures", "0")] {
+        let output = Command::new(env!("CARGO_BIN_EXE_mailchaos")).args(["serve", "--port-offset", "1", &format!("{flag}={value}")]).output().expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag) && output.stdout.is_empty(), "{flag} {value}: {stderr}");
+    }
+}
