@@ -335,6 +335,23 @@ pub enum Command {
         /// Stop after this many seconds (default: run until killed).
         #[arg(long)]
         seconds: Option<u64>,
+        /// Seconds an SMTP, POP3 or IMAP command line may take from its first octet (a client
+        /// trickling it an octet at a time is cut off).
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        command_timeout_s: u64,
+        /// Seconds a whole SMTP DATA body (or BDAT chunk) may take, however steadily it trickles.
+        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        data_timeout_s: u64,
+        /// Seconds a POP3 or IMAP session has from connecting to logging in; then it is closed.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        login_timeout_s: u64,
+        /// Milliseconds the reply to a failed POP3 PASS or IMAP LOGIN waits, times the failures
+        /// so far in the session.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+        login_failure_delay_ms: u64,
+        /// Failed logins after which a POP3 or IMAP session is closed.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        max_login_failures: u32,
         /// Keep the MX queue and the store on real directories under DIR (DIR/mx, DIR/store:
         /// fsync honoured, recovered on start). Without it, mail is kept in memory only.
         #[arg(long, value_name = "DIR")]
@@ -519,9 +536,16 @@ pub fn main_with(cli: Cli) -> ExitCode {
         Command::Digest { scenario, runs } => digest(&scenario, &runs),
         Command::Bench { scenario, seed } => crate::bench::bench(&scenario, seed.as_deref()),
         Command::VerifyStore { dir, ledger } => verify_store(&dir, &ledger),
-        Command::Serve { bind, port_offset, users, domain, seconds, data_dir, history, ledger, defects } => {
+        Command::Serve { bind, port_offset, users, domain, seconds, command_timeout_s, data_timeout_s, login_timeout_s, login_failure_delay_ms, max_login_failures, data_dir, history, ledger, defects } => {
+            let limits = crate::live::Limits {
+                command_total_timeout: std::time::Duration::from_secs(command_timeout_s),
+                data_total_timeout: std::time::Duration::from_secs(data_timeout_s),
+                login_timeout: std::time::Duration::from_secs(login_timeout_s),
+                login_failure_delay: std::time::Duration::from_millis(login_failure_delay_ms),
+                max_login_failures,
+            };
             parse_defects(&defects).and_then(|defects| {
-                let options = crate::live::Options { bind, port_offset, users, domain, seconds, data_dir, history, ledger, defects };
+                let options = crate::live::Options { bind, port_offset, users, domain, seconds, limits, data_dir, history, ledger, defects };
                 crate::live::serve(&options).map_err(BadInput)
             })
         }

@@ -43,6 +43,22 @@ pub struct Options {
     /// The ledger of acknowledged and expunged messages (appended to across restarts).
     pub ledger: Option<PathBuf>,
     pub defects: Defects,
+    pub limits: Limits,
+}
+
+/// What live mode bounds that the simulation does not (its peers never trickle or guess
+/// passwords, and its digests predate these bounds): flags of `serve`.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// An SMTP, POP3 or IMAP command line, from its first octet.
+    pub command_total_timeout: Duration,
+    /// A whole DATA body or BDAT chunk.
+    pub data_total_timeout: Duration,
+    /// From connecting to logging in, POP3 and IMAP.
+    pub login_timeout: Duration,
+    /// The wait before the reply to the n-th failed login is n times this.
+    pub login_failure_delay: Duration,
+    pub max_login_failures: u32,
 }
 
 pub fn serve(options: &Options) -> Result<bool, String> {
@@ -71,8 +87,11 @@ async fn run(options: &Options, users: BTreeSet<String>) -> Result<bool, String>
     let journal_of = |host: &str| Journal::new(history.clone(), host, clock.clone());
     // Connections are named by this start and their order, so names never repeat across restarts.
     let start = unix_ms();
+    // LMTP delivers into mailboxes unchecked: it listens on loopback only, for the MX beside it.
+    let live_net = || LiveNet { bind_ip: options.bind.clone(), port_offset: options.port_offset, loopback_only_ports: vec![LMTP_PORT] };
+    let lmtp_ip = live_net().listen_ip(LMTP_PORT);
     let net_of = |host: &str| {
-        let inner = LiveNet { bind_ip: options.bind.clone(), port_offset: options.port_offset };
+        let inner = live_net();
         Rc::new(WatchedNet { inner, listens: listens.clone(), journal: journal_of(host), start })
     };
     let disk_of = |host: &str| device(options.data_dir.as_deref(), host, journal_of(host));
@@ -88,19 +107,20 @@ async fn run(options: &Options, users: BTreeSet<String>) -> Result<bool, String>
             journal_of(host).record(Event::Restart);
         }
     }
-    let (mx_config, store_config) = configs(options, users, 0);
+    let (mx_config, store_config) = configs(options, users, &lmtp_ip);
     tokio::task::spawn_local(stack::store_host::run(env_of("store")?, store_config));
     tokio::task::spawn_local(stack::mx::run(env_of("mx")?, mx_config));
     // Announce the ports only once all four servers hold them: a taken port is an error.
-    all_listening(&listens, options).await?;
+    all_listening(&listens, options, &lmtp_ip).await?;
     let port = |base: u16| base + options.port_offset;
     say(format_args!(
-        "listening: smtp {bind}:{} lmtp {bind}:{} pop3 {bind}:{} imap {bind}:{}",
+        "listening: smtp {bind}:{} lmtp {lmtp}:{} pop3 {bind}:{} imap {bind}:{}",
         port(SMTP_PORT),
         port(LMTP_PORT),
         port(POP3_PORT),
         port(IMAP_PORT),
-        bind = options.bind
+        bind = options.bind,
+        lmtp = lmtp_ip
     ));
     if options.data_dir.is_none() {
         // On stderr: a warning, and stdout's first line stays the listening line scripts wait for.
@@ -139,7 +159,9 @@ fn device(data_dir: Option<&Path>, host: &str, journal: Journal) -> Result<Rc<dy
     }
 }
 
-fn configs(options: &Options, users: BTreeSet<String>, epoch_unix_s: u64) -> (MxConfig, StoreConfig) {
+/// The servers' settings; dates count from the Unix epoch (`epoch_unix_s` 0), as the clock does.
+fn configs(options: &Options, users: BTreeSet<String>, lmtp_ip: &str) -> (MxConfig, StoreConfig) {
+    let epoch_unix_s = 0;
     let mx_config = MxConfig {
         operator: Rc::new(std::cell::Cell::new(stack::mx::OperatorMode::Normal)),
         hostname: format!("mx.{}", options.domain),
@@ -151,12 +173,14 @@ fn configs(options: &Options, users: BTreeSet<String>, epoch_unix_s: u64) -> (Mx
         max_message_bytes: 10 * 1024 * 1024,
         max_recipients: 100,
         idle_timeout: Duration::from_secs(300),
+        command_total_timeout: Some(options.limits.command_total_timeout),
+        data_total_timeout: Some(options.limits.data_total_timeout),
         max_sessions: 100,
         max_sessions_per_client: 20,
         max_queue_files: 10_000,
         tarpit: Duration::from_millis(500),
         runner: RunnerConfig {
-            store_host: options.bind.clone(),
+            store_host: lmtp_ip.to_string(),
             hostname: format!("mx.{}", options.domain),
             scan_interval: Duration::from_millis(500),
             retry_base: Duration::from_secs(2),
@@ -175,6 +199,10 @@ fn configs(options: &Options, users: BTreeSet<String>, epoch_unix_s: u64) -> (Mx
         users,
         max_message_bytes: 10 * 1024 * 1024 + 4096,
         idle_timeout: Duration::from_secs(600),
+        command_total_timeout: Some(options.limits.command_total_timeout),
+        login_timeout: Some(options.limits.login_timeout),
+        login_failure_delay: options.limits.login_failure_delay,
+        max_login_failures: Some(options.limits.max_login_failures),
         pop3_max_sessions: 100,
         imap_max_sessions: 100,
         // As Dovecot by default: a message a POP3 client retrieves is marked read (moved to cur/).
@@ -346,14 +374,15 @@ const SERVERS: usize = 4;
 
 /// Waits (real time, at most 10 s) until the SMTP, LMTP, POP3 and IMAP servers have each tried
 /// to listen; the first failure is the error.
-async fn all_listening(listens: &Listens, options: &Options) -> Result<(), String> {
+async fn all_listening(listens: &Listens, options: &Options, lmtp_ip: &str) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while listens.borrow().len() < SERVERS && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let listens = listens.borrow();
     if let Some((port, Some(error))) = listens.iter().find(|(_, error)| error.is_some()) {
-        return Err(format!("cannot listen on {}:{}: {error}", options.bind, port + options.port_offset));
+        let ip = if *port == LMTP_PORT { lmtp_ip } else { options.bind.as_str() };
+        return Err(format!("cannot listen on {ip}:{}: {error}", port + options.port_offset));
     }
     match listens.len() {
         SERVERS => Ok(()),

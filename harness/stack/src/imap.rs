@@ -29,7 +29,8 @@
 //! The protocol logic ([`Session::execute`]) knows no socket: it takes a parsed command and
 //! returns the response octets, so a simulated client or a test can drive it directly.
 
-use super::conn::{Conn, ConnError};
+use super::conn::{Conn, ConnError, Wait};
+use super::login::LoginGuard;
 use super::net::Accepted;
 use super::pop3::password_of;
 use super::store::{self, checksum, Entry, Index, StoreConfig};
@@ -132,11 +133,23 @@ pub fn tag_of(line: &[u8]) -> Option<String> {
 }
 
 /// Reads one command: a line, and for each literal it announces the literal's octets (after a
-/// continuation request when it is synchronizing) and the line after it.
-pub async fn read_command(conn: &mut Conn, timeout: Duration) -> Result<Framed, ConnError> {
+/// continuation request when it is synchronizing) and the line after it. With `wait.total`, the
+/// first line must arrive within it of its first octet and the rest of the command within it
+/// again: a literal a client never finishes, or endless `{0}` literals, cannot hold a session.
+pub async fn read_command(conn: &mut Conn, wait: impl Into<Wait>) -> Result<Framed, ConnError> {
+    let wait = wait.into();
+    let first = conn.read_line_or_head(MAX_LINE, wait).await?;
+    match wait.total {
+        None => complete_command(conn, first, wait.idle).await,
+        Some(total) => tokio::time::timeout(total, complete_command(conn, first, wait.idle)).await.unwrap_or(Err(ConnError::Timeout)),
+    }
+}
+
+/// The command that starts with `line`: its literals and the lines after them.
+async fn complete_command(conn: &mut Conn, mut line: Result<Vec<u8>, Vec<u8>>, idle: Duration) -> Result<Framed, ConnError> {
     let mut command = Vec::new();
     loop {
-        match conn.read_line_or_head(MAX_LINE, timeout).await? {
+        match line {
             Ok(line) => {
                 command.extend_from_slice(&line);
                 command.extend_from_slice(b"\r\n");
@@ -159,8 +172,8 @@ pub async fn read_command(conn: &mut Conn, timeout: Duration) -> Result<Framed, 
                 if length > MAX_DISCARD {
                     return Ok(Framed::Abusive);
                 }
-                conn.read_exact(length, None, timeout).await?;
-                let _ = conn.read_line_or_head(MAX_LINE, timeout).await?;
+                conn.read_exact(length, None, idle).await?;
+                let _ = conn.read_line_or_head(MAX_LINE, idle).await?;
             }
             return Ok(Framed::TooLong(tag_of(&command)));
         }
@@ -169,7 +182,8 @@ pub async fn read_command(conn: &mut Conn, timeout: Duration) -> Result<Framed, 
                 conn.send(&ResponseCodec::default().encode(&Response::CommandContinuationRequest(request)).dump()).await?;
             }
         }
-        conn.read_exact(length, Some(&mut command), timeout).await?;
+        conn.read_exact(length, Some(&mut command), idle).await?;
+        line = conn.read_line_or_head(MAX_LINE, idle).await?;
     }
 }
 
@@ -198,11 +212,13 @@ pub struct Session<'a> {
     selected: Option<Selected>,
     commands: u64,
     bad_in_a_row: u32,
+    /// Failed LOGIN commands and the deadline to log in by.
+    login: LoginGuard,
 }
 
 impl<'a> Session<'a> {
     pub fn new(env: &'a Env, config: &'a StoreConfig, index: &'a Index, shared: &'a Shared) -> Session<'a> {
-        Session { env, config, index, shared, user: None, selected: None, commands: 0, bad_in_a_row: 0 }
+        Session { env, config, index, shared, user: None, selected: None, commands: 0, bad_in_a_row: 0, login: LoginGuard::new(config) }
     }
 
     /// The greeting: OK with the capabilities.
@@ -214,10 +230,18 @@ impl<'a> Session<'a> {
         if conn.send(&Session::greeting()).await.is_err() {
             return;
         }
-        let timeout = self.config.idle_timeout.max(AUTOLOGOUT);
+        let wait = Wait { idle: self.config.idle_timeout.max(AUTOLOGOUT), total: self.config.command_total_timeout };
         loop {
-            let outcome = match read_command(&mut conn, timeout).await {
-                Ok(Framed::Command(bytes)) => self.execute_bytes(&bytes).await,
+            let outcome = match self.read_command(&mut conn, wait).await {
+                Ok(Framed::Command(bytes)) => {
+                    let failures = self.login.failures();
+                    let mut outcome = self.execute_bytes(&bytes).await;
+                    if self.login.failures() > failures && self.login.throttle(self.config).await {
+                        push(&mut outcome.response, &Response::Status(bye("too many failed logins")));
+                        outcome.close = true;
+                    }
+                    outcome
+                }
                 Ok(Framed::TooLong(tag)) => self.too_long(tag.as_deref()),
                 Ok(Framed::Abusive) => {
                     let mut response = Vec::new();
@@ -225,8 +249,9 @@ impl<'a> Session<'a> {
                     Outcome { response, close: true }
                 }
                 Err(ConnError::Timeout) => {
+                    let text = if self.login.expired(self.user.is_some()) { "no login within the time allowed" } else { "autologout: idle for too long" };
                     let mut response = Vec::new();
-                    push(&mut response, &Response::Status(bye("autologout: idle for too long")));
+                    push(&mut response, &Response::Status(bye(text)));
                     let _ = conn.send(&response).await;
                     return;
                 }
@@ -236,6 +261,12 @@ impl<'a> Session<'a> {
                 return;
             }
         }
+    }
+
+    /// The next command; before login, also bounded by the login deadline, so that a client
+    /// cannot stay unauthenticated for ever by keeping busy.
+    async fn read_command(&self, conn: &mut Conn, wait: Wait) -> Result<Framed, ConnError> {
+        self.login.bounded(self.user.is_some(), read_command(conn, wait)).await
     }
 
     /// Answers a command that was too long to read: BAD, tagged when the tag could be read.
@@ -364,6 +395,7 @@ impl<'a> Session<'a> {
         let user = String::from_utf8_lossy(username).to_ascii_lowercase();
         let known = self.index.mailboxes.borrow().contains_key(&user);
         if !known || password != password_of(&user).as_bytes() {
+            self.login.failed();
             return Done::No(Some(code("AUTHENTICATIONFAILED")), "invalid user or password");
         }
         if self.config.cohorts.is_offline(&user) {
@@ -917,6 +949,10 @@ mod tests {
             users: ["anna", "bruno"].into_iter().map(String::from).collect(),
             max_message_bytes: 100_000,
             idle_timeout: Duration::from_secs(600),
+            command_total_timeout: None,
+            login_timeout: None,
+            login_failure_delay: Duration::ZERO,
+            max_login_failures: None,
             pop3_max_sessions: 4,
             imap_max_sessions: 4,
             restored: Rc::default(),

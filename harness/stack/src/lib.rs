@@ -14,6 +14,7 @@ pub mod conn;
 pub mod defects;
 pub mod imap;
 pub mod inbound;
+pub mod login;
 pub mod mx;
 pub mod net;
 pub mod pop3;

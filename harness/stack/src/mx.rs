@@ -4,7 +4,7 @@
 //! Replies follow RFC 5321 §4.2 with RFC 3463 enhanced codes. A fault of its own storage is
 //! always a 4xx (451 4.3.0, 452 4.3.1): the sender keeps the message and tries again.
 
-use super::conn::{Conn, ConnError};
+use super::conn::{Conn, ConnError, Wait};
 use super::net::{Accepted, Listener};
 use super::queue::{self, QueuedMessage, RunnerConfig, INCOMING_DIR, QUEUE_DIR};
 use super::wire::{self, Command, CommandError, DataDecoder, DataError, Reply};
@@ -45,11 +45,19 @@ pub struct MxConfig {
     pub epoch_unix_s: u64,
     pub max_message_bytes: usize,
     pub max_recipients: usize,
-    /// At least 5 minutes (RFC 5321 §4.5.3.2.7).
+    /// At least 5 minutes (RFC 5321 §4.5.3.2.7): each read of the socket, while waiting for a
+    /// command or inside one, and each read of a DATA body or BDAT chunk.
     pub idle_timeout: Duration,
+    /// A command line must have arrived within this of its first octet, so that a client
+    /// trickling an octet per idle period cannot keep a session with one line. None: no bound
+    /// but `idle_timeout` (the simulation: its digests predate the bound).
+    pub command_total_timeout: Option<Duration>,
+    /// A whole DATA body, or a BDAT chunk, must have arrived within this of its start. None: no
+    /// bound but `idle_timeout` per read (the simulation).
+    pub data_total_timeout: Option<Duration>,
     /// Sessions served at once; beyond it new connections get 421 4.7.0 and are closed.
     pub max_sessions: usize,
-    /// Sessions from one client host at once; beyond it 421 4.7.0.
+    /// Sessions from one client host at once (one address, whatever its ports); beyond it 421 4.7.0.
     pub max_sessions_per_client: usize,
     /// Files in the queue beyond which MAIL gets 452 4.3.1 (backpressure when the store is slow).
     pub max_queue_files: usize,
@@ -85,7 +93,7 @@ impl Load {
             return Err(Reply::new(421, "4.7.0", "too many connections, try again later"));
         }
         let mut per_client = self.per_client.borrow_mut();
-        let count = per_client.entry(peer.to_string()).or_default();
+        let count = per_client.entry(client_of(peer)).or_default();
         if *count >= config.max_sessions_per_client {
             return Err(Reply::new(421, "4.7.0", "too many connections from your host, try again later"));
         }
@@ -96,8 +104,14 @@ impl Load {
 
     fn release(&self, peer: &str) {
         self.sessions.set(self.sessions.get().saturating_sub(1));
-        if let Some(count) = self.per_client.borrow_mut().get_mut(peer) {
+        let mut per_client = self.per_client.borrow_mut();
+        let client = client_of(peer);
+        if let Some(count) = per_client.get_mut(&client) {
             *count = count.saturating_sub(1);
+            if *count == 0 {
+                // Forget the client: a map of every address ever seen would grow without bound.
+                per_client.remove(&client);
+            }
         }
     }
 
@@ -182,7 +196,7 @@ impl Session<'_> {
             return Ok(());
         }
         loop {
-            let line = match conn.read_line(wire::MAX_COMMAND_LINE - 2, self.config.idle_timeout).await {
+            let line = match conn.read_line(wire::MAX_COMMAND_LINE - 2, self.command_wait()).await {
                 Ok(line) => line,
                 Err(ConnError::TooLong) => {
                     self.send(&mut conn, Stage::Other, Reply::new(500, "5.5.6", "line too long")).await;
@@ -212,6 +226,14 @@ impl Session<'_> {
                 return Ok(());
             }
         }
+    }
+
+    fn command_wait(&self) -> Wait {
+        Wait { idle: self.config.idle_timeout, total: self.config.command_total_timeout }
+    }
+
+    fn data_wait(&self) -> Wait {
+        Wait { idle: self.config.idle_timeout, total: self.config.data_total_timeout }
     }
 
     /// Sends a reply, recording refusals; false when the connection is gone.
@@ -379,7 +401,8 @@ impl Session<'_> {
             decoder = decoder.counting_stuffing_dots();
         }
         // RFC 5321 §4.5.3.2.5: the server waits at least 3 minutes for each data block.
-        if conn.read_data(&mut decoder, self.config.idle_timeout).await.is_err() {
+        // Plus a bound on the whole body (`data_total_timeout`), whatever the pace of its blocks.
+        if conn.read_data(&mut decoder, self.data_wait()).await.is_err() {
             return Ok(None);
         }
         let reply = match decoder.finish() {
@@ -401,7 +424,8 @@ impl Session<'_> {
         let fits = self.chunks.bytes.len().saturating_add(size) <= self.config.max_message_bytes;
         let keep = open && fits && !self.chunks.too_big;
         // RFC 5321 §4.5.3.2.5's data block timeout applies to each chunk as a whole.
-        if conn.read_exact(size, keep.then_some(&mut self.chunks.bytes), self.config.idle_timeout).await.is_err() {
+        let wait = self.data_wait();
+        if conn.read_exact(size, keep.then_some(&mut self.chunks.bytes), wait).await.is_err() {
             return Ok(None);
         }
         if !open {
@@ -565,6 +589,16 @@ fn storage_error_reply(error: DiskError, planted_bounce: bool) -> Reply {
     match error {
         DiskError::NoSpace => Reply::new(452, "4.3.1", "insufficient system storage"),
         _ => Reply::new(451, "4.3.0", "local error in processing, try again later"),
+    }
+}
+
+/// The client a session counts against: the address alone when the listener gave "ip:port"
+/// (live mode: each connection has a port of its own, so keying on it let one host take every
+/// slot), else the name it gave (the simulated network's host names).
+fn client_of(peer: &str) -> String {
+    match peer.parse::<std::net::SocketAddr>() {
+        Ok(address) => address.ip().to_string(),
+        Err(_) => peer.to_string(),
     }
 }
 

@@ -9,7 +9,8 @@
 //! default), a message served by RETR is marked read: moved into `cur/` with the seen flag
 //! (`store::mark_read`); DELE then removes it from wherever it is.
 
-use super::conn::{Conn, ConnError};
+use super::conn::{Conn, ConnError, Wait};
+use super::login::LoginGuard;
 use super::net::Accepted;
 use super::store::{self, checksum, Entry, Index, StoreConfig};
 use super::wire::{self, Pop3Command};
@@ -38,7 +39,7 @@ pub async fn serve(env: Env, config: Rc<StoreConfig>, index: Index) {
         sessions.set(sessions.get() + 1);
         let (env, config, index, sessions) = (env.clone(), config.clone(), index.clone(), sessions.clone());
         tokio::task::spawn_local(async move {
-            let mut session = Session { env: &env, config: &config, index: &index, user: None, locked: None, view: Vec::new(), deleted: BTreeSet::new(), crashed: false };
+            let mut session = Session::new(&env, &config, &index);
             session.run(conn).await;
             session.unlock();
             sessions.set(sessions.get() - 1);
@@ -59,6 +60,8 @@ struct Session<'a> {
     deleted: BTreeSet<usize>,
     /// A crash point fired in this session: it stops at once, answering nothing.
     crashed: bool,
+    /// Failed PASS commands and the deadline to log in by.
+    login: LoginGuard,
 }
 
 fn ok(text: &str) -> Vec<u8> {
@@ -69,20 +72,29 @@ fn err(text: &str) -> Vec<u8> {
     format!("-ERR {text}\r\n").into_bytes()
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
+    fn new(env: &'a Env, config: &'a StoreConfig, index: &'a Index) -> Session<'a> {
+        Session { env, config, index, user: None, locked: None, view: Vec::new(), deleted: BTreeSet::new(), crashed: false, login: LoginGuard::new(config) }
+    }
+
     async fn run(&mut self, mut conn: Conn) {
         if conn.send(&ok("POP3 server ready")).await.is_err() {
             return;
         }
         loop {
-            let line = match conn.read_line(253, self.config.idle_timeout).await {
+            let line = match self.read_command(&mut conn).await {
                 Ok(line) => line,
                 Err(ConnError::TooLong) => {
                     let _ = conn.send(&err("line too long")).await;
                     continue;
                 }
+                Err(ConnError::Timeout) if self.login.expired(self.locked.is_some()) => {
+                    let _ = conn.send(&err("[AUTH] no login within the time allowed, closing")).await;
+                    return;
+                }
                 Err(_) => return,
             };
+            let failures = self.login.failures();
             let response = match wire::parse_pop3_command(&line) {
                 Ok(Pop3Command::Quit) => {
                     let response = self.quit().await;
@@ -95,10 +107,18 @@ impl Session<'_> {
             if self.crashed {
                 return;
             }
-            if conn.send(&response).await.is_err() {
+            let close = self.login.failures() > failures && self.login.throttle(self.config).await;
+            if conn.send(&response).await.is_err() || close {
                 return;
             }
         }
+    }
+
+    /// The next command line; before login, also bounded by the login deadline, so that a
+    /// client cannot stay unauthenticated for ever by keeping busy.
+    async fn read_command(&self, conn: &mut Conn) -> Result<Vec<u8>, ConnError> {
+        let wait = Wait { idle: self.config.idle_timeout, total: self.config.command_total_timeout };
+        self.login.bounded(self.locked.is_some(), conn.read_line(253, wait)).await
     }
 
     fn unlock(&mut self) {
@@ -134,7 +154,7 @@ impl Session<'_> {
                 None => err("no such message"),
             },
             Pop3Command::Retr(number) => self.retrieve(number).await,
-            Pop3Command::Top(..) => err("TOP is not supported"),
+            Pop3Command::Top(number, lines) => self.top(number, lines).await,
             Pop3Command::Dele(number) => match self.message(number) {
                 Some(_) => {
                     self.deleted.insert(number as usize);
@@ -167,6 +187,7 @@ impl Session<'_> {
                 }
                 let mut mailboxes = self.index.mailboxes.borrow_mut();
                 let Some(mailbox) = mailboxes.get_mut(&user).filter(|_| password == password_of(&user)) else {
+                    self.login.failed();
                     return err("[AUTH] invalid user or password");
                 };
                 if mailbox.locked {
@@ -211,11 +232,40 @@ impl Session<'_> {
         response
     }
 
-    async fn retrieve(&mut self, number: u32) -> Vec<u8> {
+    /// TOP (RFC 1939 §7): the header, the blank line and the first `lines` lines of the body,
+    /// checksum-verified as RETR is, and unlike RETR never marking the message read (a client
+    /// previewing its mail has not read it).
+    async fn top(&mut self, number: u32, lines: u32) -> Vec<u8> {
         let Some((uid, entry)) = self.message(number).map(|(uid, entry)| (uid, entry.clone())) else { return err("no such message") };
+        match self.verified(uid, &entry).await {
+            Ok(bytes) => {
+                let mut response = ok("top of message follows");
+                response.extend_from_slice(&wire::dot_stuff(head_of(&bytes, lines)));
+                response
+            }
+            Err(response) => response,
+        }
+    }
+
+    /// The message's bytes when they match its checksum, else the -ERR to answer (the damage
+    /// reported to the history).
+    async fn verified(&self, uid: u64, entry: &Entry) -> Result<Vec<u8>, Vec<u8>> {
         let trust = self.env.defects.has(Defect::NoChecksum); // the planted bug: serve unchecked
         match self.env.disk.read(&entry.file).await {
-            Ok(bytes) if trust || checksum(&bytes) == entry.checksum => {
+            Ok(bytes) if trust || checksum(&bytes) == entry.checksum => Ok(bytes),
+            Ok(_) => {
+                let mailbox = self.locked.clone().unwrap_or_default();
+                self.env.journal.record(Event::StoreCorruption { mailbox, uid, file: entry.file.clone() });
+                Err(err("[SYS/PERM] message damaged on storage, not served"))
+            }
+            Err(_) => Err(err("[SYS/TEMP] storage error, try again later")),
+        }
+    }
+
+    async fn retrieve(&mut self, number: u32) -> Vec<u8> {
+        let Some((uid, entry)) = self.message(number).map(|(uid, entry)| (uid, entry.clone())) else { return err("no such message") };
+        match self.verified(uid, &entry).await {
+            Ok(bytes) => {
                 if self.config.mark_read_on_retr {
                     let user = self.locked.clone().unwrap_or_default();
                     let Ok(now) = store::mark_read(self.env, self.index, &user, uid, &entry).await else {
@@ -232,12 +282,7 @@ impl Session<'_> {
                 response.extend_from_slice(&wire::dot_stuff(&bytes));
                 response
             }
-            Ok(_) => {
-                let mailbox = self.locked.clone().unwrap_or_default();
-                self.env.journal.record(Event::StoreCorruption { mailbox, uid, file: entry.file.clone() });
-                err("[SYS/PERM] message damaged on storage, not served")
-            }
-            Err(_) => err("[SYS/TEMP] storage error, try again later"),
+            Err(response) => response,
         }
     }
 
@@ -307,8 +352,51 @@ impl Session<'_> {
     }
 }
 
+/// RFC 2449 §6. PIPELINING is true: commands are read from the connection's buffer, so several
+/// in one packet are each answered in turn. No LOGIN-DELAY: it announces a wait between
+/// logins, which this server does not impose (it slows failed logins only).
 fn capabilities() -> Vec<u8> {
     let mut response = ok("capability list follows");
-    response.extend_from_slice(b"USER\r\nUIDL\r\nRESP-CODES\r\n.\r\n");
+    response.extend_from_slice(b"USER\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\n.\r\n");
     response
+}
+
+/// The header, the blank line after it and the first `lines` lines of the body (a line ends at
+/// LF, CRLF included). A message without a blank line is all header, and comes whole.
+fn head_of(message: &[u8], lines: u32) -> &[u8] {
+    let mut ends = message.iter().enumerate().filter(|(_, &byte)| byte == b'\n').map(|(at, _)| at + 1);
+    let mut start = 0;
+    let body = loop {
+        // The end of the blank line that ends the header.
+        let Some(end) = ends.next() else { return message };
+        let line = &message[start..end];
+        start = end;
+        if line == b"\r\n" || line == b"\n" {
+            break end;
+        }
+    };
+    if lines == 0 {
+        return &message[..body];
+    }
+    // Fewer lines than asked for: the whole body, its last line even without a line end.
+    let end = ends.nth(lines as usize - 1).unwrap_or(message.len());
+    &message[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_of;
+
+    #[test]
+    fn top_takes_the_header_the_blank_line_and_n_body_lines() {
+        let message = b"Subject: a\r\nFrom: b\r\n\r\none\r\ntwo\nthree";
+        assert_eq!(head_of(message, 0), b"Subject: a\r\nFrom: b\r\n\r\n");
+        assert_eq!(head_of(message, 1), b"Subject: a\r\nFrom: b\r\n\r\none\r\n");
+        assert_eq!(head_of(message, 2), b"Subject: a\r\nFrom: b\r\n\r\none\r\ntwo\n");
+        assert_eq!(head_of(message, 3), message, "the last line without its line end");
+        assert_eq!(head_of(message, u32::MAX), message);
+        assert_eq!(head_of(b"Subject: only a header\r\n", 5), b"Subject: only a header\r\n");
+        assert_eq!(head_of(b"", 1), b"");
+        assert_eq!(head_of(b"\n\nbody\n", 0), b"\n", "an empty header: the blank line alone");
+    }
 }

@@ -42,7 +42,19 @@ pub struct StoreConfig {
     pub domains: Vec<String>,
     pub users: BTreeSet<String>,
     pub max_message_bytes: usize,
+    /// Each read of the socket (LMTP, POP3; IMAP waits at least its 30-minute autologout).
     pub idle_timeout: Duration,
+    /// A POP3 or IMAP command (IMAP: its first line, then its literals) must have arrived within
+    /// this of its first octet. None: no bound but the idle timeout (the simulation).
+    pub command_total_timeout: Option<Duration>,
+    /// A POP3 or IMAP session that has not logged in within this of connecting is closed, however
+    /// busy it keeps. None: never (the simulation).
+    pub login_timeout: Option<Duration>,
+    /// After the n-th failed PASS or LOGIN of a session, its reply waits n times this (a password
+    /// guesser gets a few tries a minute, not thousands a second). Zero: no wait (the simulation).
+    pub login_failure_delay: Duration,
+    /// Failed logins after which a session is closed. None: never (the simulation).
+    pub max_login_failures: Option<u32>,
     /// POP3 sessions at once; beyond it clients get -ERR [SYS/TEMP] and try again later.
     pub pop3_max_sessions: usize,
     /// IMAP sessions at once; beyond it clients are greeted with BYE and try again later.

@@ -65,6 +65,8 @@ fn config() -> MxConfig {
         max_message_bytes: 100_000,
         max_recipients: 10,
         idle_timeout: Duration::from_secs(300),
+        command_total_timeout: None,
+        data_total_timeout: None,
         max_sessions: 10,
         max_sessions_per_client: 10,
         max_queue_files: 100,

@@ -41,6 +41,28 @@ pub struct LiveNet {
     pub bind_ip: String,
     /// Added to every port, so an unprivileged user can run the stack (25 → 2525 with 2500).
     pub port_offset: u16,
+    /// Ports (before the offset) that listen on loopback whatever `bind_ip` is: LMTP delivers
+    /// straight into mailboxes, so only this machine's MX may reach it.
+    pub loopback_only_ports: Vec<u16>,
+}
+
+impl LiveNet {
+    /// The address `port` listens on: `bind_ip`, or for a loopback-only port the loopback
+    /// address of `bind_ip`'s family (::1 for an IPv6 bind, else 127.0.0.1).
+    pub fn listen_ip(&self, port: u16) -> String {
+        if !self.loopback_only_ports.contains(&port) {
+            return self.bind_ip.clone();
+        }
+        loopback_of(&self.bind_ip)
+    }
+}
+
+/// The loopback address of `ip`'s family: ::1 for an IPv6 address, else 127.0.0.1.
+pub fn loopback_of(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(_)) => "::1".into(),
+        _ => "127.0.0.1".into(),
+    }
 }
 
 struct LiveListener {
@@ -70,7 +92,7 @@ impl Net for LiveNet {
 
     fn listen(&self, port: u16) -> NetFuture<'_, Box<dyn Listener>> {
         Box::pin(async move {
-            let listener = tokio::net::TcpListener::bind((self.bind_ip.as_str(), port + self.port_offset)).await?;
+            let listener = tokio::net::TcpListener::bind((self.listen_ip(port).as_str(), port + self.port_offset)).await?;
             Ok(Box::new(LiveListener { listener, port, accepted: Cell::new(0) }) as Box<dyn Listener>)
         })
     }
