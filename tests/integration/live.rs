@@ -611,3 +611,38 @@ fn serve_refuses_bad_limit_values() {
         assert!(stderr.contains(flag) && output.stdout.is_empty(), "{flag} {value}: {stderr}");
     }
 }
+
+/// Issue #12: a million refused commands (four connections pipelining garbage lines, every one
+/// answered 500) leave `serve` under 50 MB at its peak: the history is streamed, never kept
+/// (before, 800,000 refused commands grew the process to 686 MB).
+#[test]
+fn a_million_refused_commands_leave_serve_under_50_mb() {
+    const CONNECTIONS: usize = 4;
+    const COMMANDS_PER_CONNECTION: usize = 250_000;
+    let offset = free_offset(std::process::id() % 50_000 + 33_013);
+    let (server, _) = start_args(offset, "anna", &[]);
+    let pid = server.0.id();
+    let senders: Vec<_> = (0..CONNECTIONS).map(|_| std::thread::spawn(move || refused_commands(offset + 25, COMMANDS_PER_CONNECTION))).collect();
+    let refused: usize = senders.into_iter().map(|sender| sender.join().expect("a sender")).sum();
+    assert_eq!(refused, CONNECTIONS * COMMANDS_PER_CONNECTION, "every garbage line is answered 500");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("serve's /proc status");
+    let peak_kb: u64 = status.lines().find_map(|line| line.strip_prefix("VmHWM:")).and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse().ok()).expect("VmHWM");
+    assert!(peak_kb < 50 * 1024, "serve peaked at {peak_kb} kB after {refused} refused commands");
+}
+
+/// Pipelines `count` garbage command lines on one SMTP connection (a reader thread drains the
+/// replies, so neither side blocks) and returns how many 500 replies came back.
+fn refused_commands(port: u16, count: usize) -> usize {
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connects");
+    stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let reader = stream.try_clone().expect("clone");
+    let replies = std::thread::spawn(move || BufReader::new(reader).lines().map_while(Result::ok).filter(|line| line.starts_with("500")).take(count).count());
+    let mut writer = stream;
+    let block = "XYZZY not a command\r\n".repeat(1000);
+    for _ in 0..count / 1000 {
+        writer.write_all(block.as_bytes()).expect("the server reads on");
+    }
+    let refused = replies.join().expect("the reader");
+    let _ = writer.shutdown(std::net::Shutdown::Both);
+    refused
+}
