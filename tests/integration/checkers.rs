@@ -350,6 +350,13 @@ fn a19_catches_a_recovery_that_forgets_read_mail_in_cur() {
     check("store-crash", 3, Defect::RecoverNewOnly, &["A19"]);
 }
 
+/// Issue #15: an MX whose recovery removes the queue files it finds (as if they were debris of
+/// unfinished acceptances) loses the mail it acknowledged before a crash and had not delivered.
+#[test]
+fn a2_catches_a_recovery_that_clears_the_queue() {
+    check("mx-crash", 3, Defect::RecoverQueueAsDebris, &["A2"]);
+}
+
 /// Read mail moves from new/ into cur/ (`:2,S`), durably, and stays the mailbox's: the checkers
 /// follow it there (not lost, not a partial publish) and the final image holds it in cur/.
 #[test]

@@ -80,6 +80,7 @@ fn output_of(records: Vec<Record>) -> RunOutput {
         aborted: None,
         environment_failure: None,
         live: false,
+        black_box: false,
     }
 }
 

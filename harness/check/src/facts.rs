@@ -139,6 +139,8 @@ pub struct Facts<'a> {
     pub images: &'a BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     /// A live history (see `RunOutput::live`).
     pub live: bool,
+    /// Judged from the outside (see `RunOutput::black_box`).
+    pub black_box: bool,
     /// Submit per message: (at, from, rcpts, digest).
     pub submitted: BTreeMap<String, (At, String, Vec<String>, String)>,
     /// Every MX end-of-data decision: (at, msg, rcpts, queue file, reply).
@@ -411,6 +413,7 @@ impl<'a> Facts<'a> {
             submitted_by: BTreeMap::new(),
             images: &output.images,
             live: output.live,
+            black_box: output.black_box,
             submitted: BTreeMap::new(),
             mx_data_ends: Vec::new(),
             disks: BTreeMap::new(),

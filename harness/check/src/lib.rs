@@ -39,6 +39,7 @@ mod a4_no_deliver_after_refusal;
 mod a9_no_bounce_of_bounce;
 pub mod dsns;
 pub mod facts;
+mod outside;
 mod reply;
 pub mod wire;
 
@@ -96,7 +97,7 @@ impl Violation {
 }
 
 /// One checker: what it judges, and the function that judges it.
-type Checker = (&'static str, fn(&Facts, &mut Vec<Violation>));
+pub type Checker = (&'static str, fn(&Facts, &mut Vec<Violation>));
 
 /// Every checker, in report order.
 const CHECKERS: &[Checker] = &[
@@ -134,6 +135,32 @@ const CHECKERS: &[Checker] = &[
 /// own wire, disks and store. The senders' side (A5–A8, A12, A14, A22, A26, A28), the world's
 /// schedule (A16, A18, A21, A25) and clients of ours (A24, A27) are not in it.
 pub const LIVE_INVARIANTS: &[&str] = &["A1", "A2", "A3", "A4", "A9", "A10", "A11", "A13", "A15", "A17", "A19", "A20", "A23"];
+
+/// What a black-box run (`mailchaos drive`) is judged on, each from what crossed the driver's
+/// side of the wire: no loss and duplicates from its senders' acknowledgements and its clients'
+/// downloads (`outside.rs`), the DSNs that came back (A9–A11), UIDL stability (A19), conforming
+/// mail accepted and invalid input refused (A26, A28), no recipient leaked (A27).
+pub const BLACK_BOX_CHECKERS: &[Checker] = &[
+    ("A2", outside::no_loss),
+    ("A9", a9_no_bounce_of_bounce::check),
+    ("A10", a10_dsn_shape::check),
+    ("A11", a11_dsn_cardinality::check),
+    ("A13", outside::duplicates),
+    ("A19", a19_uidl_stable::check),
+    ("A26", a26_conforming_mail_accepted::check),
+    ("A27", a27_no_recipient_leak::check),
+    ("A28", a28_invalid_input_refused::check),
+];
+
+/// Judges a black-box history (`RunOutput::black_box`) with `BLACK_BOX_CHECKERS`.
+pub fn check_black_box(output: &RunOutput) -> Vec<Violation> {
+    let facts = Facts::build(output);
+    let mut violations = Vec::new();
+    for (_, check) in BLACK_BOX_CHECKERS {
+        check(&facts, &mut violations);
+    }
+    violations
+}
 
 /// Runs every checker. Violations come out grouped by invariant, in a stable order.
 pub fn check_all(output: &RunOutput) -> Vec<Violation> {

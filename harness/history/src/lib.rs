@@ -407,6 +407,9 @@ pub struct RunOutput {
     /// directory is `verify-store`'s to judge), a server stopped whenever its operator pleased,
     /// real clients that come and go; the checkers that apply judge it with that in mind.
     pub live: bool,
+    /// Judged from the outside (`mailchaos drive`): only what crossed the driver's side of the
+    /// wire (its senders' and clients' records, the DSNs that came back) is in the history.
+    pub black_box: bool,
 }
 
 /// A short digest of bytes a disk wrote (blake3, 16 hex digits).

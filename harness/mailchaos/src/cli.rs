@@ -368,6 +368,23 @@ pub enum Command {
         #[arg(long = "defect")]
         defects: Vec<String>,
     },
+    /// Play a scenario's senders and mail clients, in real time, against a real mail stack named
+    /// by a target file (docs/target-file.md), perform its faults (partitions on the driver's
+    /// links, crashes, stalls and storage faults by the target's hooks), and judge what crossed
+    /// the wire: exit 0 ok, 1 violation, 2 bad input.
+    Drive {
+        /// The scenario whose workload and faults are played.
+        scenario: PathBuf,
+        /// The target file: endpoints, users, hooks.
+        #[arg(long)]
+        target: PathBuf,
+        /// The seed that draws the plan (decimal or 0x-hex; default 1).
+        #[arg(long)]
+        seed: Option<String>,
+        /// Write the history (JSON lines) here as it is recorded.
+        #[arg(long, value_name = "FILE")]
+        history: Option<PathBuf>,
+    },
     /// Judge a live history (`serve --history FILE`) with every checker that applies to one
     /// and print the verdict as `run` does: exit 0 ok, 1 violation, 2 bad input.
     Check {
@@ -550,6 +567,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
             })
         }
         Command::Check { history } => crate::live_check::check(&history),
+        Command::Drive { scenario, target, seed, history } => crate::drive::drive(&crate::drive::Args { scenario, target, seed, history }),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

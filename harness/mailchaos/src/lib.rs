@@ -10,6 +10,7 @@
 pub mod bad_input;
 pub mod bench;
 pub mod cli;
+pub mod drive;
 pub mod jobs;
 pub mod live;
 pub mod live_check;

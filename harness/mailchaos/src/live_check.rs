@@ -41,6 +41,7 @@ pub fn check(path: &Path) -> Result<bool, BadInput> {
         aborted: None,
         environment_failure: None,
         live: true,
+        black_box: false,
     };
     if torn {
         say_line(&format!("note: the last line of {} was cut off (a write interrupted by a kill or power cut) and is not judged", path.display()));

@@ -36,6 +36,8 @@ pub enum Defect {
     RetryScheduleTooEarly,
     NoFsyncAfterUnlink,
     RecoverNewOnly,
+    /// Recovery clears `queue/` as it clears `incoming/`: acknowledged mail waiting at a crash is gone.
+    RecoverQueueAsDebris,
     /// The MX's log and the wire disagree: 250 first, durable and logged 30 s later.
     AckLoggedLate,
     StuffingDotCounted,
@@ -83,6 +85,7 @@ impl Defect {
         Defect::RetryScheduleTooEarly,
         Defect::NoFsyncAfterUnlink,
         Defect::RecoverNewOnly,
+        Defect::RecoverQueueAsDebris,
         Defect::AckLoggedLate,
         Defect::StuffingDotCounted,
         Defect::PostmasterRefused,
@@ -129,6 +132,7 @@ impl Defect {
             Defect::MxRetryWithoutBackoff => "mx-retry-without-backoff",
             Defect::RetryScheduleTooEarly => "retry-schedule-too-early",
             Defect::RecoverNewOnly => "recover-new-only",
+            Defect::RecoverQueueAsDebris => "recover-queue-as-debris",
             Defect::AckLoggedLate => "ack-logged-late",
             Defect::StuffingDotCounted => "stuffing-dot-counted",
             Defect::PostmasterRefused => "postmaster-refused",
@@ -184,6 +188,9 @@ impl Defect {
             }
             Defect::RecoverNewOnly => {
                 "store recovery indexes new/ only, as if a maildir had no cur/: after a restart every message its owner has read vanishes from the mailbox, never deleted, its UIDL gone (A19)"
+            }
+            Defect::RecoverQueueAsDebris => {
+                "MX recovery takes what it finds in queue/ for debris of unfinished acceptances, as in incoming/, and removes it: mail acknowledged before a crash and not yet delivered is gone (A2; a kill -9 of a real server shows it, as `mailchaos drive` finds)"
             }
             Defect::AckLoggedLate => {
                 "MX answers 250 before its queue file is durable, and logs the acceptance only once the syncs are done: its log looks right, the wire does not (A1, judged on the wire)"

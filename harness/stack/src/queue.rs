@@ -370,6 +370,12 @@ pub async fn recover(env: &Env) {
         }
         let _ = env.disk.fsync_dir(INCOMING_DIR).await;
     }
+    if env.defects.has(Defect::RecoverQueueAsDebris) {
+        // The planted bug: acknowledged mail taken for debris.
+        for name in env.disk.list(QUEUE_DIR).await.unwrap_or_default() {
+            let _ = env.disk.remove(&format!("{QUEUE_DIR}/{name}")).await;
+        }
+    }
     if let Ok(names) = env.disk.list(QUEUE_DIR).await {
         files = names.len() as u64;
     }

@@ -757,7 +757,7 @@ impl<'a> World<'a> {
         drop(self.sim);
         let history = std::mem::take(&mut *self.history.borrow_mut());
         let environment_failure = self.setup_failure.borrow().clone();
-        RunOutput { history, images, faults, drained_at_ms, waiting_for, ended_at_ms, aborted, environment_failure, live: false }
+        RunOutput { history, images, faults, drained_at_ms, waiting_for, ended_at_ms, aborted, environment_failure, live: false, black_box: false }
     }
 }
 

@@ -1,0 +1,402 @@
+//! `mailchaos drive SCENARIO --target FILE`: a scenario's workload and faults played against a
+//! real mail stack, judged from the outside.
+//!
+//! The driver runs the scenario's remote senders (the stack's own `sender`, with the scenario's
+//! retry policies) and mail clients (`client`, `client_imap`, with their caches) in real time on
+//! real sockets, against the endpoints a target file names (`target.rs`, `docs/target-file.md`).
+//! Every connection goes through a link the driver owns (`net.rs`), so it partitions them as
+//! the scenario says; crashes, stalls and storage faults run the target's hooks. A fault the
+//! target gives no way to perform is reported as not fired, never skipped in silence. What the
+//! senders and clients saw is the history; `check::check_black_box` judges it.
+//!
+//! Time is real time: a scenario's seconds are seconds here (scale its policies with the
+//! providers' `time_scale`). The seed draws the same plan as in simulation: which messages, to
+//! whom, when, and when each fault comes.
+
+mod net;
+pub mod target;
+
+use crate::bad_input::BadInput;
+use crate::report::{explain, violated};
+use crate::shared::say_line;
+use disk::Disk;
+use history::{Event, History, Journal, RunOutput};
+use net::{DriveNet, Endpoints, Links};
+use sim::scenario::{provider_domain, provider_host, FaultKind, Scenario};
+use sim::seed::Seed;
+use sim::world::plan::{self, PlannedFault};
+use stack::client::ClientConfig;
+use stack::client_imap::ImapClientConfig;
+use stack::sender::ProviderConfig;
+use stack::{Defects, Env};
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use target::Target;
+
+/// How long a hook may run before the driver gives up on it (and counts the fault not fired).
+const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the driver waits for a restarted host's endpoints to accept connections again.
+const RESTART_WAIT: Duration = Duration::from_secs(60);
+
+/// Violations explained with their evidence under the verdict line.
+const EXPLAINED: usize = 10;
+
+pub struct Args {
+    pub scenario: PathBuf,
+    pub target: PathBuf,
+    pub seed: Option<String>,
+    pub history: Option<PathBuf>,
+}
+
+pub fn drive(args: &Args) -> Result<bool, BadInput> {
+    let scenario = sim::scenario::load(&args.scenario).map_err(|error| BadInput(error.to_string()))?.scenario;
+    let target = target::load(&args.target).map_err(|error| BadInput(error.to_string()))?;
+    matches_target(&scenario, &target, &args.target)?;
+    let seed = Seed::parse(args.seed.as_deref().unwrap_or("1")).map_err(BadInput)?;
+    let sink = match &args.history {
+        Some(path) => Some(std::fs::File::create(path).map_err(|error| BadInput(format!("--history {}: {error}", path.display())))?),
+        None => None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|error| BadInput(format!("cannot start the runtime: {error}")))?;
+    let local = tokio::task::LocalSet::new();
+    let outcome = local.block_on(&runtime, run(&scenario, &target, seed, sink)).map_err(BadInput)?;
+    Ok(judge(&outcome, &args.target))
+}
+
+/// The scenario's mailboxes must be the target's users, in its domain: the driver's clients log
+/// in as them and the checkers map each recipient onto its mailbox.
+fn matches_target(scenario: &Scenario, target: &Target, path: &Path) -> Result<(), BadInput> {
+    let domain = scenario.mx.domains.first().cloned().unwrap_or_default();
+    if !domain.eq_ignore_ascii_case(&target.domain) {
+        return Err(BadInput(format!("{}: the target's domain {:?} is not the scenario's {:?}", path.display(), target.domain, domain)));
+    }
+    let missing: Vec<&String> = scenario.mx.users.get_ref().iter().filter(|user| target.password_of(user).is_none()).collect();
+    if !missing.is_empty() {
+        return Err(BadInput(format!("{}: the scenario's mailboxes {missing:?} are not users of the target ([[users]])", path.display())));
+    }
+    if target.pop3.is_none() && target.imap.is_none() {
+        return Err(BadInput(format!("{}: the target names neither [pop3] nor [imap]: no client could read mail", path.display())));
+    }
+    Ok(())
+}
+
+/// What a drive leaves for its judge.
+struct Outcome {
+    output: RunOutput,
+    /// Each planned fault, and why it was not performed (None: fired).
+    faults: Vec<(String, Option<String>)>,
+    /// (message, recipient) pairs planned, and those that reached their end at their sender.
+    pairs: usize,
+    finished: usize,
+}
+
+async fn run(scenario: &Scenario, target: &Target, seed: Seed, sink: Option<std::fs::File>) -> Result<Outcome, String> {
+    let started = Instant::now();
+    let history = Rc::new(RefCell::new(History { max_events: Some(history::events_allowed(*scenario.workload.messages.get_ref() as usize)), ..History::default() }));
+    if let Some(file) = sink {
+        let file = RefCell::new(file);
+        history.borrow_mut().observer = Some(Rc::new(move |record: &history::Record| {
+            let _ = file.borrow_mut().write_all(format!("{}\n", record.to_json()).as_bytes());
+        }));
+    }
+    let clock: history::Clock = Rc::new(move || started.elapsed().as_millis() as u64);
+    let journal_of = |host: &str| Journal::new(history.clone(), host, clock.clone());
+    let epoch_unix_s = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
+    journal_of("world").record(Event::Clock { tick_ms: 1, epoch_unix_s });
+    let links = Rc::new(Links::default());
+    let endpoints = Endpoints {
+        smtp: target.smtp.address,
+        pop3: target.pop3.as_ref().map(|endpoint| endpoint.address),
+        imap: target.imap.as_ref().map(|endpoint| endpoint.address),
+        dsn: target.dsn.as_ref().map(|dsn| dsn.listen),
+    };
+    let dsn_taken = Rc::new(Cell::new(false));
+    let env_of = |host: &str| Env {
+        journal: journal_of(host),
+        // The driver's hosts keep nothing on disk: a sender's queue lives as long as the drive.
+        disk: Disk::new(Rc::new(disk::mem::MemDisk::default())),
+        net: Rc::new(DriveNet { host: host.to_string(), links: links.clone(), endpoints: endpoints.clone(), dsn_taken: dsn_taken.clone() }),
+        defects: Defects::none(),
+    };
+    if let Some(lmtp) = &target.lmtp {
+        net::lmtp_proxy(lmtp.proxy, lmtp.address, links.clone()).await.map_err(|error| format!("the LMTP proxy cannot listen on {}: {error}", lmtp.proxy))?;
+    }
+    let plan = plan::make(scenario, seed);
+    let pairs: usize = plan.workload.iter().flatten().map(|message| message.rcpts.iter().collect::<BTreeSet<_>>().len()).sum();
+    spawn_senders(scenario, &plan, epoch_unix_s, &env_of);
+    spawn_clients(scenario, target, &env_of);
+    let faults: Rc<RefCell<Vec<(String, Option<String>)>>> = Rc::default();
+    for fault in plan.faults.iter().cloned() {
+        let (world, links, faults, target) = (journal_of("world"), links.clone(), faults.clone(), target_hooks(target));
+        let journal_of = { let (history, clock) = (history.clone(), clock.clone()); move |host: &str| Journal::new(history.clone(), host, clock.clone()) };
+        tokio::task::spawn_local(async move {
+            let outcome = perform(&fault, &world, &links, &target, &journal_of).await;
+            faults.borrow_mut().push((fault.describe(), outcome));
+        });
+    }
+    let (ended_at_ms, finished) = wait_until_settled(scenario, &history, pairs, started).await;
+    let faults = faults.borrow().clone();
+    let history = std::mem::take(&mut *history.borrow_mut());
+    let output = RunOutput {
+        history,
+        images: Default::default(),
+        faults: Vec::new(),
+        drained_at_ms: Some(ended_at_ms),
+        waiting_for: None,
+        ended_at_ms,
+        aborted: None,
+        environment_failure: None,
+        live: true,
+        black_box: true,
+    };
+    Ok(Outcome { output, faults, pairs, finished })
+}
+
+fn spawn_senders(scenario: &Scenario, plan: &plan::Plan, epoch_unix_s: u64, env_of: &impl Fn(&str) -> Env) {
+    for (provider, planned) in scenario.providers.iter().zip(plan.workload.clone()) {
+        let name = provider.name.get_ref();
+        let Some(policy) = mail::policy::RetryPolicy::built_in(provider.policy.get_ref(), provider.time_scale) else { continue };
+        let config = ProviderConfig {
+            hostname: format!("mta.{}", provider_domain(name)),
+            domain: provider_domain(name),
+            mx_host: "mx".into(),
+            policy,
+            time_scale: provider.time_scale,
+            max_connections: provider.max_connections.clamp(1, 1000),
+            chunking: provider.chunking,
+            epoch_unix_s,
+            plan: planned,
+        };
+        tokio::task::spawn_local(stack::sender::run(env_of(&provider_host(name)), config));
+    }
+}
+
+/// One client per mailbox, of its type (`[[clients.type]]`) or the classic POP3 kind, reading
+/// over the protocol it speaks if the target offers it, else over the other.
+fn spawn_clients(scenario: &Scenario, target: &Target, env_of: &impl Fn(&str) -> Env) {
+    let types = scenario.clients.type_of(scenario.mx.users.get_ref());
+    let poll_s = *scenario.clients.poll_interval_s.get_ref();
+    let deleting = scenario.clients.delete_after_fetch.get_ref();
+    for (index, (user, kind)) in types.into_iter().enumerate() {
+        let password = target.password_of(&user).unwrap_or_default().to_string();
+        let (host, protocol, poll_s, returns_s, delete) = match kind {
+            Some(kind) => (kind.host(), kind.protocol.get_ref().clone(), kind.poll_s(&scenario.clients), *kind.returns_at_s.get_ref(), kind.delete_after_fetch),
+            None => ("clients".to_string(), "pop3".to_string(), poll_s, 0, deleting.contains(&user)),
+        };
+        let first_poll = Duration::from_millis(returns_s * 1000 + 1000 + (index as u64 * 997) % (poll_s * 1000).max(1));
+        let poll_interval = Duration::from_secs(poll_s);
+        let imap = (protocol != "pop3" && target.imap.is_some()) || target.pop3.is_none();
+        let env = env_of(&host);
+        if imap {
+            let config = ImapClientConfig { store_host: "store".into(), user, password, first_poll, poll_interval, delete_after_fetch: delete, uid_cache: protocol != "webmail" };
+            tokio::task::spawn_local(stack::client_imap::run(env, config));
+        } else {
+            let config = ClientConfig { store_host: "store".into(), user, password, first_poll, poll_interval, delete_after_fetch: delete };
+            tokio::task::spawn_local(stack::client::run(env, config));
+        }
+    }
+}
+
+/// Ends the drive once every (message, recipient) has reached its end at its sender and the
+/// clients have had three polls since, or at the scenario's horizon. Returns the end in ms and
+/// how many pairs reached their end.
+async fn wait_until_settled(scenario: &Scenario, history: &Rc<RefCell<History>>, pairs: usize, started: Instant) -> (u64, usize) {
+    let horizon = Duration::from_secs(*scenario.horizon_s.get_ref());
+    let settle = Duration::from_secs(3 * scenario.clients.types.iter().map(|kind| kind.poll_s(&scenario.clients)).chain([*scenario.clients.poll_interval_s.get_ref()]).max().unwrap_or(60));
+    let mut settled_since: Option<Instant> = None;
+    let mut finished = 0;
+    while started.elapsed() < horizon {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        finished = history.borrow().records.iter().filter(|record| matches!(record.event, Event::SenderOutcome { .. })).count();
+        match (finished >= pairs, settled_since) {
+            (true, None) => settled_since = Some(Instant::now()),
+            (true, Some(since)) if since.elapsed() >= settle => break,
+            (false, _) => settled_since = None,
+            _ => {}
+        }
+    }
+    (started.elapsed().as_millis() as u64, finished)
+}
+
+/// The hooks a fault task needs, owned.
+fn target_hooks(target: &Target) -> Rc<Hooks> {
+    Rc::new(Hooks {
+        commands: target.hooks.clone(),
+        smtp: target.smtp.address,
+        store: target.pop3.as_ref().or(target.imap.as_ref()).map(|endpoint| endpoint.address),
+        lmtp_proxy: target.lmtp.is_some(),
+    })
+}
+
+struct Hooks {
+    commands: std::collections::BTreeMap<String, String>,
+    smtp: std::net::SocketAddr,
+    store: Option<std::net::SocketAddr>,
+    lmtp_proxy: bool,
+}
+
+impl Hooks {
+    fn has(&self, name: &str) -> bool {
+        self.commands.get(name).is_some_and(|command| !command.trim().is_empty())
+    }
+
+    /// Runs a hook (sh -c) with a bounded wait; its output goes into the history.
+    async fn run(&self, name: &str, world: &Journal) -> Result<(), String> {
+        let Some(command) = self.commands.get(name) else { return Err(format!("the target has no {name} hook")) };
+        let child = tokio::process::Command::new("sh").arg("-c").arg(command).kill_on_drop(true).stdin(std::process::Stdio::null()).output();
+        let output = match tokio::time::timeout(HOOK_TIMEOUT, child).await {
+            Err(_) => return Err(format!("hook {name} ran past {}s", HOOK_TIMEOUT.as_secs())),
+            Ok(Err(error)) => return Err(format!("hook {name} could not run: {error}")),
+            Ok(Ok(output)) => output,
+        };
+        let said = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+        world.record(Event::Fault { action: format!("hook {name}: {} {}", output.status, input::clip(said.trim())) });
+        if output.status.success() { Ok(()) } else { Err(format!("hook {name} failed ({})", output.status)) }
+    }
+
+    /// Waits until the host's endpoint accepts connections (a restarted daemon is up).
+    async fn wait_up(&self, host: &str) -> Result<(), String> {
+        let Some(address) = (if host == "mx" { Some(self.smtp) } else { self.store }) else { return Ok(()) };
+        let deadline = Instant::now() + RESTART_WAIT;
+        while Instant::now() < deadline {
+            if tokio::net::TcpStream::connect(address).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!("{host} did not accept connections at {address} within {}s of its restart", RESTART_WAIT.as_secs()))
+    }
+}
+
+/// Performs one planned fault at its times; None when it fired, else why not.
+async fn perform(fault: &PlannedFault, world: &Journal, links: &Links, hooks: &Hooks, journal_of: &impl Fn(&str) -> Journal) -> Option<String> {
+    let (start, end) = (Duration::from_millis(fault.start_ms), Duration::from_millis(fault.end_ms.max(fault.start_ms)));
+    let begun = Instant::now() - Duration::from_millis(journal_of("world").now_ms());
+    let until = |at: Duration| tokio::time::sleep_until(tokio::time::Instant::from_std(begun + at));
+    let hosts: Vec<&str> = fault.hosts.iter().map(String::as_str).collect();
+    if fault.point.is_some() || fault.stage.is_some() {
+        return Some("the driver cannot yet trigger a fault at a fail point or a protocol stage of a real stack".into());
+    }
+    match (&fault.kind, hosts.as_slice()) {
+        (FaultKind::Partition | FaultKind::PartitionOneway, [a, b]) => {
+            if [*a, *b] == ["mx", "store"] || [*a, *b] == ["store", "mx"] {
+                if !hooks.lmtp_proxy {
+                    return Some("the target names no [lmtp] proxy between the MTA and the store".into());
+                }
+            }
+            until(start).await;
+            world.record(Event::Fault { action: format!("partition {a} {b}") });
+            links.partition(a, b);
+            until(end).await;
+            links.repair(a, b);
+            world.record(Event::Fault { action: format!("repair {a} {b}") });
+            None
+        }
+        (FaultKind::Crash, [host @ ("mx" | "store")]) => {
+            let (crash, restart) = (format!("crash_{host}"), format!("restart_{host}"));
+            if !hooks.has(&crash) || !hooks.has(&restart) {
+                return Some(format!("the target has no {crash} and {restart} hooks"));
+            }
+            until(start).await;
+            if let Err(why) = hooks.run(&crash, world).await {
+                return Some(why);
+            }
+            journal_of(host).record(Event::Crash);
+            until(end).await;
+            if let Err(why) = hooks.run(&restart, world).await {
+                return Some(why);
+            }
+            let up = hooks.wait_up(host).await;
+            journal_of(host).record(Event::Restart);
+            up.err()
+        }
+        (kind, [host @ ("mx" | "store")]) => match window_hooks(kind, host, hooks) {
+            None => Some(format!("the driver cannot perform {} on a real stack", kind.name())),
+            Some((begin, finish)) if !hooks.has(&begin) || !hooks.has(&finish) => Some(format!("the target has no {begin} and {finish} hooks")),
+            Some((begin, finish)) => {
+                until(start).await;
+                if let Err(why) = hooks.run(&begin, world).await {
+                    return Some(why);
+                }
+                let outage = matches!(kind, FaultKind::Outage);
+                if outage {
+                    world.record(Event::Outage { down: true });
+                }
+                until(end).await;
+                let resumed = hooks.run(&finish, world).await;
+                if outage {
+                    world.record(Event::Outage { down: false });
+                }
+                resumed.err()
+            }
+        },
+        (kind, _) => Some(format!("the driver cannot perform {} between {}", kind.name(), fault.hosts.join(" and "))),
+    }
+}
+
+/// The hooks that begin and end a window fault on a host's storage: a stall freezes the file
+/// system, or else stops the daemon (from outside, a stalled disk and a stopped process look
+/// the same: nothing answers until it resumes).
+fn window_hooks(kind: &FaultKind, host: &str, hooks: &Hooks) -> Option<(String, String)> {
+    let pair = |begin: &str, finish: &str| Some((begin.to_string(), finish.to_string()));
+    match kind {
+        FaultKind::DiskStall | FaultKind::Outage if hooks.has("freeze") => pair("freeze", "thaw"),
+        FaultKind::DiskStall | FaultKind::Outage => Some((format!("stall_{host}"), format!("resume_{host}"))),
+        FaultKind::ReadOnly => pair("storage_readonly", "storage_writable"),
+        FaultKind::DiskFull => pair("storage_full", "storage_free"),
+        _ => None,
+    }
+}
+
+/// A drive that never settled, or in which the target accepted nothing, judged nothing: an ok
+/// then would be worse than no verdict (L1).
+fn unfinished(outcome: &Outcome) -> Vec<check::Violation> {
+    let mut violations = Vec::new();
+    let records = &outcome.output.history.records;
+    let accepted = records.iter().any(|record| matches!(&record.event, Event::SmtpReply { stage: history::Stage::DataEnd, reply, .. } if reply.starts_with('2')));
+    if outcome.pairs > 0 && !accepted {
+        violations.push(check::Violation::new("L1", "target", "the target accepted no message: nothing was judged (is it up, and are the target file's addresses right?)", vec![]));
+    }
+    if outcome.finished < outcome.pairs {
+        let explanation = format!("the drive reached the scenario's horizon with {} of {} (message, recipient) pairs not at their end at their senders", outcome.pairs - outcome.finished, outcome.pairs);
+        violations.push(check::Violation::new("L1", "senders", explanation, vec![]));
+    }
+    violations
+}
+
+/// Prints the verdict of a drive; true when ok.
+fn judge(outcome: &Outcome, target: &Path) -> bool {
+    let mut violations = check::check_black_box(&outcome.output);
+    violations.extend(unfinished(outcome));
+    for (fault, why_not) in &outcome.faults {
+        match why_not {
+            None => say_line(&format!("fault fired: {fault}")),
+            Some(why) => say_line(&format!("fault not fired: {fault}: {why}")),
+        }
+    }
+    let judged: Vec<&str> = check::BLACK_BOX_CHECKERS.iter().map(|(invariant, _)| *invariant).collect();
+    let verdict = if violations.is_empty() { "ok" } else { "violation" };
+    let mut tally: Vec<String> = Vec::new();
+    for invariant in violated(&violations) {
+        let times = violations.iter().filter(|violation| violation.invariant == invariant).count();
+        tally.push(format!("{invariant}:{times}"));
+    }
+    say_line(&format!(
+        "{verdict} target={} records={} judged={} violated=[{}] faults_not_fired={} seconds={:.1}",
+        target.display(),
+        outcome.output.history.records.len(),
+        judged.join(","),
+        tally.join(","),
+        outcome.faults.iter().filter(|(_, why_not)| why_not.is_some()).count(),
+        outcome.output.ended_at_ms as f64 / 1000.0
+    ));
+    for line in explain(&outcome.output, &violations, EXPLAINED).lines() {
+        say_line(&format!("  {line}"));
+    }
+    violations.is_empty()
+}
