@@ -5,6 +5,7 @@ mod browser;
 mod checkers;
 mod digests;
 mod docs;
+mod drive;
 mod cli;
 mod help;
 mod live;
