@@ -209,3 +209,33 @@ fn serve_refuses_a_bad_address_and_a_taken_port_and_stops_quietly_on_a_closed_st
     assert_eq!(output.status.code(), Some(0), "{error}");
     assert!(!error.contains("panicked"), "{error}");
 }
+
+/// Issue #15: a target file that is not one, or does not fit the scenario, is named with its
+/// `file:line:col` (or what does not match), exit 2, before anything is driven; and `check`
+/// refuses a history that is not one the same way.
+#[test]
+fn drive_and_check_refuse_bad_target_files_and_histories_where_they_stand() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = "scenarios/drive/serve-kill9.toml";
+    let users: String = ["anna", "bruno", "carla", "dario", "elena", "fabio"].iter().map(|user| format!("[[users]]\nname = \"{user}\"\npassword = \"pw\"\n")).collect();
+    let good = format!("domain = \"libero.test\"\n[smtp]\naddress = \"127.0.0.1:2525\"\n[pop3]\naddress = \"127.0.0.1:2610\"\n{users}");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let bad_address = write("address.toml", &good.replace("127.0.0.1:2525", "localhost"));
+    assert_bad(&["drive", scenario, "--target", text(&bad_address), "--seed", "1"], &format!("{}:{}:", text(&bad_address), line_of(&bad_address, "address = \"localhost\"")));
+    let unknown_hook = write("hook.toml", &format!("{good}[hooks]\nreboot_everything = \"true\"\n"));
+    assert_bad(&["drive", scenario, "--target", text(&unknown_hook)], &format!("{}:{}:1: unknown hook \"reboot_everything\"", text(&unknown_hook), line_of(&unknown_hook, "reboot_everything")));
+    let unknown_key = write("key.toml", &format!("{good}colour = \"blue\"\n"));
+    assert_bad(&["drive", scenario, "--target", text(&unknown_key)], &format!("{}:{}:", text(&unknown_key), line_of(&unknown_key, "colour")));
+    let missing_user = write("users.toml", &good.replace("name = \"fabio\"", "name = \"zoe\""));
+    assert_bad(&["drive", scenario, "--target", text(&missing_user)], "the scenario's mailboxes [\"fabio\"] are not users of the target");
+    let other_domain = write("domain.toml", &good.replace("libero.test", "other.test"));
+    assert_bad(&["drive", scenario, "--target", text(&other_domain)], "the target's domain \"other.test\" is not the scenario's \"libero.test\"");
+    let history = write("history.jsonl", "{\"t_ms\":1,\"host\":\"mx\",\"event\":\"crash\"}\nnot json\n");
+    assert_bad(&["check", text(&history)], &format!("{}:2:2: not a history record: expected ident\n", text(&history)));
+    let empty = write("empty.jsonl", "");
+    assert_bad(&["check", text(&empty)], "holds no record: nothing to judge");
+}

@@ -89,7 +89,12 @@ fn read_history(path: &Path) -> Result<(Vec<Record>, bool), BadInput> {
         if records.len() == MAX_RECORDS {
             return Err(BadInput(format!("{name}:{number}: more than {MAX_RECORDS} records: split the history (each serve start is a good place)")));
         }
-        let record = serde_json::from_slice::<Record>(&line).map_err(|error| BadInput(format!("{name}:{number}:{}: not a history record: {error}", error.column().max(1))))?;
+        let record = serde_json::from_slice::<Record>(&line).map_err(|error| {
+            // serde_json ends its message with its own "at line 1 column N": the place is ours.
+            let message = error.to_string();
+            let message = message.split(" at line ").next().unwrap_or_default().to_string();
+            BadInput(format!("{name}:{number}:{}: not a history record: {message}", error.column().max(1)))
+        })?;
         records.push(record);
     }
     Ok((records, false))
