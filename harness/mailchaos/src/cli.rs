@@ -384,6 +384,9 @@ pub enum Command {
         /// Write the history (JSON lines) here as it is recorded.
         #[arg(long, value_name = "FILE")]
         history: Option<PathBuf>,
+        /// Real time per scenario time (0.01: a four-hour slice in 144 s); between 0.001 and 1000.
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
     },
     /// Judge a live history (`serve --history FILE`) with every checker that applies to one
     /// and print the verdict as `run` does: exit 0 ok, 1 violation, 2 bad input.
@@ -567,7 +570,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
             })
         }
         Command::Check { history } => crate::live_check::check(&history),
-        Command::Drive { scenario, target, seed, history } => crate::drive::drive(&crate::drive::Args { scenario, target, seed, history }),
+        Command::Drive { scenario, target, seed, history, time_scale } => crate::drive::drive(&crate::drive::Args { scenario, target, seed, history, time_scale }),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

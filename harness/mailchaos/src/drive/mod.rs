@@ -9,9 +9,10 @@
 //! target gives no way to perform is reported as not fired, never skipped in silence. What the
 //! senders and clients saw is the history; `check::check_black_box` judges it.
 //!
-//! Time is real time: a scenario's seconds are seconds here (scale its policies with the
-//! providers' `time_scale`). The seed draws the same plan as in simulation: which messages, to
-//! whom, when, and when each fault comes.
+//! Time is real time: a scenario's second is a second here, times `--time-scale` (0.01 plays a
+//! four-hour slice in 144 s: arrivals, fault windows, retry policies, client polls and the
+//! horizon all shrink together; the target's own timers do not). The seed draws the same plan
+//! as in simulation: which messages, to whom, when, and when each fault comes.
 
 mod net;
 pub mod target;
@@ -43,6 +44,9 @@ const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the driver waits for a restarted host's endpoints to accept connections again.
 const RESTART_WAIT: Duration = Duration::from_secs(60);
 
+/// The shortest poll interval of a driven client, whatever the time scale.
+const MIN_POLL: Duration = Duration::from_millis(500);
+
 /// Violations explained with their evidence under the verdict line.
 const EXPLAINED: usize = 10;
 
@@ -51,20 +55,28 @@ pub struct Args {
     pub target: PathBuf,
     pub seed: Option<String>,
     pub history: Option<PathBuf>,
+    /// Scenario time × this = real time.
+    pub time_scale: f64,
 }
+
+/// The time scales a drive accepts: from a thousandth (a day in 86 s) to a thousand.
+const TIME_SCALES: std::ops::RangeInclusive<f64> = 0.001..=1000.0;
 
 pub fn drive(args: &Args) -> Result<bool, BadInput> {
     let scenario = sim::scenario::load(&args.scenario).map_err(|error| BadInput(error.to_string()))?.scenario;
     let target = target::load(&args.target).map_err(|error| BadInput(error.to_string()))?;
     matches_target(&scenario, &target, &args.target)?;
     let seed = Seed::parse(args.seed.as_deref().unwrap_or("1")).map_err(BadInput)?;
+    if !TIME_SCALES.contains(&args.time_scale) {
+        return Err(BadInput(format!("--time-scale must be between {} and {}, got {}", TIME_SCALES.start(), TIME_SCALES.end(), args.time_scale)));
+    }
     let sink = match &args.history {
         Some(path) => Some(std::fs::File::create(path).map_err(|error| BadInput(format!("--history {}: {error}", path.display())))?),
         None => None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|error| BadInput(format!("cannot start the runtime: {error}")))?;
     let local = tokio::task::LocalSet::new();
-    let outcome = local.block_on(&runtime, run(&scenario, &target, seed, sink)).map_err(BadInput)?;
+    let outcome = local.block_on(&runtime, run(&scenario, &target, seed, args.time_scale, sink)).map_err(BadInput)?;
     Ok(judge(&outcome, &args.target))
 }
 
@@ -95,7 +107,7 @@ struct Outcome {
     finished: usize,
 }
 
-async fn run(scenario: &Scenario, target: &Target, seed: Seed, sink: Option<std::fs::File>) -> Result<Outcome, String> {
+async fn run(scenario: &Scenario, target: &Target, seed: Seed, scale: f64, sink: Option<std::fs::File>) -> Result<Outcome, String> {
     let started = Instant::now();
     let history = Rc::new(RefCell::new(History { max_events: Some(history::events_allowed(*scenario.workload.messages.get_ref() as usize)), ..History::default() }));
     if let Some(file) = sink {
@@ -126,10 +138,10 @@ async fn run(scenario: &Scenario, target: &Target, seed: Seed, sink: Option<std:
     if let Some(lmtp) = &target.lmtp {
         net::lmtp_proxy(lmtp.proxy, lmtp.address, links.clone()).await.map_err(|error| format!("the LMTP proxy cannot listen on {}: {error}", lmtp.proxy))?;
     }
-    let plan = plan::make(scenario, seed);
+    let plan = scaled(plan::make(scenario, seed), scale);
     let pairs: usize = plan.workload.iter().flatten().map(|message| message.rcpts.iter().collect::<BTreeSet<_>>().len()).sum();
-    spawn_senders(scenario, &plan, epoch_unix_s, &env_of);
-    spawn_clients(scenario, target, &env_of);
+    spawn_senders(scenario, &plan, scale, epoch_unix_s, &env_of);
+    spawn_clients(scenario, target, scale, &env_of);
     let faults: Rc<RefCell<Vec<(String, Option<String>)>>> = Rc::default();
     for fault in plan.faults.iter().cloned() {
         let (world, links, faults, target) = (journal_of("world"), links.clone(), faults.clone(), target_hooks(target));
@@ -139,7 +151,7 @@ async fn run(scenario: &Scenario, target: &Target, seed: Seed, sink: Option<std:
             faults.borrow_mut().push((fault.describe(), outcome));
         });
     }
-    let (ended_at_ms, finished) = wait_until_settled(scenario, &history, pairs, started).await;
+    let (ended_at_ms, finished) = wait_until_settled(scenario, scale, &history, pairs, started).await;
     let faults = faults.borrow().clone();
     let history = std::mem::take(&mut *history.borrow_mut());
     let output = RunOutput {
@@ -157,16 +169,29 @@ async fn run(scenario: &Scenario, target: &Target, seed: Seed, sink: Option<std:
     Ok(Outcome { output, faults, pairs, finished })
 }
 
-fn spawn_senders(scenario: &Scenario, plan: &plan::Plan, epoch_unix_s: u64, env_of: &impl Fn(&str) -> Env) {
+/// The plan with its times multiplied by `scale`.
+fn scaled(mut plan: plan::Plan, scale: f64) -> plan::Plan {
+    let times = |ms: u64| (ms as f64 * scale).round() as u64;
+    for message in plan.workload.iter_mut().flatten() {
+        message.at_ms = times(message.at_ms);
+    }
+    for fault in &mut plan.faults {
+        (fault.start_ms, fault.end_ms) = (times(fault.start_ms), times(fault.end_ms));
+    }
+    plan
+}
+
+fn spawn_senders(scenario: &Scenario, plan: &plan::Plan, scale: f64, epoch_unix_s: u64, env_of: &impl Fn(&str) -> Env) {
     for (provider, planned) in scenario.providers.iter().zip(plan.workload.clone()) {
         let name = provider.name.get_ref();
-        let Some(policy) = mail::policy::RetryPolicy::built_in(provider.policy.get_ref(), provider.time_scale) else { continue };
+        let time_scale = provider.time_scale * scale;
+        let Some(policy) = mail::policy::RetryPolicy::built_in(provider.policy.get_ref(), time_scale) else { continue };
         let config = ProviderConfig {
             hostname: format!("mta.{}", provider_domain(name)),
             domain: provider_domain(name),
             mx_host: "mx".into(),
             policy,
-            time_scale: provider.time_scale,
+            time_scale,
             max_connections: provider.max_connections.clamp(1, 1000),
             chunking: provider.chunking,
             epoch_unix_s,
@@ -178,7 +203,7 @@ fn spawn_senders(scenario: &Scenario, plan: &plan::Plan, epoch_unix_s: u64, env_
 
 /// One client per mailbox, of its type (`[[clients.type]]`) or the classic POP3 kind, reading
 /// over the protocol it speaks if the target offers it, else over the other.
-fn spawn_clients(scenario: &Scenario, target: &Target, env_of: &impl Fn(&str) -> Env) {
+fn spawn_clients(scenario: &Scenario, target: &Target, scale: f64, env_of: &impl Fn(&str) -> Env) {
     let types = scenario.clients.type_of(scenario.mx.users.get_ref());
     let poll_s = *scenario.clients.poll_interval_s.get_ref();
     let deleting = scenario.clients.delete_after_fetch.get_ref();
@@ -188,8 +213,9 @@ fn spawn_clients(scenario: &Scenario, target: &Target, env_of: &impl Fn(&str) ->
             Some(kind) => (kind.host(), kind.protocol.get_ref().clone(), kind.poll_s(&scenario.clients), *kind.returns_at_s.get_ref(), kind.delete_after_fetch),
             None => ("clients".to_string(), "pop3".to_string(), poll_s, 0, deleting.contains(&user)),
         };
-        let first_poll = Duration::from_millis(returns_s * 1000 + 1000 + (index as u64 * 997) % (poll_s * 1000).max(1));
-        let poll_interval = Duration::from_secs(poll_s);
+        let first_poll = Duration::from_millis(returns_s * 1000 + 1000 + (index as u64 * 997) % (poll_s * 1000).max(1)).mul_f64(scale);
+        // A client polls at least every half second of real time, however small the scale.
+        let poll_interval = Duration::from_secs(poll_s).mul_f64(scale).max(MIN_POLL);
         let imap = (protocol != "pop3" && target.imap.is_some()) || target.pop3.is_none();
         let env = env_of(&host);
         if imap {
@@ -205,9 +231,10 @@ fn spawn_clients(scenario: &Scenario, target: &Target, env_of: &impl Fn(&str) ->
 /// Ends the drive once every (message, recipient) has reached its end at its sender and the
 /// clients have had three polls since, or at the scenario's horizon. Returns the end in ms and
 /// how many pairs reached their end.
-async fn wait_until_settled(scenario: &Scenario, history: &Rc<RefCell<History>>, pairs: usize, started: Instant) -> (u64, usize) {
-    let horizon = Duration::from_secs(*scenario.horizon_s.get_ref());
-    let settle = Duration::from_secs(3 * scenario.clients.types.iter().map(|kind| kind.poll_s(&scenario.clients)).chain([*scenario.clients.poll_interval_s.get_ref()]).max().unwrap_or(60));
+async fn wait_until_settled(scenario: &Scenario, scale: f64, history: &Rc<RefCell<History>>, pairs: usize, started: Instant) -> (u64, usize) {
+    let horizon = Duration::from_secs(*scenario.horizon_s.get_ref()).mul_f64(scale);
+    let longest_poll_s = scenario.clients.types.iter().map(|kind| kind.poll_s(&scenario.clients)).chain([*scenario.clients.poll_interval_s.get_ref()]).max().unwrap_or(60);
+    let settle = (Duration::from_secs(longest_poll_s).mul_f64(scale).max(MIN_POLL)) * 3;
     let mut settled_since: Option<Instant> = None;
     let mut finished = 0;
     while started.elapsed() < horizon {
