@@ -306,10 +306,31 @@ async fn perform(fault: &PlannedFault, world: &Journal, links: &Links, hooks: &H
     let begun = Instant::now() - Duration::from_millis(journal_of("world").now_ms());
     let until = |at: Duration| tokio::time::sleep_until(tokio::time::Instant::from_std(begun + at));
     let hosts: Vec<&str> = fault.hosts.iter().map(String::as_str).collect();
-    if fault.point.is_some() || fault.stage.is_some() {
-        return Some("the driver cannot yet trigger a fault at a fail point or a protocol stage of a real stack".into());
+    if fault.point.is_some() {
+        return Some("the driver cannot trigger a fault at a fail point of a real stack".into());
     }
     match (&fault.kind, hosts.as_slice()) {
+        (FaultKind::Cut, [a, b]) => {
+            if fault.stage.as_deref() != Some("data-end") {
+                return Some(format!("the driver cuts a link after the final dot (stage data-end) only, not after {}", fault.stage.as_deref().unwrap_or("?")));
+            }
+            if (*a, *b) == ("mx", "store") && !hooks.lmtp_proxy {
+                return Some("the target names no [lmtp] proxy between the MTA and the store".into());
+            }
+            until(start).await;
+            let fired = Rc::new(Cell::new(false));
+            world.record(Event::Fault { action: format!("arm cut {a} {b} after stage data-end") });
+            links.arm_cut(a, b, end - start, fired.clone());
+            // A cut is armed until a message triggers it; none did by the end of the chaos phase.
+            until(end.max(start + Duration::from_secs(1))).await;
+            match fired.get() {
+                true => None,
+                false => {
+                    links.disarm_cut(&fired);
+                    Some("no message ended its data on the link while the cut was armed".into())
+                }
+            }
+        }
         (FaultKind::Partition | FaultKind::PartitionOneway, [a, b]) => {
             if [*a, *b] == ["mx", "store"] || [*a, *b] == ["store", "mx"] {
                 if !hooks.lmtp_proxy {

@@ -20,10 +20,14 @@ const HELD_RECHECK: Duration = Duration::from_millis(50);
 /// The longest a connect waits on a partitioned link before it fails as a lost SYN would.
 const CONNECT_HELD_MAX: Duration = Duration::from_secs(30);
 
-/// Which pairs of hosts are partitioned now (unordered pairs, stored sorted).
+/// Which pairs of hosts are partitioned now (unordered pairs, stored sorted), and the cuts
+/// armed on them: the next message whose final dot crosses the link freezes it.
 #[derive(Default)]
 pub struct Links {
     partitioned: RefCell<BTreeSet<(String, String)>>,
+    /// (pair, how long the link then freezes, set once it fired).
+    armed_cuts: RefCell<Vec<((String, String), Duration, Rc<Cell<bool>>)>>,
+    frozen_until: RefCell<std::collections::BTreeMap<(String, String), tokio::time::Instant>>,
 }
 
 impl Links {
@@ -40,7 +44,86 @@ impl Links {
     }
 
     pub fn blocked(&self, a: &str, b: &str) -> bool {
-        self.partitioned.borrow().contains(&Links::pair(a, b))
+        let pair = Links::pair(a, b);
+        let frozen = self.frozen_until.borrow().get(&pair).is_some_and(|until| tokio::time::Instant::now() < *until);
+        frozen || self.partitioned.borrow().contains(&pair)
+    }
+
+    /// Arms a cut after the final dot on the link; `fired` is set when a message triggers it.
+    pub fn arm_cut(&self, a: &str, b: &str, freeze: Duration, fired: Rc<Cell<bool>>) {
+        self.armed_cuts.borrow_mut().push((Links::pair(a, b), freeze, fired));
+    }
+
+    /// Takes back a cut that never fired.
+    pub fn disarm_cut(&self, fired: &Rc<Cell<bool>>) {
+        self.armed_cuts.borrow_mut().retain(|(_, _, armed)| !Rc::ptr_eq(armed, fired));
+    }
+
+    /// A message's end of data just crossed the link: an armed cut freezes it now (the reply
+    /// is held, as a link lost right after the final dot holds it: RFC 1047).
+    fn end_of_data(&self, a: &str, b: &str) {
+        let pair = Links::pair(a, b);
+        let mut armed = self.armed_cuts.borrow_mut();
+        let Some(at) = armed.iter().position(|(cut, _, _)| *cut == pair) else { return };
+        let (pair, freeze, fired) = armed.remove(at);
+        fired.set(true);
+        self.frozen_until.borrow_mut().insert(pair, tokio::time::Instant::now() + freeze);
+    }
+}
+
+/// Finds the end of each message's data in what a client writes: the final dot of DATA, or the
+/// end of a `BDAT n LAST` chunk (RFC 3030). Bounded: one command line is kept, at most.
+#[derive(Default)]
+struct DataEnds {
+    line: Vec<u8>,
+    in_data: bool,
+    /// The last five octets of DATA, to see CRLF.CRLF across writes.
+    tail: Vec<u8>,
+    /// Octets of the BDAT chunk still to come, and whether it is the LAST.
+    chunk: Option<(u64, bool)>,
+}
+
+impl DataEnds {
+    /// Feeds written octets; the number of ends of data among them.
+    fn feed(&mut self, bytes: &[u8]) -> usize {
+        let mut ends = 0;
+        for &byte in bytes {
+            if let Some((remaining, last)) = self.chunk {
+                self.chunk = Some((remaining - 1, last)).filter(|(left, _)| *left > 0);
+                ends += usize::from(remaining == 1 && last);
+                continue;
+            }
+            if self.in_data {
+                self.tail.push(byte);
+                if self.tail.len() > 5 {
+                    self.tail.remove(0);
+                }
+                if self.tail == b"\r\n.\r\n" {
+                    (self.in_data, ends) = (false, ends + 1);
+                    self.tail.clear();
+                }
+                continue;
+            }
+            if self.line.len() < 1024 {
+                self.line.push(byte);
+            }
+            if byte == b'\n' {
+                self.command();
+            }
+        }
+        ends
+    }
+
+    fn command(&mut self) {
+        let line = String::from_utf8_lossy(&self.line).trim_end().to_ascii_uppercase();
+        self.line.clear();
+        if line == "DATA" {
+            // The tail starts as if after a line end, so an empty body's lone dot ends it too.
+            (self.in_data, self.tail) = (true, b"\r\n".to_vec());
+        } else if let Some(rest) = line.strip_prefix("BDAT ") {
+            let size = rest.split_whitespace().next().and_then(|size| size.parse::<u64>().ok()).unwrap_or(0);
+            self.chunk = Some((size, rest.ends_with(" LAST"))).filter(|(size, _)| *size > 0);
+        }
     }
 }
 
@@ -140,11 +223,13 @@ pub struct Held<S> {
     from: String,
     to: String,
     recheck: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// What this side writes, watched for the ends of data an armed cut waits for.
+    data_ends: DataEnds,
 }
 
 impl<S> Held<S> {
     pub fn new(inner: S, links: Rc<Links>, from: &str, to: &str) -> Held<S> {
-        Held { inner, links, from: from.to_string(), to: to.to_string(), recheck: None }
+        Held { inner, links, from: from.to_string(), to: to.to_string(), recheck: None, data_ends: DataEnds::default() }
     }
 
     /// Pending while the link is partitioned (woken to look again shortly).
@@ -183,7 +268,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Held<S> {
         if self.hold(context).is_pending() {
             return Poll::Pending;
         }
-        Pin::new(&mut self.inner).poll_write(context, buf)
+        let written = Pin::new(&mut self.inner).poll_write(context, buf);
+        if let Poll::Ready(Ok(count)) = &written {
+            let ends = self.data_ends.feed(&buf[..*count]);
+            if ends > 0 {
+                self.links.end_of_data(&self.from, &self.to);
+            }
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -204,11 +296,31 @@ pub async fn lmtp_proxy(listen: SocketAddr, store: SocketAddr, links: Rc<Links>)
             let links = links.clone();
             tokio::task::spawn_local(async move {
                 let Ok(server) = tokio::net::TcpStream::connect(store).await else { return };
-                let mut client = Held::new(client, links, "mx", "store");
-                let mut server = server;
+                // The MTA's side writes the LMTP commands and data: watched on the server stream.
+                let mut server = Held::new(server, links, "mx", "store");
+                let mut client = client;
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
             });
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DataEnds;
+
+    #[test]
+    fn the_final_dot_of_data_and_the_end_of_a_last_chunk_are_ends_of_data() {
+        let mut ends = DataEnds::default();
+        assert_eq!(ends.feed(b"EHLO a\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"), 0);
+        // A stuffed dot line is not the end; split across writes, the real end is found.
+        assert_eq!(ends.feed(b"Subject: x\r\n\r\n..not the end\r\n.\r"), 0);
+        assert_eq!(ends.feed(b"\n"), 1);
+        assert_eq!(ends.feed(b"QUIT\r\n"), 0);
+        let mut chunks = DataEnds::default();
+        assert_eq!(chunks.feed(b"BDAT 3\r\nabcBDAT 4 LAST\r\n.\r\n"), 0);
+        assert_eq!(chunks.feed(b"x"), 1);
+        assert_eq!(chunks.feed(b"DATA\r\n.\r\n"), 1, "an empty body ends at its lone dot");
+    }
 }
