@@ -175,6 +175,8 @@ fn configs(options: &Options, users: BTreeSet<String>, lmtp_ip: &str) -> (MxConf
         idle_timeout: Duration::from_secs(300),
         command_total_timeout: Some(options.limits.command_total_timeout),
         data_total_timeout: Some(options.limits.data_total_timeout),
+        // As Postfix's smtpd_hard_error_limit: garbage is not answered (and recorded) forever.
+        max_command_errors: Some(20),
         max_sessions: 100,
         max_sessions_per_client: 20,
         max_queue_files: 10_000,
