@@ -5,7 +5,8 @@
 //! through; then serve is stopped (SIGTERM) and 5 more are injected, which Postfix must defer
 //! (`postqueue -j`: deferred, a delay reason); serve is restarted on the same data dir, the queue
 //! flushed (`postqueue -f`), and all 25 must be fetched over POP3 exactly once, and `mailchaos
-//! check` must pass the history of both runs. Postfix is stopped at the end. Not part of `ci`.
+//! check` must pass the history of both runs. Postfix is stopped at the end and its main.cf put
+//! back as it was. Not part of `ci`.
 
 use crate::soak::{connect, pop3_fetch};
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const USER: &str = "anna";
+const MAIN_CF: &str = "/etc/postfix/main.cf";
 const FIRST: usize = 20;
 const SECOND: usize = 5;
 /// Longest wait for mail to arrive or Postfix to defer it: its retries are seconds apart here.
@@ -30,14 +32,15 @@ pub fn interop(binary: &Path) -> Result<bool, String> {
     let dir = std::env::temp_dir().join(format!("mailchaos-postfix-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|error| format!("{}: {error}", dir.display()))?;
     let offset = free_offset()?;
-    configure(offset)?;
+    // The machine's own main.cf is put back at the end: the relay to serve is this test's only.
+    let saved = std::fs::read(MAIN_CF).map_err(|error| format!("{MAIN_CF}: {error}"))?;
     // A Postfix left running (by the package's scripts or an earlier run) is restarted with ours.
     let _ = quiet(Command::new("postfix").arg("stop"));
-    run(Command::new("postfix").arg("start"))?;
-    let result = scenario(binary, &dir, offset);
+    let result = configure(offset).and_then(|()| run(Command::new("postfix").arg("start"))).and_then(|()| scenario(binary, &dir, offset));
     let stopped = run(Command::new("postfix").arg("stop"));
-    println!("postfix-interop: postfix stopped{}", stopped.as_ref().err().map_or(String::new(), |error| format!(" (failed: {error})")));
-    let ok = result? && stopped.is_ok();
+    let restored = std::fs::write(MAIN_CF, &saved).map_err(|error| format!("{MAIN_CF}: {error}"));
+    println!("postfix-interop: postfix stopped{}; {MAIN_CF} restored{}", stopped.as_ref().err().map_or(String::new(), |error| format!(" (failed: {error})")), restored.as_ref().err().map_or(String::new(), |error| format!(" (failed: {error})")));
+    let ok = result? && stopped.is_ok() && restored.is_ok();
     match ok {
         true => {
             let _ = std::fs::remove_dir_all(&dir);
