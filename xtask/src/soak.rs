@@ -237,7 +237,7 @@ impl Report {
         println!("  duration: {:.0} s (sending {} s, then the drain)", self.elapsed.as_secs_f64(), self.sending);
         println!("  hostile clients: {HOSTILE}; sessions opened: {}; refused at connect (limits): {}; cut off by the server: {}", load(&tally.hostile_sessions), load(&tally.hostile_refused), load(&tally.cut_off));
         println!("  refused commands sent (garbage, overlong lines, wrong passwords): {}", load(&tally.refused_commands));
-        println!("  well-behaved senders: {SENDERS}; sessions: {}; refused at connect: {}; messages resent after a 4xx or a broken session: {}", load(&tally.sender_sessions), load(&tally.sender_refused), load(&tally.sender_retries));
+        println!("  well-behaved senders: {SENDERS}; sessions: {}; refused at connect: {}; messages carried over a refused or broken session (per attempt): {}", load(&tally.sender_sessions), load(&tally.sender_refused), load(&tally.sender_retries));
         println!("  messages (mailbox, Message-ID) acknowledged: {}; fetched: {}; missing: {}; duplicated: {} ({} after an ambiguous resend); fetched but never acknowledged: {unacked}", acked.len(), acked.len() - missing.len(), missing.len(), duplicated.len(), duplicated.len() - unexplained.len());
         let curve: Vec<String> = self.rss.samples.iter().step_by((self.rss.samples.len() / 12).max(1)).map(|(at, mb)| format!("{at:.0}s:{mb:.1}")).collect();
         println!("  serve RSS: peak {peak:.1} MB (VmHWM {}), at the end {end:.1} MB; samples {}", self.hwm.map_or("?".into(), |mb| format!("{mb:.1} MB")), curve.join(" "));
