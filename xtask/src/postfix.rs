@@ -34,8 +34,10 @@ pub fn interop(binary: &Path) -> Result<bool, String> {
     let offset = free_offset()?;
     // The machine's own main.cf is put back at the end: the relay to serve is this test's only.
     let saved = std::fs::read(MAIN_CF).map_err(|error| format!("{MAIN_CF}: {error}"))?;
-    // A Postfix left running (by the package's scripts or an earlier run) is restarted with ours.
-    let _ = quiet(Command::new("postfix").arg("stop"));
+    // A Postfix already running may be someone else's (the machine is shared): never stop it.
+    if quiet(Command::new("postfix").arg("status")).is_ok() {
+        return Err("Postfix is already running (`postfix status`); this task configures, starts and stops Postfix itself: stop it first (`postfix stop`) if it is not in use".into());
+    }
     let result = configure(offset).and_then(|()| run(Command::new("postfix").arg("start"))).and_then(|()| scenario(binary, &dir, offset));
     let stopped = run(Command::new("postfix").arg("stop"));
     let restored = std::fs::write(MAIN_CF, &saved).map_err(|error| format!("{MAIN_CF}: {error}"));
