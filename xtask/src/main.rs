@@ -38,9 +38,22 @@
 //!                            4-task array, the merge job after it (afterok), the merged output
 //!                            checked against the local unsharded run; then the daemons stopped.
 //!                            Not part of `ci`
+//!   soak [SECONDS]           `mailchaos serve --data-dir` for SECONDS (default 600) under 1,000
+//!                            hostile clients (trickled commands and DATA, garbage, wrong
+//!                            passwords, silence, many sessions from one address) while 50
+//!                            senders deliver over SMTP and POP3 readers fetch: every acknowledged
+//!                            message fetched once, peak RSS under 100 MB, `check` and
+//!                            `verify-store` ok (`xtask/src/soak.rs`). Not part of `ci`
+//!   postfix-interop          Debian's Postfix (installed with apt-get where missing; root) relays
+//!                            25 messages to `serve`: 20, then 5 while serve is stopped (Postfix
+//!                            defers them), then serve restarted on its data dir and the queue
+//!                            flushed; all 25 fetched once over POP3, `check` ok
+//!                            (`xtask/src/postfix.rs`). Not part of `ci`
 
 mod layers;
+mod postfix;
 mod slurm;
+mod soak;
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -70,6 +83,19 @@ fn mailchaos_binary(args: &[&str]) -> Command {
     command
 }
 
+/// The release binary's absolute path (the tasks that start it themselves, in folders of their own).
+fn release_binary() -> Result<std::path::PathBuf, String> {
+    std::fs::canonicalize(format!("{}/release/mailchaos", target_dir())).map_err(|error| format!("the release binary: {error}"))
+}
+
+/// `soak`'s duration argument: seconds, 600 by default.
+fn seconds_of(argument: Option<&str>) -> Result<u64, String> {
+    match argument {
+        None => Ok(600),
+        Some(text) => text.parse().ok().filter(|seconds| (10..=86_400).contains(seconds)).ok_or_else(|| format!("soak: {text:?} is not a duration in seconds (10 to 86400)")),
+    }
+}
+
 /// Builds the release binary with cargo's progress on the terminal.
 fn build() -> Result<bool, String> {
     println!("xtask: building the release binary (the first build takes a few minutes)");
@@ -86,9 +112,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let task = args.first().map(String::as_str).unwrap_or("help");
     let seeds = args.get(1).cloned();
-    const TASKS: &[&str] = &["ci", "layers", "suite", "check-determinism", "bench", "defects", "surge", "crash-explore", "outage", "swarm", "swarm-power", "mutants", "slurm-smoke"];
+    const TASKS: &[&str] = &["ci", "layers", "suite", "check-determinism", "bench", "defects", "surge", "crash-explore", "outage", "swarm", "swarm-power", "mutants", "slurm-smoke", "soak", "postfix-interop"];
     if !TASKS.contains(&task) {
-        eprintln!("usage: cargo xtask ci | layers | suite [SEEDS] | check-determinism [SEEDS] | bench [SEEDS] | defects [SEEDS] | surge | outage | crash-explore | swarm [SEEDS] | swarm-power [SEEDS] | mutants [SHARD] | slurm-smoke");
+        eprintln!("usage: cargo xtask ci | layers | suite [SEEDS] | check-determinism [SEEDS] | bench [SEEDS] | defects [SEEDS] | surge | outage | crash-explore | swarm [SEEDS] | swarm-power [SEEDS] | mutants [SHARD] | slurm-smoke | soak [SECONDS] | postfix-interop");
         return ExitCode::from(2);
     }
     let result = match task {
@@ -119,7 +145,9 @@ fn run_task(task: &str, seeds: Option<&str>) -> Result<bool, String> {
         "crash-explore" => crash_explore(),
         "swarm" => status(mailchaos(&["swarm", "--seeds", seeds.unwrap_or("1000"), "--profiles", "honest"])),
         "swarm-power" => swarm_power(seeds.unwrap_or("200")),
-        "slurm-smoke" => slurm::smoke(&std::fs::canonicalize(format!("{}/release/mailchaos", target_dir())).map_err(|error| format!("the release binary: {error}"))?),
+        "slurm-smoke" => slurm::smoke(&release_binary()?),
+        "soak" => soak::soak(&release_binary()?, seconds_of(seeds)?),
+        "postfix-interop" => postfix::interop(&release_binary()?),
         _ => outage(),
     }
 }

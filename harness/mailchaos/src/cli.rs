@@ -352,6 +352,10 @@ pub enum Command {
         /// Failed logins after which a POP3 or IMAP session is closed.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
         max_login_failures: u32,
+        /// Unrecognised, malformed or overlong SMTP commands after which a session is closed
+        /// with 421 (as Postfix's smtpd_hard_error_limit).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+        max_command_errors: u32,
         /// Keep the MX queue and the store on real directories under DIR (DIR/mx, DIR/store:
         /// fsync honoured, recovered on start). Without it, mail is kept in memory only.
         #[arg(long, value_name = "DIR")]
@@ -556,13 +560,14 @@ pub fn main_with(cli: Cli) -> ExitCode {
         Command::Digest { scenario, runs } => digest(&scenario, &runs),
         Command::Bench { scenario, seed } => crate::bench::bench(&scenario, seed.as_deref()),
         Command::VerifyStore { dir, ledger } => verify_store(&dir, &ledger),
-        Command::Serve { bind, port_offset, users, domain, seconds, command_timeout_s, data_timeout_s, login_timeout_s, login_failure_delay_ms, max_login_failures, data_dir, history, ledger, defects } => {
+        Command::Serve { bind, port_offset, users, domain, seconds, command_timeout_s, data_timeout_s, login_timeout_s, login_failure_delay_ms, max_login_failures, max_command_errors, data_dir, history, ledger, defects } => {
             let limits = crate::live::Limits {
                 command_total_timeout: std::time::Duration::from_secs(command_timeout_s),
                 data_total_timeout: std::time::Duration::from_secs(data_timeout_s),
                 login_timeout: std::time::Duration::from_secs(login_timeout_s),
                 login_failure_delay: std::time::Duration::from_millis(login_failure_delay_ms),
                 max_login_failures,
+                max_command_errors,
             };
             parse_defects(&defects).and_then(|defects| {
                 let options = crate::live::Options { bind, port_offset, users, domain, seconds, limits, data_dir, history, ledger, defects };

@@ -59,6 +59,8 @@ pub struct Limits {
     /// The wait before the reply to the n-th failed login is n times this.
     pub login_failure_delay: Duration,
     pub max_login_failures: u32,
+    /// Unrecognised, malformed or overlong SMTP commands after which a session is closed.
+    pub max_command_errors: u32,
 }
 
 pub fn serve(options: &Options) -> Result<bool, String> {
@@ -175,6 +177,8 @@ fn configs(options: &Options, users: BTreeSet<String>, lmtp_ip: &str) -> (MxConf
         idle_timeout: Duration::from_secs(300),
         command_total_timeout: Some(options.limits.command_total_timeout),
         data_total_timeout: Some(options.limits.data_total_timeout),
+        // As Postfix's smtpd_hard_error_limit: garbage is not answered (and recorded) forever.
+        max_command_errors: Some(options.limits.max_command_errors),
         max_sessions: 100,
         max_sessions_per_client: 20,
         max_queue_files: 10_000,

@@ -55,6 +55,11 @@ pub struct MxConfig {
     /// A whole DATA body, or a BDAT chunk, must have arrived within this of its start. None: no
     /// bound but `idle_timeout` per read (the simulation).
     pub data_total_timeout: Option<Duration>,
+    /// Commands refused in one session as unrecognised, malformed or too long, after which the
+    /// session gets 421 4.7.0 and is closed (Postfix's `smtpd_hard_error_limit`), so that a
+    /// client cannot have garbage answered, and recorded, as fast as it sends it. None: no bound
+    /// (the simulation: its peers send no garbage and its digests predate the bound).
+    pub max_command_errors: Option<u32>,
     /// Sessions served at once; beyond it new connections get 421 4.7.0 and are closed.
     pub max_sessions: usize,
     /// Sessions from one client host at once (one address, whatever its ports); beyond it 421 4.7.0.
@@ -195,11 +200,14 @@ impl Session<'_> {
         if conn.send(&greeting.encode()).await.is_err() {
             return Ok(());
         }
+        let mut errors = 0u32;
         loop {
             let line = match conn.read_line(wire::MAX_COMMAND_LINE - 2, self.command_wait()).await {
                 Ok(line) => line,
                 Err(ConnError::TooLong) => {
-                    self.send(&mut conn, Stage::Other, Reply::new(500, "5.5.6", "line too long")).await;
+                    if !self.refuse_command(&mut conn, &mut errors, Reply::new(500, "5.5.6", "line too long")).await {
+                        return Ok(());
+                    }
                     continue;
                 }
                 Err(ConnError::Timeout) => {
@@ -220,12 +228,28 @@ impl Session<'_> {
                     None => return Ok(()),
                 },
                 Ok(command) => self.command(command),
-                Err(error) => (Stage::Other, command_error_reply(error)),
+                Err(error) => {
+                    if !self.refuse_command(&mut conn, &mut errors, command_error_reply(error)).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
             };
             if !self.send(&mut conn, stage, reply).await || quit {
                 return Ok(());
             }
         }
+    }
+
+    /// Refuses a command that could not be read or parsed, counting it in ERRORS; past
+    /// `max_command_errors` the session is told 421 instead. False: the session is over.
+    async fn refuse_command(&self, conn: &mut Conn, errors: &mut u32, reply: Reply) -> bool {
+        *errors += 1;
+        if self.config.max_command_errors.is_some_and(|max| *errors > max) {
+            self.send(conn, Stage::Other, Reply::new(421, "4.7.0", "too many errors, closing the session")).await;
+            return false;
+        }
+        self.send(conn, Stage::Other, reply).await
     }
 
     fn command_wait(&self) -> Wait {

@@ -67,6 +67,7 @@ fn config() -> MxConfig {
         idle_timeout: Duration::from_secs(300),
         command_total_timeout: None,
         data_total_timeout: None,
+        max_command_errors: Some(5),
         max_sessions: 10,
         max_sessions_per_client: 10,
         max_queue_files: 100,
@@ -354,5 +355,28 @@ fn the_planted_stuffing_dot_bug_refuses_a_998_octet_line_that_starts_with_a_dot(
         let mut client = mx.connect().await;
         let reply = client.transaction(&["anna@libero.test"], &body).await;
         assert!(reply.starts_with("500 5.5.2"), "{reply}");
+    });
+}
+
+/// Commands the MX cannot read or parse are refused, and past `max_command_errors` (5 here) the
+/// session is told 421 and closed, as Postfix's `smtpd_hard_error_limit` does: a client sending
+/// garbage as fast as it is answered found no end before (the soak of issue #12). Valid
+/// commands in between do not reset the count; a fresh session starts from zero.
+#[test]
+fn a_session_that_sends_garbage_is_closed_after_the_error_limit() {
+    with_mx(&[], |mx| async move {
+        let mut client = mx.connect().await;
+        for n in 0..5 {
+            let line = if n == 2 { "X".repeat(2000) } else { format!("XYZZY {n}") };
+            let reply = client.command(&line).await;
+            assert!(reply.starts_with("500 "), "{n}: {reply}");
+            assert!(client.command("NOOP").await.starts_with("250 "));
+        }
+        assert!(client.command("XYZZY again").await.starts_with("421 4.7.0"));
+        let mut rest = String::new();
+        assert_eq!(client.reader.read_line(&mut rest).await.expect("closed cleanly"), 0, "the session is closed: {rest}");
+        let mut fresh = mx.connect().await;
+        assert!(fresh.command("XYZZY").await.starts_with("500 "));
+        assert!(fresh.transaction(&["anna@libero.test"], &body("after@x")).await.starts_with("250 "));
     });
 }

@@ -259,6 +259,8 @@ impl<'a> World<'a> {
             idle_timeout: Duration::from_secs(300),
             command_total_timeout: None,
             data_total_timeout: None,
+            // The simulation's peers send no garbage; its digests predate the bound.
+            max_command_errors: None,
             max_sessions: scenario.mx.max_sessions,
             max_sessions_per_client: scenario.mx.max_sessions_per_client.max(1),
             max_queue_files: scenario.mx.max_queue_files.max(1),
