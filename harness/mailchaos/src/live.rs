@@ -179,6 +179,8 @@ fn configs(options: &Options, users: BTreeSet<String>, lmtp_ip: &str) -> (MxConf
         data_total_timeout: Some(options.limits.data_total_timeout),
         // As Postfix's smtpd_hard_error_limit: garbage is not answered (and recorded) forever.
         max_command_errors: Some(options.limits.max_command_errors),
+        // Postfix's stress values: under 80% load, silent or trickling clients let go in seconds.
+        stress_waits: Some(stack::mx::StressWaits { idle: Duration::from_secs(10), command_total: Duration::from_secs(10), data_total: Duration::from_secs(120) }),
         max_sessions: 100,
         max_sessions_per_client: 20,
         max_queue_files: 10_000,

@@ -60,6 +60,11 @@ pub struct MxConfig {
     /// client cannot have garbage answered, and recorded, as fast as it sends it. None: no bound
     /// (the simulation: its peers send no garbage and its digests predate the bound).
     pub max_command_errors: Option<u32>,
+    /// The waits a session gets while the MX is under stress (sessions at 80% of the limit),
+    /// as Postfix's `${stress?…}` shortens its timeouts: slow, silent and trickling clients then
+    /// give their slots back within seconds instead of holding every slot for minutes while
+    /// honest senders are refused. None: the same waits under stress (the simulation).
+    pub stress_waits: Option<StressWaits>,
     /// Sessions served at once; beyond it new connections get 421 4.7.0 and are closed.
     pub max_sessions: usize,
     /// Sessions from one client host at once (one address, whatever its ports); beyond it 421 4.7.0.
@@ -69,6 +74,17 @@ pub struct MxConfig {
     /// Delay of the greeting while the MX is near its session limit (tarpitting).
     pub tarpit: Duration,
     pub runner: RunnerConfig,
+}
+
+/// Shorter waits under stress (see `MxConfig::stress_waits`).
+#[derive(Clone, Debug)]
+pub struct StressWaits {
+    /// Each read of the socket.
+    pub idle: Duration,
+    /// A whole command line.
+    pub command_total: Duration,
+    /// A whole DATA body or BDAT chunk.
+    pub data_total: Duration,
 }
 
 /// The MX host's software: recover, then serve SMTP and run the queue.
@@ -253,11 +269,22 @@ impl Session<'_> {
     }
 
     fn command_wait(&self) -> Wait {
-        Wait { idle: self.config.idle_timeout, total: self.config.command_total_timeout }
+        match self.stress_waits() {
+            Some(stress) => Wait { idle: stress.idle, total: Some(stress.command_total) },
+            None => Wait { idle: self.config.idle_timeout, total: self.config.command_total_timeout },
+        }
     }
 
     fn data_wait(&self) -> Wait {
-        Wait { idle: self.config.idle_timeout, total: self.config.data_total_timeout }
+        match self.stress_waits() {
+            Some(stress) => Wait { idle: stress.idle, total: Some(stress.data_total) },
+            None => Wait { idle: self.config.idle_timeout, total: self.config.data_total_timeout },
+        }
+    }
+
+    /// The stress waits, when the MX has them and is under stress now.
+    fn stress_waits(&self) -> Option<&StressWaits> {
+        self.config.stress_waits.as_ref().filter(|_| self.load.stressed(self.config))
     }
 
     /// Sends a reply, recording refusals; false when the connection is gone.

@@ -68,6 +68,7 @@ fn config() -> MxConfig {
         command_total_timeout: None,
         data_total_timeout: None,
         max_command_errors: Some(5),
+        stress_waits: None,
         max_sessions: 10,
         max_sessions_per_client: 10,
         max_queue_files: 100,
@@ -157,18 +158,7 @@ where
     F: FnOnce(Mx) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async move {
-        let history = Rc::new(RefCell::new(History::default()));
-        let journal = Journal::new(history, "mx", Rc::new(|| NOW_MS));
-        let disk = Rc::new(MemDisk::default());
-        let (connections, incoming) = mpsc::unbounded_channel();
-        let net = Rc::new(PipeNet(RefCell::new(Some(incoming))));
-        let env = Env { journal, disk: Disk::new(disk.clone()), net, defects: Defects::of(defects) };
-        tokio::task::spawn_local(stack::mx::run(env, config()));
-        test(Mx { connections, disk }).await;
-    });
+    with_mx_config(defects, config(), test)
 }
 
 /// A small message with this Message-ID, dot-stuffed and terminated.
@@ -378,5 +368,48 @@ fn a_session_that_sends_garbage_is_closed_after_the_error_limit() {
         let mut fresh = mx.connect().await;
         assert!(fresh.command("XYZZY").await.starts_with("500 "));
         assert!(fresh.transaction(&["anna@libero.test"], &body("after@x")).await.starts_with("250 "));
+    });
+}
+
+/// Issue #12 (the soak): under stress (sessions at 80% of the limit) a session gets the short
+/// stress waits, as Postfix's `${stress?…}` gives, so a silent client lets its slot go in
+/// seconds, not minutes; a client that talks is served as before.
+#[test]
+fn under_stress_a_silent_session_is_closed_after_the_short_wait() {
+    let stress = stack::mx::StressWaits { idle: Duration::from_millis(300), command_total: Duration::from_millis(300), data_total: Duration::from_secs(1) };
+    let config = MxConfig { stress_waits: Some(stress), ..config() };
+    with_mx_config(&[], config, |mx| async move {
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(mx.connect().await);
+        }
+        // 8 of 10 sessions: stressed. A ninth that says nothing is let go within the short wait.
+        let mut silent = mx.connect().await;
+        let started = std::time::Instant::now();
+        let closed = tokio::time::timeout(Duration::from_secs(5), silent.reply()).await.expect("closed within 5 s, not after 300 s");
+        assert!(closed.starts_with("421 "), "{closed}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        let mut talking = mx.connect().await;
+        assert!(talking.transaction(&["anna@libero.test"], &body("stressed@x")).await.starts_with("250 "));
+        drop(held);
+    });
+}
+
+fn with_mx_config<F, Fut>(defects: &[Defect], config: MxConfig, test: F)
+where
+    F: FnOnce(Mx) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let history = Rc::new(RefCell::new(History::default()));
+        let journal = Journal::new(history, "mx", Rc::new(|| NOW_MS));
+        let disk = Rc::new(MemDisk::default());
+        let (connections, incoming) = mpsc::unbounded_channel();
+        let net = Rc::new(PipeNet(RefCell::new(Some(incoming))));
+        let env = Env { journal, disk: Disk::new(disk.clone()), net, defects: Defects::of(defects) };
+        tokio::task::spawn_local(stack::mx::run(env, config));
+        test(Mx { connections, disk }).await;
     });
 }

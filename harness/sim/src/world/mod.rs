@@ -261,6 +261,7 @@ impl<'a> World<'a> {
             data_total_timeout: None,
             // The simulation's peers send no garbage; its digests predate the bound.
             max_command_errors: None,
+            stress_waits: None,
             max_sessions: scenario.mx.max_sessions,
             max_sessions_per_client: scenario.mx.max_sessions_per_client.max(1),
             max_queue_files: scenario.mx.max_queue_files.max(1),
