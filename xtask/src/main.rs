@@ -42,7 +42,8 @@
 //!                            the reference target of `mailchaos drive`: Debian's Postfix and
 //!                            Dovecot (apt-get where missing; root) configured under
 //!                            /tmp/mailchaos-real-stack with hook scripts and target.toml
-//!                            (docs/real-stack.md), smoke-checked without the driver (SMTP, LMTP
+//!                            (docs/real-stack.md; the mail on a tmpfs of its own for the
+//!                            storage hooks), smoke-checked without the driver (SMTP, LMTP
 //!                            through a proxy, POP3, IMAP, a DSN, each hook once), then driven by
 //!                            `mailchaos drive` ($MAILCHAOS_BIN, else the release binary) where
 //!                            the binary has that command; the daemons stopped. Builds nothing.

@@ -1,11 +1,13 @@
 //! `cargo xtask real-stack [--users a,b,c] [--keep-running]`: the reference target of
 //! `mailchaos drive`, Debian's Postfix and Dovecot on this machine. Installs them with apt-get
 //! where missing (root needed), configures both under WORK (/tmp/mailchaos-real-stack, made
-//! anew each run; nothing under /etc is edited), writes the hook scripts and WORK/target.toml
+//! anew each run; nothing under /etc is edited; the mail on a tmpfs of its own at WORK/mail so
+//! that the storage hooks fill or remount that file system only), writes the hook scripts and WORK/target.toml
 //! (docs/target-file.md), smoke-checks the stack without the driver (SMTP in, LMTP through a
 //! proxy of our own, POP3 and IMAP out, a delivery notice to the DSN port, each hook once), then
 //! runs `mailchaos drive` against a fresh copy of the stack where the binary has that command.
-//! Both daemons are stopped at the end (unless --keep-running). docs/real-stack.md says why the
+//! Both daemons are stopped and the tmpfs unmounted at the end, its mail kept as a folder (unless
+//! --keep-running). docs/real-stack.md says why the
 //! configuration is as it is.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -24,6 +26,8 @@ const IMAP: &str = "127.0.0.1:2643";
 const LMTP: &str = "127.0.0.1:2424";
 const LMTP_PROXY: &str = "127.0.0.1:2624";
 const DSN: &str = "127.0.0.1:2526";
+/// The mail of all users is a tmpfs of this size at WORK/mail, for the storage hooks.
+const MAIL_FS_SIZE: &str = "256m";
 const DEFAULT_USERS: &str = "anna,bruno,carla,dario,elena,fabio";
 const PACKAGES: [&str; 5] = ["postfix", "dovecot-core", "dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd"];
 /// A queued message must reach the mailbox within this (Postfix retries every 10 to 60 s).
@@ -67,6 +71,7 @@ pub fn run(args: &[String]) -> Result<bool, String> {
         println!("real-stack: smoke check FAILED: {error}");
         stack.print_log_tails();
         stopped?;
+        stack.unmount_mail(true)?;
         return Ok(false);
     }
     stopped?;
@@ -74,9 +79,10 @@ pub fn run(args: &[String]) -> Result<bool, String> {
     let driven = drive(&stack, keep_running);
     if !keep_running || driven.is_err() {
         stack.stop()?;
-        println!("real-stack: Postfix and Dovecot stopped; configuration, logs and mail kept in {}", work.display());
+        stack.unmount_mail(true)?;
+        println!("real-stack: Postfix and Dovecot stopped, the mail file system unmounted; configuration, logs and mail kept in {}", work.display());
     } else {
-        println!("real-stack: --keep-running: Postfix and Dovecot left running; stop them with {}", stack.path("stop.sh").display());
+        println!("real-stack: --keep-running: Postfix and Dovecot left running, the mail file system mounted; stop them with {}, then `umount {}`", stack.path("stop.sh").display(), stack.path("mail").display());
     }
     println!("real-stack: {versions}");
     driven
@@ -144,6 +150,7 @@ impl Stack {
 
     /// WORK made anew: configurations, maps, hook scripts, the target file.
     fn create(&self) -> Result<(), String> {
+        self.unmount_mail(false)?;
         if self.work.exists() {
             std::fs::remove_dir_all(&self.work).map_err(|error| format!("{}: {error}", self.work.display()))?;
         }
@@ -157,8 +164,7 @@ impl Stack {
             std::fs::create_dir_all(&path).map_err(|error| format!("{}: {error}", path.display()))?;
             chmod(&path, 0o755)?;
         }
-        // Dovecot's mail processes run as the `mail` user and create each user's home there.
-        check(Command::new("chown").arg("mail:mail").arg(self.path("mail")))?;
+        self.mount_mail()?;
         self.write("postfix/main.cf", &self.postfix_main())?;
         self.write("postfix/master.cf", POSTFIX_MASTER)?;
         let mailboxes: String = self.users.iter().map(|user| format!("{user}@{DOMAIN} OK\n")).collect();
@@ -406,6 +412,28 @@ stop_one dovecot {dovecot_pid} \"/usr/sbin/dovecot -c {w}/dovecot/dovecot.conf s
 exit $status
 "
         );
+        let fill = format!(
+            "#!/bin/bash
+# storage_full: the mail file system (a tmpfs) filled to the last byte by a filler file.
+set -u
+free=$(df --output=avail -B1 {w}/mail | tail -1 | tr -d ' ')
+if [ \"$free\" -gt 0 ]; then fallocate -l \"$free\" {w}/mail/.fill-$$ || exit 1; fi
+echo \"mail file system full: $free bytes taken, $(df --output=avail -B1 {w}/mail | tail -1 | tr -d ' ') left\"
+"
+        );
+        let readonly = format!(
+            "#!/bin/bash
+# storage_readonly: the mail file system remounted read-only. The kernel refuses while a file on
+# it is open for writing (Dovecot keeps a selected mailbox's index log open): retried for 5 s.
+set -u
+for i in $(seq 1 50); do
+  if said=$(mount -o remount,ro {w}/mail 2>&1); then echo \"mail file system: read-only\"; exit 0; fi
+  sleep 0.1
+done
+echo \"cannot remount {w}/mail read-only for 5 s: $said\" >&2
+exit 1
+"
+        );
         vec![
             ("start-postfix", start_postfix),
             ("crash-postfix", kill("postfix", &postfix_pid)),
@@ -416,6 +444,10 @@ exit $status
             ("stall-dovecot", signal("dovecot", &dovecot_pid, "STOP", "stopped")),
             ("resume-dovecot", signal("dovecot", &dovecot_pid, "CONT", "continued")),
             ("stop", stop),
+            ("fill-mail", fill),
+            ("free-mail", format!("#!/bin/bash\n# storage_free: the filler files of fill-mail.sh removed.\nrm -f {w}/mail/.fill-* && echo \"mail file system: filler removed; $(df --output=avail -B1 {w}/mail | tail -1 | tr -d ' ') bytes free\"\n")),
+            ("readonly-mail", readonly),
+            ("writable-mail", format!("#!/bin/bash\n# storage_writable: the mail file system made writable again.\nmount -o remount,rw {w}/mail && echo \"mail file system: read-write\"\n")),
         ]
     }
 
@@ -453,6 +485,10 @@ stall_mx = \"{w}/stall-postfix.sh\"
 resume_mx = \"{w}/resume-postfix.sh\"
 stall_store = \"{w}/stall-dovecot.sh\"
 resume_store = \"{w}/resume-dovecot.sh\"
+storage_full = \"{w}/fill-mail.sh\"
+storage_free = \"{w}/free-mail.sh\"
+storage_readonly = \"{w}/readonly-mail.sh\"
+storage_writable = \"{w}/writable-mail.sh\"
 "
         )
     }
@@ -484,11 +520,53 @@ resume_store = \"{w}/resume-dovecot.sh\"
         }
     }
 
+    /// Whether WORK/mail is a mount point (the tmpfs of the storage hooks).
+    fn mail_mounted(&self) -> bool {
+        let mail = format!(" {} ", self.path("mail").display());
+        std::fs::read_to_string("/proc/self/mounts").is_ok_and(|mounts| mounts.lines().any(|line| line.contains(&mail)))
+    }
+
+    /// A tmpfs of MAIL_FS_SIZE at WORK/mail, owned by `mail` (Dovecot's mail processes run as
+    /// that user and create each user's home there): the file system the storage hooks fill and
+    /// make read-only, without touching any other.
+    fn mount_mail(&self) -> Result<(), String> {
+        let mail = self.path("mail");
+        std::fs::create_dir_all(&mail).map_err(|error| format!("{}: {error}", mail.display()))?;
+        check(Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={MAIL_FS_SIZE},mode=755,uid=8,gid=8"), "mailchaos-real-stack-mail"]).arg(&mail))
+    }
+
+    /// Unmounts WORK/mail where it is mounted; with KEEP its mail stays there as a plain folder
+    /// (the storage hooks' filler files dropped).
+    fn unmount_mail(&self, keep: bool) -> Result<(), String> {
+        if !self.mail_mounted() {
+            return Ok(());
+        }
+        let mail = self.path("mail");
+        let _ = Command::new("mount").args(["-o", "remount,rw"]).arg(&mail).status();
+        let kept = self.path("mail.kept");
+        if keep {
+            for entry in std::fs::read_dir(&mail).map_err(|error| format!("{}: {error}", mail.display()))?.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(".fill") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+            let _ = std::fs::remove_dir_all(&kept);
+            check(Command::new("cp").arg("-a").arg(&mail).arg(&kept))?;
+        }
+        check(Command::new("umount").arg(&mail))?;
+        if keep {
+            std::fs::remove_dir(&mail).map_err(|error| format!("{}: {error}", mail.display()))?;
+            std::fs::rename(&kept, &mail).map_err(|error| format!("{}: {error}", kept.display()))?;
+        }
+        Ok(())
+    }
+
     /// Mail, queue and logs of the smoke check moved aside: the driver starts on empty mailboxes
     /// and an empty queue (configuration and scripts stay).
     fn fresh_state(&self) -> Result<(), String> {
         let smoke = self.path("smoke");
         std::fs::create_dir_all(&smoke).map_err(|error| format!("{}: {error}", smoke.display()))?;
+        self.unmount_mail(true)?;
         for name in ["mail", "postfix-queue", "postfix-data", "postfix.log", "dovecot.log", "dovecot"] {
             let from = self.path(name);
             if !from.exists() {
@@ -507,7 +585,7 @@ resume_store = \"{w}/resume-dovecot.sh\"
             std::fs::create_dir_all(self.path(dir)).map_err(|error| format!("{dir}: {error}"))?;
             chmod(&self.path(dir), 0o755)?;
         }
-        check(Command::new("chown").arg("mail:mail").arg(self.path("mail")))?;
+        self.mount_mail()?;
         output_all(Command::new("postfix").arg("-c").arg(self.path("postfix")).arg("check"))?;
         Ok(())
     }
@@ -630,6 +708,20 @@ fn smoke(stack: &Stack) -> Result<(), String> {
         reader.read_line(&mut line).map_err(|error| format!("{daemon} gave no greeting after resume: {error}"))?;
         expect(line.starts_with(greeting), &format!("{daemon}'s greeting after resume: {line}"))?;
         step(&format!("{daemon} was silent while stalled (connection accepted by the kernel); after resume it greeted: {}", line.trim()));
+    }
+    // 6. The mail file system full, then read-only: accepted, deferred, delivered once after.
+    for (fault, end, what) in [("fill-mail", "free-mail", "full"), ("readonly-mail", "writable-mail", "read-only")] {
+        step(&format!("{fault}: {}", stack.hook(fault)?));
+        let subject_f = format!("real-stack smoke {nonce} mail-fs-{fault}");
+        let replies = smtp_send("someone@gmail.test", &[(&first, "")], &subject_f)?;
+        expect(replies.iter().all(|reply| reply.starts_with("250")), &format!("with the mail file system {what} the message is not accepted: {}", replies.join(" | ")))?;
+        let queue_id = replies.last().and_then(|reply| reply.rsplit(' ').next()).unwrap_or("").to_string();
+        let deferral = wait_log(&stack.path("postfix.log"), &[&queue_id, "status=deferred"], Duration::from_secs(30)).ok_or(format!("no deferral of {queue_id} logged within 30 s while the mail file system is {what}"))?;
+        step(&format!("mail file system {what}: SMTP {}; Postfix: {}", replies.last().map_or("", String::as_str), deferral.split("status=deferred").nth(1).unwrap_or(&deferral).trim()));
+        step(&format!("{end}: {}", stack.hook(end)?));
+        let started = Instant::now();
+        let (seen, _) = wait_delivered(&first, &subject_f, 1)?;
+        step(&format!("delivered once {:.0} s after {end} ({seen})", started.elapsed().as_secs_f64()));
     }
     step(&format!("{} LMTP connections forwarded by the smoke proxy", proxy.connections()));
     Ok(())
@@ -988,7 +1080,8 @@ fn serve_smtp(stream: TcpStream, received: &Mutex<Vec<String>>) -> Result<(), St
 
 fn drive(stack: &Stack, keep_running: bool) -> Result<bool, String> {
     let binary = std::env::var("MAILCHAOS_BIN").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(format!("{}/release/mailchaos", crate::target_dir())));
-    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/drive/real-stack.toml");
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).canonicalize().map_err(|error| format!("the workspace root: {error}"))?;
+    let scenario = root.join("scenarios/drive/real-stack.toml");
     let has_drive = binary.is_file() && Command::new(&binary).args(["drive", "--help"]).output().is_ok_and(|out| out.status.success());
     if !has_drive {
         println!("real-stack: driver step SKIPPED: {} {} (set MAILCHAOS_BIN to a binary with `mailchaos drive`)", binary.display(), if binary.is_file() { "has no `drive` command" } else { "does not exist" });
@@ -1004,7 +1097,7 @@ fn drive(stack: &Stack, keep_running: bool) -> Result<bool, String> {
     }
     let history = stack.path("history.jsonl");
     let mut command = Command::new(&binary);
-    command.arg("drive").arg(scenario).arg("--target").arg(stack.path("target.toml")).args(["--seed", "1", "--history"]).arg(&history);
+    command.arg("drive").arg(&scenario).arg("--target").arg(stack.path("target.toml")).args(["--seed", "1", "--history"]).arg(&history);
     println!("real-stack: running {command:?}");
     let status = command.status().map_err(|error| format!("cannot run {}: {error}", binary.display()))?;
     println!("real-stack: mailchaos drive exited with {status}; history in {}", history.display());
@@ -1015,6 +1108,19 @@ fn drive(stack: &Stack, keep_running: bool) -> Result<bool, String> {
 
 fn grep_log(path: &Path, needle: &str) -> Vec<String> {
     std::fs::read_to_string(path).unwrap_or_default().lines().filter(|line| line.contains(needle)).map(String::from).collect()
+}
+
+/// The first line of the log at PATH holding every one of NEEDLES, waited for up to TIMEOUT.
+fn wait_log(path: &Path, needles: &[&str], timeout: Duration) -> Option<String> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(line) = text.lines().find(|line| needles.iter().all(|needle| line.contains(needle))) {
+            return Some(line.to_string());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    None
 }
 
 fn count_files(dir: &Path) -> usize {
