@@ -1080,6 +1080,7 @@ fn serve_smtp(stream: TcpStream, received: &Mutex<Vec<String>>) -> Result<(), St
 
 fn drive(stack: &Stack, keep_running: bool) -> Result<bool, String> {
     let binary = std::env::var("MAILCHAOS_BIN").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(format!("{}/release/mailchaos", crate::target_dir())));
+    let binary = binary.canonicalize().unwrap_or(binary);
     let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).canonicalize().map_err(|error| format!("the workspace root: {error}"))?;
     let scenario = root.join("scenarios/drive/real-stack.toml");
     let has_drive = binary.is_file() && Command::new(&binary).args(["drive", "--help"]).output().is_ok_and(|out| out.status.success());
