@@ -49,9 +49,20 @@
 //!                            defers them), then serve restarted on its data dir and the queue
 //!                            flushed; all 25 fetched once over POP3, `check` ok
 //!                            (`xtask/src/postfix.rs`). Not part of `ci`
+//!   real-stack [--users a,b,c] [--keep-running]
+//!                            the reference target of `mailchaos drive`: Debian's Postfix and
+//!                            Dovecot (apt-get where missing; root) configured under
+//!                            /tmp/mailchaos-real-stack with hook scripts and target.toml
+//!                            (docs/real-stack.md; the mail on a tmpfs of its own for the
+//!                            storage hooks), smoke-checked without the driver (SMTP, LMTP
+//!                            through a proxy, POP3, IMAP, a DSN, each hook once), then driven by
+//!                            `mailchaos drive` ($MAILCHAOS_BIN, else the release binary) where
+//!                            the binary has that command; the daemons stopped. Builds nothing.
+//!                            Not part of `ci`
 
 mod layers;
 mod postfix;
+mod real_stack;
 mod slurm;
 mod soak;
 
@@ -112,9 +123,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let task = args.first().map(String::as_str).unwrap_or("help");
     let seeds = args.get(1).cloned();
-    const TASKS: &[&str] = &["ci", "layers", "suite", "check-determinism", "bench", "defects", "surge", "crash-explore", "outage", "swarm", "swarm-power", "mutants", "slurm-smoke", "soak", "postfix-interop"];
+    const TASKS: &[&str] = &["ci", "layers", "suite", "check-determinism", "bench", "defects", "surge", "crash-explore", "outage", "swarm", "swarm-power", "mutants", "slurm-smoke", "soak", "postfix-interop", "real-stack"];
     if !TASKS.contains(&task) {
-        eprintln!("usage: cargo xtask ci | layers | suite [SEEDS] | check-determinism [SEEDS] | bench [SEEDS] | defects [SEEDS] | surge | outage | crash-explore | swarm [SEEDS] | swarm-power [SEEDS] | mutants [SHARD] | slurm-smoke | soak [SECONDS] | postfix-interop");
+        eprintln!("usage: cargo xtask ci | layers | suite [SEEDS] | check-determinism [SEEDS] | bench [SEEDS] | defects [SEEDS] | surge | outage | crash-explore | swarm [SEEDS] | swarm-power [SEEDS] | mutants [SHARD] | slurm-smoke | soak [SECONDS] | postfix-interop | real-stack [--users a,b,c] [--keep-running]");
         return ExitCode::from(2);
     }
     let result = match task {
@@ -122,6 +133,8 @@ fn main() -> ExitCode {
         "layers" => layers::check(),
         // cargo-mutants builds its own copies of the tree; the release binary is not used.
         "mutants" => mutants(seeds.as_deref().unwrap_or("1/10")),
+        // Drives Debian's daemons; the mailchaos binary is only used where it has `drive`.
+        "real-stack" => real_stack::run(&args[1..]),
         _ => build().and_then(|built| if built { run_task(task, seeds.as_deref()) } else { Ok(false) }),
     };
     match result {
