@@ -417,6 +417,20 @@ fn unfinished(outcome: &Outcome) -> Vec<check::Violation> {
     violations
 }
 
+/// What each black-box invariant had to judge: a verdict over nothing is no verdict.
+fn judged_counts(records: &[history::Record]) -> String {
+    let count = |matches: &dyn Fn(&Event) -> bool| records.iter().filter(|record| matches(&record.event)).count();
+    let accepted = count(&|event| matches!(event, Event::SmtpReply { stage: history::Stage::DataEnd, reply, .. } if reply.starts_with('2')));
+    let outcomes = count(&|event| matches!(event, Event::SenderOutcome { .. }));
+    let downloads = count(&|event| matches!(event, Event::ClientFetched { .. }));
+    let listings = count(&|event| matches!(event, Event::ClientListing { .. }));
+    let dsns = count(&|event| matches!(event, Event::MailReceived { .. }));
+    let submitted = count(&|event| matches!(event, Event::Submit { .. }));
+    format!(
+        "A2,A13 {accepted} transactions accepted, {outcomes} (message, recipient) ends at the senders, {downloads} downloads; A9-A11 {dsns} DSNs came back; A19 {listings} listings; A26,A28 {submitted} messages submitted; A27 {downloads} downloads' trace fields"
+    )
+}
+
 /// Prints the verdict of a drive; true when ok.
 fn judge(outcome: &Outcome, target: &Path) -> bool {
     let mut violations = check::check_black_box(&outcome.output);
@@ -443,6 +457,7 @@ fn judge(outcome: &Outcome, target: &Path) -> bool {
         outcome.faults.iter().filter(|(_, why_not)| why_not.is_some()).count(),
         outcome.output.ended_at_ms as f64 / 1000.0
     ));
+    say_line(&format!("judged: {}", judged_counts(&outcome.output.history.records)));
     for line in explain(&outcome.output, &violations, EXPLAINED).lines() {
         say_line(&format!("  {line}"));
     }
