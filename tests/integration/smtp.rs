@@ -2,7 +2,7 @@
 //! DSNs, the From of bounces in the workload, postmaster, invalid parameters; and the planted
 //! originals of these bugs, each caught by its invariant.
 
-use crate::support::{fast, set, violated};
+use crate::support::fast;
 use history::{Event, InvalidParam, Record, Stage};
 use mailchaos::cli::judge;
 use mail::message::rfc5322_date;

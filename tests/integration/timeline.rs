@@ -69,19 +69,7 @@ fn record(t_ms: u64, host: &str, event: Event) -> Record {
 }
 
 fn output_of(records: Vec<Record>) -> RunOutput {
-    let ended_at_ms = records.last().map_or(0, |record| record.t_ms);
-    RunOutput {
-        history: History { records, ..History::default() },
-        images: Default::default(),
-        faults: Vec::new(),
-        drained_at_ms: Some(ended_at_ms),
-        waiting_for: None,
-        ended_at_ms,
-        aborted: None,
-        environment_failure: None,
-        live: false,
-        black_box: false,
-    }
+    RunOutput { live: false, ..RunOutput::as_recorded(History { records, ..History::default() }, false) }
 }
 
 /// Bands and marks come from the world's records: the outage and the operator's answer, the

@@ -63,6 +63,7 @@
 mod layers;
 mod postfix;
 mod real_stack;
+mod shell;
 mod slurm;
 mod soak;
 

@@ -31,15 +31,15 @@ pub fn interop(binary: &Path) -> Result<bool, String> {
     install()?;
     let dir = std::env::temp_dir().join(format!("mailchaos-postfix-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|error| format!("{}: {error}", dir.display()))?;
-    let offset = free_offset()?;
+    let offset = crate::shell::free_offset()?;
     // The machine's own main.cf is put back at the end: the relay to serve is this test's only.
     let saved = std::fs::read(MAIN_CF).map_err(|error| format!("{MAIN_CF}: {error}"))?;
     // A Postfix already running may be someone else's (the machine is shared): never stop it.
     if quiet(Command::new("postfix").arg("status")).is_ok() {
         return Err("Postfix is already running (`postfix status`); this task configures, starts and stops Postfix itself: stop it first (`postfix stop`) if it is not in use".into());
     }
-    let result = configure(offset).and_then(|()| run(Command::new("postfix").arg("start"))).and_then(|()| scenario(binary, &dir, offset));
-    let stopped = run(Command::new("postfix").arg("stop"));
+    let result = configure(offset).and_then(|()| crate::shell::check(Command::new("postfix").arg("start"))).and_then(|()| scenario(binary, &dir, offset));
+    let stopped = crate::shell::check(Command::new("postfix").arg("stop"));
     let restored = std::fs::write(MAIN_CF, &saved).map_err(|error| format!("{MAIN_CF}: {error}"));
     println!("postfix-interop: postfix stopped{}; {MAIN_CF} restored{}", stopped.as_ref().err().map_or(String::new(), |error| format!(" (failed: {error})")), restored.as_ref().err().map_or(String::new(), |error| format!(" (failed: {error})")));
     let ok = result? && stopped.is_ok() && restored.is_ok();
@@ -58,9 +58,7 @@ fn install() -> Result<(), String> {
         println!("postfix-interop: postfix is installed");
         return Ok(());
     }
-    println!("postfix-interop: installing Debian's postfix: apt-get update && apt-get install -y postfix");
-    run(Command::new("apt-get").arg("update"))?;
-    run(Command::new("apt-get").args(["install", "-y", "postfix"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
+    crate::shell::apt_install("postfix-interop", &["postfix"], true)?;
     match Path::new("/usr/sbin/postfix").is_file() {
         true => Ok(()),
         false => Err("apt-get installed postfix, but /usr/sbin/postfix is still missing".into()),
@@ -86,12 +84,7 @@ fn configure(offset: u16) -> Result<(), String> {
         "maillog_file = /var/log/postfix-mailchaos.log".into(),
     ];
     println!("postfix-interop: postconf -e {}", settings.iter().map(|setting| format!("'{setting}'")).collect::<Vec<_>>().join(" "));
-    run(Command::new("postconf").arg("-e").args(&settings))
-}
-
-fn free_offset() -> Result<u16, String> {
-    let free = |port: u16| std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok();
-    (21_000..32_000).step_by(211).map(|offset: u16| offset + (std::process::id() % 200) as u16).find(|offset| [25, 24, 110, 143].iter().all(|port| free(port + offset))).ok_or_else(|| "no free port offset".to_string())
+    crate::shell::check(Command::new("postconf").arg("-e").args(&settings))
 }
 
 /// The steps; Ok(whether all 25 arrived exactly once and the history passed).
@@ -116,7 +109,7 @@ fn scenario(binary: &Path, dir: &Path, offset: u16) -> Result<bool, String> {
         println!("postfix-interop: deferred: {reason}");
     }
     let mut serve = Serve::start(binary, dir, offset, 2)?;
-    run(Command::new("postqueue").arg("-f"))?;
+    crate::shell::check(Command::new("postqueue").arg("-f"))?;
     println!("postfix-interop: serve restarted on the same data dir; postqueue -f");
     let all = mailbox.wait_for(&ids);
     serve.stop();
@@ -270,14 +263,6 @@ fn wait(child: &mut Child, limit: Duration) -> Option<bool> {
     }
 }
 
-fn run(command: &mut Command) -> Result<(), String> {
-    let status = command.status().map_err(|error| format!("cannot run {command:?}: {error}"))?;
-    match status.success() {
-        true => Ok(()),
-        false => Err(format!("{command:?} failed ({status})")),
-    }
-}
-
 fn quiet(command: &mut Command) -> Result<(), String> {
-    run(command.stdout(Stdio::null()).stderr(Stdio::null()))
+    crate::shell::check(command.stdout(Stdio::null()).stderr(Stdio::null()))
 }

@@ -10,6 +10,7 @@
 //! --keep-running). docs/real-stack.md says why the
 //! configuration is as it is.
 
+use crate::shell::{check, chmod, output};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -95,13 +96,8 @@ fn install() -> Result<(), String> {
         println!("real-stack: {} are installed", PACKAGES.join(", "));
         return Ok(());
     }
-    println!("real-stack: installing Debian's {}: apt-get update && apt-get install -y {}", missing.join(", "), PACKAGES.join(" "));
-    let mut update = Command::new("apt-get");
-    update.arg("update");
-    check(&mut update)?;
-    let mut apt = Command::new("apt-get");
-    apt.args(["install", "-y"]).args(PACKAGES).env("DEBIAN_FRONTEND", "noninteractive");
-    check(&mut apt)?;
+    println!("real-stack: {} missing", missing.join(", "));
+    crate::shell::apt_install("real-stack", &PACKAGES, true)?;
     match PACKAGES.into_iter().find(|package| !installed(package)) {
         Some(package) => Err(format!("apt-get install ran, but {package} is still not installed")),
         None => Ok(()),
@@ -1135,24 +1131,6 @@ fn count_files(dir: &Path) -> usize {
 
 fn one_line(text: &str) -> String {
     text.replace('\n', "; ")
-}
-
-fn chmod(path: &Path, mode: u32) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|error| format!("{}: {error}", path.display()))
-}
-
-fn check(command: &mut Command) -> Result<(), String> {
-    let status = command.status().map_err(|error| format!("cannot run {command:?}: {error}"))?;
-    match status.success() {
-        true => Ok(()),
-        false => Err(format!("{command:?} failed ({status})")),
-    }
-}
-
-fn output(command: &mut Command) -> Result<String, String> {
-    let out = command.output().map_err(|error| format!("cannot run {command:?}: {error}"))?;
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
 /// Runs COMMAND; its stdout and stderr, or an error naming both where it failed.

@@ -7,6 +7,7 @@
 //! (run lines with their digests, outcomes, summary). The daemons are stopped at the end, by
 //! their own pid files. Not part of `ci`.
 
+use crate::shell::{chmod, output};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -51,13 +52,8 @@ fn install() -> Result<(), String> {
         println!("slurm-smoke: slurm-wlm and munge are installed");
         return Ok(());
     }
-    println!("slurm-smoke: {} missing; installing Debian's slurm-wlm and munge: apt-get update && apt-get install -y --no-install-recommends slurm-wlm munge", missing.join(", "));
-    let mut update = Command::new("apt-get");
-    update.arg("update");
-    check(&mut update)?;
-    let mut apt = Command::new("apt-get");
-    apt.args(["install", "-y", "--no-install-recommends", "slurm-wlm", "munge"]).env("DEBIAN_FRONTEND", "noninteractive");
-    check(&mut apt)?;
+    println!("slurm-smoke: {} missing", missing.join(", "));
+    crate::shell::apt_install("slurm-smoke", &["slurm-wlm", "munge"], false)?;
     match ["sbatch", "slurmctld", "slurmd", "munged"].into_iter().find(|program| find(program).is_none()) {
         Some(program) => Err(format!("apt-get installed slurm-wlm and munge, but {program} is still not found")),
         None => Ok(()),
@@ -324,20 +320,3 @@ fn print_files(dir: &Path, prefix: &str) {
     }
 }
 
-fn chmod(path: &Path, mode: u32) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|error| format!("{}: {error}", path.display()))
-}
-
-fn check(command: &mut Command) -> Result<(), String> {
-    let status = command.status().map_err(|error| format!("cannot run {command:?}: {error}"))?;
-    match status.success() {
-        true => Ok(()),
-        false => Err(format!("{command:?} failed ({status})")),
-    }
-}
-
-fn output(command: &mut Command) -> Result<String, String> {
-    let out = command.output().map_err(|error| format!("cannot run {command:?}: {error}"))?;
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
-}

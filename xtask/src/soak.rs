@@ -54,7 +54,7 @@ struct Tally {
 pub fn soak(binary: &Path, seconds: u64) -> Result<bool, String> {
     let dir = std::env::temp_dir().join(format!("mailchaos-soak-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|error| format!("{}: {error}", dir.display()))?;
-    let offset = free_offset()?;
+    let offset = crate::shell::free_offset()?;
     println!("soak: {seconds} s; serve --port-offset {offset} in {}; {HOSTILE} hostile clients, {SENDERS} senders, {} POP3 readers", dir.display(), USERS.len());
     let mut server = start_serve(binary, &dir, offset, seconds)?;
     let pid = server.id();
@@ -115,11 +115,6 @@ fn spawn(work: impl FnOnce() + Send + 'static) -> Result<std::thread::JoinHandle
 }
 
 /// A port offset whose SMTP, LMTP, POP3 and IMAP ports are free on loopback right now.
-fn free_offset() -> Result<u16, String> {
-    let free = |port: u16| std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok();
-    (20_000..32_000).step_by(317).map(|offset: u16| offset + (std::process::id() % 300) as u16).find(|offset| [25, 24, 110, 143].iter().all(|port| free(port + offset))).ok_or_else(|| "no free port offset between 20000 and 32300 (below the ephemeral ports)".to_string())
-}
-
 /// Starts serve; its output goes to serve.log. `--seconds` is a safety net only (the drain and
 /// a margin past it): serve never outlives a soak that dies.
 fn start_serve(binary: &Path, dir: &Path, offset: u16, seconds: u64) -> Result<Child, String> {

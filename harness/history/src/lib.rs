@@ -412,6 +412,26 @@ pub struct RunOutput {
     pub black_box: bool,
 }
 
+impl RunOutput {
+    /// A recorded history judged as it stands: a live run (`serve --history`) or, with
+    /// `black_box`, a driven one. No images, no drain: it ends where its last record stands.
+    pub fn as_recorded(history: History, black_box: bool) -> RunOutput {
+        let ended_at_ms = history.records.iter().map(|record| record.t_ms).max().unwrap_or(0);
+        RunOutput {
+            history,
+            images: BTreeMap::new(),
+            faults: Vec::new(),
+            drained_at_ms: Some(ended_at_ms),
+            waiting_for: None,
+            ended_at_ms,
+            aborted: None,
+            environment_failure: None,
+            live: true,
+            black_box,
+        }
+    }
+}
+
 /// A short digest of bytes a disk wrote (blake3, 16 hex digits).
 pub fn bytes_digest(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex()[..16].to_string()

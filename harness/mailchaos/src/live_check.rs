@@ -28,21 +28,8 @@ pub fn check(path: &Path) -> Result<bool, BadInput> {
     if records.is_empty() {
         return Err(BadInput(format!("{}: the history holds no record: nothing to judge", path.display())));
     }
-    let ended_at_ms = records.iter().map(|record| record.t_ms).max().unwrap_or(0);
     let count = records.len();
-    let output = RunOutput {
-        history: History { records, ..History::default() },
-        images: Default::default(),
-        faults: Vec::new(),
-        // A server has no end of its own: the history ends where it ends.
-        drained_at_ms: Some(ended_at_ms),
-        waiting_for: None,
-        ended_at_ms,
-        aborted: None,
-        environment_failure: None,
-        live: true,
-        black_box: false,
-    };
+    let output = RunOutput::as_recorded(History { records, ..History::default() }, false);
     if torn {
         say_line(&format!("note: the last line of {} was cut off (a write interrupted by a kill or power cut) and is not judged", path.display()));
     }

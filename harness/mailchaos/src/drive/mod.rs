@@ -154,18 +154,9 @@ async fn run(scenario: &Scenario, target: &Target, seed: Seed, scale: f64, sink:
     let (ended_at_ms, finished) = wait_until_settled(scenario, scale, &history, pairs, started).await;
     let faults = faults.borrow().clone();
     let history = std::mem::take(&mut *history.borrow_mut());
-    let output = RunOutput {
-        history,
-        images: Default::default(),
-        faults: Vec::new(),
-        drained_at_ms: Some(ended_at_ms),
-        waiting_for: None,
-        ended_at_ms,
-        aborted: None,
-        environment_failure: None,
-        live: true,
-        black_box: true,
-    };
+    let mut output = RunOutput::as_recorded(history, true);
+    // The drive ends when it settles, not at its last record.
+    (output.ended_at_ms, output.drained_at_ms) = (ended_at_ms, Some(ended_at_ms));
     Ok(Outcome { output, faults, pairs, finished })
 }
 
