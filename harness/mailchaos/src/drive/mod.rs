@@ -97,6 +97,9 @@ fn matches_target(scenario: &Scenario, target: &Target, path: &Path) -> Result<(
     Ok(())
 }
 
+/// Each fault performed so far, with why it did not fire (None: it fired).
+type FaultOutcomes = Rc<RefCell<Vec<(String, Option<String>)>>>;
+
 /// What a drive leaves for its judge.
 struct Outcome {
     output: RunOutput,
@@ -142,7 +145,7 @@ async fn run(scenario: &Scenario, target: &Target, seed: Seed, scale: f64, sink:
     let pairs: usize = plan.workload.iter().flatten().map(|message| message.rcpts.iter().collect::<BTreeSet<_>>().len()).sum();
     spawn_senders(scenario, &plan, scale, epoch_unix_s, &env_of);
     spawn_clients(scenario, target, scale, &env_of);
-    let faults: Rc<RefCell<Vec<(String, Option<String>)>>> = Rc::default();
+    let faults: FaultOutcomes = Rc::default();
     for fault in plan.faults.iter().cloned() {
         let (world, links, faults, target) = (journal_of("world"), links.clone(), faults.clone(), target_hooks(target));
         let journal_of = { let (history, clock) = (history.clone(), clock.clone()); move |host: &str| Journal::new(history.clone(), host, clock.clone()) };
@@ -151,8 +154,15 @@ async fn run(scenario: &Scenario, target: &Target, seed: Seed, scale: f64, sink:
             faults.borrow_mut().push((fault.describe(), outcome));
         });
     }
-    let (ended_at_ms, finished) = wait_until_settled(scenario, scale, &history, pairs, started).await;
-    let faults = faults.borrow().clone();
+    let planned = plan.faults.len();
+    let (ended_at_ms, finished) = wait_until_settled(scenario, scale, &history, (pairs, planned, &faults), started).await;
+    // A fault still waiting for its time, or under way, when the horizon came was not performed
+    // whole: said so, never left out.
+    let mut faults = faults.borrow().clone();
+    let performed: Vec<String> = faults.iter().map(|(fault, _)| fault.clone()).collect();
+    for fault in plan.faults.iter().map(PlannedFault::describe).filter(|fault| !performed.contains(fault)) {
+        faults.push((fault, Some("the drive reached its horizon before this fault was over".into())));
+    }
     let history = std::mem::take(&mut *history.borrow_mut());
     let mut output = RunOutput::as_recorded(history, true);
     // The drive ends when it settles, not at its last record.
@@ -219,10 +229,10 @@ fn spawn_clients(scenario: &Scenario, target: &Target, scale: f64, env_of: &impl
     }
 }
 
-/// Ends the drive once every (message, recipient) has reached its end at its sender and the
-/// clients have had three polls since, or at the scenario's horizon. Returns the end in ms and
-/// how many pairs reached their end.
-async fn wait_until_settled(scenario: &Scenario, scale: f64, history: &Rc<RefCell<History>>, pairs: usize, started: Instant) -> (u64, usize) {
+/// Ends the drive once every fault is over (a crashed daemon restarted), every (message,
+/// recipient) has reached its end at its sender and the clients have had three polls since, or
+/// at the scenario's horizon. Returns the end in ms and how many pairs reached their end.
+async fn wait_until_settled(scenario: &Scenario, scale: f64, history: &Rc<RefCell<History>>, (pairs, planned_faults, faults): (usize, usize, &FaultOutcomes), started: Instant) -> (u64, usize) {
     let horizon = Duration::from_secs(*scenario.horizon_s.get_ref()).mul_f64(scale);
     let longest_poll_s = scenario.clients.types.iter().map(|kind| kind.poll_s(&scenario.clients)).chain([*scenario.clients.poll_interval_s.get_ref()]).max().unwrap_or(60);
     let settle = (Duration::from_secs(longest_poll_s).mul_f64(scale).max(MIN_POLL)) * 3;
@@ -231,7 +241,8 @@ async fn wait_until_settled(scenario: &Scenario, scale: f64, history: &Rc<RefCel
     while started.elapsed() < horizon {
         tokio::time::sleep(Duration::from_millis(250)).await;
         finished = history.borrow().records.iter().filter(|record| matches!(record.event, Event::SenderOutcome { .. })).count();
-        match (finished >= pairs, settled_since) {
+        let done = finished >= pairs && faults.borrow().len() >= planned_faults;
+        match (done, settled_since) {
             (true, None) => settled_since = Some(Instant::now()),
             (true, Some(since)) if since.elapsed() >= settle => break,
             (false, _) => settled_since = None,
@@ -400,6 +411,10 @@ fn unfinished(outcome: &Outcome) -> Vec<check::Violation> {
     let accepted = records.iter().any(|record| matches!(&record.event, Event::SmtpReply { stage: history::Stage::DataEnd, reply, .. } if reply.starts_with('2')));
     if outcome.pairs > 0 && !accepted {
         violations.push(check::Violation::new("L1", "target", "the target accepted no message: nothing was judged (is it up, and are the target file's addresses right?)", vec![]));
+    }
+    if outcome.output.history.overflowed {
+        let explanation = format!("the drive recorded more than {} events (a runaway loop in the target or the driver)", outcome.output.history.limit());
+        violations.push(check::Violation::new("L1", "history", explanation, vec![]));
     }
     if outcome.finished < outcome.pairs {
         let explanation = format!("the drive reached the scenario's horizon with {} of {} (message, recipient) pairs not at their end at their senders", outcome.pairs - outcome.finished, outcome.pairs);
