@@ -111,6 +111,8 @@ struct Outcome {
 }
 
 async fn run(scenario: &Scenario, target: &Target, seed: Seed, scale: f64, sink: Option<std::fs::File>) -> Result<Outcome, String> {
+    // A drive is not a simulation: it plays against real daemons, so real time is its clock
+    // (and nothing it records is replayed; the seed fixes the plan, not the run).
     let started = Instant::now();
     let history = Rc::new(RefCell::new(History { max_events: Some(history::events_allowed(*scenario.workload.messages.get_ref() as usize)), ..History::default() }));
     if let Some(file) = sink {

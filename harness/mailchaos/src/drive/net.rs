@@ -14,6 +14,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+// The driver runs on a real runtime against real daemons: tokio's clock here is real time.
+
 /// How often a held link looks again whether its partition healed.
 const HELD_RECHECK: Duration = Duration::from_millis(50);
 
