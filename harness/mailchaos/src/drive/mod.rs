@@ -115,10 +115,15 @@ async fn run(scenario: &Scenario, target: &Target, seed: Seed, scale: f64, sink:
     // (and nothing it records is replayed; the seed fixes the plan, not the run).
     let started = Instant::now();
     let history = Rc::new(RefCell::new(History { max_events: Some(history::events_allowed(*scenario.workload.messages.get_ref() as usize)), ..History::default() }));
+    // The first failure to write the history file: the drive goes on (the records are kept in
+    // memory and judged), and says at the end that the file is incomplete.
+    let sink_failure: Rc<RefCell<Option<String>>> = Rc::default();
     if let Some(file) = sink {
-        let file = RefCell::new(file);
+        let (file, failure) = (RefCell::new(file), sink_failure.clone());
         history.borrow_mut().observer = Some(Rc::new(move |record: &history::Record| {
-            let _ = file.borrow_mut().write_all(format!("{}\n", record.to_json()).as_bytes());
+            if let Err(error) = file.borrow_mut().write_all(format!("{}\n", record.to_json()).as_bytes()) {
+                failure.borrow_mut().get_or_insert(format!("cannot write the history file: {error}"));
+            }
         }));
     }
     let clock: history::Clock = Rc::new(move || started.elapsed().as_millis() as u64);
@@ -169,6 +174,9 @@ async fn run(scenario: &Scenario, target: &Target, seed: Seed, scale: f64, sink:
     let mut output = RunOutput::as_recorded(history, true);
     // The drive ends when it settles, not at its last record.
     (output.ended_at_ms, output.drained_at_ms) = (ended_at_ms, Some(ended_at_ms));
+    if let Some(failure) = sink_failure.borrow().clone() {
+        say_line(&format!("note: {failure}; the verdict below judges every record, the file lacks some"));
+    }
     Ok(Outcome { output, faults, pairs, finished })
 }
 
