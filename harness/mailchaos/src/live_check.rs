@@ -7,7 +7,7 @@
 //! `file:line:col`.
 
 use crate::bad_input::BadInput;
-use crate::report::{explain, violated};
+use crate::report::{say_explained, tally};
 use crate::shared::say_line;
 use history::{History, Record, RunOutput};
 use std::io::{BufRead as _, BufReader, Read as _};
@@ -36,17 +36,8 @@ pub fn check(path: &Path) -> Result<bool, BadInput> {
     let violations = check::check_live(&output);
     let judged = check::LIVE_INVARIANTS.join(",");
     let verdict = if violations.is_empty() { "ok" } else { "violation" };
-    let mut tally: Vec<String> = Vec::new();
-    for invariant in violated(&violations) {
-        let times = violations.iter().filter(|violation| violation.invariant == invariant).count();
-        tally.push(format!("{invariant}:{times}"));
-    }
-    say_line(&format!("{verdict} history={} records={count} judged={judged} violated=[{}]", path.display(), tally.join(",")));
-    if !violations.is_empty() {
-        for line in explain(&output, &violations, EXPLAINED).lines() {
-            say_line(&format!("  {line}"));
-        }
-    }
+    say_line(&format!("{verdict} history={} records={count} judged={judged} violated=[{}]", path.display(), tally(&violations)));
+    say_explained(&output, &violations, EXPLAINED);
     Ok(violations.is_empty())
 }
 

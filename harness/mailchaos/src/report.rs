@@ -62,6 +62,19 @@ pub fn violated(violations: &[Violation]) -> Vec<&'static str> {
     names
 }
 
+/// `A1:2,A2:5`: each invariant violated, in order, with how many times.
+pub fn tally(violations: &[Violation]) -> String {
+    let counted: Vec<String> = violated(violations).into_iter().map(|invariant| format!("{invariant}:{}", violations.iter().filter(|violation| violation.invariant == invariant).count())).collect();
+    counted.join(",")
+}
+
+/// Prints the first `limit` violations with their evidence, indented under a verdict line.
+pub fn say_explained(output: &RunOutput, violations: &[Violation], limit: usize) {
+    for line in explain(output, violations, limit).lines() {
+        crate::shared::say_line(&format!("  {line}"));
+    }
+}
+
 /// Each violation with the records that prove it.
 pub fn explain(output: &RunOutput, violations: &[Violation], limit: usize) -> String {
     let mut text = String::new();

@@ -18,7 +18,7 @@ mod net;
 pub mod target;
 
 use crate::bad_input::BadInput;
-use crate::report::{explain, violated};
+use crate::report::{say_explained, tally};
 use crate::shared::say_line;
 use disk::Disk;
 use history::{Event, History, Journal, RunOutput};
@@ -459,23 +459,16 @@ fn judge(outcome: &Outcome, target: &Path) -> bool {
     }
     let judged: Vec<&str> = check::BLACK_BOX_CHECKERS.iter().map(|(invariant, _)| *invariant).collect();
     let verdict = if violations.is_empty() { "ok" } else { "violation" };
-    let mut tally: Vec<String> = Vec::new();
-    for invariant in violated(&violations) {
-        let times = violations.iter().filter(|violation| violation.invariant == invariant).count();
-        tally.push(format!("{invariant}:{times}"));
-    }
     say_line(&format!(
         "{verdict} target={} records={} judged={} violated=[{}] faults_not_fired={} seconds={:.1}",
         target.display(),
         outcome.output.history.records.len(),
         judged.join(","),
-        tally.join(","),
+        tally(&violations),
         outcome.faults.iter().filter(|(_, why_not)| why_not.is_some()).count(),
         outcome.output.ended_at_ms as f64 / 1000.0
     ));
     say_line(&format!("judged: {}", judged_counts(&outcome.output.history.records)));
-    for line in explain(&outcome.output, &violations, EXPLAINED).lines() {
-        say_line(&format!("  {line}"));
-    }
+    say_explained(&outcome.output, &violations, EXPLAINED);
     violations.is_empty()
 }
