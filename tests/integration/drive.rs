@@ -2,7 +2,7 @@
 //! hooks kill it with SIGKILL and start it again, so the driver is tested without outside
 //! packages (issue #15). The Postfix and Dovecot target is `cargo xtask real-stack`.
 
-use std::net::TcpListener;
+use crate::support::{free_offset, mailchaos_output as mailchaos};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -83,14 +83,3 @@ fn wait_listening(port: u16) {
     }
 }
 
-fn free_offset(seed: u32) -> u16 {
-    (0..200u32)
-        .map(|step| (10_000 + (seed + step * 211) % 50_000) as u16)
-        .find(|offset| [25, 24, 110, 143].iter().all(|port| TcpListener::bind(("127.0.0.1", offset + port)).is_ok()))
-        .expect("a free port offset")
-}
-
-fn mailchaos(args: &[&str]) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_mailchaos")).args(args).output().expect("mailchaos runs");
-    (output.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
-}

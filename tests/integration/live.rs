@@ -3,7 +3,8 @@
 //! POP3 and with IMAP.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
+use crate::support::{free_offset, mailchaos_output as mailchaos};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -145,15 +146,6 @@ fn a_real_client_sends_over_smtp_and_reads_over_pop3() {
     assert!(message.ends_with("Subject: live\r\n\r\nhello\r\n\r\nnot the end\r\n.x\r\n"), "{message:?}");
 }
 
-/// A port offset whose SMTP, LMTP, POP3 and IMAP ports are free right now (`serve` announces its ports
-/// even when a bind failed, so look first): one of 10,000..60,000, the first tried drawn from `seed`.
-fn free_offset(seed: u32) -> u16 {
-    (0..200u32)
-        .map(|step| (10_000 + (seed + step * 211) % 50_000) as u16)
-        .find(|offset| [25, 24, 110, 143].iter().all(|port| TcpListener::bind(("127.0.0.1", offset + port)).is_ok()))
-        .expect("a free port offset")
-}
-
 /// Issue #8: Python's smtplib sends varied messages (multipart/alternative, 8-bit UTF-8 with
 /// BODY=8BITMIME, dot-led lines, two recipients, a Bcc, 998-octet lines, no final newline) back
 /// to back on one SMTP connection; poplib reads every mailbox (UIDL, LIST, RETR) and each
@@ -281,11 +273,6 @@ fn run_restart_script(offset: u16, work: &std::path::Path, args: &[&str]) -> Str
     let log = std::fs::read_to_string(work.join("serve.log")).unwrap_or_default();
     assert!(output.status.success(), "live_restart.py failed ({})\n{stdout}{}\n--- serve.log ---\n{log}", output.status, String::from_utf8_lossy(&output.stderr));
     stdout
-}
-
-fn mailchaos(args: &[&str]) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_mailchaos")).args(args).output().expect("mailchaos runs");
-    (output.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
 }
 
 /// Sends one message to `rcpt` over SMTP at `ip:port`; panics unless it is queued.

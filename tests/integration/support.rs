@@ -85,3 +85,18 @@ pub fn caught_exactly(scenario: &str, seeds: u64, defect: Defect, expected: &[&'
     assert_eq!(violated(scenario, seeds, &[]), set(&[]), "clean stack on {scenario}");
     assert_eq!(violated(scenario, seeds, &[defect]), set(expected), "{} on {scenario}", defect.name());
 }
+
+/// A port offset whose SMTP, LMTP, POP3 and IMAP ports are free right now (`serve` announces its ports
+/// even when a bind failed, so look first): one of 10,000..60,000, the first tried drawn from `seed`.
+pub fn free_offset(seed: u32) -> u16 {
+    (0..200u32)
+        .map(|step| (10_000 + (seed + step * 211) % 50_000) as u16)
+        .find(|offset| [25, 24, 110, 143].iter().all(|port| std::net::TcpListener::bind(("127.0.0.1", offset + port)).is_ok()))
+        .expect("a free port offset")
+}
+
+/// Runs the mailchaos binary to its end: its exit code and its stdout and stderr together.
+pub fn mailchaos_output(args: &[&str]) -> (i32, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mailchaos")).args(args).output().expect("mailchaos runs");
+    (output.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+}
