@@ -6,6 +6,7 @@ use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use toml::Spanned;
 
 /// Limits that keep any scenario affordable and bounded.
@@ -466,11 +467,66 @@ impl ClientType {
     }
 }
 
+/// One mailbox's client, as `Clients::plans` lays it out.
+#[derive(Clone, Debug)]
+pub struct ClientPlan {
+    pub user: String,
+    /// The host it runs on: `clients`, or `clients-<type>`.
+    pub host: String,
+    /// `pop3`, `imap` (a UID cache) or `webmail` (IMAP, re-listing every poll).
+    pub protocol: String,
+    pub first_poll: Duration,
+    pub poll_interval: Duration,
+    pub delete_after_fetch: bool,
+}
+
 impl Clients {
     /// Per user of `users` (in order): the client type that user's mailbox uses, if any.
     pub fn type_of<'a>(&'a self, users: &[String]) -> Vec<(String, Option<&'a ClientType>)> {
         let mut types = self.types.iter().flat_map(|kind| std::iter::repeat(kind).take(*kind.count.get_ref()));
         users.iter().map(|user| (user.clone(), types.next())).collect()
+    }
+
+    /// Every mailbox's client: where it runs, what it speaks, when it first polls and how often
+    /// (the simulation and `mailchaos drive` both run these). The classic POP3 clients (mailboxes
+    /// no type takes) come first, numbered in name order as they always were, so a scenario
+    /// without types runs as it did; then each type's, in the order of `users`. First polls are
+    /// spread over one interval so that clients do not all arrive in one tick, unless the
+    /// scenario wants the classic ones in lockstep (`first_poll_s`); a type polls only from its
+    /// return on.
+    pub fn plans(&self, users: &[String]) -> Vec<ClientPlan> {
+        let typed = self.type_of(users);
+        let spread = |index: usize, poll_s: u64| (index as u64 * 997) % poll_s.saturating_mul(1000).max(1);
+        let poll_s = *self.poll_interval_s.get_ref();
+        let deleting = self.delete_after_fetch.get_ref();
+        let sorted: std::collections::BTreeSet<&String> = users.iter().collect();
+        let classic = sorted.into_iter().enumerate().filter(|(_, user)| typed.iter().any(|(typed_user, kind)| typed_user == *user && kind.is_none()));
+        let mut plans: Vec<ClientPlan> = classic
+            .map(|(index, user)| ClientPlan {
+                user: user.clone(),
+                host: "clients".into(),
+                protocol: "pop3".into(),
+                first_poll: match self.first_poll_s {
+                    Some(first_s) => Duration::from_secs(first_s),
+                    None => Duration::from_millis(1000 + spread(index, poll_s)),
+                },
+                poll_interval: Duration::from_secs(poll_s),
+                delete_after_fetch: deleting.contains(user),
+            })
+            .collect();
+        for kind in &self.types {
+            let mine = typed.iter().filter(|(_, of)| of.is_some_and(|of| of.name.get_ref() == kind.name.get_ref()));
+            let poll_s = kind.poll_s(self);
+            plans.extend(mine.enumerate().map(|(index, (user, _))| ClientPlan {
+                user: user.clone(),
+                host: kind.host(),
+                protocol: kind.protocol.get_ref().clone(),
+                first_poll: Duration::from_millis(kind.returns_at_s.get_ref().saturating_mul(1000) + 1000 + spread(index, poll_s)),
+                poll_interval: Duration::from_secs(poll_s),
+                delete_after_fetch: kind.delete_after_fetch,
+            }));
+        }
+        plans
     }
 
     /// The longest poll interval of any client.

@@ -212,28 +212,22 @@ fn spawn_senders(scenario: &Scenario, plan: &plan::Plan, scale: f64, epoch_unix_
     }
 }
 
-/// One client per mailbox, of its type (`[[clients.type]]`) or the classic POP3 kind, reading
-/// over the protocol it speaks if the target offers it, else over the other.
+/// One client per mailbox, as the simulation runs them (`Clients::plans`), its times scaled,
+/// reading over the protocol it speaks if the target offers it, else over the other.
 fn spawn_clients(scenario: &Scenario, target: &Target, scale: f64, env_of: &impl Fn(&str) -> Env) {
-    let types = scenario.clients.type_of(scenario.mx.users.get_ref());
-    let poll_s = *scenario.clients.poll_interval_s.get_ref();
-    let deleting = scenario.clients.delete_after_fetch.get_ref();
-    for (index, (user, kind)) in types.into_iter().enumerate() {
-        let password = target.password_of(&user).unwrap_or_default().to_string();
-        let (host, protocol, poll_s, returns_s, delete) = match kind {
-            Some(kind) => (kind.host(), kind.protocol.get_ref().clone(), kind.poll_s(&scenario.clients), *kind.returns_at_s.get_ref(), kind.delete_after_fetch),
-            None => ("clients".to_string(), "pop3".to_string(), poll_s, 0, deleting.contains(&user)),
-        };
-        let first_poll = Duration::from_millis(returns_s * 1000 + 1000 + (index as u64 * 997) % (poll_s * 1000).max(1)).mul_f64(scale);
+    for plan in scenario.clients.plans(scenario.mx.users.get_ref()) {
+        let password = target.password_of(&plan.user).unwrap_or_default().to_string();
+        let first_poll = plan.first_poll.mul_f64(scale);
         // A client polls at least every half second of real time, however small the scale.
-        let poll_interval = Duration::from_secs(poll_s).mul_f64(scale).max(MIN_POLL);
-        let imap = (protocol != "pop3" && target.imap.is_some()) || target.pop3.is_none();
-        let env = env_of(&host);
-        if imap {
-            let config = ImapClientConfig { store_host: "store".into(), user, password, first_poll, poll_interval, delete_after_fetch: delete, uid_cache: protocol != "webmail" };
+        let poll_interval = plan.poll_interval.mul_f64(scale).max(MIN_POLL);
+        let env = env_of(&plan.host);
+        let (user, delete_after_fetch) = (plan.user, plan.delete_after_fetch);
+        if (plan.protocol != "pop3" && target.imap.is_some()) || target.pop3.is_none() {
+            let uid_cache = plan.protocol != "webmail";
+            let config = ImapClientConfig { store_host: "store".into(), user, password, first_poll, poll_interval, delete_after_fetch, uid_cache };
             tokio::task::spawn_local(stack::client_imap::run(env, config));
         } else {
-            let config = ClientConfig { store_host: "store".into(), user, password, first_poll, poll_interval, delete_after_fetch: delete };
+            let config = ClientConfig { store_host: "store".into(), user, password, first_poll, poll_interval, delete_after_fetch };
             tokio::task::spawn_local(stack::client::run(env, config));
         }
     }
@@ -244,8 +238,7 @@ fn spawn_clients(scenario: &Scenario, target: &Target, scale: f64, env_of: &impl
 /// at the scenario's horizon. Returns the end in ms and how many pairs reached their end.
 async fn wait_until_settled(scenario: &Scenario, scale: f64, history: &Rc<RefCell<History>>, (pairs, planned_faults, faults): (usize, usize, &FaultOutcomes), started: Instant) -> (u64, usize) {
     let horizon = Duration::from_secs(*scenario.horizon_s.get_ref()).mul_f64(scale);
-    let longest_poll_s = scenario.clients.types.iter().map(|kind| kind.poll_s(&scenario.clients)).chain([*scenario.clients.poll_interval_s.get_ref()]).max().unwrap_or(60);
-    let settle = (Duration::from_secs(longest_poll_s).mul_f64(scale).max(MIN_POLL)) * 3;
+    let settle = Duration::from_secs(scenario.clients.longest_poll_s()).mul_f64(scale).max(MIN_POLL) * 3;
     let mut settled_since: Option<Instant> = None;
     let mut finished = 0;
     while started.elapsed() < horizon {

@@ -320,31 +320,17 @@ impl<'a> World<'a> {
             self.sim.host(host.as_str(), move || stack::sender::run(env.clone(), config.clone()).map_ok());
         }
 
+        let plans = scenario.clients.plans(scenario.mx.users.get_ref());
+        let pop3_config = |plan: &crate::scenario::ClientPlan| ClientConfig {
+            store_host: "store".into(),
+            user: plan.user.clone(),
+            password: stack::pop3::password_of(&plan.user),
+            first_poll: plan.first_poll,
+            poll_interval: plan.poll_interval,
+            delete_after_fetch: plan.delete_after_fetch,
+        };
         let clients_env = self.env("clients", defects, journal_of("clients"));
-        let poll_s = *scenario.clients.poll_interval_s.get_ref();
-        let deleting = scenario.clients.delete_after_fetch.get_ref().clone();
-        // The mailboxes a client type takes run on that type's host; the others keep the
-        // classic POP3 clients (numbered as before: a scenario without types runs as it did).
-        let typed: BTreeMap<String, &crate::scenario::ClientType> =
-            scenario.clients.type_of(scenario.mx.users.get_ref()).into_iter().filter_map(|(user, kind)| Some((user, kind?))).collect();
-        let client_configs: Vec<ClientConfig> = users
-            .iter()
-            .enumerate()
-            .filter(|(_, user)| !typed.contains_key(*user))
-            .map(|(index, user)| ClientConfig {
-                store_host: "store".into(),
-                user: user.clone(),
-                password: stack::pop3::password_of(user),
-                // Spread the first polls so that clients do not all arrive in one tick, unless the
-                // scenario wants them in lockstep.
-                first_poll: match scenario.clients.first_poll_s {
-                    Some(first_s) => Duration::from_secs(first_s),
-                    None => Duration::from_millis(1000 + (index as u64 * 997) % poll_s.saturating_mul(1000).max(1)),
-                },
-                poll_interval: Duration::from_secs(poll_s),
-                delete_after_fetch: deleting.contains(user),
-            })
-            .collect();
+        let client_configs: Vec<ClientConfig> = plans.iter().filter(|plan| plan.host == "clients").map(pop3_config).collect();
         self.sim.host("clients", move || {
             let (env, configs) = (clients_env.clone(), client_configs.clone());
             async move {
@@ -358,27 +344,21 @@ impl<'a> World<'a> {
         for kind in &scenario.clients.types {
             let host = kind.host();
             let env = self.env(&host, defects, journal_of(&host));
-            let poll_s = kind.poll_s(&scenario.clients);
-            let mine: Vec<&String> = scenario.mx.users.get_ref().iter().filter(|user| typed.get(*user).is_some_and(|t| t.name.get_ref() == kind.name.get_ref())).collect();
-            let mut pop3 = Vec::new();
-            let mut imap = Vec::new();
-            for (index, user) in mine.into_iter().enumerate() {
-                // No poll before the type's return; first polls spread over one interval after it.
-                let first_poll = Duration::from_millis(kind.returns_at_s.get_ref().saturating_mul(1000) + 1000 + (index as u64 * 997) % poll_s.saturating_mul(1000).max(1));
-                let (poll_interval, password) = (Duration::from_secs(poll_s), stack::pop3::password_of(user));
-                match kind.protocol.get_ref().as_str() {
-                    "pop3" => pop3.push(ClientConfig { store_host: "store".into(), user: user.clone(), password, first_poll, poll_interval, delete_after_fetch: kind.delete_after_fetch }),
-                    protocol => imap.push(ImapClientConfig {
-                        store_host: "store".into(),
-                        user: user.clone(),
-                        password,
-                        first_poll,
-                        poll_interval,
-                        delete_after_fetch: kind.delete_after_fetch,
-                        uid_cache: protocol == "imap",
-                    }),
-                }
-            }
+            let mine: Vec<&crate::scenario::ClientPlan> = plans.iter().filter(|plan| plan.host == host).collect();
+            let pop3: Vec<ClientConfig> = mine.iter().filter(|plan| plan.protocol == "pop3").map(|plan| pop3_config(plan)).collect();
+            let imap: Vec<ImapClientConfig> = mine
+                .iter()
+                .filter(|plan| plan.protocol != "pop3")
+                .map(|plan| ImapClientConfig {
+                    store_host: "store".into(),
+                    user: plan.user.clone(),
+                    password: stack::pop3::password_of(&plan.user),
+                    first_poll: plan.first_poll,
+                    poll_interval: plan.poll_interval,
+                    delete_after_fetch: plan.delete_after_fetch,
+                    uid_cache: plan.protocol == "imap",
+                })
+                .collect();
             self.sim.host(host.as_str(), move || {
                 let (env, pop3, imap) = (env.clone(), pop3.clone(), imap.clone());
                 async move {
