@@ -173,11 +173,31 @@ pub fn check_live(output: &RunOutput) -> Vec<Violation> {
     check_these(output, |invariant| LIVE_INVARIANTS.contains(&invariant))
 }
 
+/// `check_all`, with the cost of each step as `clock` measures it (the bench's thread CPU time,
+/// in nanoseconds): building the facts, then each checker, then the blame, in that order.
+pub fn check_all_costed(output: &RunOutput, clock: &dyn Fn() -> u64) -> (Vec<Violation>, Vec<(&'static str, u64)>) {
+    let mut costs = Vec::new();
+    let violations = check_costed(output, |_| true, clock, &mut costs);
+    (violations, costs)
+}
+
 fn check_these(output: &RunOutput, judged: impl Fn(&str) -> bool) -> Vec<Violation> {
+    check_costed(output, judged, &|| 0, &mut Vec::new())
+}
+
+fn check_costed(output: &RunOutput, judged: impl Fn(&str) -> bool, clock: &dyn Fn() -> u64, costs: &mut Vec<(&'static str, u64)>) -> Vec<Violation> {
+    let mut last = clock();
+    let mut step = |name: &'static str| {
+        let now = clock();
+        costs.push((name, now.saturating_sub(last)));
+        last = now;
+    };
     let facts = Facts::build(output);
+    step("facts");
     let mut violations = Vec::new();
-    for (_, check) in CHECKERS.iter().filter(|(invariant, _)| judged(invariant)) {
+    for (invariant, check) in CHECKERS.iter().filter(|(invariant, _)| judged(invariant)) {
         check(&facts, &mut violations);
+        step(invariant);
     }
     if output.drained_at_ms.is_none() && output.aborted.is_none() {
         // L1 drains: every queue must be empty and every message terminal within the horizon.
@@ -192,6 +212,9 @@ fn check_these(output: &RunOutput, judged: impl Fn(&str) -> bool) -> Vec<Violati
     }
     // Last, so that every violation that may be the device's doing says who broke the chain.
     blame(&facts, &mut violations);
+    step("blame");
+    drop(facts);
+    step("drop");
     violations
 }
 

@@ -32,6 +32,8 @@ pub struct Measured {
     pub peak_rss_bytes: u64,
     pub verdict: String,
     pub digest: String,
+    /// CPU seconds of each step of the check (`check::check_all_costed`), the digest last.
+    pub check_costs: Vec<(&'static str, f64)>,
 }
 
 impl Measured {
@@ -67,6 +69,17 @@ impl Measured {
     }
 }
 
+impl Measured {
+    /// `bench-check facts=0.412 A2=0.051 …`: the check's steps by CPU seconds, the costliest
+    /// first (those above a millisecond): where to look when checking is too large a share.
+    pub fn check_line(&self) -> String {
+        let mut steps: Vec<&(&str, f64)> = self.check_costs.iter().filter(|(_, s)| *s >= 0.001).collect();
+        steps.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+        let fields: Vec<String> = steps.iter().map(|(step, s)| format!("{step}={s:.3}")).collect();
+        format!("bench-check {}", fields.join(" "))
+    }
+}
+
 pub fn bench(path: &Path, seed: Option<&str>) -> Result<bool, BadInput> {
     let source = source::one_of(path)?;
     let seed = match seed {
@@ -75,6 +88,7 @@ pub fn bench(path: &Path, seed: Option<&str>) -> Result<bool, BadInput> {
     };
     let measured = measure(&source.loaded.scenario, seed).map_err(BadInput)?;
     crate::shared::say_line(&measured.line());
+    crate::shared::say_line(&measured.check_line());
     Ok(true)
 }
 
@@ -85,9 +99,13 @@ pub fn measure(scenario: &sim::scenario::Scenario, seed: Seed) -> Result<Measure
     let started = thread_cpu_ns()?;
     let output = world::run_with(scenario, seed, &Defects::default(), &options);
     let ran = thread_cpu_ns()?;
-    let violations = check::check_all(&output);
+    let clock = || thread_cpu_ns().unwrap_or(0);
+    let (violations, check_costs) = check::check_all_costed(&output, &clock);
+    let digest_started = thread_cpu_ns()?;
     let digest = output.history.digest();
     let checked = thread_cpu_ns()?;
+    let mut check_costs: Vec<(&'static str, f64)> = check_costs.into_iter().map(|(step, ns)| (step, seconds(ns))).collect();
+    check_costs.push(("digest", seconds(checked.saturating_sub(digest_started))));
     let peak_rss_bytes = peak_rss_bytes()?;
     let connections = traffic.connections();
     let floor_started = thread_cpu_ns()?;
@@ -112,6 +130,7 @@ pub fn measure(scenario: &sim::scenario::Scenario, seed: Seed) -> Result<Measure
         peak_rss_bytes,
         verdict,
         digest,
+        check_costs,
     };
     // The history is large and the process ends here: its drop is not the run's cost.
     std::mem::forget(output);
