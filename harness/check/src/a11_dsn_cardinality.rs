@@ -56,7 +56,7 @@ fn delivered(facts: &Facts, by_mx: &BTreeSet<At>, msg: &str, rcpt: &str, ats: &[
         let mailbox = Facts::mailbox_of(rcpt);
         return facts.deliveries_of(&mailbox, msg).next().is_some();
     }
-    facts.outcomes.get(&(msg.to_string(), rcpt.to_string())).is_some_and(|list| list.iter().any(|(_, outcome)| *outcome == Outcome::Delivered))
+    facts.outcomes.get(&(msg, rcpt)).is_some_and(|list| list.iter().any(|(_, outcome)| *outcome == Outcome::Delivered))
 }
 
 /// The MX sent the same DSN again because it crashed after the sender's MX took it and before

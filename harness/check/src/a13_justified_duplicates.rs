@@ -62,7 +62,7 @@ impl Copies {
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     let mut count: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for delivery in &facts.deliveries {
-        *count.entry((delivery.msg.as_str(), delivery.mailbox.as_str())).or_default() += 1;
+        *count.entry((delivery.msg, delivery.mailbox)).or_default() += 1;
     }
     let mut pairs: BTreeMap<(String, String), Copies> =
         count.into_iter().filter(|(_, copies)| *copies > 1).map(|((msg, mailbox), _)| ((msg.to_string(), mailbox.to_string()), Copies::default())).collect();
@@ -210,10 +210,9 @@ fn erased_copies(facts: &Facts, all: &[At], causes: &mut Vec<Cause>) {
 /// MX acknowledgements of the message for this mailbox that its sender never saw: each made the
 /// sender send again, and so one more queue entry.
 fn sender_causes(facts: &Facts, msg: &str, mailbox: &str, causes: &mut Vec<Cause>) {
-    let for_mailbox = |rcpt: &String| Facts::mailbox_of(rcpt) == mailbox;
-    let acks: Vec<At> = facts.acks_of_message(msg).filter(|(_, _, rcpts, ..)| rcpts.iter().any(for_mailbox)).map(|(at, ..)| *at).collect();
-    let range = (msg.to_string(), String::new())..;
-    let seen: usize = facts.sender_saw_ack.range(range).take_while(|((of, _), _)| of == msg).filter(|((_, rcpt), _)| for_mailbox(rcpt)).map(|(_, count)| count).sum();
+    let for_mailbox = |rcpt: &str| Facts::mailbox_of(rcpt) == mailbox;
+    let acks: Vec<At> = facts.acks_of_message(msg).filter(|(_, _, rcpts, ..)| rcpts.iter().any(|rcpt| for_mailbox(rcpt))).map(|(at, ..)| *at).collect();
+    let seen: usize = facts.sender_saw_ack.range((msg, "")..).take_while(|((of, _), _)| *of == msg).filter(|((_, rcpt), _)| for_mailbox(rcpt)).map(|(_, count)| count).sum();
     // The sender stops at the acknowledgement it sees: the ones it missed came first.
     for at in acks.iter().take(acks.len().saturating_sub(seen)) {
         causes.push(Cause { at: *at, what: "the MX acknowledged the message but the sender never saw the 2xx and sent it again".to_string() });

@@ -19,7 +19,10 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
 
 fn check_writes(facts: &Facts, out: &mut Vec<Violation>) {
     let Some(disk) = facts.disks.get("store") else { return };
-    for (path, ops) in disk.by_path.iter().filter(|(path, _)| in_published_dir(path)) {
+    // In path order: `by_path` is a hash map, and a report must not depend on its order.
+    let mut published: Vec<_> = disk.by_path.iter().filter(|(path, _)| in_published_dir(path)).collect();
+    published.sort_unstable_by_key(|(path, _)| **path);
+    for (path, ops) in published {
         if let Some((at, _)) = ops.iter().find(|(_, op)| *op == DiskOp::Write) {
             out.push(Violation::new("A15", format!("file {path}"), "written straight into new/ instead of tmp/ then rename", vec![*at]));
         }
@@ -32,7 +35,7 @@ fn check_image(facts: &Facts, out: &mut Vec<Violation>) {
     // Files the device damaged behind the store's back (it recorded the fault on the name):
     // A23 judges whether they were served. Damage the stack caused itself stays here.
     let name = |path: &str| path.rsplit('/').next().unwrap_or(path).to_string();
-    let damaged = super::facts::device_damaged_names(facts.records);
+    let damaged = &facts.device_damaged;
     for (path, bytes) in image.iter().filter(|(path, _)| in_published_dir(path) && !damaged.contains(&name(path))) {
         let digest = Facts::digest_of_file(bytes);
         if !accepted.contains(digest.as_str()) {

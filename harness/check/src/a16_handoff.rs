@@ -15,7 +15,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
         match &record.event {
             Event::QueueRecorded { queue_file, msg, done, .. } => {
                 for rcpt in done {
-                    let acknowledged = facts.first_lmtp_ok.get(&(queue_file.clone(), rcpt.clone())).is_some_and(|&ok_at| ok_at < at);
+                    let acknowledged = facts.first_lmtp_ok.get(&(queue_file.as_str(), rcpt.as_str())).is_some_and(|&ok_at| ok_at < at);
                     if !acknowledged {
                         out.push(Violation::new("A16", format!("msg {msg} rcpt {rcpt}"), format!("dropped from queue file {queue_file} without a 2xx from the store"), vec![at]));
                     }

@@ -63,7 +63,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     // One UIDL, one content: what clients received under it.
     let mut first_fetch: BTreeMap<(&str, &str), (At, &str)> = BTreeMap::new();
     for fetch in &facts.fetches {
-        match first_fetch.get(&(fetch.mailbox.as_str(), fetch.uidl.as_str())) {
+        match first_fetch.get(&(fetch.mailbox, fetch.uidl)) {
             None => {
                 first_fetch.insert((&fetch.mailbox, &fetch.uidl), (fetch.at, &fetch.digest));
             }
@@ -91,16 +91,16 @@ fn visible_in_order(facts: &Facts, out: &mut Vec<Violation>) {
     for d in &facts.deliveries {
         copies.entry((&d.mailbox, &d.msg, &d.digest)).or_default().push((d.at, d.uidvalidity, d.uid));
     }
-    let mut named: BTreeMap<(&str, String), (u64, u64)> = BTreeMap::new();
+    let mut named: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
     for fetch in &facts.fetches {
-        let Some([(delivered_at, uidvalidity, uid)]) = copies.get(&(fetch.mailbox.as_str(), fetch.msg.as_str(), fetch.digest.as_str())).map(Vec::as_slice) else { continue };
+        let Some([(delivered_at, uidvalidity, uid)]) = copies.get(&(fetch.mailbox, fetch.msg, fetch.digest)).map(Vec::as_slice) else { continue };
         // A copy published just before a crash has no delivery record of its own: with two
         // copies in the mailbox, which UIDL is which cannot be told, so neither is judged.
         if facts.published_copies(&fetch.mailbox, &fetch.msg) > 1 {
             continue;
         }
         if !facts.restored_between(&fetch.mailbox, *delivered_at, fetch.at) {
-            named.entry((fetch.mailbox.as_str(), fetch.uidl.clone())).or_insert((*uidvalidity, *uid));
+            named.entry((fetch.mailbox, fetch.uidl)).or_insert((*uidvalidity, *uid));
         }
     }
     // Per mailbox: the UIDLs its client has listed, and per UIDVALIDITY the highest UID listed.
@@ -112,7 +112,7 @@ fn visible_in_order(facts: &Facts, out: &mut Vec<Violation>) {
                 let before = listed.entry(mailbox.as_str()).or_default();
                 let mut raised: Vec<(u64, u64)> = Vec::new();
                 for (uidl, _) in listing {
-                    let Some(&(uidvalidity, uid)) = named.get(&(mailbox.as_str(), uidl.clone())) else { continue };
+                    let Some(&(uidvalidity, uid)) = named.get(&(mailbox.as_str(), uidl.as_str())) else { continue };
                     if !before.contains(uidl.as_str()) {
                         if let Some(&(above, above_at)) = highest.get(&(mailbox.as_str(), uidvalidity)).filter(|(above, _)| *above > uid) {
                             out.push(Violation::new(

@@ -28,10 +28,10 @@ fn check_uids(facts: &Facts, rollback: At, out: &mut Vec<Violation>) {
     }
     let mut judged = std::collections::BTreeSet::new();
     for recovery in facts.recoveries.iter().filter(|r| r.restored && r.at > rollback) {
-        if !judged.insert(recovery.mailbox.as_str()) {
+        if !judged.insert(recovery.mailbox) {
             continue;
         }
-        let Some(&(before, before_at)) = current.get(recovery.mailbox.as_str()) else { continue };
+        let Some(&(before, before_at)) = current.get(recovery.mailbox) else { continue };
         let subject = format!("mailbox {} uidvalidity {}", recovery.mailbox, recovery.uidvalidity);
         if recovery.uidvalidity > before {
             continue;
@@ -63,13 +63,13 @@ fn check_uids(facts: &Facts, rollback: At, out: &mut Vec<Violation>) {
 fn check_redelivery(facts: &Facts, snapshot: Option<At>, rollback: At, out: &mut Vec<Violation>) {
     let mut judged = std::collections::BTreeSet::new();
     for delivery in facts.deliveries.iter().filter(|d| snapshot.is_none_or(|s| s < d.at) && d.at < rollback) {
-        let mailbox = &delivery.mailbox;
+        let mailbox = delivery.mailbox;
         for (ack_at, msg, rcpts, ..) in facts.acks_of_message(&delivery.msg).filter(|(at, ..)| *at < rollback) {
-            for rcpt in rcpts.iter().filter(|rcpt| Facts::mailbox_of(rcpt) == *mailbox) {
-                if !judged.insert((msg.clone(), rcpt.clone())) {
+            for rcpt in rcpts.iter().filter(|rcpt| Facts::mailbox_of(rcpt) == mailbox) {
+                let key = (*msg, rcpt.as_str());
+                if !judged.insert(key) {
                     continue;
                 }
-                let key = (msg.clone(), rcpt.clone());
                 // The queue let go of it on the store's 2xx — before the restore, or after it when
                 // that reply was still in flight as the store went down (A16 judges that a 2xx
                 // came first). Nothing holds it any more: a reported loss, not a violation.

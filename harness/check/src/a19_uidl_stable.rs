@@ -17,14 +17,14 @@ use std::collections::BTreeMap;
 
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     // (mailbox, uidl) → (at, digest, size) of its first fetch.
-    let mut first_fetch: BTreeMap<(String, String), (usize, String, u64)> = BTreeMap::new();
+    let mut first_fetch: BTreeMap<(&str, &str), (usize, &str, u64)> = BTreeMap::new();
     for fetch in &facts.fetches {
-        let key = (fetch.mailbox.clone(), fetch.uidl.clone());
+        let key = (fetch.mailbox, fetch.uidl);
         match first_fetch.get(&key) {
             None => {
-                first_fetch.insert(key, (fetch.at, fetch.digest.clone(), fetch.size));
+                first_fetch.insert(key, (fetch.at, fetch.digest, fetch.size));
             }
-            Some((at, digest, _)) if digest != &fetch.digest => out.push(Violation::new(
+            Some((at, digest, _)) if *digest != fetch.digest => out.push(Violation::new(
                 "A19",
                 format!("mailbox {} uidl {}", fetch.mailbox, fetch.uidl),
                 "the same UIDL was retrieved with different contents",
@@ -36,7 +36,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     for (at, record) in facts.records.iter().enumerate() {
         let Event::ClientListing { mailbox, listed } = &record.event else { continue };
         for (uidl, size) in listed {
-            let key = (mailbox.clone(), uidl.clone());
+            let key = (mailbox.as_str(), uidl.as_str());
             if let Some(deleted_at) = facts.deleted_confirmed.get(&key).filter(|deleted_at| **deleted_at < at) {
                 out.push(Violation::new("A19", format!("mailbox {mailbox} uidl {uidl}"), "a UIDL was listed again after the client deleted its message: the value was reused", vec![*deleted_at, at]));
                 continue;
@@ -65,11 +65,11 @@ fn persists(facts: &Facts, out: &mut Vec<Violation>) {
                 continue;
             }
             for uidl in before.into_iter().filter(|uidl| !now.contains(uidl)) {
-                if facts.deleted.contains_key(&(mailbox.clone(), uidl.to_string())) {
+                if facts.deleted.contains_key(&(mailbox.as_str(), uidl)) {
                     continue;
                 }
                 // Where the client fetched it, if it did (what the UIDL named, seen on the wire).
-                let mut evidence: Vec<usize> = facts.fetches.iter().filter(|f| &f.mailbox == mailbox && f.uidl == uidl).map(|f| f.at).take(1).collect();
+                let mut evidence: Vec<usize> = facts.fetches.iter().filter(|f| f.mailbox == mailbox && f.uidl == uidl).map(|f| f.at).take(1).collect();
                 evidence.extend([before_at, at]);
                 out.push(Violation::new(
                     "A19",

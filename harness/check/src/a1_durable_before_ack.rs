@@ -59,16 +59,16 @@ fn claims<'a>(facts: &'a Facts) -> (BTreeMap<&'a str, VecDeque<Claim<'a>>>, BTre
 pub fn covered(disk: &HostDisk, file: &str, reply_at: At) -> Result<(), (String, Vec<At>)> {
     // The file's contents may have been written under earlier names and renamed here (tmp/ →
     // new/, and new/ → cur/ once its owner read it): follow the renames back.
-    let mut names = vec![file.to_string()];
+    let mut names = vec![file];
     let mut before = reply_at;
     while names.len() < 16 {
-        let current = &names[names.len() - 1];
-        let Some((at, source)) = disk.renamed_from.get(current).and_then(|sources| sources.iter().rev().find(|(at, _)| *at < before)) else { break };
-        before = *at;
-        names.push(source.clone());
+        let current = names[names.len() - 1];
+        let Some(&(at, source)) = disk.renamed_from.get(current).and_then(|sources| sources.iter().rev().find(|(at, _)| *at < before)) else { break };
+        before = at;
+        names.push(source);
     }
     let ops: Vec<(At, DiskOp)> = {
-        let mut ops: Vec<(At, DiskOp)> = names.iter().flat_map(|name| disk.by_path.get(name).cloned().unwrap_or_default()).filter(|(at, _)| *at < reply_at).collect();
+        let mut ops: Vec<(At, DiskOp)> = names.iter().filter_map(|&name| disk.by_path.get(name)).flatten().copied().filter(|(at, _)| *at < reply_at).collect();
         ops.sort();
         ops
     };
@@ -84,7 +84,9 @@ pub fn covered(disk: &HostDisk, file: &str, reply_at: At) -> Result<(), (String,
         .and_then(|ops| ops.iter().rev().find(|(at, op)| *at < reply_at && matches!(op, DiskOp::Write | DiskOp::RenamedTo)).map(|(at, _)| *at))
         .unwrap_or(written);
     let dir = parent(file);
-    let dir_synced = disk.dir_syncs.get(dir).is_some_and(|syncs| syncs.iter().any(|&at| at > named && at < reply_at));
+    // A directory's fsyncs are in history order: the first after `named` decides (a queue
+    // directory is synced once per message, so a scan per reply was quadratic).
+    let dir_synced = disk.dir_syncs.get(dir).is_some_and(|syncs| syncs.get(syncs.partition_point(|&at| at <= named)).is_some_and(|&at| at < reply_at));
     if !dir_synced {
         return Err((format!("directory {dir} was not fsynced after the file got its name"), vec![named]));
     }
@@ -97,7 +99,7 @@ mod tests {
 
     /// tmp/X written and synced (0, 1), renamed into new/ (2), new/ synced (3); read later:
     /// renamed into cur/ (5), cur/ synced (6).
-    fn read_message() -> HostDisk {
+    fn read_message() -> HostDisk<'static> {
         let mut disk = HostDisk::default();
         let (tmp, new, cur) = ("mail/anna/tmp/X", "mail/anna/new/X", "mail/anna/cur/X:2,S");
         disk.by_path.insert(tmp.into(), vec![(0, DiskOp::Write), (1, DiskOp::Sync), (2, DiskOp::RenamedFrom)]);
@@ -121,7 +123,7 @@ mod tests {
         assert!(covered(&disk, "mail/anna/cur/X:2,S", 6).is_err(), "cur/ not yet synced");
         assert_eq!(disk.names_from("mail/anna/new/X", 4), ["mail/anna/new/X", "mail/anna/cur/X:2,S"]);
         assert_eq!(disk.names_from("mail/anna/new/X", 5), ["mail/anna/new/X"]);
-        let lineage: Vec<String> = disk.lineage("mail/anna/cur/X:2,S").into_iter().collect();
+        let lineage: Vec<&str> = disk.lineage("mail/anna/cur/X:2,S").into_iter().collect();
         assert_eq!(lineage, ["mail/anna/cur/X:2,S", "mail/anna/new/X", "mail/anna/tmp/X"]);
     }
 }

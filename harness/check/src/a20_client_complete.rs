@@ -14,38 +14,38 @@ use std::collections::BTreeMap;
 
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     // (mailbox, msg) → deliveries that the mailbox still holds or that its owner deleted.
-    let mut held: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    let mut held: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
     let listed_last = last_listings(facts);
     for delivery in &facts.deliveries {
-        let deleted = facts.deleted_message(&delivery.mailbox, &delivery.msg);
-        let owed = !facts.live || listed_last.get(delivery.mailbox.as_str()).is_some_and(|&at| at > delivery.at);
+        let deleted = facts.deleted_message(delivery.mailbox, delivery.msg);
+        let owed = !facts.live || listed_last.get(delivery.mailbox).is_some_and(|&at| at > delivery.at);
         if owed && (facts.survives(delivery) || deleted) {
-            held.entry((delivery.mailbox.clone(), delivery.msg.clone())).or_default().push(delivery.at);
+            held.entry((delivery.mailbox, delivery.msg)).or_default().push(delivery.at);
         }
     }
-    let mut fetched: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    let mut fetched: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
     // (mailbox, msg) → (at, uidl) of every fetch, to recognise re-downloads after a restore.
-    let mut earlier: BTreeMap<(String, String), Vec<(usize, &str)>> = BTreeMap::new();
+    let mut earlier: BTreeMap<(&str, &str), Vec<(usize, &str)>> = BTreeMap::new();
     for fetch in &facts.fetches {
-        let key = (fetch.mailbox.clone(), fetch.msg.clone());
-        let before = earlier.entry(key.clone()).or_default();
+        let key = (fetch.mailbox, fetch.msg);
+        let before = earlier.entry(key).or_default();
         // The same message under another UIDL after a restore: the store had to renumber it.
-        let justified = before.iter().any(|(at, uidl)| *uidl != fetch.uidl && facts.restored_between(&fetch.mailbox, *at, fetch.at));
+        let justified = before.iter().any(|(at, uidl)| *uidl != fetch.uidl && facts.restored_between(fetch.mailbox, *at, fetch.at));
         let again_live = facts.live && before.iter().any(|(_, uidl)| *uidl == fetch.uidl);
-        before.push((fetch.at, &fetch.uidl));
+        before.push((fetch.at, fetch.uidl));
         if again_live {
             continue;
         }
         if !justified {
             fetched.entry(key).or_default().push(fetch.at);
         }
-        let submitted = facts.submitted.get(&fetch.msg).map(|(_, _, _, digest)| digest);
-        if submitted.is_some_and(|digest| digest != &fetch.digest) {
+        let submitted = facts.submitted.get(fetch.msg).map(|(_, _, _, digest)| *digest);
+        if submitted.is_some_and(|digest| digest != fetch.digest) {
             out.push(Violation::new("A20", format!("msg {} mailbox {}", fetch.msg, fetch.mailbox), "the client received bytes that differ from what the sender submitted", vec![fetch.at]));
         }
     }
     for ((mailbox, msg), delivered) in &held {
-        let copies = fetched.get(&(mailbox.clone(), msg.clone()));
+        let copies = fetched.get(&(*mailbox, *msg));
         let subject = format!("msg {msg} mailbox {mailbox}");
         match copies.map(Vec::len).unwrap_or(0) {
             0 if facts.reported.covers(mailbox, msg) => {}

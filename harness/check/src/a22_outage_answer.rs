@@ -87,8 +87,8 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     for (msg, (submitted, _, rcpts, _)) in &facts.submitted {
         let Some(policy) = facts.policy_of_message(msg) else { continue };
         let expected = expected_fate(policy, facts.records[*submitted].t_ms, outage);
-        for rcpt in rcpts {
-            let Some(outcomes) = facts.outcomes.get(&(msg.clone(), rcpt.clone())) else { continue };
+        for rcpt in rcpts.iter() {
+            let Some(outcomes) = facts.outcomes.get(&(*msg, rcpt.as_str())) else { continue };
             let Some(&(at, actual)) = outcomes.first() else { continue };
             let mismatch = match (expected, actual) {
                 (Fate::Delivered, Outcome::Expired) if !delayed_elsewhere(&failures_elsewhere, &facts.records[*submitted], at) => Some("returned on expiry, but its sender's policy outlives the outage"),

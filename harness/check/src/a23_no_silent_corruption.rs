@@ -23,7 +23,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
         while let Some(delivery) = deliveries.next_if(|d| d.at < fetch.at) {
             delivered.entry((&delivery.mailbox, &delivery.msg)).or_default().push((delivery.at, &delivery.digest));
         }
-        let listed_size = listed.get(&(fetch.mailbox.as_str(), fetch.uidl.as_str())).and_then(|sizes| sizes.iter().rev().find(|(at, _)| *at < fetch.at));
+        let listed_size = listed.get(&(fetch.mailbox, fetch.uidl)).and_then(|sizes| sizes.iter().rev().find(|(at, _)| *at < fetch.at));
         if let Some(&(listed_at, size)) = listed_size.filter(|(_, size)| *size != fetch.size) {
             out.push(Violation::new(
                 "A23",
@@ -33,14 +33,14 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
             ));
             continue;
         }
-        let Some(copies) = delivered.get(&(fetch.mailbox.as_str(), fetch.msg.as_str())) else { continue };
+        let Some(copies) = delivered.get(&(fetch.mailbox, fetch.msg)) else { continue };
         if copies.iter().any(|(_, digest)| *digest == fetch.digest) {
             continue;
         }
         let &(delivered_at, digest) = copies.last().expect("an entry holds at least one copy");
         let mut evidence = vec![delivered_at];
         // The device's faults on that file, for the reader.
-        let file = facts.deliveries.iter().find(|d| d.at == delivered_at).map(|d| d.file.as_str()).unwrap_or_default();
+        let file = facts.deliveries.iter().find(|d| d.at == delivered_at).map(|d| d.file).unwrap_or_default();
         // Under any name the file had (read mail moves from new/ into cur/).
         let last = |path: &str| path.rsplit('/').next().unwrap_or(path).to_string();
         let names: BTreeSet<String> = facts.disks.get("store").map(|disk| disk.lineage(file)).unwrap_or_default().iter().map(|path| last(path)).chain([last(file)]).collect();

@@ -47,9 +47,9 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
             _ => {}
         }
     }
-    let damaged = super::facts::device_damaged_names(facts.records);
+    let damaged = &facts.device_damaged;
     // digest → a message id, for the reader.
-    let msg_of: BTreeMap<&str, &str> = facts.deliveries.iter().map(|d| (d.digest.as_str(), d.msg.as_str())).chain(facts.fetches.iter().map(|f| (f.digest.as_str(), f.msg.as_str()))).collect();
+    let msg_of: BTreeMap<&str, &str> = facts.deliveries.iter().map(|d| (d.digest, d.msg)).chain(facts.fetches.iter().map(|f| (f.digest, f.msg))).collect();
     for (mailbox, (view_at, uidvalidity, shown)) in last_view {
         if last_change.get(mailbox).is_some_and(|changed| *changed > view_at) {
             continue;

@@ -77,10 +77,10 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
 fn check_held_mail(facts: &Facts, windows: &Windows, out: &mut Vec<Violation>) {
     let mut judged = std::collections::BTreeSet::new();
     for (ack_at, msg, rcpts, _, _) in facts.mx_acks() {
-        for rcpt in rcpts {
+        for rcpt in rcpts.iter() {
             let mailbox = Facts::mailbox_of(rcpt);
             let Some(list) = windows.get(&mailbox) else { continue };
-            if !judged.insert((msg.clone(), rcpt.clone())) {
+            if !judged.insert((*msg, rcpt.as_str())) {
                 continue;
             }
             let first_delivery = facts.deliveries_of(&mailbox, msg).map(|delivery| delivery.at).min();

@@ -15,7 +15,7 @@ use history::Event;
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     for (at, record) in facts.records.iter().enumerate() {
         let Event::ClientFetched { mailbox, msg, trace_for, .. } = &record.event else { continue };
-        let Some((submitted, _, rcpts, _)) = facts.submitted.get(msg) else { continue };
+        let Some((submitted, _, rcpts, _)) = facts.submitted.get(msg.as_str()) else { continue };
         let delivered = deliverable(&facts.records[*submitted].event, rcpts);
         for named in trace_for.iter().filter(|named| leaks(mailbox, named, &delivered)) {
             let why = format!("the copy in mailbox {mailbox} names another recipient, <{named}>, in a Received field's FOR clause");

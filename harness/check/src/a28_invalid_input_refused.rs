@@ -15,7 +15,7 @@ use history::{Event, InvalidParam, Stage};
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     for (at, record) in facts.records.iter().enumerate() {
         let Event::SmtpReply { msg, stage, rcpt, reply, .. } = &record.event else { continue };
-        let Some(&(submitted, ..)) = facts.submitted.get(msg) else { continue };
+        let Some(&(submitted, ..)) = facts.submitted.get(msg.as_str()) else { continue };
         let Event::Submit { invalid_param: Some(invalid), .. } = &facts.records[submitted].event else { continue };
         if reply.starts_with('2') && answers(invalid, *stage, rcpt.as_deref()) {
             let command = if invalid.stage == Stage::Mail { "MAIL".to_string() } else { format!("RCPT TO:<{}>", rcpt.as_deref().unwrap_or_default()) };

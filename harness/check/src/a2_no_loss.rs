@@ -16,8 +16,8 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
 fn check_mx_acceptances(facts: &Facts, out: &mut Vec<Violation>) {
     let mut judged = BTreeSet::new();
     for (at, msg, rcpts, _, _) in facts.mx_acks() {
-        for rcpt in rcpts {
-            if !judged.insert((msg.clone(), rcpt.clone())) {
+        for rcpt in rcpts.iter() {
+            if !judged.insert((*msg, rcpt.as_str())) {
                 continue;
             }
             let mailbox = Facts::mailbox_of(rcpt);
@@ -40,7 +40,7 @@ fn check_mx_acceptances(facts: &Facts, out: &mut Vec<Violation>) {
 /// In a live history (no client of ours recorded its deletions) a message the store
 /// removed at its owner's request (POP3 DELE and QUIT, IMAP EXPUNGE) reached its terminal state.
 fn expunged_live(facts: &Facts, delivery: &super::facts::Delivery) -> bool {
-    facts.live && facts.expunged.contains(&(delivery.mailbox.clone(), delivery.uidvalidity, delivery.uid))
+    facts.live && facts.expunged.contains(&(delivery.mailbox, delivery.uidvalidity, delivery.uid))
 }
 
 /// In a live history a server stops whenever its operator stops it: a message still in its
@@ -56,8 +56,8 @@ fn dsn_covers(facts: &Facts, msg: &str, rcpt: &str) -> bool {
 
 fn check_sender_queues(facts: &Facts, out: &mut Vec<Violation>) {
     for (msg, (at, _, rcpts, _)) in &facts.submitted {
-        for rcpt in rcpts {
-            let outcomes = facts.outcomes.get(&(msg.clone(), rcpt.clone()));
+        for rcpt in rcpts.iter() {
+            let outcomes = facts.outcomes.get(&(*msg, rcpt.as_str()));
             let subject = format!("msg {msg} rcpt {rcpt}");
             match outcomes.map(Vec::len).unwrap_or(0) {
                 1 => {}

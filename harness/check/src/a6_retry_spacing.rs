@@ -72,10 +72,10 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     let index = index(facts);
     let mut policies: BTreeMap<&str, Option<RetryPolicy>> = BTreeMap::new();
     for (msg, attempts) in &index.sender {
-        let Some(host) = facts.submitted_by.get(msg) else { continue };
+        let Some(host) = facts.submitted_by.get(msg.as_str()) else { continue };
         let Some(declared) = facts.policies.get(host) else { continue };
-        let policy = policies.entry(host.as_str()).or_insert_with(|| RetryPolicy::built_in(&declared.name, declared.time_scale)).as_ref();
-        let submit_ms = facts.submitted.get(msg).map(|(at, ..)| facts.records[*at].t_ms).unwrap_or(0);
+        let policy = policies.entry(host).or_insert_with(|| RetryPolicy::built_in(&declared.name, declared.time_scale)).as_ref();
+        let submit_ms = facts.submitted.get(msg.as_str()).map(|(at, ..)| facts.records[*at].t_ms).unwrap_or(0);
         let early = match policy {
             Some(policy) => too_early(policy, submit_ms, attempts, index.tick_ms),
             // Not a shipped policy: only the minimum it declared can be judged.

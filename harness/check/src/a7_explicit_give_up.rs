@@ -10,7 +10,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     for (at, record) in facts.records.iter().enumerate() {
         let Event::SenderOutcome { msg, rcpt, outcome: Outcome::Expired, .. } = &record.event else { continue };
         let Some(policy) = facts.policy_of_message(msg) else { continue };
-        let Some((submitted, ..)) = facts.submitted.get(msg) else { continue };
+        let Some((submitted, ..)) = facts.submitted.get(msg.as_str()) else { continue };
         let age_s = record.t_ms.saturating_sub(facts.records[*submitted].t_ms) as f64 / 1000.0;
         let subject = format!("msg {msg} rcpt {rcpt}");
         if policy.retries && age_s + 1.0 < policy.lifetime_s {
@@ -20,7 +20,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
         if !tried {
             out.push(Violation::new("A7", subject.clone(), "gave up without a single delivery attempt", vec![*submitted, at]));
         }
-        let is_bounce = facts.submitted.get(msg).is_some_and(|(_, from, ..)| from.is_empty());
+        let is_bounce = facts.submitted.get(msg.as_str()).is_some_and(|(_, from, ..)| from.is_empty());
         if !is_bounce && facts.failure_dsns(msg, rcpt).is_empty() {
             out.push(Violation::new("A7", subject, "gave up silently: no failure DSN went to the sender", vec![at]));
         }

@@ -11,14 +11,14 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
         if !mail_from.is_empty() {
             out.push(Violation::new("A9", format!("msg {msg}"), format!("a DSN was sent with MAIL FROM:<{mail_from}> instead of <>"), vec![at]));
         }
-        let original = facts.submitted.get(msg);
+        let original = facts.submitted.get(msg.as_str());
         if let Some((submitted, from, ..)) = original.filter(|(_, from, ..)| !from.is_empty() && !to.is_empty() && to != from) {
             out.push(Violation::new("A9", format!("msg {msg}"), format!("a DSN went to <{to}>, not to the original's envelope reverse-path <{from}>"), vec![*submitted, at]));
         }
         let original_is_bounce = original.map(|(_, from, ..)| from.is_empty());
         if original_is_bounce == Some(true) || to.is_empty() {
             let mut evidence = vec![at];
-            evidence.extend(facts.submitted.get(msg).map(|(submitted, ..)| *submitted));
+            evidence.extend(facts.submitted.get(msg.as_str()).map(|(submitted, ..)| *submitted));
             evidence.sort();
             out.push(Violation::new("A9", format!("msg {msg}"), "a DSN was generated for a message whose reverse-path is <> (a bounce of a bounce)", evidence));
         }

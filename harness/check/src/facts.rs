@@ -7,6 +7,7 @@ use mail::message;
 use history::RunOutput;
 use super::dsns::{self, Dsn};
 use super::wire::Wire;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A record index in the history.
@@ -21,33 +22,38 @@ pub enum DiskOp {
     Remove,
 }
 
+/// A host's disk operations, indexed. Paths are borrowed from the history's records (as are
+/// every name and key of the facts): building the facts copies no string.
 #[derive(Default)]
-pub struct HostDisk {
+pub struct HostDisk<'a> {
     /// Per path: operations on it, in history order.
-    pub by_path: BTreeMap<String, Vec<(At, DiskOp)>>,
-    /// Per directory: its fsyncs.
-    pub dir_syncs: BTreeMap<String, Vec<At>>,
+    pub by_path: FxHashMap<&'a str, Vec<(At, DiskOp)>>,
+    /// Per directory: its fsyncs, in history order.
+    pub dir_syncs: FxHashMap<&'a str, Vec<At>>,
     /// Per target path of a rename: the source path.
-    pub renamed_from: BTreeMap<String, Vec<(At, String)>>,
+    pub renamed_from: FxHashMap<&'a str, Vec<(At, &'a str)>>,
     /// Per source path of a rename: the target path.
-    pub renamed_to: BTreeMap<String, Vec<(At, String)>>,
+    pub renamed_to: FxHashMap<&'a str, Vec<(At, &'a str)>>,
 }
 
 /// Renames followed in one chain at most: a file moves tmp/ → new/ → cur/, a few steps.
 const MAX_RENAME_CHAIN: usize = 16;
 
-impl HostDisk {
+impl<'a> HostDisk<'a> {
     /// The names a file had from record `since` on, as the disk recorded its renames: `path`,
     /// then each later name it was renamed to (a message moved from new/ into cur/ once read).
     /// A crash may leave it under any of them until the rename was made durable.
-    pub fn names_from(&self, path: &str, since: At) -> Vec<String> {
-        let mut names = vec![path.to_string()];
+    pub fn names_from<'p>(&self, path: &'p str, since: At) -> Vec<&'p str>
+    where
+        'a: 'p,
+    {
+        let mut names = vec![path];
         let mut at = since;
         while names.len() < MAX_RENAME_CHAIN {
-            let current = &names[names.len() - 1];
+            let current = names[names.len() - 1];
             let Some((moved_at, to)) = self.renamed_to.get(current).and_then(|moves| moves.iter().find(|(moved_at, _)| *moved_at > at)) else { break };
             at = *moved_at;
-            names.push(to.clone());
+            names.push(to);
         }
         names
     }
@@ -56,7 +62,7 @@ impl HostDisk {
     /// its last name: no removal recorded after it got that name.
     pub fn kept(&self, path: &str, since: At) -> bool {
         let names = self.names_from(path, since);
-        let Some(last) = names.last() else { return false };
+        let Some(&last) = names.last() else { return false };
         let named_at = match names.len() {
             1 => since,
             _ => self.renamed_from.get(last).and_then(|moves| moves.iter().rev().map(|(at, _)| *at).next()).unwrap_or(since),
@@ -66,14 +72,17 @@ impl HostDisk {
     }
 
     /// Every name a file had, before and after `path`, as the disk recorded its renames.
-    pub fn lineage(&self, path: &str) -> BTreeSet<String> {
-        let mut names = BTreeSet::from([path.to_string()]);
-        let mut pending = vec![path.to_string()];
+    pub fn lineage<'p>(&self, path: &'p str) -> BTreeSet<&'p str>
+    where
+        'a: 'p,
+    {
+        let mut names = BTreeSet::from([path]);
+        let mut pending = vec![path];
         while let Some(name) = pending.pop() {
-            let next = self.renamed_to.get(&name).into_iter().chain(self.renamed_from.get(&name)).flatten();
-            for (_, other) in next {
-                if names.len() < MAX_RENAME_CHAIN && names.insert(other.clone()) {
-                    pending.push(other.clone());
+            let next = self.renamed_to.get(name).into_iter().chain(self.renamed_from.get(name)).flatten();
+            for &(_, other) in next {
+                if names.len() < MAX_RENAME_CHAIN && names.insert(other) {
+                    pending.push(other);
                 }
             }
         }
@@ -83,22 +92,22 @@ impl HostDisk {
 
 /// A message the store reported delivered, with the UID it gave (the store's numbers, which A17
 /// and A18 judge; how a UID is spelt in a UIDL is the store's business and nobody else's).
-pub struct Delivery {
+pub struct Delivery<'a> {
     pub at: At,
-    pub mailbox: String,
-    pub msg: String,
+    pub mailbox: &'a str,
+    pub msg: &'a str,
     pub uidvalidity: u64,
     pub uid: u64,
-    pub file: String,
-    pub digest: String,
+    pub file: &'a str,
+    pub digest: &'a str,
 }
 
-pub struct Fetch {
+pub struct Fetch<'a> {
     pub at: At,
-    pub mailbox: String,
-    pub uidl: String,
-    pub msg: String,
-    pub digest: String,
+    pub mailbox: &'a str,
+    pub uidl: &'a str,
+    pub msg: &'a str,
+    pub digest: &'a str,
     pub size: u64,
 }
 
@@ -128,92 +137,98 @@ impl SenderPolicy {
     }
 }
 
+/// An MX end-of-data decision: (at, msg, rcpts, queue file, reply).
+pub type DataEnd<'a> = (At, &'a str, &'a [String], Option<&'a str>, &'a str);
+
+/// A pair of names borrowed from the history: (msg, rcpt), (mailbox, msg), (mailbox, uidl), …
+pub type Pair<'a> = (&'a str, &'a str);
+
 pub struct Facts<'a> {
     pub records: &'a [Record],
     /// What crossed the servers' sockets: replies paired with the commands they answer.
     pub wire: Wire,
     /// Per provider host: its policy.
-    pub policies: BTreeMap<String, SenderPolicy>,
+    pub policies: BTreeMap<&'a str, SenderPolicy>,
     /// Per message: the host that submitted it.
-    pub submitted_by: BTreeMap<String, String>,
+    pub submitted_by: FxHashMap<&'a str, &'a str>,
     pub images: &'a BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     /// A live history (see `RunOutput::live`).
     pub live: bool,
     /// Judged from the outside (see `RunOutput::black_box`).
     pub black_box: bool,
     /// Submit per message: (at, from, rcpts, digest).
-    pub submitted: BTreeMap<String, (At, String, Vec<String>, String)>,
-    /// Every MX end-of-data decision: (at, msg, rcpts, queue file, reply).
-    pub mx_data_ends: Vec<(At, String, Vec<String>, Option<String>, String)>,
-    pub disks: BTreeMap<String, HostDisk>,
-    pub deliveries: Vec<Delivery>,
-    pub fetches: Vec<Fetch>,
+    pub submitted: BTreeMap<&'a str, (At, &'a str, &'a [String], &'a str)>,
+    /// Every MX end-of-data decision, in history order.
+    pub mx_data_ends: Vec<DataEnd<'a>>,
+    pub disks: BTreeMap<&'a str, HostDisk<'a>>,
+    pub deliveries: Vec<Delivery<'a>>,
+    pub fetches: Vec<Fetch<'a>>,
     /// (mailbox, uidl) → where the client asked for its deletion (DELE, then QUIT).
-    pub deleted: BTreeMap<(String, String), At>,
+    pub deleted: FxHashMap<Pair<'a>, At>,
     /// The same, where the server answered the QUIT with +OK.
-    pub deleted_confirmed: BTreeMap<(String, String), At>,
+    pub deleted_confirmed: FxHashMap<Pair<'a>, At>,
     /// (mailbox, msg) whose copy the client deleted: the UIDL it deleted is the one it had
     /// fetched the message under (identity from what crossed the wire, not from a UIDL spelling).
-    pub deleted_messages: BTreeSet<(String, String)>,
+    pub deleted_messages: FxHashSet<Pair<'a>>,
     /// (mailbox, uidvalidity, uid) the store removed at its owner's request (`StoreExpunging`):
     /// in a live history, where no client of ours records its DELE, the server's record of it.
-    pub expunged: BTreeSet<(String, u64, u64)>,
+    pub expunged: FxHashSet<(&'a str, u64, u64)>,
     /// Sender's terminal outcomes per (msg, rcpt).
-    pub outcomes: BTreeMap<(String, String), Vec<(At, Outcome)>>,
+    pub outcomes: FxHashMap<Pair<'a>, Vec<(At, Outcome)>>,
     /// Per (msg, rcpt): sender sessions in which the RCPT and the end of data both got 2xx.
-    pub sender_saw_ack: BTreeMap<(String, String), usize>,
-    /// Per (msg, rcpt): LMTP 2xx the queue runner saw, and completions it durably recorded.
-    pub lmtp_ok: BTreeMap<(String, String), Vec<At>>,
-    pub queue_recorded: BTreeMap<(String, String), Vec<At>>,
+    pub sender_saw_ack: BTreeMap<Pair<'a>, usize>,
+    /// Per (msg, rcpt): completions the queue runner durably recorded.
+    pub queue_recorded: FxHashMap<Pair<'a>, Vec<At>>,
     /// Per queue file: LMTP 2xx replies for it.
-    pub lmtp_ok_by_file: BTreeMap<String, Vec<At>>,
+    pub lmtp_ok_by_file: FxHashMap<&'a str, Vec<At>>,
     /// Every DSN, the remote senders' and the MX's (`dsns.rs`).
     pub dsns: Vec<Dsn>,
-    /// Per (msg, rcpt): the failure DSNs sent about it.
-    pub failure_dsns_of: BTreeMap<(String, String), Vec<At>>,
-    /// Per (msg, rcpt): any DSN (failure or delay) sent about it.
-    pub any_dsns_of: BTreeMap<(String, String), Vec<At>>,
+    /// Per (msg, rcpt): the failure DSNs sent about it (owned: a DSN's names are read from its
+    /// content, not borrowed from a record).
+    failure_dsns_of: BTreeMap<(String, String), Vec<At>>,
     /// Per message: its sender's attempts (where, and for which recipients).
-    pub attempts_of: BTreeMap<String, Vec<(At, Vec<String>)>>,
+    pub attempts_of: FxHashMap<&'a str, Vec<(At, &'a [String])>>,
     /// Per (queue file, rcpt): where the store's first 2xx for it was seen.
-    pub first_lmtp_ok: BTreeMap<(String, String), At>,
+    pub first_lmtp_ok: FxHashMap<Pair<'a>, At>,
     /// Per message: indices into `mx_data_ends` of its 2xx acknowledgements.
-    pub acks_of: BTreeMap<String, Vec<usize>>,
+    pub acks_of: FxHashMap<&'a str, Vec<usize>>,
     /// Per (directory, digest of the bytes): files of the store that appeared in that directory
     /// by rename or write, acknowledged or not, as the disk recorded them. A store that crashes
     /// after publishing a file but before its 2xx leaves such a copy (and the sender's retry
     /// makes a justified duplicate). A later move into another directory (read mail, into
     /// cur/) is the same copy, not another publication in the first.
-    pub published: BTreeMap<(String, String), BTreeSet<String>>,
+    pub published: FxHashMap<Pair<'a>, BTreeSet<&'a str>>,
     /// Per path on the store's disk: the digest of the bytes it holds (by write, or carried by
     /// a rename).
-    pub store_bytes: BTreeMap<String, String>,
-    /// (mailbox, msg) → indices into `deliveries`, in history order: the checkers look copies up
-    /// per accepted pair, and a scan per pair was quadratic (half the CPU of a 20k surge).
-    deliveries_by_pair: BTreeMap<(String, String), Vec<usize>>,
+    pub store_bytes: FxHashMap<&'a str, &'a str>,
+    /// msg → indices into `deliveries`, in history order: the checkers look copies up per
+    /// accepted (mailbox, msg), and a scan per pair was quadratic (half the CPU of a 20k surge).
+    deliveries_by_msg: FxHashMap<&'a str, Vec<usize>>,
     /// (mailbox, msg) its owner's client downloaded at least once.
-    fetched_pairs: BTreeSet<(String, String)>,
+    fetched_pairs: FxHashSet<Pair<'a>>,
     /// Every name a delivered copy had on the store's disk (its file, then where the store
     /// renamed it: read mail moves into cur/).
-    pub delivered_files: BTreeSet<String>,
+    pub delivered_files: FxHashSet<&'a str>,
     /// Every `StoreRecovered`, in history order.
-    pub recoveries: Vec<Recovery>,
+    pub recoveries: Vec<Recovery<'a>>,
     /// Every `StoreCorruption`: (at, mailbox, uid, file).
-    pub corruptions: Vec<(At, String, u64, String)>,
+    pub corruptions: Vec<(At, &'a str, u64, &'a str)>,
     /// Every `DiskDropped`: (at, host, op, path): a promise the device broke.
-    pub dropped: Vec<(At, String, String, String)>,
+    pub dropped: Vec<(At, &'a str, &'a str, &'a str)>,
     /// (at, host, fault, path): the device damaged a file's bytes by an injected fault (a torn,
     /// lost or misdirected write, bit rot) — damage no sync could have prevented.
-    pub device_damage: Vec<(At, String, String, String)>,
+    pub device_damage: Vec<(At, &'a str, &'a str, &'a str)>,
     /// Rollbacks of the store: (snapshot at, rollback at), both world `Fault` records.
     pub rollbacks: Vec<(Option<At>, At)>,
     /// Losses the run reported instead of hiding, per (mailbox, msg).
     pub reported: ReportedLosses,
+    /// `device_damaged_names` of the history, once.
+    pub device_damaged: BTreeSet<String>,
 }
 
-pub struct Recovery {
+pub struct Recovery<'a> {
     pub at: At,
-    pub mailbox: String,
+    pub mailbox: &'a str,
     pub uidvalidity: u64,
     pub uidnext: u64,
     pub restored: bool,
@@ -231,22 +246,31 @@ pub struct ReportedLosses {
 
 impl ReportedLosses {
     pub fn covers(&self, mailbox: &str, msg: &str) -> bool {
+        // Most runs report no loss at all: no key to build then.
+        if self.lost_to_rollback.is_empty() && self.damaged.is_empty() {
+            return false;
+        }
         let key = (mailbox.to_string(), msg.to_string());
         self.lost_to_rollback.contains(&key) || self.damaged.contains(&key)
     }
 
     /// From the history alone (the report uses it too).
     pub fn of(records: &[Record]) -> ReportedLosses {
+        ReportedLosses::with_damage(records, &device_damaged_names(records))
+    }
+
+    /// The same, given the names of the files the device damaged (`device_damaged_names`).
+    pub fn with_damage(records: &[Record], by_device: &BTreeSet<String>) -> ReportedLosses {
         let mut reported = ReportedLosses::default();
         let mut snapshot_at = None;
         let mut rollbacks = Vec::new();
         // (mailbox, file) → msg, following the store's renames of the file (read mail moves
         // into cur/); (mailbox, msg) → delivery and fetch positions.
-        let mut msg_of_file: BTreeMap<(String, String), String> = BTreeMap::new();
-        let mut delivered_file: BTreeMap<String, (String, String)> = BTreeMap::new();
-        let mut delivered: BTreeMap<(String, String), Vec<At>> = BTreeMap::new();
-        let mut fetched: BTreeSet<(String, String)> = BTreeSet::new();
-        let mut corrupt: Vec<(String, String)> = Vec::new();
+        let mut msg_of_file: BTreeMap<(&str, &str), &str> = BTreeMap::new();
+        let mut delivered_file: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+        let mut delivered: BTreeMap<(&str, &str), Vec<At>> = BTreeMap::new();
+        let mut fetched: BTreeSet<(&str, &str)> = BTreeSet::new();
+        let mut corrupt: Vec<(&str, &str)> = Vec::new();
         // Queue file → (msg, recipients not yet delivered); queue files found damaged.
         let mut queued: BTreeMap<&str, (&str, Vec<&str>)> = BTreeMap::new();
         let mut damaged_queue_files: Vec<&str> = Vec::new();
@@ -255,21 +279,21 @@ impl ReportedLosses {
                 Event::Fault { action } if is_snapshot(action) => snapshot_at = Some(at),
                 Event::Fault { action } if is_rollback(action) => rollbacks.push((snapshot_at, at)),
                 // A recognised retry is the first 2xx of a copy published just before a crash.
-                Event::StoreDelivered { mailbox, msg, file, .. } | Event::StoreRetryRecognised { mailbox, msg, file, .. } if !delivered_file.contains_key(file) => {
-                    msg_of_file.insert((mailbox.clone(), file.clone()), msg.clone());
-                    delivered_file.insert(file.clone(), (mailbox.clone(), msg.clone()));
-                    delivered.entry((mailbox.clone(), msg.clone())).or_default().push(at);
+                Event::StoreDelivered { mailbox, msg, file, .. } | Event::StoreRetryRecognised { mailbox, msg, file, .. } if !delivered_file.contains_key(file.as_str()) => {
+                    msg_of_file.insert((mailbox, file), msg);
+                    delivered_file.insert(file, (mailbox, msg));
+                    delivered.entry((mailbox, msg)).or_default().push(at);
                 }
                 Event::DiskRename { from, to } if record.host == "store" => {
-                    if let Some((mailbox, msg)) = delivered_file.get(from).cloned() {
-                        msg_of_file.insert((mailbox.clone(), to.clone()), msg.clone());
-                        delivered_file.insert(to.clone(), (mailbox, msg));
+                    if let Some(&(mailbox, msg)) = delivered_file.get(from.as_str()) {
+                        msg_of_file.insert((mailbox, to), msg);
+                        delivered_file.insert(to, (mailbox, msg));
                     }
                 }
                 Event::ClientFetched { mailbox, msg, .. } => {
-                    fetched.insert((mailbox.clone(), msg.clone()));
+                    fetched.insert((mailbox, msg));
                 }
-                Event::StoreCorruption { mailbox, file, .. } => corrupt.push((mailbox.clone(), file.clone())),
+                Event::StoreCorruption { mailbox, file, .. } => corrupt.push((mailbox, file)),
                 Event::MxDataEnd { queue_file: Some(file), msg, rcpts, reply, .. } if reply.starts_with('2') => {
                     queued.insert(file, (msg, rcpts.iter().map(String::as_str).collect()));
                 }
@@ -285,7 +309,6 @@ impl ReportedLosses {
         }
         // Damage is a reported loss only when the device caused it; damage the stack caused
         // itself (a partial file it published) stays a violation.
-        let by_device = device_damaged_names(records);
         for file in damaged_queue_files {
             let Some((msg, pending)) = queued.get(file).filter(|_| by_device.contains(file_name(file))) else { continue };
             for rcpt in pending {
@@ -293,12 +316,15 @@ impl ReportedLosses {
             }
         }
         for key in corrupt {
-            if !by_device.contains(file_name(&key.1)) {
+            if !by_device.contains(file_name(key.1)) {
                 continue;
             }
             if let Some(msg) = msg_of_file.get(&key) {
-                reported.damaged.insert((key.0, msg.clone()));
+                reported.damaged.insert((key.0.to_string(), msg.to_string()));
             }
+        }
+        if rollbacks.is_empty() {
+            return reported;
         }
         for (key, ats) in &delivered {
             if fetched.contains(key) {
@@ -307,7 +333,7 @@ impl ReportedLosses {
             // Every copy was delivered after a backup and erased by the restore to it.
             let erased = |at: &At| rollbacks.iter().any(|(snapshot, rollback)| snapshot.is_none_or(|s| s < *at) && at < rollback);
             if ats.iter().all(erased) {
-                reported.lost_to_rollback.insert(key.clone());
+                reported.lost_to_rollback.insert((key.0.to_string(), key.1.to_string()));
             }
         }
         reported
@@ -325,9 +351,9 @@ fn file_name(path: &str) -> &str {
 /// acknowledging them. A damaged file stays damaged under every name the disk renamed it to or
 /// from (a message read after the damage moves from new/ into cur/ under a longer name).
 pub fn device_damaged_names(records: &[Record]) -> BTreeSet<String> {
-    let mut damaged = BTreeSet::new();
-    let mut renamed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for record in records.iter().filter(|record| record.host == "store" || record.host == "mx") {
+    let on_disk = || records.iter().filter(|record| record.host == "store" || record.host == "mx");
+    let mut damaged: BTreeSet<&str> = BTreeSet::new();
+    for record in on_disk() {
         match &record.event {
             Event::DiskFault { fault, path, .. } if DAMAGING_FAULTS.contains(&fault.as_str()) => {
                 damaged.insert(damaged_name(path));
@@ -335,33 +361,40 @@ pub fn device_damaged_names(records: &[Record]) -> BTreeSet<String> {
             Event::DiskDropped { path, .. } => {
                 damaged.insert(damaged_name(path));
             }
-            Event::DiskRename { from, to } => {
-                let (from, to) = (damaged_name(from), damaged_name(to));
-                if from != to {
-                    renamed.entry(from.clone()).or_default().insert(to.clone());
-                    renamed.entry(to).or_default().insert(from);
-                }
-            }
             _ => {}
         }
     }
-    let mut pending: Vec<String> = damaged.iter().cloned().collect();
-    while let Some(name) = pending.pop() {
-        for other in renamed.get(&name).into_iter().flatten() {
-            if damaged.insert(other.clone()) {
-                pending.push(other.clone());
+    // Most runs damage nothing: the renames need following only when something was damaged.
+    if damaged.is_empty() {
+        return BTreeSet::new();
+    }
+    let mut renamed: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for record in on_disk() {
+        if let Event::DiskRename { from, to } = &record.event {
+            let (from, to) = (damaged_name(from), damaged_name(to));
+            if from != to {
+                renamed.entry(from).or_default().insert(to);
+                renamed.entry(to).or_default().insert(from);
             }
         }
     }
-    damaged
+    let mut pending: Vec<&str> = damaged.iter().copied().collect();
+    while let Some(name) = pending.pop() {
+        for &other in renamed.get(name).into_iter().flatten() {
+            if damaged.insert(other) {
+                pending.push(other);
+            }
+        }
+    }
+    damaged.into_iter().map(str::to_string).collect()
 }
 
 /// The name a damaged file keeps: its last component, less the `.tmp` of a queue file being
 /// rewritten (renamed over the queue file once written). Maildir names and queue names never
 /// meet, so one set serves both hosts.
-fn damaged_name(path: &str) -> String {
+fn damaged_name(path: &str) -> &str {
     let name = file_name(path);
-    name.strip_suffix(".tmp").unwrap_or(name).to_string()
+    name.strip_suffix(".tmp").unwrap_or(name)
 }
 
 /// The sender replies that are only consequences of an earlier failure in the same pipelined
@@ -406,11 +439,13 @@ pub fn is_rollback(action: &str) -> bool {
 
 impl<'a> Facts<'a> {
     pub fn build(output: &'a RunOutput) -> Facts<'a> {
+        let records = &output.history.records;
+        let device_damaged = device_damaged_names(records);
         let mut facts = Facts {
-            records: &output.history.records,
-            wire: Wire::read(&output.history.records),
+            records,
+            wire: Wire::read(records),
             policies: BTreeMap::new(),
-            submitted_by: BTreeMap::new(),
+            submitted_by: FxHashMap::default(),
             images: &output.images,
             live: output.live,
             black_box: output.black_box,
@@ -419,69 +454,64 @@ impl<'a> Facts<'a> {
             disks: BTreeMap::new(),
             deliveries: Vec::new(),
             fetches: Vec::new(),
-            deleted: BTreeMap::new(),
-            deleted_confirmed: BTreeMap::new(),
-            deleted_messages: BTreeSet::new(),
-            expunged: BTreeSet::new(),
-            outcomes: BTreeMap::new(),
+            deleted: FxHashMap::default(),
+            deleted_confirmed: FxHashMap::default(),
+            deleted_messages: FxHashSet::default(),
+            expunged: FxHashSet::default(),
+            outcomes: FxHashMap::default(),
             sender_saw_ack: BTreeMap::new(),
-            lmtp_ok: BTreeMap::new(),
-            queue_recorded: BTreeMap::new(),
-            lmtp_ok_by_file: BTreeMap::new(),
-            published: BTreeMap::new(),
-            store_bytes: BTreeMap::new(),
-            dsns: dsns::read(&output.history.records),
+            queue_recorded: FxHashMap::default(),
+            lmtp_ok_by_file: FxHashMap::default(),
+            published: FxHashMap::default(),
+            store_bytes: FxHashMap::default(),
+            dsns: dsns::read(records),
             failure_dsns_of: BTreeMap::new(),
-            any_dsns_of: BTreeMap::new(),
-            attempts_of: BTreeMap::new(),
-            first_lmtp_ok: BTreeMap::new(),
-            acks_of: BTreeMap::new(),
+            attempts_of: FxHashMap::default(),
+            first_lmtp_ok: FxHashMap::default(),
+            acks_of: FxHashMap::default(),
             recoveries: Vec::new(),
-            delivered_files: BTreeSet::new(),
-            deliveries_by_pair: BTreeMap::new(),
-            fetched_pairs: BTreeSet::new(),
+            delivered_files: FxHashSet::default(),
+            deliveries_by_msg: FxHashMap::default(),
+            fetched_pairs: FxHashSet::default(),
             corruptions: Vec::new(),
             dropped: Vec::new(),
             device_damage: Vec::new(),
             rollbacks: Vec::new(),
-            reported: ReportedLosses::of(&output.history.records),
+            reported: ReportedLosses::with_damage(records, &device_damaged),
+            device_damaged,
         };
         // Per sender session: recipients that got 2xx at RCPT.
-        let mut session_rcpts: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (at, record) in output.history.records.iter().enumerate() {
+        let mut session_rcpts: BTreeMap<&'a str, Vec<&'a str>> = BTreeMap::new();
+        for (at, record) in records.iter().enumerate() {
             facts.observe(at, record, &mut session_rcpts);
         }
         facts.index_dsns();
         for (index, delivery) in facts.deliveries.iter().enumerate() {
-            facts.deliveries_by_pair.entry((delivery.mailbox.clone(), delivery.msg.clone())).or_default().push(index);
+            facts.deliveries_by_msg.entry(delivery.msg).or_default().push(index);
         }
-        facts.fetched_pairs = facts.fetches.iter().map(|fetch| (fetch.mailbox.clone(), fetch.msg.clone())).collect();
+        facts.fetched_pairs = facts.fetches.iter().map(|fetch| (fetch.mailbox, fetch.msg)).collect();
         facts.rollbacks.retain(|(_, rollback)| *rollback != usize::MAX);
         facts.deleted_messages = facts.messages_deleted();
         facts
     }
 
     fn index_dsns(&mut self) {
-        for dsn in &self.dsns {
+        for dsn in self.dsns.iter().filter(|dsn| dsn.kind == "failure") {
             for rcpt in &dsn.rcpts {
-                let key = (dsn.msg.clone(), rcpt.clone());
-                if dsn.kind == "failure" {
-                    self.failure_dsns_of.entry(key.clone()).or_default().push(dsn.at);
-                }
-                self.any_dsns_of.entry(key).or_default().push(dsn.at);
+                self.failure_dsns_of.entry((dsn.msg.clone(), rcpt.clone())).or_default().push(dsn.at);
             }
         }
     }
 
-    fn observe(&mut self, at: At, record: &Record, session_rcpts: &mut BTreeMap<String, Vec<String>>) {
+    fn observe(&mut self, at: At, record: &'a Record, session_rcpts: &mut BTreeMap<&'a str, Vec<&'a str>>) {
         match &record.event {
             Event::Submit { msg, from, rcpts, digest, .. } => {
-                self.submitted.insert(msg.clone(), (at, from.clone(), rcpts.clone(), digest.clone()));
-                self.submitted_by.insert(msg.clone(), record.host.clone());
+                self.submitted.insert(msg, (at, from, rcpts, digest));
+                self.submitted_by.insert(msg, &record.host);
             }
             Event::SenderPolicy { .. } => {
                 if let Some(policy) = SenderPolicy::of(&record.event) {
-                    self.policies.insert(record.host.clone(), policy);
+                    self.policies.insert(&record.host, policy);
                 }
             }
             Event::SmtpReply { session, msg, stage, rcpt, reply } => {
@@ -489,78 +519,70 @@ impl<'a> Facts<'a> {
                 match (stage, rcpt) {
                     (Stage::Rcpt, Some(rcpt)) if ok => {
                         // A client that names a recipient twice still sees one acknowledgement.
-                        let accepted = session_rcpts.entry(session.clone()).or_default();
-                        if !accepted.contains(rcpt) {
-                            accepted.push(rcpt.clone());
+                        let accepted = session_rcpts.entry(session).or_default();
+                        if !accepted.contains(&rcpt.as_str()) {
+                            accepted.push(rcpt);
                         }
                     }
                     (Stage::DataEnd, _) if ok => {
-                        for rcpt in session_rcpts.get(session).cloned().unwrap_or_default() {
-                            *self.sender_saw_ack.entry((msg.clone(), rcpt)).or_default() += 1;
+                        for &rcpt in session_rcpts.get(session.as_str()).into_iter().flatten() {
+                            *self.sender_saw_ack.entry((msg, rcpt)).or_default() += 1;
                         }
                     }
                     _ => {}
                 }
             }
             Event::SenderOutcome { msg, rcpt, outcome, .. } => {
-                self.outcomes.entry((msg.clone(), rcpt.clone())).or_default().push((at, *outcome));
+                self.outcomes.entry((msg, rcpt)).or_default().push((at, *outcome));
             }
             Event::MxDataEnd { msg, rcpts, queue_file, reply, .. } => {
                 if reply.starts_with('2') {
-                    self.acks_of.entry(msg.clone()).or_default().push(self.mx_data_ends.len());
+                    self.acks_of.entry(msg).or_default().push(self.mx_data_ends.len());
                 }
-                self.mx_data_ends.push((at, msg.clone(), rcpts.clone(), queue_file.clone(), reply.clone()));
+                self.mx_data_ends.push((at, msg, rcpts, queue_file.as_deref(), reply));
             }
-            Event::LmtpReply { queue_file, msg, rcpt, reply } if reply.starts_with('2') => {
-                self.lmtp_ok.entry((msg.clone(), rcpt.clone())).or_default().push(at);
-                self.lmtp_ok_by_file.entry(queue_file.clone()).or_default().push(at);
-                self.first_lmtp_ok.entry((queue_file.clone(), rcpt.clone())).or_insert(at);
+            Event::LmtpReply { queue_file, rcpt, reply, .. } if reply.starts_with('2') => {
+                self.lmtp_ok_by_file.entry(queue_file).or_default().push(at);
+                self.first_lmtp_ok.entry((queue_file, rcpt)).or_insert(at);
             }
             Event::SmtpAttempt { msg, rcpts, .. } => {
-                self.attempts_of.entry(msg.clone()).or_default().push((at, rcpts.clone()));
+                self.attempts_of.entry(msg).or_default().push((at, rcpts));
             }
             Event::QueueRecorded { msg, done, .. } => {
                 for rcpt in done {
-                    self.queue_recorded.entry((msg.clone(), rcpt.clone())).or_default().push(at);
+                    self.queue_recorded.entry((msg, rcpt)).or_default().push(at);
                 }
             }
             Event::StoreDelivered { mailbox, msg, uidvalidity, uid, file, digest, .. } => {
-                self.delivered_files.insert(file.clone());
-                self.deliveries.push(Delivery { at, mailbox: mailbox.clone(), msg: msg.clone(), uidvalidity: *uidvalidity, uid: *uid, file: file.clone(), digest: digest.clone() });
+                self.delivered_files.insert(file);
+                self.deliveries.push(Delivery { at, mailbox, msg, uidvalidity: *uidvalidity, uid: *uid, file, digest });
             }
             // The first 2xx for a copy the store published just before a crash (its reply never
             // went out) comes when it recognises the MX's retry after the restart: that 2xx is
             // the copy's delivery. A retry of a copy already delivered adds nothing.
-            Event::StoreRetryRecognised { mailbox, msg, uidvalidity, uid, file, digest, .. } if !self.delivered_files.contains(file) => {
-                self.delivered_files.insert(file.clone());
-                self.deliveries.push(Delivery { at, mailbox: mailbox.clone(), msg: msg.clone(), uidvalidity: *uidvalidity, uid: *uid, file: file.clone(), digest: digest.clone() });
+            Event::StoreRetryRecognised { mailbox, msg, uidvalidity, uid, file, digest, .. } if !self.delivered_files.contains(file.as_str()) => {
+                self.delivered_files.insert(file);
+                self.deliveries.push(Delivery { at, mailbox, msg, uidvalidity: *uidvalidity, uid: *uid, file, digest });
             }
-            Event::ClientFetched { mailbox, uidl, msg, digest, size, .. } => self.fetches.push(Fetch {
-                at,
-                mailbox: mailbox.clone(),
-                uidl: uidl.clone(),
-                msg: msg.clone(),
-                digest: digest.clone(),
-                size: *size,
-            }),
+            Event::ClientFetched { mailbox, uidl, msg, digest, size, .. } => self.fetches.push(Fetch { at, mailbox, uidl, msg, digest, size: *size }),
             Event::ClientDeleted { mailbox, uidls, confirmed } => {
                 for uidl in uidls {
-                    self.deleted.insert((mailbox.clone(), uidl.clone()), at);
+                    self.deleted.insert((mailbox, uidl), at);
                     if *confirmed {
-                        self.deleted_confirmed.insert((mailbox.clone(), uidl.clone()), at);
+                        self.deleted_confirmed.insert((mailbox, uidl), at);
                     }
                 }
             }
             Event::StoreRecovered { mailbox, uidvalidity, uidnext, restored, .. } => {
-                self.recoveries.push(Recovery { at, mailbox: mailbox.clone(), uidvalidity: *uidvalidity, uidnext: *uidnext, restored: *restored })
+                self.recoveries.push(Recovery { at, mailbox, uidvalidity: *uidvalidity, uidnext: *uidnext, restored: *restored })
             }
             Event::StoreExpunging { mailbox, uidvalidity, uid, .. } => {
-                self.expunged.insert((mailbox.clone(), *uidvalidity, *uid));
+                self.expunged.insert((mailbox, *uidvalidity, *uid));
             }
-            Event::StoreCorruption { mailbox, uid, file } => self.corruptions.push((at, mailbox.clone(), *uid, file.clone())),
-            Event::DiskDropped { op, path } => self.dropped.push((at, record.host.clone(), op.clone(), path.clone())),
+            Event::StoreCorruption { mailbox, uid, file } => self.corruptions.push((at, mailbox, *uid, file)),
+            Event::DiskDropped { op, path } => self.dropped.push((at, &record.host, op, path)),
             Event::DiskFault { fault, path, .. } if DAMAGING_FAULTS.contains(&fault.as_str()) => {
-                self.device_damage.push((at, record.host.clone(), fault.clone(), path.clone()));
+                self.device_damage.push((at, &record.host, fault, path));
             }
             Event::Fault { action } if is_snapshot(action) => self.rollbacks.push((Some(at), usize::MAX)),
             Event::Fault { action } if is_rollback(action) => match self.rollbacks.last_mut() {
@@ -572,30 +594,33 @@ impl<'a> Facts<'a> {
     }
 
     /// Follows the store's bytes by digest: identities from what the disk saw, not file names.
-    fn observe_store_bytes(&mut self, event: &Event) {
-        let (path, digest) = match event {
-            Event::DiskWrite { path, digest, .. } => (path, digest.clone()),
-            Event::DiskRename { from, to } => match self.store_bytes.get(from) {
-                Some(digest) => (to, digest.clone()),
+    fn observe_store_bytes(&mut self, event: &'a Event) {
+        let (path, digest): (&'a str, &'a str) = match event {
+            Event::DiskWrite { path, digest, .. } => (path, digest),
+            Event::DiskRename { from, to } => match self.store_bytes.get(from.as_str()) {
+                Some(&digest) => (to, digest),
                 None => return,
             },
             _ => return,
         };
-        self.published.entry((history::parent(path).to_string(), digest.clone())).or_default().insert(path.clone());
-        self.store_bytes.insert(path.clone(), digest);
+        self.published.entry((history::parent(path), digest)).or_default().insert(path);
+        self.store_bytes.insert(path, digest);
     }
 
-    fn observe_disk(&mut self, at: At, record: &Record) {
+    fn observe_disk(&mut self, at: At, record: &'a Record) {
+        if !matches!(record.event, Event::DiskWrite { .. } | Event::DiskSync { .. } | Event::DiskRemove { .. } | Event::DiskRename { .. } | Event::DiskDirSync { .. }) {
+            return;
+        }
         if record.host == "store" {
             self.observe_store_bytes(&record.event);
             if let Event::DiskRename { from, to } = &record.event {
-                if self.delivered_files.contains(from) {
-                    self.delivered_files.insert(to.clone());
+                if self.delivered_files.contains(from.as_str()) {
+                    self.delivered_files.insert(to);
                 }
             }
         }
-        let disk = self.disks.entry(record.host.clone()).or_default();
-        let mut op = |path: &str, kind: DiskOp| disk.by_path.entry(path.to_string()).or_default().push((at, kind));
+        let disk = self.disks.entry(&record.host).or_default();
+        let mut op = |path: &'a str, kind: DiskOp| disk.by_path.entry(path).or_default().push((at, kind));
         match &record.event {
             Event::DiskWrite { path, .. } => op(path, DiskOp::Write),
             Event::DiskSync { path } => op(path, DiskOp::Sync),
@@ -603,16 +628,16 @@ impl<'a> Facts<'a> {
             Event::DiskRename { from, to } => {
                 op(from, DiskOp::RenamedFrom);
                 op(to, DiskOp::RenamedTo);
-                disk.renamed_from.entry(to.clone()).or_default().push((at, from.clone()));
-                disk.renamed_to.entry(from.clone()).or_default().push((at, to.clone()));
+                disk.renamed_from.entry(to).or_default().push((at, from));
+                disk.renamed_to.entry(from).or_default().push((at, to));
             }
-            Event::DiskDirSync { dir } => disk.dir_syncs.entry(dir.clone()).or_default().push(at),
+            Event::DiskDirSync { dir } => disk.dir_syncs.entry(dir).or_default().push(at),
             _ => {}
         }
     }
 
-    /// Messages the MX acknowledged (2xx at end of data): (at, msg, rcpts, queue file).
-    pub fn mx_acks(&self) -> impl Iterator<Item = &(At, String, Vec<String>, Option<String>, String)> {
+    /// Messages the MX acknowledged (2xx at end of data): (at, msg, rcpts, queue file, reply).
+    pub fn mx_acks(&self) -> impl Iterator<Item = &DataEnd<'a>> {
         self.mx_data_ends.iter().filter(|(_, _, _, _, reply)| reply.starts_with('2'))
     }
 
@@ -623,20 +648,20 @@ impl<'a> Facts<'a> {
 
     /// Whether the mailbox's client deleted (its copy of) this message.
     pub fn deleted_message(&self, mailbox: &str, msg: &str) -> bool {
-        self.deleted_messages.contains(&(mailbox.to_string(), msg.to_string()))
+        self.deleted_messages.contains(&(mailbox, msg))
     }
 
     /// (mailbox, msg) of every deletion: a deleted UIDL names the message last fetched under it.
-    fn messages_deleted(&self) -> BTreeSet<(String, String)> {
-        let mut fetched_under: BTreeMap<(&str, &str), Vec<(At, &str)>> = BTreeMap::new();
+    fn messages_deleted(&self) -> FxHashSet<Pair<'a>> {
+        let mut fetched_under: FxHashMap<Pair<'a>, Vec<(At, &'a str)>> = FxHashMap::default();
         for fetch in &self.fetches {
-            fetched_under.entry((&fetch.mailbox, &fetch.uidl)).or_default().push((fetch.at, &fetch.msg));
+            fetched_under.entry((fetch.mailbox, fetch.uidl)).or_default().push((fetch.at, fetch.msg));
         }
-        let mut deleted = BTreeSet::new();
-        for ((mailbox, uidl), deleted_at) in &self.deleted {
-            let fetches = fetched_under.get(&(mailbox.as_str(), uidl.as_str()));
-            if let Some((_, msg)) = fetches.and_then(|list| list.iter().rev().find(|(at, _)| at < deleted_at)) {
-                deleted.insert((mailbox.clone(), msg.to_string()));
+        let mut deleted = FxHashSet::default();
+        for (&(mailbox, uidl), deleted_at) in &self.deleted {
+            let fetches = fetched_under.get(&(mailbox, uidl));
+            if let Some(&(_, msg)) = fetches.and_then(|list| list.iter().rev().find(|(at, _)| at < deleted_at)) {
+                deleted.insert((mailbox, msg));
             }
         }
         deleted
@@ -649,12 +674,12 @@ impl<'a> Facts<'a> {
     /// rename away from it (a kill -9 keeps what the process wrote; a power cut is not judged).
     pub fn survives(&self, delivery: &Delivery) -> bool {
         if self.live {
-            return self.disks.get("store").is_some_and(|disk| disk.kept(&delivery.file, delivery.at));
+            return self.disks.get("store").is_some_and(|disk| disk.kept(delivery.file, delivery.at));
         }
         let Some(image) = self.image("store") else { return false };
         match self.disks.get("store") {
-            Some(disk) => disk.names_from(&delivery.file, delivery.at).iter().any(|name| image.contains_key(name)),
-            None => image.contains_key(&delivery.file),
+            Some(disk) => disk.names_from(delivery.file, delivery.at).iter().any(|&name| image.contains_key(name)),
+            None => image.contains_key(delivery.file),
         }
     }
 
@@ -665,6 +690,9 @@ impl<'a> Facts<'a> {
 
     /// Failure DSNs sent about (msg, rcpt).
     pub fn failure_dsns(&self, msg: &str, rcpt: &str) -> &[At] {
+        if self.failure_dsns_of.is_empty() {
+            return &[];
+        }
         self.failure_dsns_of.get(&(msg.to_string(), rcpt.to_string())).map(Vec::as_slice).unwrap_or(&[])
     }
 
@@ -674,8 +702,8 @@ impl<'a> Facts<'a> {
         attempts.iter().find(|(at, rcpts)| (from..to).contains(at) && rcpts.iter().any(|r| r == rcpt)).map(|(at, _)| *at)
     }
 
-    /// The MX's 2xx acknowledgements of a message: (at, rcpts).
-    pub fn acks_of_message(&self, msg: &str) -> impl Iterator<Item = &(At, String, Vec<String>, Option<String>, String)> {
+    /// The MX's 2xx acknowledgements of a message.
+    pub fn acks_of_message(&self, msg: &str) -> impl Iterator<Item = &DataEnd<'a>> {
         self.acks_of.get(msg).into_iter().flatten().filter_map(|&index| self.mx_data_ends.get(index))
     }
 
@@ -685,9 +713,9 @@ impl<'a> Facts<'a> {
     }
 
     /// The digests of everything the MX accepted, for byte-identity checks.
-    pub fn accepted_digests(&self) -> BTreeSet<&str> {
-        let accepted: BTreeSet<&str> = self.mx_acks().map(|(_, msg, ..)| msg.as_str()).collect();
-        self.submitted.iter().filter(|(msg, _)| accepted.contains(msg.as_str())).map(|(_, (_, _, _, digest))| digest.as_str()).collect()
+    pub fn accepted_digests(&self) -> BTreeSet<&'a str> {
+        let accepted: BTreeSet<&str> = self.mx_acks().map(|(_, msg, ..)| *msg).collect();
+        self.submitted.iter().filter(|(msg, _)| accepted.contains(*msg)).map(|(_, (_, _, _, digest))| *digest).collect()
     }
 
     pub fn digest_of_file(bytes: &[u8]) -> String {
@@ -706,27 +734,27 @@ impl<'a> Facts<'a> {
         self.recoveries.iter().any(|r| r.restored && r.mailbox == mailbox && from < r.at && r.at < to)
     }
 
-    /// How many distinct files of this message were published into the mailbox: at least the
-    /// acknowledged deliveries, plus copies of the same bytes published into the same directory
-    /// just before a crash.
     /// Whether the owner of `mailbox` downloaded `msg` at least once.
     pub fn fetched(&self, mailbox: &str, msg: &str) -> bool {
-        self.fetched_pairs.contains(&(mailbox.to_string(), msg.to_string()))
+        self.fetched_pairs.contains(&(mailbox, msg))
     }
 
     /// The copies the store delivered of `msg` into `mailbox`, in history order.
-    pub fn deliveries_of(&self, mailbox: &str, msg: &str) -> impl Iterator<Item = &Delivery> {
-        let indices = self.deliveries_by_pair.get(&(mailbox.to_string(), msg.to_string()));
-        indices.into_iter().flatten().map(|&index| &self.deliveries[index])
+    pub fn deliveries_of<'s, 'm>(&'s self, mailbox: &'m str, msg: &str) -> impl Iterator<Item = &'s Delivery<'a>> + use<'s, 'm, 'a> {
+        let indices: &[usize] = self.deliveries_by_msg.get(msg).map(Vec::as_slice).unwrap_or(&[]);
+        indices.iter().map(|&index| &self.deliveries[index]).filter(move |delivery| delivery.mailbox == mailbox)
     }
 
+    /// How many distinct files of this message were published into the mailbox: at least the
+    /// acknowledged deliveries, plus copies of the same bytes published into the same directory
+    /// just before a crash.
     pub fn published_copies(&self, mailbox: &str, msg: &str) -> usize {
-        let mut files = BTreeSet::new();
+        let mut files: BTreeSet<&str> = BTreeSet::new();
         for delivery in self.deliveries_of(mailbox, msg) {
-            files.insert(delivery.file.clone());
-            let Some(digest) = self.store_bytes.get(&delivery.file) else { continue };
-            if let Some(same) = self.published.get(&(history::parent(&delivery.file).to_string(), digest.clone())) {
-                files.extend(same.iter().cloned());
+            files.insert(delivery.file);
+            let Some(&digest) = self.store_bytes.get(delivery.file) else { continue };
+            if let Some(same) = self.published.get(&(history::parent(delivery.file), digest)) {
+                files.extend(same.iter().copied());
             }
         }
         files.len()

@@ -253,7 +253,7 @@ fn blame(facts: &Facts, violations: &mut [Violation]) {
 fn files_of(facts: &Facts, violation: &Violation) -> Vec<String> {
     let mut files = files_named_by(facts, violation);
     if let Some(disk) = facts.disks.get("store") {
-        let renamed: Vec<String> = files.iter().flat_map(|file| disk.lineage(file)).collect();
+        let renamed: Vec<String> = files.iter().flat_map(|file| disk.lineage(file)).map(str::to_string).collect();
         files.extend(renamed);
         files.sort();
         files.dedup();
@@ -288,7 +288,7 @@ fn files_named_by(facts: &Facts, violation: &Violation) -> Vec<String> {
                 let Some(mailbox) = mailbox else { continue };
                 let fetched = facts.fetches.iter().filter(|fetch| fetch.mailbox == mailbox && fetch.uidl == uidl);
                 for fetch in fetched {
-                    files.extend(facts.deliveries_of(mailbox, &fetch.msg).map(|d| d.file.clone()));
+                    files.extend(facts.deliveries_of(mailbox, fetch.msg).map(|d| d.file.to_string()));
                 }
             }
             _ => {}

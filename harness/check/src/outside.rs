@@ -27,13 +27,13 @@ pub fn no_loss(facts: &Facts, out: &mut Vec<Violation>) {
 
 pub fn duplicates(facts: &Facts, out: &mut Vec<Violation>) {
     // (mailbox, msg) → the distinct UIDLs it was downloaded under, with the first download of each.
-    let mut copies: BTreeMap<(String, String), BTreeMap<String, At>> = BTreeMap::new();
+    let mut copies: BTreeMap<(&str, &str), BTreeMap<&str, At>> = BTreeMap::new();
     for fetch in &facts.fetches {
-        copies.entry((fetch.mailbox.clone(), fetch.msg.clone())).or_default().entry(fetch.uidl.clone()).or_insert(fetch.at);
+        copies.entry((fetch.mailbox, fetch.msg)).or_default().entry(fetch.uidl).or_insert(fetch.at);
     }
     let handed = handed_over(facts);
     for ((mailbox, msg), uidls) in copies.into_iter().filter(|(_, uidls)| uidls.len() > 1) {
-        let allowed = handed.get(&(msg.clone(), mailbox.clone())).copied().unwrap_or(0).max(1);
+        let allowed = handed.get(&(msg.to_string(), mailbox.to_string())).copied().unwrap_or(0).max(1);
         if uidls.len() > allowed {
             let explanation = format!("the mailbox's clients got the message under {} UIDLs, but the sender handed it over {allowed} time(s) for this recipient", uidls.len());
             out.push(Violation::new("A13", format!("msg {msg} mailbox {mailbox}"), explanation, uidls.values().copied().collect()));
@@ -74,7 +74,7 @@ fn handed_over(facts: &Facts) -> BTreeMap<(String, String), usize> {
     let rcpts_of = attempts(facts);
     let mut handed: BTreeMap<(String, String), usize> = BTreeMap::new();
     for ((msg, rcpt), acks) in &facts.sender_saw_ack {
-        *handed.entry((msg.clone(), Facts::mailbox_of(rcpt))).or_default() += acks;
+        *handed.entry((msg.to_string(), Facts::mailbox_of(rcpt))).or_default() += acks;
     }
     for record in facts.records {
         if let Event::SmtpFailure { session, msg, stage: Stage::DataEnd, .. } = &record.event {
