@@ -13,7 +13,8 @@
 use super::facts::{At, Facts};
 use super::Violation;
 use history::Event;
-use std::collections::{BTreeMap, BTreeSet};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::BTreeMap;
 
 #[derive(Default)]
 struct Validity {
@@ -31,12 +32,12 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
         match &record.event {
             Event::StoreDelivered { mailbox, uidvalidity, uid, digest, .. } => {
                 let validity = state.entry((mailbox.clone(), *uidvalidity)).or_default();
-                let subject = format!("mailbox {mailbox} uidl {uidvalidity}.{uid}");
+                let subject = || format!("mailbox {mailbox} uidl {uidvalidity}.{uid}");
                 if let Some((first_at, first_digest)) = validity.named.get(uid) {
                     let what = if first_digest == digest { "the same message was delivered again under a UID already issued" } else { "a UID already issued was issued again, for other content" };
-                    out.push(Violation::new("A17", subject, format!("{what} (UIDVALIDITY {uidvalidity} unchanged)"), vec![*first_at, at]));
+                    out.push(Violation::new("A17", subject(), format!("{what} (UIDVALIDITY {uidvalidity} unchanged)"), vec![*first_at, at]));
                 } else if let Some((highest, highest_at)) = validity.highest.filter(|(highest, _)| uid < highest) {
-                    out.push(Violation::new("A17", subject, format!("UID {uid} issued after UID {highest}: UIDs must strictly increase"), vec![highest_at, at]));
+                    out.push(Violation::new("A17", subject(), format!("UID {uid} issued after UID {highest}: UIDs must strictly increase"), vec![highest_at, at]));
                 }
                 validity.named.entry(*uid).or_insert((at, digest.clone()));
                 if validity.highest.is_none_or(|(highest, _)| *uid > highest) {
@@ -61,7 +62,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     }
     visible_in_order(facts, out);
     // One UIDL, one content: what clients received under it.
-    let mut first_fetch: BTreeMap<(&str, &str), (At, &str)> = BTreeMap::new();
+    let mut first_fetch: FxHashMap<(&str, &str), (At, &str)> = FxHashMap::default();
     for fetch in &facts.fetches {
         match first_fetch.get(&(fetch.mailbox, fetch.uidl)) {
             None => {
@@ -87,11 +88,11 @@ fn visible_in_order(facts: &Facts, out: &mut Vec<Violation>) {
     // so their UIDLs are not judged here (A13 and A20 judge the duplicate itself).
     // A restore renumbers what it brings back without a new delivery, so a UIDL fetched after a
     // restore is not judged by the UID of a delivery before it (A18 judges the restore).
-    let mut copies: BTreeMap<(&str, &str, &str), Vec<(At, u64, u64)>> = BTreeMap::new();
+    let mut copies: FxHashMap<(&str, &str, &str), Vec<(At, u64, u64)>> = FxHashMap::default();
     for d in &facts.deliveries {
         copies.entry((&d.mailbox, &d.msg, &d.digest)).or_default().push((d.at, d.uidvalidity, d.uid));
     }
-    let mut named: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
+    let mut named: FxHashMap<(&str, &str), (u64, u64)> = FxHashMap::default();
     for fetch in &facts.fetches {
         let Some([(delivered_at, uidvalidity, uid)]) = copies.get(&(fetch.mailbox, fetch.msg, fetch.digest)).map(Vec::as_slice) else { continue };
         // A copy published just before a crash has no delivery record of its own: with two
@@ -104,7 +105,7 @@ fn visible_in_order(facts: &Facts, out: &mut Vec<Violation>) {
         }
     }
     // Per mailbox: the UIDLs its client has listed, and per UIDVALIDITY the highest UID listed.
-    let mut listed: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut listed: FxHashMap<&str, FxHashSet<&str>> = FxHashMap::default();
     let mut highest: BTreeMap<(&str, u64), (u64, At)> = BTreeMap::new();
     for (at, record) in facts.records.iter().enumerate() {
         match &record.event {

@@ -64,7 +64,10 @@ fn persists(facts: &Facts, out: &mut Vec<Violation>) {
             if facts.restored_between(mailbox, before_at, at) {
                 continue;
             }
-            for uidl in before.into_iter().filter(|uidl| !now.contains(uidl)) {
+            // A set: a listing holds every message the mailbox keeps, and a scan of it per
+            // UIDL was quadratic in the mailbox's size.
+            let listed_now: rustc_hash::FxHashSet<&str> = now.iter().copied().collect();
+            for uidl in before.into_iter().filter(|uidl| !listed_now.contains(uidl)) {
                 if facts.deleted.contains_key(&(mailbox.as_str(), uidl)) {
                     continue;
                 }

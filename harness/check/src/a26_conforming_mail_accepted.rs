@@ -23,7 +23,7 @@ use super::facts::Facts;
 use super::reply::{codes, subject};
 use super::Violation;
 use history::{Event, InvalidParam, Stage};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 /// A sender's transaction so far: MAIL accepted, some RCPT accepted.
 #[derive(Default)]
@@ -35,9 +35,9 @@ struct Open {
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     let served = served_domains(facts);
     let mut refusing_all = false;
-    let mut open: BTreeMap<&str, Open> = BTreeMap::new();
+    let mut open: rustc_hash::FxHashMap<&str, Open> = rustc_hash::FxHashMap::default();
     // A pipelined 503 after a refused MAIL refuses the sequence, not the postmaster (RFC 2920).
-    let consequences = super::facts::pipelining_consequences(facts.records);
+    let consequences = &facts.pipelining_consequences;
     for (at, record) in facts.records.iter().enumerate() {
         match &record.event {
             Event::Operator { mode } => refusing_all = mode == "5xx-bounce",
@@ -101,11 +101,16 @@ fn judge_data_end(facts: &Facts, at: usize, msg: &str, reply: &str, out: &mut Ve
 
 /// Domains the MX took mail for: some recipient there got a 2xx at RCPT.
 fn served_domains(facts: &Facts) -> BTreeSet<String> {
-    let accepted = facts.records.iter().filter_map(|record| match &record.event {
-        Event::SmtpReply { stage: Stage::Rcpt, rcpt: Some(rcpt), reply, .. } if reply.starts_with('2') => rcpt.rsplit_once('@').map(|(_, domain)| domain.to_ascii_lowercase()),
-        _ => None,
-    });
-    accepted.collect()
+    let mut served = BTreeSet::new();
+    for record in facts.records {
+        let Event::SmtpReply { stage: Stage::Rcpt, rcpt: Some(rcpt), reply, .. } = &record.event else { continue };
+        let Some((_, domain)) = rcpt.rsplit_once('@').filter(|_| reply.starts_with('2')) else { continue };
+        // A few domains, tens of thousands of recipients: lowercase a domain only when new.
+        if !served.contains(domain) {
+            served.insert(domain.to_ascii_lowercase());
+        }
+    }
+    served
 }
 
 /// `postmaster` without a domain, or at a domain the MX serves (case does not matter).

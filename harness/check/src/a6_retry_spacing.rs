@@ -60,22 +60,22 @@ impl QueueSchedule {
 }
 
 /// What one pass over the history yields.
-struct Index {
+struct Index<'a> {
     tick_ms: u64,
     /// Per message: the sender's attempts, in order.
-    sender: BTreeMap<String, Vec<Attempt>>,
+    sender: BTreeMap<&'a str, Vec<Attempt>>,
     /// Per start of the MX: its schedule and, per queue file, its attempts in order.
-    mx: Vec<(QueueSchedule, BTreeMap<String, Vec<Attempt>>)>,
+    mx: Vec<(QueueSchedule, BTreeMap<&'a str, Vec<Attempt>>)>,
 }
 
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     let index = index(facts);
     let mut policies: BTreeMap<&str, Option<RetryPolicy>> = BTreeMap::new();
     for (msg, attempts) in &index.sender {
-        let Some(host) = facts.submitted_by.get(msg.as_str()) else { continue };
+        let Some(host) = facts.submitted_by.get(msg) else { continue };
         let Some(declared) = facts.policies.get(host) else { continue };
         let policy = policies.entry(host).or_insert_with(|| RetryPolicy::built_in(&declared.name, declared.time_scale)).as_ref();
-        let submit_ms = facts.submitted.get(msg.as_str()).map(|(at, ..)| facts.records[*at].t_ms).unwrap_or(0);
+        let submit_ms = facts.submitted.get(msg).map(|(at, ..)| facts.records[*at].t_ms).unwrap_or(0);
         let early = match policy {
             Some(policy) => too_early(policy, submit_ms, attempts, index.tick_ms),
             // Not a shipped policy: only the minimum it declared can be judged.
@@ -198,10 +198,11 @@ fn storm(waits: &[(f64, At)], floor_s: f64) -> Option<Vec<At>> {
 
 /// One pass over the history: the clock's tick, the sender's attempts per message, the MX's
 /// schedule and attempts per queue file for each of its starts.
-fn index(facts: &Facts) -> Index {
+fn index<'a>(facts: &Facts<'a>) -> Index<'a> {
     let mut tick_ms = None;
-    let mut by_session: BTreeMap<&str, (&str, Attempt)> = BTreeMap::new();
-    let mut mx: Vec<(QueueSchedule, BTreeMap<String, Vec<Attempt>>)> = Vec::new();
+    // Sessions in a hash map: each message's attempts are sorted by where they start below.
+    let mut by_session: rustc_hash::FxHashMap<&str, (&str, Attempt)> = rustc_hash::FxHashMap::default();
+    let mut mx: Vec<(QueueSchedule, BTreeMap<&str, Vec<Attempt>>)> = Vec::new();
     for (at, record) in facts.records.iter().enumerate() {
         let t_ms = record.t_ms;
         match &record.event {
@@ -221,20 +222,20 @@ fn index(facts: &Facts) -> Index {
             }
             Event::LmtpAttempt { queue_file, .. } => {
                 if let Some((_, files)) = mx.last_mut() {
-                    files.entry(queue_file.clone()).or_default().push(Attempt { start: at, start_ms: t_ms, end_ms: t_ms });
+                    files.entry(queue_file).or_default().push(Attempt { start: at, start_ms: t_ms, end_ms: t_ms });
                 }
             }
             Event::LmtpReply { queue_file, .. } | Event::LmtpFailure { queue_file, .. } | Event::QueueRecorded { queue_file, .. } => {
-                if let Some(attempt) = mx.last_mut().and_then(|(_, files)| files.get_mut(queue_file)).and_then(|attempts| attempts.last_mut()) {
+                if let Some(attempt) = mx.last_mut().and_then(|(_, files)| files.get_mut(queue_file.as_str())).and_then(|attempts| attempts.last_mut()) {
                     attempt.end_ms = t_ms;
                 }
             }
             _ => {}
         }
     }
-    let mut sender: BTreeMap<String, Vec<Attempt>> = BTreeMap::new();
+    let mut sender: BTreeMap<&str, Vec<Attempt>> = BTreeMap::new();
     for (_, (msg, attempt)) in by_session {
-        sender.entry(msg.to_string()).or_default().push(attempt);
+        sender.entry(msg).or_default().push(attempt);
     }
     for attempts in sender.values_mut() {
         attempts.sort_by_key(|attempt| attempt.start);

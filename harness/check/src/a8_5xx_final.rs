@@ -10,7 +10,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     // Per sender session: its message and the recipients it tried.
     let mut sessions: BTreeMap<&str, (&str, &[String])> = BTreeMap::new();
     // A pipelined 503 after a refused MAIL is no refusal of its own (RFC 2920 §3.1).
-    let consequences = super::facts::pipelining_consequences(facts.records);
+    let consequences = &facts.pipelining_consequences;
     for (at, record) in facts.records.iter().enumerate() {
         match &record.event {
             Event::SmtpAttempt { session, msg, rcpts, .. } => {

@@ -224,6 +224,8 @@ pub struct Facts<'a> {
     pub reported: ReportedLosses,
     /// `device_damaged_names` of the history, once.
     pub device_damaged: BTreeSet<String>,
+    /// `pipelining_consequences` of the history, once (A8 and A26 both need them).
+    pub pipelining_consequences: BTreeSet<At>,
 }
 
 pub struct Recovery<'a> {
@@ -405,7 +407,7 @@ fn damaged_name(path: &str) -> &str {
 pub fn pipelining_consequences(records: &[Record]) -> BTreeSet<At> {
     let mut consequences = BTreeSet::new();
     // Per sender session: (MAIL accepted, some RCPT accepted) in the current transaction.
-    let mut open: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
+    let mut open: FxHashMap<&str, (bool, bool)> = FxHashMap::default();
     for (at, record) in records.iter().enumerate() {
         let Event::SmtpReply { session, stage, reply, .. } = &record.event else { continue };
         let state = open.entry(session.as_str()).or_insert((false, false));
@@ -479,6 +481,7 @@ impl<'a> Facts<'a> {
             rollbacks: Vec::new(),
             reported: ReportedLosses::with_damage(records, &device_damaged),
             device_damaged,
+            pipelining_consequences: pipelining_consequences(records),
         };
         // Per sender session: recipients that got 2xx at RCPT.
         let mut session_rcpts: BTreeMap<&'a str, Vec<&'a str>> = BTreeMap::new();

@@ -9,7 +9,8 @@
 //! still owed means they will never come.
 
 use history::{Event, Record};
-use std::collections::{BTreeMap, VecDeque};
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 
 /// A record index in the history (as `facts::At`; not imported, so this module stands alone).
 pub type At = usize;
@@ -63,9 +64,9 @@ struct Pending {
     got: Vec<(At, String)>,
 }
 
-struct Connection {
+struct Connection<'a> {
     /// The server's host.
-    host: String,
+    host: &'a str,
     lmtp: bool,
     pending: VecDeque<Pending>,
     /// Recipients the open transaction accepted (2xx to RCPT), in order.
@@ -80,13 +81,15 @@ const MAX_PENDING: usize = 10_000;
 impl Wire {
     pub fn read(records: &[Record]) -> Wire {
         let mut wire = Wire::default();
-        let mut connections: BTreeMap<&str, Connection> = BTreeMap::new();
+        // Open connections only: a closed one is judged no further, and a crash looks at those
+        // still open (a run opens tens of thousands).
+        let mut connections: FxHashMap<&str, Connection> = FxHashMap::default();
         for (at, record) in records.iter().enumerate() {
             match &record.event {
                 Event::WireOpen { conn, protocol, .. } => {
                     let mut pending = VecDeque::new();
                     pending.push_back(Pending { at, what: Awaiting::Greeting, owed: None, got: Vec::new() });
-                    connections.insert(conn, Connection { host: record.host.clone(), lmtp: protocol == "lmtp", pending, accepted: Vec::new(), lost_step: false });
+                    connections.insert(conn, Connection { host: &record.host, lmtp: protocol == "lmtp", pending, accepted: Vec::new(), lost_step: false });
                 }
                 // A fail point fired (the world crashes the host next), the host crashed or was
                 // restarted: what its connections do from now on is the world's doing, not an answer.
@@ -112,8 +115,8 @@ impl Wire {
                         if how == "eof" || how == "closed by server" {
                             connection.read_on(&mut wire, conn, at);
                         }
-                        connection.lost_step = true;
                     }
+                    connections.remove(conn.as_str());
                 }
                 _ => {}
             }
@@ -122,21 +125,25 @@ impl Wire {
     }
 }
 
-impl Connection {
+impl Connection<'_> {
     fn command(&mut self, wire: &mut Wire, conn: &str, at: At, line: &str) {
         self.read_on(wire, conn, at);
         if self.lost_step {
             return;
         }
-        let verb = line.split_ascii_whitespace().next().unwrap_or("").to_ascii_uppercase();
-        let last_chunk = verb == "BDAT" && line.split_ascii_whitespace().nth(2).is_some_and(|word| word.eq_ignore_ascii_case("LAST"));
-        let what = match verb.as_str() {
-            "." => Awaiting::DataEnd,
-            "BDAT" if last_chunk => Awaiting::DataEnd,
-            "MAIL" => Awaiting::Mail,
-            "RCPT" => Awaiting::Rcpt(angle_address(line).unwrap_or_default()),
-            "RSET" => Awaiting::Rset,
-            _ => Awaiting::Other,
+        let verb = line.split_ascii_whitespace().next().unwrap_or("");
+        let is = |name: &str| verb.eq_ignore_ascii_case(name);
+        let last_chunk = is("BDAT") && line.split_ascii_whitespace().nth(2).is_some_and(|word| word.eq_ignore_ascii_case("LAST"));
+        let what = if verb == "." || last_chunk {
+            Awaiting::DataEnd
+        } else if is("MAIL") {
+            Awaiting::Mail
+        } else if is("RCPT") {
+            Awaiting::Rcpt(angle_address(line).unwrap_or_default())
+        } else if is("RSET") {
+            Awaiting::Rset
+        } else {
+            Awaiting::Other
         };
         if self.pending.len() >= MAX_PENDING {
             self.lost_step = true;
