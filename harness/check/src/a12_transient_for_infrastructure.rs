@@ -2,6 +2,7 @@
 //! error, disk full, store unreachable) gets a 4xx, never a 5xx; and a reply's basic and
 //! enhanced codes agree in class. RFC 3463.
 
+use history::EventKind as K;
 use super::facts::Facts;
 use super::reply::codes;
 use super::Violation;
@@ -15,7 +16,7 @@ fn is_policy_code(enhanced: &str) -> bool {
 }
 
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
-    for (at, record) in facts.records.iter().enumerate() {
+    for (at, record) in facts.records_of(&[K::MxDataEnd, K::MxRefusal, K::StoreRefusal]) {
         let (who, reply) = match &record.event {
             Event::MxDataEnd { msg, reply, .. } => (format!("MX end of data for msg {msg}"), reply),
             Event::MxRefusal { session, reply, .. } => (format!("MX session {session}"), reply),

@@ -26,6 +26,7 @@
 //! made another copy. That is how one stalled mailbox multiplies mail, and a store must
 //! recognise the retry of a delivery it is still making.
 
+use history::EventKind as K;
 use super::facts::{At, Facts};
 use super::Violation;
 use history::{parent, Event, Stage};
@@ -69,7 +70,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     if pairs.is_empty() {
         return;
     }
-    for (at, record) in facts.records.iter().enumerate() {
+    for (at, record) in facts.records_of(&[K::StoreDelivered, K::LmtpReply, K::LmtpFailure, K::QueueRecorded, K::Crash, K::Restart, K::DiskError, K::DiskDropped]) {
         follow(&mut pairs, at, &record.host, &record.event);
     }
     for ((msg, mailbox), mut copies) in pairs {

@@ -3,6 +3,7 @@
 //! after the final dot (giving up sooner there makes duplicates, RFC 1047). Judged from the
 //! time between a session's last event and its timeout.
 
+use history::EventKind as K;
 use super::facts::Facts;
 use super::Violation;
 use history::{Event, Stage};
@@ -20,7 +21,7 @@ fn rfc_minimum_s(stage: Stage) -> Option<f64> {
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     // Per sender session: the time and index of its latest event.
     let mut last: BTreeMap<&str, (u64, usize)> = BTreeMap::new();
-    for (at, record) in facts.records.iter().enumerate() {
+    for (at, record) in facts.records_of(&[K::SmtpAttempt, K::SmtpReply, K::SmtpFailure]) {
         match &record.event {
             Event::SmtpAttempt { session, .. } | Event::SmtpReply { session, .. } => {
                 last.insert(session, (record.t_ms, at));

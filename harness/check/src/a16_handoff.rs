@@ -3,6 +3,7 @@
 //! over again from the same queue file (a crash must not bring a finished queue entry back: the
 //! unlink or rewrite that recorded it is synced first). Postfix qmgr.
 
+use history::EventKind as K;
 use super::facts::Facts;
 use super::Violation;
 use history::Event;
@@ -11,7 +12,7 @@ use std::collections::BTreeMap;
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     // (queue file, rcpt) → where the queue recorded it done.
     let mut finished: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-    for (at, record) in facts.records.iter().enumerate() {
+    for (at, record) in facts.records_of(&[K::QueueRecorded, K::LmtpReply]) {
         match &record.event {
             Event::QueueRecorded { queue_file, msg, done, .. } => {
                 for rcpt in done {

@@ -10,6 +10,7 @@
 //! UIDLs first appeared in the clients' listings (the UID each names is the one the store
 //! delivered it under).
 
+use history::EventKind as K;
 use super::facts::{At, Facts};
 use super::Violation;
 use history::Event;
@@ -28,7 +29,7 @@ struct Validity {
 
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     let mut state: BTreeMap<(String, u64), Validity> = BTreeMap::new();
-    for (at, record) in facts.records.iter().enumerate() {
+    for (at, record) in facts.records_of(&[K::StoreDelivered, K::StoreRecovered]) {
         match &record.event {
             Event::StoreDelivered { mailbox, uidvalidity, uid, digest, .. } => {
                 let validity = state.entry((mailbox.clone(), *uidvalidity)).or_default();
@@ -107,7 +108,7 @@ fn visible_in_order(facts: &Facts, out: &mut Vec<Violation>) {
     // Per mailbox: the UIDLs its client has listed, and per UIDVALIDITY the highest UID listed.
     let mut listed: FxHashMap<&str, FxHashSet<&str>> = FxHashMap::default();
     let mut highest: BTreeMap<(&str, u64), (u64, At)> = BTreeMap::new();
-    for (at, record) in facts.records.iter().enumerate() {
+    for (at, record) in facts.records_of(&[K::ClientListing]) {
         match &record.event {
             Event::ClientListing { mailbox, listed: listing } => {
                 let before = listed.entry(mailbox.as_str()).or_default();

@@ -10,6 +10,7 @@
 //! unless a restore from backup lay between the listings (a new UIDVALIDITY renames every
 //! message; A18 judges the restore).
 
+use history::EventKind as K;
 use super::facts::Facts;
 use super::Violation;
 use history::Event;
@@ -33,7 +34,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
             Some(_) => {}
         }
     }
-    for (at, record) in facts.records.iter().enumerate() {
+    for (at, record) in facts.records_of(&[K::ClientListing]) {
         let Event::ClientListing { mailbox, listed } = &record.event else { continue };
         for (uidl, size) in listed {
             let key = (mailbox.as_str(), uidl.as_str());
@@ -57,7 +58,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
 fn persists(facts: &Facts, out: &mut Vec<Violation>) {
     // Per mailbox: the previous listing its client recorded, and where.
     let mut previous: BTreeMap<&str, (usize, Vec<&str>)> = BTreeMap::new();
-    for (at, record) in facts.records.iter().enumerate() {
+    for (at, record) in facts.records_of(&[K::ClientListing]) {
         let Event::ClientListing { mailbox, listed } = &record.event else { continue };
         let now: Vec<&str> = listed.iter().map(|(uidl, _)| uidl.as_str()).collect();
         if let Some((before_at, before)) = previous.insert(mailbox, (at, now.clone())) {

@@ -8,6 +8,7 @@
 //! and a 2xx on the wire with no claim before it is itself a violation: a server whose log and
 //! wire disagree is caught, not believed.
 
+use history::EventKind as K;
 use super::facts::{At, DiskOp, Facts, HostDisk};
 use super::Violation;
 use history::{parent, Event};
@@ -41,7 +42,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
 /// Per connection, in order: the MX's 2xx claims at end of data, and the store's per recipient.
 fn claims<'a>(facts: &'a Facts) -> (BTreeMap<&'a str, VecDeque<Claim<'a>>>, BTreeMap<&'a str, VecDeque<Claim<'a>>>) {
     let (mut mx, mut store): (BTreeMap<_, VecDeque<_>>, BTreeMap<_, VecDeque<_>>) = (BTreeMap::new(), BTreeMap::new());
-    for (at, record) in facts.records.iter().enumerate() {
+    for (at, record) in facts.records_of(&[K::MxDataEnd, K::StoreDelivered, K::StoreRetryRecognised]) {
         match &record.event {
             Event::MxDataEnd { conn, msg, rcpts, queue_file, reply, .. } if reply.starts_with('2') => {
                 mx.entry(conn.as_str()).or_default().push_back((at, queue_file.as_deref(), format!("msg {msg} rcpts {}", rcpts.join(","))));

@@ -8,6 +8,7 @@
 //! listed the mailbox after the message was delivered; and a real client may fetch a message
 //! it keeps on the server as often as it likes, so copies there count the UIDLs it got it under.
 
+use history::EventKind as K;
 use super::facts::Facts;
 use super::Violation;
 use std::collections::BTreeMap;
@@ -65,7 +66,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
 /// Per mailbox, the record of the last listing its client was given.
 fn last_listings<'a>(facts: &'a Facts) -> BTreeMap<&'a str, usize> {
     let mut last = BTreeMap::new();
-    for (at, record) in facts.records.iter().enumerate() {
+    for (at, record) in facts.records_of(&[K::ClientListing]) {
         if let history::Event::ClientListing { mailbox, .. } = &record.event {
             last.insert(mailbox.as_str(), at);
         }

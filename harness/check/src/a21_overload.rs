@@ -2,6 +2,7 @@
 //! 452 4.3.1 / 451 4.3.2; it never answers 5xx because of load and never acknowledges mail it
 //! did not queue. Postfix STRESS_README ("no mail should be lost").
 
+use history::EventKind as K;
 use super::facts::Facts;
 use super::Violation;
 use history::Event;
@@ -14,7 +15,7 @@ fn is_load_code(enhanced: &str) -> bool {
 }
 
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
-    for (at, record) in facts.records.iter().enumerate() {
+    for (at, record) in facts.records_of(&[K::MxRefusal, K::MxDataEnd]) {
         match &record.event {
             Event::MxRefusal { reply, session, .. } => {
                 let enhanced = reply.split_whitespace().nth(1).unwrap_or("");

@@ -4,6 +4,7 @@
 //! after recovery if the sender was still retrying then, returned on expiry otherwise. Under a
 //! 4xx or closed-port answer the actual fate must match the prediction.
 
+use history::EventKind as K;
 use super::facts::{Facts, SenderPolicy};
 use super::reply::subject;
 use super::Violation;
@@ -67,7 +68,7 @@ pub fn expected_fate(policy: &SenderPolicy, submitted_ms: u64, outage: Outage) -
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     let Some(outage) = outage(facts.records) else { return };
     let mut answered_5xx = false;
-    for (at, record) in facts.records.iter().enumerate() {
+    for (at, record) in facts.records_of(&[K::MxRefusal, K::MxDataEnd]) {
         if !(outage.down_ms..outage.up_ms).contains(&record.t_ms) {
             continue;
         }

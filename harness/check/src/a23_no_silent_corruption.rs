@@ -7,6 +7,7 @@
 //! for that UIDL (RFC 1939 LIST) — another message's bytes served under a UIDL show there. No
 //! UIDL spelling is assumed: identities come from what was listed and fetched.
 
+use history::EventKind as K;
 use super::facts::{At, Facts};
 use super::Violation;
 use history::Event;
@@ -58,7 +59,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
 /// Per (mailbox, UIDL): every (at, size) a listing of the server gave it.
 fn listed_sizes<'a>(facts: &Facts<'a>) -> BTreeMap<(&'a str, &'a str), Vec<(At, u64)>> {
     let mut listed: BTreeMap<(&str, &str), Vec<(At, u64)>> = BTreeMap::new();
-    for (at, record) in facts.records.iter().enumerate() {
+    for (at, record) in facts.records_of(&[K::ClientListing]) {
         if let Event::ClientListing { mailbox, listed: listing } = &record.event {
             for (uidl, size) in listing {
                 listed.entry((mailbox, uidl)).or_default().push((at, *size));

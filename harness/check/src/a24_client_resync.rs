@@ -12,6 +12,7 @@
 //! the device damaged, or the store found damaged and refused to serve, are left out (A23).
 //! POP3 clients keep what they download rather than mirror the server: A19 and A20 judge them.
 
+use history::EventKind as K;
 use super::facts::{At, Facts};
 use super::Violation;
 use history::Event;
@@ -24,7 +25,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     // Per mailbox: each UIDVALIDITY its client was told at SELECT, where first.
     let mut validities: BTreeMap<&str, Vec<(At, u64)>> = BTreeMap::new();
     let mut corrupt: BTreeSet<&str> = BTreeSet::new();
-    for (at, record) in facts.records.iter().enumerate() {
+    for (at, record) in facts.records_of(&[K::ClientView, K::ClientSelected, K::StoreDelivered, K::StoreRecovered, K::StoreCorruption]) {
         match &record.event {
             Event::ClientView { mailbox, uidvalidity, shown } => {
                 last_view.insert(mailbox, (at, *uidvalidity, shown));

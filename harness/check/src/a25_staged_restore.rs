@@ -9,6 +9,7 @@
 //! in arrival order is not judged: an MX's queue retries each file on its own schedule (as
 //! Postfix's deferred queue does), so order after a restore is not a promise the stack makes.
 
+use history::EventKind as K;
 use super::facts::{At, Facts};
 use super::reply::codes;
 use super::Violation;
@@ -20,7 +21,7 @@ type Windows = BTreeMap<String, Vec<(At, Option<At>)>>;
 
 fn windows(facts: &Facts) -> Windows {
     let mut windows: Windows = BTreeMap::new();
-    for (at, record) in facts.records.iter().enumerate() {
+    for (at, record) in facts.records_of(&[K::Cohort]) {
         let Event::Cohort { online, mailboxes, .. } = &record.event else { continue };
         for mailbox in mailboxes {
             let list = windows.entry(mailbox.clone()).or_default();

@@ -19,6 +19,7 @@
 //! workload submitted (`Submit`: the longest line, a parameter it got wrong on purpose), never
 //! from the MX's own account of its replies.
 
+use history::EventKind as K;
 use super::facts::Facts;
 use super::reply::{codes, subject};
 use super::Violation;
@@ -38,7 +39,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     let mut open: rustc_hash::FxHashMap<&str, Open> = rustc_hash::FxHashMap::default();
     // A pipelined 503 after a refused MAIL refuses the sequence, not the postmaster (RFC 2920).
     let consequences = &facts.pipelining_consequences;
-    for (at, record) in facts.records.iter().enumerate() {
+    for (at, record) in facts.records_of(&[K::Operator, K::SmtpReply]) {
         match &record.event {
             Event::Operator { mode } => refusing_all = mode == "5xx-bounce",
             Event::SmtpReply { session, msg, stage, rcpt, reply } => {
@@ -102,7 +103,7 @@ fn judge_data_end(facts: &Facts, at: usize, msg: &str, reply: &str, out: &mut Ve
 /// Domains the MX took mail for: some recipient there got a 2xx at RCPT.
 fn served_domains(facts: &Facts) -> BTreeSet<String> {
     let mut served = BTreeSet::new();
-    for record in facts.records {
+    for (_, record) in facts.records_of(&[K::SmtpReply]) {
         let Event::SmtpReply { stage: Stage::Rcpt, rcpt: Some(rcpt), reply, .. } = &record.event else { continue };
         let Some((_, domain)) = rcpt.rsplit_once('@').filter(|_| reply.starts_with('2')) else { continue };
         // A few domains, tens of thousands of recipients: lowercase a domain only when new.

@@ -8,12 +8,13 @@
 //! A copy fetched from mailbox M is for the recipients whose local part is M, or, when none is,
 //! for postmaster (the MX's alias of one of its mailboxes, RFC 5321 §4.5.1).
 
+use history::EventKind as K;
 use super::facts::Facts;
 use super::Violation;
 use history::Event;
 
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
-    for (at, record) in facts.records.iter().enumerate() {
+    for (at, record) in facts.records_of(&[K::ClientFetched]) {
         let Event::ClientFetched { mailbox, msg, trace_for, .. } = &record.event else { continue };
         let Some((submitted, _, rcpts, _)) = facts.submitted.get(msg.as_str()) else { continue };
         let delivered = deliverable(&facts.records[*submitted].event, rcpts);

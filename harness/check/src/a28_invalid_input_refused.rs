@@ -8,12 +8,13 @@
 //! read for that command (`SmtpReply`): a 2xx is a violation. A 4xx is no acceptance (the MX
 //! may defer before it reads parameters, under backpressure); the refusal comes on a later try.
 
+use history::EventKind as K;
 use super::facts::Facts;
 use super::Violation;
 use history::{Event, InvalidParam, Stage};
 
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
-    for (at, record) in facts.records.iter().enumerate() {
+    for (at, record) in facts.records_of(&[K::SmtpReply]) {
         let Event::SmtpReply { msg, stage, rcpt, reply, .. } = &record.event else { continue };
         let Some(&(submitted, ..)) = facts.submitted.get(msg.as_str()) else { continue };
         let Event::Submit { invalid_param: Some(invalid), .. } = &facts.records[submitted].event else { continue };

@@ -2,12 +2,13 @@
 //! passed, then sends exactly one failure DSN. Giving up sooner (or without trying) breaks it;
 //! a sender whose policy never retries may give up after its one attempt.
 
+use history::EventKind as K;
 use super::facts::Facts;
 use super::Violation;
 use history::{Event, Outcome};
 
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
-    for (at, record) in facts.records.iter().enumerate() {
+    for (at, record) in facts.records_of(&[K::SenderOutcome]) {
         let Event::SenderOutcome { msg, rcpt, outcome: Outcome::Expired, .. } = &record.event else { continue };
         let Some(policy) = facts.policy_of_message(msg) else { continue };
         let Some((submitted, ..)) = facts.submitted.get(msg.as_str()) else { continue };

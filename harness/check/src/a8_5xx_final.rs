@@ -1,6 +1,7 @@
 //! A8 5xx-final: a 5xx is not retried against the same server, and a failure DSN follows
 //! (unless the message itself is a bounce). RFC 5321 §4.2.1, §4.5.4.1.
 
+use history::EventKind as K;
 use super::facts::Facts;
 use super::Violation;
 use history::{Event, Stage};
@@ -11,7 +12,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     let mut sessions: BTreeMap<&str, (&str, &[String])> = BTreeMap::new();
     // A pipelined 503 after a refused MAIL is no refusal of its own (RFC 2920 §3.1).
     let consequences = &facts.pipelining_consequences;
-    for (at, record) in facts.records.iter().enumerate() {
+    for (at, record) in facts.records_of(&[K::SmtpAttempt, K::SmtpReply]) {
         match &record.event {
             Event::SmtpAttempt { session, msg, rcpts, .. } => {
                 sessions.insert(session, (msg, rcpts));

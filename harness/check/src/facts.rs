@@ -2,7 +2,7 @@
 //! what the senders saw, what the store delivered, what clients fetched, and the disk
 //! operations of each host indexed by path.
 
-use history::{Event, Outcome, Record, Stage};
+use history::{Event, EventKind, Outcome, Record, Stage, EVENT_KINDS};
 use mail::message;
 use history::RunOutput;
 use super::dsns::{self, Dsn};
@@ -12,6 +12,41 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// A record index in the history.
 pub type At = usize;
+
+/// Per kind of event, where its records are, in history order: each checker reads the kinds it
+/// judges instead of every record. (A pass over a million records is a pass over a quarter of a
+/// gigabyte of memory, and the checkers made some thirty.)
+pub struct ByKind {
+    lists: Vec<Vec<u32>>,
+}
+
+impl ByKind {
+    pub fn of(records: &[Record]) -> ByKind {
+        let mut lists = vec![Vec::new(); EVENT_KINDS];
+        for (at, record) in records.iter().enumerate() {
+            // A history is bounded far below 4 billion records (`history::events_allowed`).
+            lists[EventKind::from(&record.event) as usize].push(at as u32);
+        }
+        ByKind { lists }
+    }
+
+    /// The records of these kinds, in history order.
+    pub fn select<'s, 'r>(&'s self, records: &'r [Record], kinds: &[EventKind]) -> impl Iterator<Item = (At, &'r Record)> + use<'s, 'r> {
+        let ats: std::borrow::Cow<'s, [u32]> = match kinds {
+            [kind] => std::borrow::Cow::Borrowed(&self.lists[*kind as usize]),
+            _ => {
+                let mut merged: Vec<u32> = kinds.iter().flat_map(|kind| self.lists[*kind as usize].iter().copied()).collect();
+                merged.sort_unstable();
+                merged.dedup();
+                std::borrow::Cow::Owned(merged)
+            }
+        };
+        (0..ats.len()).map(move |i| {
+            let at = ats[i] as usize;
+            (at, &records[at])
+        })
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum DiskOp {
@@ -145,6 +180,8 @@ pub type Pair<'a> = (&'a str, &'a str);
 
 pub struct Facts<'a> {
     pub records: &'a [Record],
+    /// Where each kind of record is (`records_of`).
+    by_kind: ByKind,
     /// What crossed the servers' sockets: replies paired with the commands they answer.
     pub wire: Wire,
     /// Per provider host: its policy.
@@ -258,11 +295,13 @@ impl ReportedLosses {
 
     /// From the history alone (the report uses it too).
     pub fn of(records: &[Record]) -> ReportedLosses {
-        ReportedLosses::with_damage(records, &device_damaged_names(records))
+        let by_kind = ByKind::of(records);
+        ReportedLosses::with_damage(records, &by_kind, &damaged_names(records, &by_kind))
     }
 
-    /// The same, given the names of the files the device damaged (`device_damaged_names`).
-    pub fn with_damage(records: &[Record], by_device: &BTreeSet<String>) -> ReportedLosses {
+    /// The same, given where each kind of record is and the names of the files the device
+    /// damaged (`device_damaged_names`).
+    fn with_damage(records: &[Record], by_kind: &ByKind, by_device: &BTreeSet<String>) -> ReportedLosses {
         let mut reported = ReportedLosses::default();
         let mut snapshot_at = None;
         let mut rollbacks = Vec::new();
@@ -276,7 +315,9 @@ impl ReportedLosses {
         // Queue file → (msg, recipients not yet delivered); queue files found damaged.
         let mut queued: BTreeMap<&str, (&str, Vec<&str>)> = BTreeMap::new();
         let mut damaged_queue_files: Vec<&str> = Vec::new();
-        for (at, record) in records.iter().enumerate() {
+        use EventKind as K;
+        let kinds = [K::Fault, K::StoreDelivered, K::StoreRetryRecognised, K::DiskRename, K::ClientFetched, K::StoreCorruption, K::MxDataEnd, K::QueueRecorded, K::QueueDamaged];
+        for (at, record) in by_kind.select(records, &kinds) {
             match &record.event {
                 Event::Fault { action } if is_snapshot(action) => snapshot_at = Some(at),
                 Event::Fault { action } if is_rollback(action) => rollbacks.push((snapshot_at, at)),
@@ -353,9 +394,13 @@ fn file_name(path: &str) -> &str {
 /// acknowledging them. A damaged file stays damaged under every name the disk renamed it to or
 /// from (a message read after the damage moves from new/ into cur/ under a longer name).
 pub fn device_damaged_names(records: &[Record]) -> BTreeSet<String> {
-    let on_disk = || records.iter().filter(|record| record.host == "store" || record.host == "mx");
+    damaged_names(records, &ByKind::of(records))
+}
+
+fn damaged_names(records: &[Record], by_kind: &ByKind) -> BTreeSet<String> {
+    let on_disk = |kinds: &[EventKind]| by_kind.select(records, kinds).map(|(_, record)| record).filter(|record| record.host == "store" || record.host == "mx");
     let mut damaged: BTreeSet<&str> = BTreeSet::new();
-    for record in on_disk() {
+    for record in on_disk(&[EventKind::DiskFault, EventKind::DiskDropped]) {
         match &record.event {
             Event::DiskFault { fault, path, .. } if DAMAGING_FAULTS.contains(&fault.as_str()) => {
                 damaged.insert(damaged_name(path));
@@ -371,7 +416,7 @@ pub fn device_damaged_names(records: &[Record]) -> BTreeSet<String> {
         return BTreeSet::new();
     }
     let mut renamed: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for record in on_disk() {
+    for record in on_disk(&[EventKind::DiskRename]) {
         if let Event::DiskRename { from, to } = &record.event {
             let (from, to) = (damaged_name(from), damaged_name(to));
             if from != to {
@@ -405,10 +450,14 @@ fn damaged_name(path: &str) -> &str {
 /// the recipient or the message; the sender must act on the first failure (a 4xx at MAIL: try
 /// again later), so a checker that read the 503 as a permanent refusal would raise a false alarm.
 pub fn pipelining_consequences(records: &[Record]) -> BTreeSet<At> {
+    consequences_among(records.iter().enumerate())
+}
+
+fn consequences_among<'r>(records: impl Iterator<Item = (At, &'r Record)>) -> BTreeSet<At> {
     let mut consequences = BTreeSet::new();
     // Per sender session: (MAIL accepted, some RCPT accepted) in the current transaction.
     let mut open: FxHashMap<&str, (bool, bool)> = FxHashMap::default();
-    for (at, record) in records.iter().enumerate() {
+    for (at, record) in records {
         let Event::SmtpReply { session, stage, reply, .. } = &record.event else { continue };
         let state = open.entry(session.as_str()).or_insert((false, false));
         let ok = reply.starts_with('2');
@@ -442,7 +491,8 @@ pub fn is_rollback(action: &str) -> bool {
 impl<'a> Facts<'a> {
     pub fn build(output: &'a RunOutput) -> Facts<'a> {
         let records = &output.history.records;
-        let device_damaged = device_damaged_names(records);
+        let by_kind = ByKind::of(records);
+        let device_damaged = damaged_names(records, &by_kind);
         let mut facts = Facts {
             records,
             wire: Wire::read(records),
@@ -479,9 +529,10 @@ impl<'a> Facts<'a> {
             dropped: Vec::new(),
             device_damage: Vec::new(),
             rollbacks: Vec::new(),
-            reported: ReportedLosses::with_damage(records, &device_damaged),
+            reported: ReportedLosses::with_damage(records, &by_kind, &device_damaged),
             device_damaged,
-            pipelining_consequences: pipelining_consequences(records),
+            pipelining_consequences: consequences_among(by_kind.select(records, &[EventKind::SmtpReply])),
+            by_kind,
         };
         // Per sender session: recipients that got 2xx at RCPT.
         let mut session_rcpts: BTreeMap<&'a str, Vec<&'a str>> = BTreeMap::new();
@@ -637,6 +688,12 @@ impl<'a> Facts<'a> {
             Event::DiskDirSync { dir } => disk.dir_syncs.entry(dir).or_default().push(at),
             _ => {}
         }
+    }
+
+    /// The records of these kinds, in history order: what a checker reads instead of every
+    /// record.
+    pub fn records_of(&self, kinds: &[EventKind]) -> impl Iterator<Item = (At, &'a Record)> + '_ {
+        self.by_kind.select(self.records, kinds)
     }
 
     /// Messages the MX acknowledged (2xx at end of data): (at, msg, rcpts, queue file, reply).

@@ -9,6 +9,7 @@
 //!   as the sender handed it over for that recipient: each acknowledged transaction, and each
 //!   one whose reply the sender never saw after its final dot (RFC 1047: it must send again).
 
+use history::EventKind as K;
 use super::facts::{At, Facts};
 use super::Violation;
 use history::{Event, Stage};
@@ -46,7 +47,7 @@ fn acknowledgements(facts: &Facts, msg: &str, rcpt: &str) -> Vec<At> {
     let mailbox = Facts::mailbox_of(rcpt);
     let rcpts_of = attempts(facts);
     let mut evidence = Vec::new();
-    for (at, record) in facts.records.iter().enumerate() {
+    for (at, record) in facts.records_of(&[K::SmtpReply]) {
         if let Event::SmtpReply { session, msg: replied, stage: Stage::DataEnd, reply, .. } = &record.event {
             let names_rcpt = rcpts_of.get(&(session.as_str(), replied.as_str())).is_some_and(|rcpts| rcpts.contains(&mailbox));
             if replied == msg && reply.starts_with('2') && names_rcpt {
@@ -60,7 +61,7 @@ fn acknowledgements(facts: &Facts, msg: &str, rcpt: &str) -> Vec<At> {
 /// (session, msg) → the mailboxes of the recipients the attempt carried.
 fn attempts<'a>(facts: &Facts<'a>) -> BTreeMap<(&'a str, &'a str), BTreeSet<String>> {
     let mut rcpts_of = BTreeMap::new();
-    for record in facts.records {
+    for (_, record) in facts.records_of(&[K::SmtpAttempt]) {
         if let Event::SmtpAttempt { session, msg, rcpts, .. } = &record.event {
             rcpts_of.insert((session.as_str(), msg.as_str()), rcpts.iter().map(|rcpt| Facts::mailbox_of(rcpt)).collect());
         }
@@ -76,7 +77,7 @@ fn handed_over(facts: &Facts) -> BTreeMap<(String, String), usize> {
     for ((msg, rcpt), acks) in &facts.sender_saw_ack {
         *handed.entry((msg.to_string(), Facts::mailbox_of(rcpt))).or_default() += acks;
     }
-    for record in facts.records {
+    for (_, record) in facts.records_of(&[K::SmtpFailure]) {
         if let Event::SmtpFailure { session, msg, stage: Stage::DataEnd, .. } = &record.event {
             for mailbox in rcpts_of.get(&(session.as_str(), msg.as_str())).into_iter().flatten() {
                 *handed.entry((msg.clone(), mailbox.clone())).or_default() += 1;

@@ -79,7 +79,11 @@ pub struct InvalidParam {
 
 /// Everything the checkers can see. Field names are the history's vocabulary: keep them stable,
 /// the insta snapshot and every stored history depend on them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// `EventKind` names the variants without their fields (strum's `EnumDiscriminants`): what the
+/// checkers index records by, so that each reads only the kinds it judges.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, strum::EnumDiscriminants)]
+#[strum_discriminants(name(EventKind), derive(Hash, PartialOrd, Ord, strum::EnumCount))]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     // ----- world -----
@@ -254,6 +258,9 @@ pub enum Event {
     /// that UID, in UID order. Recorded when it changed. What A24 judges.
     ClientView { mailbox: String, uidvalidity: u64, shown: Vec<(u64, String)> },
 }
+
+/// How many kinds of event there are (`EventKind` counts 0 to this, less one).
+pub const EVENT_KINDS: usize = <EventKind as strum::EnumCount>::COUNT;
 
 impl Record {
     /// One JSON line (the history's file format, and what the digest hashes).
