@@ -7,7 +7,6 @@ use history::EventKind as K;
 use super::facts::Facts;
 use super::Violation;
 use history::{Event, Stage};
-use std::collections::BTreeMap;
 
 fn rfc_minimum_s(stage: Stage) -> Option<f64> {
     match stage {
@@ -20,7 +19,7 @@ fn rfc_minimum_s(stage: Stage) -> Option<f64> {
 
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     // Per sender session: the time and index of its latest event.
-    let mut last: BTreeMap<&str, (u64, usize)> = BTreeMap::new();
+    let mut last: rustc_hash::FxHashMap<&str, (u64, usize)> = rustc_hash::FxHashMap::default();
     for (at, record) in facts.records_of(&[K::SmtpAttempt, K::SmtpReply, K::SmtpFailure]) {
         match &record.event {
             Event::SmtpAttempt { session, .. } | Event::SmtpReply { session, .. } => {

@@ -85,11 +85,11 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
         return;
     }
     let failures_elsewhere = failures_outside(facts.records, outage);
-    for (msg, (submitted, _, rcpts, _)) in &facts.submitted {
+    for (msg, (submitted, _, rcpts, _)) in facts.submitted_in_order() {
         let Some(policy) = facts.policy_of_message(msg) else { continue };
         let expected = expected_fate(policy, facts.records[*submitted].t_ms, outage);
         for rcpt in rcpts.iter() {
-            let Some(outcomes) = facts.outcomes.get(&(*msg, rcpt.as_str())) else { continue };
+            let Some(outcomes) = facts.outcomes.get(&(msg, rcpt.as_str())) else { continue };
             let Some(&(at, actual)) = outcomes.first() else { continue };
             let mismatch = match (expected, actual) {
                 (Fate::Delivered, Outcome::Expired) if !delayed_elsewhere(&failures_elsewhere, &facts.records[*submitted], at) => Some("returned on expiry, but its sender's policy outlives the outage"),

@@ -55,9 +55,9 @@ fn dsn_covers(facts: &Facts, msg: &str, rcpt: &str) -> bool {
 }
 
 fn check_sender_queues(facts: &Facts, out: &mut Vec<Violation>) {
-    for (msg, (at, _, rcpts, _)) in &facts.submitted {
+    for (msg, (at, _, rcpts, _)) in facts.submitted_in_order() {
         for rcpt in rcpts.iter() {
-            let outcomes = facts.outcomes.get(&(*msg, rcpt.as_str()));
+            let outcomes = facts.outcomes.get(&(msg, rcpt.as_str()));
             let subject = format!("msg {msg} rcpt {rcpt}");
             match outcomes.map(Vec::len).unwrap_or(0) {
                 1 => {}

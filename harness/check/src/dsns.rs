@@ -6,7 +6,8 @@
 //!   receiver's, not the MX's account of them.
 
 use super::wire::At;
-use history::{Event, Record};
+use super::facts::ByKind;
+use history::{Event, EventKind, Record};
 use mail::message;
 use std::collections::BTreeMap;
 
@@ -37,17 +38,21 @@ type Returned<'a> = BTreeMap<&'a str, (&'a str, Vec<String>, (At, At), At)>;
 
 /// All DSNs in history order.
 pub fn read(records: &[Record]) -> Vec<Dsn> {
-    let submits: BTreeMap<&str, At> = records
-        .iter()
-        .enumerate()
+    read_with(records, &ByKind::of(records))
+}
+
+/// The same, given where each kind of record is.
+pub(crate) fn read_with(records: &[Record], by_kind: &ByKind) -> Vec<Dsn> {
+    let submits: BTreeMap<&str, At> = by_kind
+        .select(records, &[EventKind::Submit])
         .filter_map(|(at, record)| match &record.event {
             Event::Submit { msg, .. } => Some((msg.as_str(), at)),
             _ => None,
         })
         .collect();
-    let returned = returned_by_mx(records, &submits);
+    let returned = returned_by_mx(records, by_kind, &submits);
     let mut dsns = Vec::new();
-    for (at, record) in records.iter().enumerate() {
+    for (at, record) in by_kind.select(records, &[EventKind::DsnSent, EventKind::MailReceived]) {
         match &record.event {
             Event::DsnSent { msg, kind, mail_from, to, rcpts, content, .. } => {
                 let submitted = submits.get(msg.as_str()).copied();
@@ -91,10 +96,10 @@ pub fn read(records: &[Record]) -> Vec<Dsn> {
 /// The MX's returns: for each damaged queue file it names a DSN for, the message, the
 /// recipients still queued when it was found damaged, and when the MX took the message
 /// (between the sender's submission and the MX's 2xx claim).
-fn returned_by_mx<'a>(records: &'a [Record], submits: &BTreeMap<&str, At>) -> Returned<'a> {
+fn returned_by_mx<'a>(records: &'a [Record], by_kind: &ByKind, submits: &BTreeMap<&str, At>) -> Returned<'a> {
     let mut queued: BTreeMap<&str, (&str, Vec<String>, At)> = BTreeMap::new();
     let mut returned = Returned::new();
-    for (at, record) in records.iter().enumerate() {
+    for (at, record) in by_kind.select(records, &[EventKind::MxDataEnd, EventKind::QueueRecorded, EventKind::QueueDamaged]) {
         match &record.event {
             Event::MxDataEnd { queue_file: Some(file), msg, rcpts, reply, .. } if reply.starts_with('2') => {
                 queued.insert(file, (msg, rcpts.clone(), at));

@@ -193,8 +193,9 @@ pub struct Facts<'a> {
     pub live: bool,
     /// Judged from the outside (see `RunOutput::black_box`).
     pub black_box: bool,
-    /// Submit per message: (at, from, rcpts, digest).
-    pub submitted: BTreeMap<&'a str, (At, &'a str, &'a [String], &'a str)>,
+    /// Submit per message: (at, from, rcpts, digest). A hash map (every reply is looked up in
+    /// it): `submitted_in_order` walks it by message.
+    pub submitted: FxHashMap<&'a str, (At, &'a str, &'a [String], &'a str)>,
     /// Every MX end-of-data decision, in history order.
     pub mx_data_ends: Vec<DataEnd<'a>>,
     pub disks: BTreeMap<&'a str, HostDisk<'a>>,
@@ -495,13 +496,13 @@ impl<'a> Facts<'a> {
         let device_damaged = damaged_names(records, &by_kind);
         let mut facts = Facts {
             records,
-            wire: Wire::read(records),
+            wire: Wire::read_among(by_kind.select(records, &[EventKind::WireOpen, EventKind::CrashPoint, EventKind::Crash, EventKind::Restart, EventKind::WireCommand, EventKind::WireReply, EventKind::WireClosed])),
             policies: BTreeMap::new(),
             submitted_by: FxHashMap::default(),
             images: &output.images,
             live: output.live,
             black_box: output.black_box,
-            submitted: BTreeMap::new(),
+            submitted: FxHashMap::default(),
             mx_data_ends: Vec::new(),
             disks: BTreeMap::new(),
             deliveries: Vec::new(),
@@ -516,7 +517,7 @@ impl<'a> Facts<'a> {
             lmtp_ok_by_file: FxHashMap::default(),
             published: FxHashMap::default(),
             store_bytes: FxHashMap::default(),
-            dsns: dsns::read(records),
+            dsns: dsns::read_with(records, &by_kind),
             failure_dsns_of: BTreeMap::new(),
             attempts_of: FxHashMap::default(),
             first_lmtp_ok: FxHashMap::default(),
@@ -688,6 +689,13 @@ impl<'a> Facts<'a> {
             Event::DiskDirSync { dir } => disk.dir_syncs.entry(dir).or_default().push(at),
             _ => {}
         }
+    }
+
+    /// Every submitted message, in message order (a report must not depend on a hash map's).
+    pub fn submitted_in_order(&self) -> Vec<(&'a str, &(At, &'a str, &'a [String], &'a str))> {
+        let mut all: Vec<_> = self.submitted.iter().map(|(msg, submit)| (*msg, submit)).collect();
+        all.sort_unstable_by_key(|(msg, _)| *msg);
+        all
     }
 
     /// The records of these kinds, in history order: what a checker reads instead of every

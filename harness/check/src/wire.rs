@@ -80,11 +80,16 @@ const MAX_PENDING: usize = 10_000;
 
 impl Wire {
     pub fn read(records: &[Record]) -> Wire {
+        Wire::read_among(records.iter().enumerate())
+    }
+
+    /// The same, from the records that matter here: `Wire*`, crashes, restarts, fail points.
+    pub fn read_among<'r>(records: impl Iterator<Item = (At, &'r Record)>) -> Wire {
         let mut wire = Wire::default();
         // Open connections only: a closed one is judged no further, and a crash looks at those
         // still open (a run opens tens of thousands).
         let mut connections: FxHashMap<&str, Connection> = FxHashMap::default();
-        for (at, record) in records.iter().enumerate() {
+        for (at, record) in records {
             match &record.event {
                 Event::WireOpen { conn, protocol, .. } => {
                     let mut pending = VecDeque::new();
