@@ -449,7 +449,7 @@ fn imap_clients_resync_after_a_restore_and_end_with_the_servers_set() {
         }).collect();
         assert!(validities.len() >= 2, "seed {seed}: the iOS client never saw the UIDVALIDITY change: {validities:?}");
         for host in ["clients-webmail", "clients-android", "clients-ios", "clients"] {
-            assert!(records.iter().any(|r| r.host == host && matches!(r.event, Event::ClientFetched { .. })), "seed {seed}: {host} downloaded nothing");
+            assert!(records.iter().any(|r| &*r.host == host && matches!(r.event, Event::ClientFetched { .. })), "seed {seed}: {host} downloaded nothing");
         }
         let views = records.iter().filter(|r| matches!(r.event, Event::ClientView { .. })).count();
         assert!(views > 0, "seed {seed}: no IMAP client recorded what it shows");

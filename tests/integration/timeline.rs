@@ -32,7 +32,7 @@ fn the_svg_parses_as_xml_and_has_a_lane_per_host_and_each_violation_at_its_recor
     let svg = timeline::svg(&judged.output, &judged.violations, "store-crash seed=0x2");
     let texts = texts(&svg);
     // A lane per host that recorded something, named in the margin: hosts from the history, not a list.
-    let hosts: BTreeSet<&str> = judged.output.history.records.iter().map(|record| record.host.as_str()).filter(|host| *host != "world").collect();
+    let hosts: BTreeSet<&str> = judged.output.history.records.iter().map(|record| &*record.host).filter(|host| *host != "world").collect();
     assert!(hosts.contains("mx") && hosts.contains("store") && hosts.contains("clients") && hosts.iter().any(|host| host.starts_with("provider-")), "{hosts:?}");
     for host in &hosts {
         assert!(texts.iter().any(|text| text == host), "no lane for {host}: {texts:?}");
@@ -47,7 +47,7 @@ fn the_svg_parses_as_xml_and_has_a_lane_per_host_and_each_violation_at_its_recor
         assert_eq!(mark.record, violation.evidence.first().copied());
         let at = mark.record.expect("these violations name their records");
         assert_eq!(mark.t_ms, judged.output.history.records[at].t_ms);
-        assert_eq!(picture.lanes[mark.lane], judged.output.history.records[at].host);
+        assert_eq!(picture.lanes[mark.lane], &*judged.output.history.records[at].host);
     }
     let first = &picture.violations[0];
     let label = format!("{} #{}", first.invariant, first.record.unwrap());

@@ -63,5 +63,5 @@ fn delivered(facts: &Facts, by_mx: &BTreeSet<At>, msg: &str, rcpt: &str, ats: &[
 /// it recorded that (its queue file is the DSN's record): a crash between each two copies, and
 /// every copy the MX's. One crash justifies one more copy, as A13 counts duplicates.
 fn resent_after_crash(facts: &Facts, by_mx: &BTreeSet<At>, ats: &[At]) -> bool {
-    ats.iter().all(|at| by_mx.contains(at)) && ats.windows(2).all(|pair| facts.records[pair[0]..pair[1]].iter().any(|record| record.host == "mx" && matches!(record.event, Event::Crash)))
+    ats.iter().all(|at| by_mx.contains(at)) && ats.windows(2).all(|pair| facts.records[pair[0]..pair[1]].iter().any(|record| &*record.host == "mx" && matches!(record.event, Event::Crash)))
 }

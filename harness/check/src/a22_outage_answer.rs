@@ -132,7 +132,7 @@ fn failures_outside(records: &[history::Record], outage: Outage) -> BTreeMap<&st
             Event::SmtpFailure { msg, stage, .. } => (msg, matches!(stage, Stage::Connect | Stage::Greeting)),
             _ => continue,
         };
-        failures.entry(record.host.as_str()).or_default().push(Failure { at, t_ms: record.t_ms, msg, site });
+        failures.entry(&*record.host).or_default().push(Failure { at, t_ms: record.t_ms, msg, site });
     }
     failures
 }
@@ -142,7 +142,7 @@ fn failures_outside(records: &[history::Record], outage: Outage) -> BTreeMap<&st
 /// after it was submitted (a destination that refused a session is suspended for every message,
 /// as Postfix's dead destination is, so one message's failure delays the others' turns).
 fn delayed_elsewhere(failures: &BTreeMap<&str, Vec<Failure>>, submitted: &history::Record, until: usize) -> bool {
-    let (Some(of_sender), Event::Submit { msg, .. }) = (failures.get(submitted.host.as_str()), &submitted.event) else { return false };
+    let (Some(of_sender), Event::Submit { msg, .. }) = (failures.get(&*submitted.host), &submitted.event) else { return false };
     of_sender.iter().any(|failure| failure.at < until && (failure.msg == msg.as_str() || (failure.site && failure.t_ms >= submitted.t_ms)))
 }
 

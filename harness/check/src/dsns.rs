@@ -58,7 +58,7 @@ pub(crate) fn read_with(records: &[Record], by_kind: &ByKind) -> Vec<Dsn> {
                 let submitted = submits.get(msg.as_str()).copied();
                 dsns.push(Dsn {
                     at,
-                    by: record.host.clone(),
+                    by: record.host.to_string(),
                     msg: msg.clone(),
                     kind: kind.clone(),
                     mail_from: mail_from.clone(),

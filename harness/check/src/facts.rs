@@ -328,7 +328,7 @@ impl ReportedLosses {
                     delivered_file.insert(file, (mailbox, msg));
                     delivered.entry((mailbox, msg)).or_default().push(at);
                 }
-                Event::DiskRename { from, to } if record.host == "store" => {
+                Event::DiskRename { from, to } if &*record.host == "store" => {
                     if let Some(&(mailbox, msg)) = delivered_file.get(from.as_str()) {
                         msg_of_file.insert((mailbox, to), msg);
                         delivered_file.insert(to, (mailbox, msg));
@@ -399,7 +399,7 @@ pub fn device_damaged_names(records: &[Record]) -> BTreeSet<String> {
 }
 
 fn damaged_names(records: &[Record], by_kind: &ByKind) -> BTreeSet<String> {
-    let on_disk = |kinds: &[EventKind]| by_kind.select(records, kinds).map(|(_, record)| record).filter(|record| record.host == "store" || record.host == "mx");
+    let on_disk = |kinds: &[EventKind]| by_kind.select(records, kinds).map(|(_, record)| record).filter(|record| &*record.host == "store" || &*record.host == "mx");
     let mut damaged: BTreeSet<&str> = BTreeSet::new();
     for record in on_disk(&[EventKind::DiskFault, EventKind::DiskDropped]) {
         match &record.event {
@@ -666,7 +666,7 @@ impl<'a> Facts<'a> {
         if !matches!(record.event, Event::DiskWrite { .. } | Event::DiskSync { .. } | Event::DiskRemove { .. } | Event::DiskRename { .. } | Event::DiskDirSync { .. }) {
             return;
         }
-        if record.host == "store" {
+        if &*record.host == "store" {
             self.observe_store_bytes(&record.event);
             if let Event::DiskRename { from, to } = &record.event {
                 if self.delivered_files.contains(from.as_str()) {

@@ -99,7 +99,7 @@ impl Wire {
                 // A fail point fired (the world crashes the host next), the host crashed or was
                 // restarted: what its connections do from now on is the world's doing, not an answer.
                 Event::CrashPoint { .. } | Event::Crash | Event::Restart => {
-                    for connection in connections.values_mut().filter(|c| c.host == record.host) {
+                    for connection in connections.values_mut().filter(|c| c.host == &*record.host) {
                         connection.lost_step = true;
                     }
                 }

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// Upper bound on the events of a run with little mail (see `events_allowed`). Reaching the bound
 /// means a runaway loop (a retry storm, say),
@@ -34,7 +35,9 @@ pub fn events_allowed(planned_messages: usize) -> usize {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub t_ms: u64,
-    pub host: String,
+    /// Shared with every other record of the host (a run has a dozen hosts and a million
+    /// records: one string each was 56 bytes a record and an allocation).
+    pub host: Arc<str>,
     #[serde(flatten)]
     pub event: Event,
 }
@@ -344,7 +347,7 @@ pub type Clock = Rc<dyn Fn() -> u64>;
 #[derive(Clone)]
 pub struct Journal {
     history: Rc<RefCell<History>>,
-    host: Rc<str>,
+    host: Arc<str>,
     clock: Clock,
 }
 
@@ -373,7 +376,7 @@ impl Journal {
             let observer = history.observer.clone();
             drop(history);
             if let Some(observer) = observer {
-                observer(&Record { t_ms, host: self.host.to_string(), event });
+                observer(&Record { t_ms, host: self.host.clone(), event });
             }
             return;
         }
@@ -381,7 +384,7 @@ impl Journal {
             history.overflowed = true;
             return;
         }
-        history.records.push(Record { t_ms, host: self.host.to_string(), event });
+        history.records.push(Record { t_ms, host: self.host.clone(), event });
         if let Some(observer) = history.observer.clone() {
             let record = history.records.last().cloned();
             drop(history);

@@ -209,7 +209,7 @@ pub fn pair_accounts(records: &[Record]) -> BTreeMap<(String, String), PairAccou
                 policy_of_host.insert(&record.host, policy);
             }
             Event::Submit { msg, rcpts, .. } => {
-                sender_of_msg.insert(msg, (&record.host, policy_of_host.get(record.host.as_str()).copied().unwrap_or("?"), record.t_ms));
+                sender_of_msg.insert(msg, (&record.host, policy_of_host.get(&*record.host).copied().unwrap_or("?"), record.t_ms));
                 rcpts.iter().for_each(|rcpt| mentioned(&mut pairs, msg, rcpt));
             }
             Event::MxDataEnd { msg, rcpts, reply, .. } if reply.starts_with('2') => {
@@ -228,7 +228,7 @@ pub fn pair_accounts(records: &[Record]) -> BTreeMap<(String, String), PairAccou
             }
             // A delivered copy keeps being the same copy under the names the store moves it to
             // (read mail goes into cur/), as the disk recorded them.
-            Event::DiskRename { from, to } if record.host == "store" && delivered_files.contains(from.as_str()) => {
+            Event::DiskRename { from, to } if &*record.host == "store" && delivered_files.contains(from.as_str()) => {
                 delivered_files.insert(to);
             }
             _ => {}
@@ -329,7 +329,7 @@ fn add_expected_fates(records: &[Record], pairs: &mut BTreeMap<(String, String),
                 }
             }
             Event::Submit { msg, rcpts, .. } if (outage.down_ms..outage.up_ms).contains(&record.t_ms) => {
-                let Some(policy) = policies.get(record.host.as_str()) else { continue };
+                let Some(policy) = policies.get(&*record.host) else { continue };
                 let fate = expected_fate(policy, record.t_ms, outage);
                 for rcpt in rcpts {
                     let row = &mut pairs.entry((msg.clone(), mailbox_of(rcpt))).or_default().outcomes;

@@ -364,7 +364,7 @@ fn fired(feature: &swarm::Feature, run: &SwarmRun) -> bool {
         "overload" => records.iter().any(|record| matches!(&record.event, Event::MxRefusal { reply, .. } if reply.contains("4.7.0") || (reply.starts_with("452") && reply.contains("try again later")))),
         "slowlink" => {
             let provider = run.scenario.links.first().and_then(|link| link.hosts.get_ref().first().cloned()).unwrap_or_default();
-            records.iter().any(|record| record.host == provider && matches!(record.event, Event::SmtpAttempt { .. }))
+            records.iter().any(|record| *record.host == *provider && matches!(record.event, Event::SmtpAttempt { .. }))
         }
         _ => false,
     }

@@ -205,7 +205,7 @@ impl Timeline {
             })
             .flatten()
             .collect();
-        for host in records.iter().map(|record| record.host.as_str()).chain(named.iter().map(String::as_str)) {
+        for host in records.iter().map(|record| &*record.host).chain(named.iter().map(String::as_str)) {
             if host != "world" && !hosts.contains(&host) {
                 hosts.push(host);
             }
@@ -262,10 +262,10 @@ impl Timeline {
                     }
                 }
                 Event::Crash => {
-                    down_since.insert(record.host.clone(), t_ms);
+                    down_since.insert(record.host.to_string(), t_ms);
                 }
                 Event::Restart => {
-                    if let Some(since) = down_since.remove(&record.host) {
+                    if let Some(since) = down_since.remove(&*record.host) {
                         let lane = builder.lane(&record.host);
                         builder.band(vec![lane], since, t_ms, "down", "down".into());
                     }
@@ -274,7 +274,7 @@ impl Timeline {
                     let lane = builder.lane(&record.host);
                     marks.push(Mark { lane, t_ms, label: format!("fail point {point}") });
                 }
-                Event::DiskFault { fault, .. } if fault == "hidden-limit-stall" => stalls.push((record.host.clone(), at as u64)),
+                Event::DiskFault { fault, .. } if fault == "hidden-limit-stall" => stalls.push((record.host.to_string(), at as u64)),
                 Event::DiskFault { fault, .. } if fault == "remount-read-only" => {
                     let lane = builder.lane(&record.host);
                     marks.push(Mark { lane, t_ms, label: "read-only".into() });
@@ -310,7 +310,7 @@ impl Timeline {
             // Every operation of the device waits until the stall ends: its next recorded
             // operation after the stall began is when it ended.
             let start_ms = records[at as usize].t_ms;
-            let until = records[at as usize + 1..].iter().find(|record| record.host == host && record.t_ms > start_ms && is_disk_op(&record.event)).map_or(end_ms, |record| record.t_ms);
+            let until = records[at as usize + 1..].iter().find(|record| *record.host == *host && record.t_ms > start_ms && is_disk_op(&record.event)).map_or(end_ms, |record| record.t_ms);
             let lane = builder.lane(&host);
             builder.band(vec![lane], start_ms, until, "hidden-limit stall", "hidden-limit stall".into());
         }
@@ -342,7 +342,7 @@ fn violation_marks(builder: &mut Builder, violations: &[Violation]) -> Vec<Viola
     for violation in violations {
         let first = violation.evidence.iter().copied().find(|&at| at < builder.records.len());
         let (t_ms, host) = match first {
-            Some(at) => (builder.records[at].t_ms, builder.records[at].host.as_str()),
+            Some(at) => (builder.records[at].t_ms, &*builder.records[at].host),
             None => (builder.end_ms, "world"),
         };
         // A world record (a phase, a fault note) belongs to no host: it is marked on the first lane.
@@ -379,10 +379,10 @@ fn curves(records: &[Record], lanes: &[String], buckets: usize, bucket: &dyn Fn(
             curves.smtp_sessions[last] = curves.smtp_sessions[last].max(count(&conns, "smtp"));
             curves.lmtp_sessions[last] = curves.lmtp_sessions[last].max(count(&conns, "lmtp"));
         }
-        if let Some(&lane) = lane_of.get(record.host.as_str()) {
+        if let Some(&lane) = lane_of.get(&*record.host) {
             activity[lane][at] += 1;
         }
-        let mx = record.host == "mx";
+        let mx = &*record.host == "mx";
         match &record.event {
             Event::MxDataEnd { rcpts, reply, .. } if reply.starts_with('2') => curves.accepted[at] += rcpts.len() as u64,
             Event::StoreDelivered { .. } => curves.delivered[at] += 1,
@@ -408,7 +408,7 @@ fn curves(records: &[Record], lanes: &[String], buckets: usize, bucket: &dyn Fn(
                 conns.remove(conn.as_str());
             }
             // A crashed server's connections die with it, closed or not.
-            Event::Crash => conns.retain(|_, (host, _)| *host != record.host.as_str()),
+            Event::Crash => conns.retain(|_, (host, _)| *host != &*record.host),
             _ => {}
         }
         curves.queue_depth[at] = curves.queue_depth[at].max(queue.len() as u64);

@@ -162,11 +162,11 @@ impl Expected {
                     let highest = expected.highest_uid.entry((mailbox.clone(), *uidvalidity)).or_default();
                     *highest = (*highest).max(*uid);
                 }
-                Event::DiskRemove { path } if record.host == host => {
+                Event::DiskRemove { path } if &*record.host == host => {
                     removed.insert(path.clone());
                     unlinked.insert(path.clone());
                 }
-                Event::DiskRename { from, to } if record.host == host => {
+                Event::DiskRename { from, to } if &*record.host == host => {
                     removed.insert(from.clone());
                     moved.insert(from.clone(), to.clone());
                 }

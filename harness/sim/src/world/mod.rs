@@ -640,7 +640,7 @@ impl<'a> World<'a> {
         // Only the records something here reacts to are copied out of the history (a copy of
         // every record was a tenth of a large run).
         let cuts_armed = !self.armed_cuts.is_empty();
-        let (records, scanned_to): (Vec<(u64, String, Event)>, usize) = {
+        let (records, scanned_to): (Vec<(u64, std::sync::Arc<str>, Event)>, usize) = {
             let history = self.history.borrow();
             let new = history.records[scanned..].iter().zip(scanned as u64 + 1..);
             let wanted = new.filter(|(record, _)| reacts_to(&record.event, cuts_armed));
@@ -653,17 +653,17 @@ impl<'a> World<'a> {
                     *fired += 1;
                 }
                 self.crash(host);
-                self.at_sorted(self.now_ms.get() + restart_ms, Action::Restart(host.clone()));
+                self.at_sorted(self.now_ms.get() + restart_ms, Action::Restart(host.to_string()));
             }
             self.maybe_cut(host, event);
             drain.observe(*number, event);
             // After a restart, or a failover that dropped what the device had promised: a queue
             // file gone from the disk will never be finished (found by swarm: a run idling to
             // its horizon after a failover lost an acknowledged queue file).
-            let failover = matches!(event, Event::DiskFault { fault, .. } if fault == "failover") && host == "mx";
+            let failover = matches!(event, Event::DiskFault { fault, .. } if fault == "failover") && &**host == "mx";
             if matches!(event, Event::QueueRecovered { .. }) || failover {
                 let queue = stack::queue::QUEUE_DIR;
-                let present = self.disks.get(host.as_str()).and_then(|disk| disk.list(queue).ok()).unwrap_or_default();
+                let present = self.disks.get(&**host).and_then(|disk| disk.list(queue).ok()).unwrap_or_default();
                 drain.forget_missing_queue_files(&present.into_iter().map(|name| format!("{queue}/{name}")).collect());
             }
         }
