@@ -536,7 +536,7 @@ impl<'a> Facts<'a> {
             by_kind,
         };
         // Per sender session: recipients that got 2xx at RCPT.
-        let mut session_rcpts: BTreeMap<&'a str, Vec<&'a str>> = BTreeMap::new();
+        let mut session_rcpts: FxHashMap<&'a str, Vec<&'a str>> = FxHashMap::default();
         for (at, record) in records.iter().enumerate() {
             facts.observe(at, record, &mut session_rcpts);
         }
@@ -558,7 +558,7 @@ impl<'a> Facts<'a> {
         }
     }
 
-    fn observe(&mut self, at: At, record: &'a Record, session_rcpts: &mut BTreeMap<&'a str, Vec<&'a str>>) {
+    fn observe(&mut self, at: At, record: &'a Record, session_rcpts: &mut FxHashMap<&'a str, Vec<&'a str>>) {
         match &record.event {
             Event::Submit { msg, from, rcpts, digest, .. } => {
                 self.submitted.insert(msg, (at, from, rcpts, digest));
