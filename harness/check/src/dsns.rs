@@ -6,7 +6,7 @@
 //!   receiver's, not the MX's account of them.
 
 use super::wire::At;
-use super::facts::ByKind;
+use super::kinds::ByKind;
 use history::{Event, EventKind, Record};
 use mail::message;
 use std::collections::BTreeMap;

@@ -2,7 +2,8 @@
 //! what the senders saw, what the store delivered, what clients fetched, and the disk
 //! operations of each host indexed by path.
 
-use history::{Event, EventKind, Outcome, Record, Stage, EVENT_KINDS};
+pub use super::kinds::ByKind;
+use history::{Event, EventKind, Outcome, Record, Stage};
 use mail::message;
 use history::RunOutput;
 use super::dsns::{self, Dsn};
@@ -12,41 +13,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// A record index in the history.
 pub type At = usize;
-
-/// Per kind of event, where its records are, in history order: each checker reads the kinds it
-/// judges instead of every record. (A pass over a million records is a pass over a quarter of a
-/// gigabyte of memory, and the checkers made some thirty.)
-pub struct ByKind {
-    lists: Vec<Vec<u32>>,
-}
-
-impl ByKind {
-    pub fn of(records: &[Record]) -> ByKind {
-        let mut lists = vec![Vec::new(); EVENT_KINDS];
-        for (at, record) in records.iter().enumerate() {
-            // A history is bounded far below 4 billion records (`history::events_allowed`).
-            lists[EventKind::from(&record.event) as usize].push(at as u32);
-        }
-        ByKind { lists }
-    }
-
-    /// The records of these kinds, in history order.
-    pub fn select<'s, 'r>(&'s self, records: &'r [Record], kinds: &[EventKind]) -> impl Iterator<Item = (At, &'r Record)> + use<'s, 'r> {
-        let ats: std::borrow::Cow<'s, [u32]> = match kinds {
-            [kind] => std::borrow::Cow::Borrowed(&self.lists[*kind as usize]),
-            _ => {
-                let mut merged: Vec<u32> = kinds.iter().flat_map(|kind| self.lists[*kind as usize].iter().copied()).collect();
-                merged.sort_unstable();
-                merged.dedup();
-                std::borrow::Cow::Owned(merged)
-            }
-        };
-        (0..ats.len()).map(move |i| {
-            let at = ats[i] as usize;
-            (at, &records[at])
-        })
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum DiskOp {

@@ -39,6 +39,7 @@ mod a4_no_deliver_after_refusal;
 mod a9_no_bounce_of_bounce;
 pub mod dsns;
 pub mod facts;
+mod kinds;
 mod outside;
 mod reply;
 pub mod wire;
