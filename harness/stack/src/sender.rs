@@ -238,8 +238,8 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, batch:
         if pending.is_empty() || !policy.retries {
             break;
         }
-        // The clock stands still between awaits: one reading serves until the sleep.
-        let age = age_s();
+        // The clock stands still between awaits: the reading above serves until the sleep.
+        let age = (now_ms - started_ms) as f64 / 1000.0;
         let index = policy.stage_index(age);
         attempts_in_stage = if index == stage { attempts_in_stage + 1 } else { 1 };
         stage = index;
