@@ -195,7 +195,8 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, batch:
             // A message's first attempt is always made: a sender never gives up on mail it has
             // not tried once (A7), and a fresh message is the destination's probe.
             let suspension = provider.suspension(env.journal.now_ms());
-            match suspension.clone().filter(|_| attempt > 0) {
+            let suspended = suspension.is_some();
+            match suspension.filter(|_| attempt > 0) {
                 Some(error) => Turn::Skipped(error),
                 None => {
                     attempt += 1;
@@ -207,7 +208,7 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, batch:
                     match refused {
                         // Only a probe (an attempt made while the destination was not suspended)
                         // suspends it: fresh mail tried during a suspension does not prolong it.
-                        Some(error) if suspension.is_none() => {
+                        Some(error) if !suspended => {
                             let until_ms = env.journal.now_ms() + (policy.min_interval_s() * 1000.0) as u64;
                             *provider.suspended.borrow_mut() = Some((until_ms, format!("delivery temporarily suspended: {error}")));
                         }
