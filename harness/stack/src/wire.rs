@@ -356,14 +356,15 @@ impl Reply {
     /// Writes one reply line; the bare "250" form for an empty last line is
     /// what RFC 5321 4.2 grammar gives (`Reply-code [ SP textstring ]`).
     fn encode_line(&self, out: &mut Vec<u8>, line: &str, last: bool) {
+        use std::io::Write as _;
         let text = self.line_text(line);
         let separator = if last { ' ' } else { '-' };
-        let encoded = if last && text.is_empty() {
-            format!("{:03}\r\n", self.code)
+        // Written into `out` directly (a Vec cannot fail to take it): no string per line.
+        let _ = if last && text.is_empty() {
+            write!(out, "{:03}\r\n", self.code)
         } else {
-            format!("{:03}{}{}\r\n", self.code, separator, text)
+            write!(out, "{:03}{}{}\r\n", self.code, separator, text)
         };
-        out.extend_from_slice(encoded.as_bytes());
     }
 
     /// The text of one line as it goes on the wire. CR and LF become spaces
@@ -371,10 +372,15 @@ impl Reply {
     fn line_text(&self, line: &str) -> String {
         let text = match self.enhanced.as_deref() {
             Some(code) if !code.is_empty() && line.is_empty() => code.to_string(),
-            Some(code) if !code.is_empty() => format!("{code} {line}"),
+            Some(code) if !code.is_empty() => [code, " ", line].concat(),
             _ => line.to_string(),
         };
-        text.replace(['\r', '\n'], " ")
+        // Copied again only when there is something to replace (there seldom is).
+        if text.contains(['\r', '\n']) {
+            text.replace(['\r', '\n'], " ")
+        } else {
+            text
+        }
     }
 }
 
