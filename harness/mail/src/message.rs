@@ -372,7 +372,16 @@ pub fn header_address(message: &[u8], field: &str) -> Option<String> {
 /// The Message-ID (without <>) of a message, parsed with mail-parser; None
 /// when absent or empty.
 pub fn message_id(message: &[u8]) -> Option<String> {
-    let parsed = MessageParser::new().parse_headers(message)?;
+    // Every delivery asks this of a message: a parser that reads Message-ID alone and skips
+    // every other field (each field still ends where the full parse ends it, at a line break
+    // not followed by white space) answers the same for a fraction of the cost.
+    static PARSER: std::sync::OnceLock<MessageParser> = std::sync::OnceLock::new();
+    let parser = PARSER.get_or_init(|| MessageParser::new().header_id(mail_parser::HeaderName::MessageId).default_header_ignore());
+    message_id_with(parser, message)
+}
+
+fn message_id_with(parser: &MessageParser, message: &[u8]) -> Option<String> {
+    let parsed = parser.parse_headers(message)?;
     parsed
         .message_id()
         .filter(|id| !id.is_empty())
@@ -1246,6 +1255,40 @@ Status: 4.4.1\r\n\
                 let _ = content_digest(&input);
                 let _ = fixture_from_text("m", &String::from_utf8_lossy(&input));
             }
+        }
+    }
+
+    /// The Message-ID-only parser against the full one, on the mutated seeds and on field soup
+    /// (folds, quotes, comments, encoded words, repeated and broken Message-IDs).
+    #[test]
+    fn message_id_reads_what_the_full_parse_reads() {
+        let full = |input: &[u8]| message_id_with(&MessageParser::new(), input);
+        let original = compose(&envelope(&["bob@b.test".to_string()]), &plain());
+        let mut seeds = vec![original.clone(), dsn(&original, &two_recipients())];
+        seeds.extend(embedded_fixtures().iter().map(|f| compose(&envelope(&[]), f)));
+        let mut state = 0x2545_f491_4f6c_dd1d;
+        for seed in &seeds {
+            assert_eq!(message_id(seed), full(seed));
+            for _ in 0..3000 {
+                let input = mutate(seed, &mut state);
+                assert_eq!(message_id(&input), full(&input), "{:?}", String::from_utf8_lossy(&input));
+            }
+        }
+        let fragments: &[&[u8]] = &[
+            b"Message-ID: <a@b>\r\n", b"message-id:<c@d>\n", b"Message-Id: (comment) <e@f> (x)\r\n", b"Message-ID:\r\n <folded@x>\r\n",
+            b"Message-ID: no-brackets@x\r\n", b"Message-ID: <a@b> <c@d>\r\n", b"Message-ID: <unterminated\r\n", b"Message-ID: \"q<x>\" <q@x>\r\n",
+            b"From: \"Quoted\r\n name\" <a@b>\r\n", b"To: group: a@b, (c\r\n) d@e;\r\n", b"From: =?utf-8?q?=C3=A9t=C3=A9?= <x@y>\r\n",
+            b"Subject: =?utf-8?b?w6l0w6k=?=\r\n =?utf-8?q?more?=\r\n", b"Received: from a.test ([10.0.0.1])\r\n by b.test with ESMTP id 1;\r\n Mon, 1 Jan 2024 00:00:00 +0000\r\n",
+            b"Received: (\r\n", b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n", b"Date: (x\r\n", b"Content-Type: multipart/mixed;\r\n boundary=\"b\r\n\"\r\n",
+            b"Content-Type: text/plain; charset=\"\r\n", b"Keywords: a, \"b\r\n c\", d\r\n", b"References: <a@b>\r\n\t<c@d>\r\n", b"X-Other: anything\r\n",
+            b"no colon here\r\n", b" leading space\r\n", b"\tx\r\n", b"\r\n", b"\n", b"\r", b"(", b"\"", b"<", b">", b"=?", b"?=", b"Message-ID:", b"\xff\xfe",
+        ];
+        for _ in 0..20_000 {
+            let mut input = Vec::new();
+            for _ in 0..next(&mut state) % 9 {
+                input.extend_from_slice(fragments[(next(&mut state) % fragments.len() as u64) as usize]);
+            }
+            assert_eq!(message_id(&input), full(&input), "{:?}", String::from_utf8_lossy(&input));
         }
     }
 

@@ -6,7 +6,7 @@ use mail::message;
 use super::wire::DataDecoder;
 use super::{Env, POP3_PORT};
 use history::Event;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(600);
@@ -118,10 +118,16 @@ async fn poll(env: &Env, config: &ClientConfig, cache: &mut Cache) -> Result<(),
     session.command(&format!("PASS {}", config.password)).await?;
     let uidls = parse_listing(&session.multi_line("UIDL").await?);
     let sizes = parse_listing(&session.multi_line("LIST").await?);
+    // Each message's size by number, the first line of a number winning (a search of the
+    // LIST lines for every UIDL line was quadratic in the mailbox).
+    let mut size_of: BTreeMap<u32, &str> = BTreeMap::new();
+    for (number, size) in &sizes {
+        size_of.entry(*number).or_insert(size);
+    }
     let listing: Vec<(String, u64)> = uidls
         .iter()
         .map(|(number, uidl)| {
-            let size = sizes.iter().find(|(n, _)| n == number).and_then(|(_, size)| size.parse().ok()).unwrap_or(0);
+            let size = size_of.get(number).and_then(|size| size.parse().ok()).unwrap_or(0);
             (uidl.clone(), size)
         })
         .collect();

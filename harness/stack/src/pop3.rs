@@ -18,6 +18,7 @@ use super::{Defect, Env, POP3_PORT};
 use history::Event;
 use disk::parent;
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::rc::Rc;
 
 /// The password of each user in simulation: `pw-<user>`.
@@ -224,7 +225,8 @@ impl<'a> Session<'a> {
     fn listing(&self, column: impl Fn(u64, &Entry) -> String) -> Vec<u8> {
         let mut body = String::new();
         for (number, (uid, entry)) in self.live() {
-            body.push_str(&format!("{number} {}\r\n", column(*uid, entry)));
+            // Written in place: no string of its own for every line of a large mailbox.
+            let _ = write!(body, "{number} {}\r\n", column(*uid, entry));
         }
         let mut response = ok("listing follows");
         body.push_str(".\r\n");

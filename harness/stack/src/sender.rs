@@ -190,13 +190,14 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, batch:
     // Attempts made on the wire; the loop also counts the turns a suspended destination skipped.
     let mut attempt = 0u32;
     for _turn in 1..=MAX_ATTEMPTS {
-        let verdicts = {
+        let turn = {
             let Ok(_permit) = provider.connections.acquire().await else { return };
             // A message's first attempt is always made: a sender never gives up on mail it has
             // not tried once (A7), and a fresh message is the destination's probe.
             let suspension = provider.suspension(env.journal.now_ms());
-            match suspension.clone().filter(|_| attempt > 0) {
-                Some(error) => pending.iter().map(|p| p.rcpts.iter().map(|rcpt| (rcpt.clone(), Verdict::Transient(error.clone()))).collect()).collect(),
+            let suspended = suspension.is_some();
+            match suspension.filter(|_| attempt > 0) {
+                Some(error) => Turn::Skipped(error),
                 None => {
                     attempt += 1;
                     let tries: Vec<Try> = pending
@@ -207,7 +208,7 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, batch:
                     match refused {
                         // Only a probe (an attempt made while the destination was not suspended)
                         // suspends it: fresh mail tried during a suspension does not prolong it.
-                        Some(error) if suspension.is_none() => {
+                        Some(error) if !suspended => {
                             let until_ms = env.journal.now_ms() + (policy.min_interval_s() * 1000.0) as u64;
                             *provider.suspended.borrow_mut() = Some((until_ms, format!("delivery temporarily suspended: {error}")));
                         }
@@ -215,13 +216,20 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, batch:
                         // The destination talked: whatever came of the mail, it is alive.
                         None => *provider.suspended.borrow_mut() = None,
                     }
-                    verdicts
+                    Turn::Tried(verdicts)
                 }
             }
         };
+        let (skipped, mut tried) = match turn {
+            Turn::Skipped(error) => (Some(error), None),
+            Turn::Tried(verdicts) => (None, Some(verdicts.into_iter())),
+        };
         let mut all_transient = true;
-        for (state, verdicts) in pending.iter_mut().zip(verdicts) {
-            let failed = settle(env, state, verdicts);
+        for state in pending.iter_mut() {
+            let failed = match (&skipped, tried.as_mut().and_then(Iterator::next)) {
+                (Some(error), _) => settle_skipped(env, state, error),
+                (None, verdicts) => settle(env, state, verdicts.unwrap_or_default()),
+            };
             all_transient &= !state.rcpts.is_empty() && failed.is_empty();
             give_up(env, config, state.planned, &failed, Outcome::Bounced, started_ms).await;
         }
@@ -231,27 +239,30 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, batch:
         if pending.is_empty() || !policy.retries {
             break;
         }
-        let index = policy.stage_index(age_s());
+        // The clock stands still between awaits: the reading above serves until the sleep.
+        let age = (now_ms - started_ms) as f64 / 1000.0;
+        let index = policy.stage_index(age);
         attempts_in_stage = if index == stage { attempts_in_stage + 1 } else { 1 };
         stage = index;
         let delay = if env.defects.has(Defect::RetryWithoutBackoff) {
             Duration::from_millis((60_000.0 * config.time_scale) as u64).max(Duration::from_secs(1))
         } else if env.defects.has(Defect::RetryScheduleTooEarly) {
             // The planted bug: half the policy's wait, but never below the stage's first interval.
-            (policy.next_delay(age_s(), attempts_in_stage) / 2).max(policy.next_delay(age_s(), 1))
+            (policy.next_delay(age, attempts_in_stage) / 2).max(policy.next_delay(age, 1))
         } else {
-            policy.next_delay(age_s(), attempts_in_stage)
+            policy.next_delay(age, attempts_in_stage)
         };
         tokio::time::sleep(delay).await;
+        let age = age_s();
         for state in pending.iter_mut() {
-            if !state.delay_notified && policy.delay_notice_s.is_some_and(|notice_s| age_s() >= notice_s) {
+            if !state.delay_notified && policy.delay_notice_s.is_some_and(|notice_s| age >= notice_s) {
                 state.delay_notified = true;
                 let delayed: Vec<(String, String)> = state.rcpts.iter().map(|rcpt| (rcpt.clone(), state.last_error.clone())).collect();
                 send_dsn(env, config, state.planned, &delayed, DsnKind::Delay, started_ms);
             }
         }
         let lifetime_s = if env.defects.has(Defect::GiveUpEarly) { policy.lifetime_s / 4.0 } else { policy.lifetime_s };
-        if age_s() >= lifetime_s {
+        if age >= lifetime_s {
             break;
         }
     }
@@ -260,6 +271,28 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, batch:
         let expired: Vec<(String, String)> = state.rcpts.iter().map(|rcpt| (rcpt.clone(), format!("{reason}; last error: {}", state.last_error))).collect();
         give_up(env, config, state.planned, &expired, Outcome::Expired, started_ms).await;
     }
+}
+
+/// What one turn of a batch's delivery loop came to.
+enum Turn {
+    /// The destination is suspended: no attempt was made, for this reason.
+    Skipped(String),
+    /// An attempt was made: each message's verdicts, in batch order.
+    Tried(Vec<Vec<(String, Verdict)>>),
+}
+
+/// `settle` of a turn the suspended destination skipped, as if every pending recipient had got
+/// `error` as a transient verdict (a list of those copies, built every turn of a long
+/// suspension for every pending message, was a large part of a run's cost).
+fn settle_skipped(env: &Env, state: &mut Pending, error: &str) -> Vec<(String, String)> {
+    if state.rcpts.is_empty() {
+        return Vec::new();
+    }
+    if env.defects.has(Defect::BounceOn4xx) {
+        return std::mem::take(&mut state.rcpts).into_iter().map(|rcpt| (rcpt, error.to_string())).collect();
+    }
+    error.clone_into(&mut state.last_error);
+    Vec::new()
 }
 
 /// Records an attempt's verdicts for one message: delivered recipients leave, transient ones
@@ -352,7 +385,8 @@ fn send_dsn(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, rcpts:
         to: to.clone(),
         rcpts: rcpts.iter().map(|(rcpt, _)| rcpt.clone()).collect(),
         status: recipients.first().map(|r| r.status.clone()).unwrap_or_default(),
-        content: String::from_utf8_lossy(&dsn).to_string(),
+        // The DSN moves into its record (its bytes are not needed after).
+        content: String::from_utf8(dsn).unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned()),
     });
 }
 

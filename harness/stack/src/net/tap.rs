@@ -178,6 +178,11 @@ fn bdat_size(line: &str) -> Option<u64> {
 fn printable(line: &[u8]) -> String {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
+    // The usual line, short and printable ASCII, is its own text (what the general case
+    // below would make of it, without decoding it character by character).
+    if line.len() <= MAX_RECORDED_LINE && line.iter().all(|&byte| (b' '..=b'~').contains(&byte)) {
+        return String::from_utf8_lossy(line).into_owned();
+    }
     let mut text: String = String::from_utf8_lossy(line).chars().map(|c| if c.is_control() { '?' } else { c }).take(MAX_RECORDED_LINE).collect();
     if line.len() > MAX_RECORDED_LINE {
         text.push('…');
@@ -201,10 +206,7 @@ impl AsyncRead for Tap {
         let result = Pin::new(&mut self.inner).poll_read(context, buf);
         match &result {
             Poll::Ready(Ok(())) if buf.filled().len() == before => self.closed("eof".into()),
-            Poll::Ready(Ok(())) => {
-                let bytes = buf.filled()[before..].to_vec();
-                self.from_client(&bytes);
-            }
+            Poll::Ready(Ok(())) => self.from_client(&buf.filled()[before..]),
             Poll::Ready(Err(error)) => self.closed(format!("error: {}", error.kind())),
             Poll::Pending => {}
         }
@@ -273,6 +275,25 @@ mod tests {
         let (mut tap, history) = tap();
         tap.from_client(b"BDAT 11 LAST\r\nQUIT\r\n.\r\n\r\nRSET\r\n");
         assert_eq!(recorded(&history), ["C BDAT 11 LAST", "C RSET"]);
+    }
+
+    #[test]
+    fn printable_ascii_takes_the_short_way_to_the_same_text() {
+        let general = |line: &[u8]| {
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let mut text: String = String::from_utf8_lossy(line).chars().map(|c| if c.is_control() { '?' } else { c }).take(MAX_RECORDED_LINE).collect();
+            if line.len() > MAX_RECORDED_LINE {
+                text.push('…');
+            }
+            text
+        };
+        let mut lines: Vec<Vec<u8>> = vec![b"MAIL FROM:<a@b> SIZE=12\r\n".to_vec(), b"\r\n".to_vec(), b"NOOP\x7f\r\n".to_vec(), b"x\ty\n".to_vec(), "caf\u{e9}\r\n".as_bytes().to_vec()];
+        lines.extend([199, 200, 201].map(|len| [vec![b'~'; len], b"\r\n".to_vec()].concat()));
+        lines.extend((0u8..=255).map(|byte| vec![b'a', byte, b'\r', b'\n']));
+        for line in lines {
+            assert_eq!(printable(&line), general(&line), "{line:?}");
+        }
     }
 
     #[test]
