@@ -289,9 +289,14 @@ fn bench(seeds: &str) -> Result<bool, String> {
     let mut measured = std::collections::BTreeMap::new();
     for subject in BENCH_SUBJECTS {
         let output = mailchaos_binary(&["bench", subject]).output().map_err(|error| format!("mailchaos bench {subject}: {error}"))?;
-        let line = String::from_utf8_lossy(&output.stdout).lines().find(|line| line.starts_with("bench ")).map(str::to_string);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let line = stdout.lines().find(|line| line.starts_with("bench ")).map(str::to_string);
         let line = line.ok_or_else(|| format!("mailchaos bench {subject}: no bench line ({})", String::from_utf8_lossy(&output.stderr).trim()))?;
         println!("{line}");
+        // Where the check's time goes, costliest step first.
+        if let Some(steps) = stdout.lines().find(|line| line.starts_with("bench-check ")) {
+            println!("{steps}");
+        }
         measured.insert(*subject, BenchLine::parse(&line)?);
     }
     let outage = &measured["scenarios/bench/outage-10k.toml"];
