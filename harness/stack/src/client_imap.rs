@@ -55,6 +55,15 @@ pub struct ImapClientConfig {
     pub uid_cache: bool,
 }
 
+impl ImapClientConfig {
+    /// The same mailbox, account and polling as a POP3 client's, read over IMAP: how the world
+    /// and `drive` set up either kind of client from one plan.
+    pub fn of(client: super::client::ClientConfig, uid_cache: bool) -> ImapClientConfig {
+        let super::client::ClientConfig { store_host, user, password, first_poll, poll_interval, delete_after_fetch } = client;
+        ImapClientConfig { store_host, user, password, first_poll, poll_interval, delete_after_fetch, uid_cache }
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// The UIDVALIDITY the cache is valid under.

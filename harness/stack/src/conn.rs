@@ -11,6 +11,7 @@ use super::wire::DataDecoder;
 use bytes::BufMut;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+// tokio's clock, not the wall's: under turmoil it is the simulated clock, so deadlines replay.
 use tokio::time::Instant;
 
 const READ_CHUNK: usize = 4096;

@@ -221,13 +221,10 @@ fn spawn_clients(scenario: &Scenario, target: &Target, scale: f64, env_of: &impl
         // A client polls at least every half second of real time, however small the scale.
         let poll_interval = plan.poll_interval.mul_f64(scale).max(MIN_POLL);
         let env = env_of(&plan.host);
-        let (user, delete_after_fetch) = (plan.user, plan.delete_after_fetch);
+        let config = ClientConfig { store_host: "store".into(), user: plan.user, password, first_poll, poll_interval, delete_after_fetch: plan.delete_after_fetch };
         if (plan.protocol != "pop3" && target.imap.is_some()) || target.pop3.is_none() {
-            let uid_cache = plan.protocol != "webmail";
-            let config = ImapClientConfig { store_host: "store".into(), user, password, first_poll, poll_interval, delete_after_fetch, uid_cache };
-            tokio::task::spawn_local(stack::client_imap::run(env, config));
+            tokio::task::spawn_local(stack::client_imap::run(env, ImapClientConfig::of(config, plan.protocol != "webmail")));
         } else {
-            let config = ClientConfig { store_host: "store".into(), user, password, first_poll, poll_interval, delete_after_fetch };
             tokio::task::spawn_local(stack::client::run(env, config));
         }
     }

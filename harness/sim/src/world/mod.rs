@@ -346,19 +346,7 @@ impl<'a> World<'a> {
             let env = self.env(&host, defects, journal_of(&host));
             let mine: Vec<&crate::scenario::ClientPlan> = plans.iter().filter(|plan| plan.host == host).collect();
             let pop3: Vec<ClientConfig> = mine.iter().filter(|plan| plan.protocol == "pop3").map(|plan| pop3_config(plan)).collect();
-            let imap: Vec<ImapClientConfig> = mine
-                .iter()
-                .filter(|plan| plan.protocol != "pop3")
-                .map(|plan| ImapClientConfig {
-                    store_host: "store".into(),
-                    user: plan.user.clone(),
-                    password: stack::pop3::password_of(&plan.user),
-                    first_poll: plan.first_poll,
-                    poll_interval: plan.poll_interval,
-                    delete_after_fetch: plan.delete_after_fetch,
-                    uid_cache: plan.protocol == "imap",
-                })
-                .collect();
+            let imap: Vec<ImapClientConfig> = mine.iter().filter(|plan| plan.protocol != "pop3").map(|plan| ImapClientConfig::of(pop3_config(plan), plan.protocol == "imap")).collect();
             self.sim.host(host.as_str(), move || {
                 let (env, pop3, imap) = (env.clone(), pop3.clone(), imap.clone());
                 async move {
