@@ -88,8 +88,8 @@ fn a6_catches_a_retry_sooner_than_the_policy_gives_for_that_attempt() {
             Event::SenderPolicy { min_interval_s, .. } => {
                 min_interval_ms.insert(&record.host, (min_interval_s * 1000.0) as u64);
             }
-            Event::Submit { msg, .. } => {
-                provider_of.insert(msg, &record.host);
+            Event::Submit(submit) => {
+                provider_of.insert(&submit.msg, &record.host);
             }
             Event::SmtpAttempt { session, msg, .. } => {
                 sessions.insert(session, (msg, record.t_ms, record.t_ms));
@@ -146,10 +146,10 @@ fn a1_judges_the_wire_not_the_log_when_they_disagree() {
     check("baseline", 2, Defect::AckLoggedLate, &["A1"]);
     let judged = judge(&fast("baseline"), Seed(1), &Defects::of(&[Defect::AckLoggedLate]));
     let records = &judged.output.history.records;
-    let claims: Vec<usize> = records.iter().enumerate().filter(|(_, r)| matches!(&r.event, Event::MxDataEnd { reply, .. } if reply.starts_with('2'))).map(|(at, _)| at).collect();
+    let claims: Vec<usize> = records.iter().enumerate().filter(|(_, r)| matches!(&r.event, Event::MxDataEnd(end) if end.reply.starts_with('2'))).map(|(at, _)| at).collect();
     assert!(!claims.is_empty());
     for &at in &claims {
-        let Event::MxDataEnd { queue_file: Some(file), .. } = &records[at].event else { panic!("a 2xx claim names its file") };
+        let Some(file) = (match &records[at].event { Event::MxDataEnd(end) => end.queue_file.as_ref(), _ => None }) else { panic!("a 2xx claim names its file") };
         let synced = records[..at].iter().any(|r| matches!(&r.event, Event::DiskSync { path } if path == file));
         assert!(synced, "the log looks right: {file} was synced before the claim at record {at}");
     }
@@ -224,8 +224,8 @@ fn a13_accepts_the_duplicate_of_a_crash_between_fsync_and_250() {
         assert!(judged.violations.is_empty(), "seed {seed}: {:?}", judged.violations);
         let mut copies: BTreeMap<(String, String), usize> = BTreeMap::new();
         for record in &judged.output.history.records {
-            if let Event::StoreDelivered { msg, mailbox, .. } = &record.event {
-                *copies.entry((msg.clone(), mailbox.clone())).or_default() += 1;
+            if let Event::StoreDelivered(stored) = &record.event {
+                *copies.entry((stored.msg.clone(), stored.mailbox.clone())).or_default() += 1;
             }
         }
         justified += copies.values().filter(|count| **count > 1).count();
@@ -248,11 +248,11 @@ fn a_copy_published_just_before_a_store_crash_is_recognised_on_the_retry() {
         let judged = judge(&loaded, Seed(seed), &Defects::none());
         let records = &judged.output.history.records;
         let delivered: BTreeSet<&str> = records.iter().filter_map(|r| match &r.event {
-            Event::StoreDelivered { file, .. } => Some(file.as_str()),
+            Event::StoreDelivered(stored) => Some(stored.file.as_str()),
             _ => None,
         }).collect();
         let first_acks: Vec<(&str, &str)> = records.iter().filter_map(|r| match &r.event {
-            Event::StoreRetryRecognised { file, mailbox, msg, .. } if !delivered.contains(file.as_str()) => Some((mailbox.as_str(), msg.as_str())),
+            Event::StoreRetryRecognised(stored) if !delivered.contains(stored.file.as_str()) => Some((stored.mailbox.as_str(), stored.msg.as_str())),
             _ => None,
         }).collect();
         if first_acks.is_empty() {
@@ -264,7 +264,7 @@ fn a_copy_published_just_before_a_store_crash_is_recognised_on_the_retry() {
         let outcomes = mailchaos::report::outcomes_by_policy(records);
         assert!(outcomes.values().all(|row| row.lost == 0), "seed {seed}: the report shows a loss");
         for (mailbox, msg) in first_acks {
-            let copies = records.iter().filter(|r| matches!(&r.event, Event::StoreDelivered { mailbox: m, msg: g, .. } if m == mailbox && g == msg)).count();
+            let copies = records.iter().filter(|r| matches!(&r.event, Event::StoreDelivered(stored) if stored.mailbox == mailbox && stored.msg == msg)).count();
             assert_eq!(copies, 0, "seed {seed}: {msg} in {mailbox} was delivered again");
         }
     }
@@ -289,7 +289,7 @@ fn a13_accepts_the_duplicate_of_a_cut_after_the_final_dot() {
             })
             .collect();
         for msg in timed_out {
-            let acks = records.iter().filter(|r| matches!(&r.event, Event::MxDataEnd { msg: m, reply, .. } if m == msg && reply.starts_with('2'))).count();
+            let acks = records.iter().filter(|r| matches!(&r.event, Event::MxDataEnd(end) if end.msg == *msg && end.reply.starts_with('2'))).count();
             unseen_then_resent += usize::from(acks >= 2);
         }
     }
@@ -311,9 +311,9 @@ fn one_session_carries_several_messages_with_bdat_and_each_gets_its_own_queue_fi
     // Per MX session: the queue files it wrote.
     let mut files_per_session: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for record in &judged.output.history.records {
-        if let Event::MxDataEnd { session, queue_file: Some(file), reply, .. } = &record.event {
-            if reply.starts_with('2') {
-                files_per_session.entry(session.clone()).or_default().push(file.clone());
+        if let Event::MxDataEnd(end) = &record.event {
+            if let (Some(file), true) = (&end.queue_file, end.reply.starts_with('2')) {
+                files_per_session.entry(end.session.clone()).or_default().push(file.clone());
             }
         }
     }
@@ -413,7 +413,8 @@ fn a_stalled_mailbox_holds_up_only_itself_and_its_retries_make_no_copies() {
         let mut others_during_stall = 0;
         for record in records {
             match &record.event {
-                Event::StoreDelivered { msg, mailbox, .. } => {
+                Event::StoreDelivered(stored) => {
+                    let (msg, mailbox) = (&stored.msg, &stored.mailbox);
                     *copies.entry((msg.clone(), mailbox.clone())).or_default() += 1;
                     others_during_stall += usize::from(mailbox != "anna" && (begin..end).contains(&record.t_ms));
                 }

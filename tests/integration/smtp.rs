@@ -38,7 +38,7 @@ fn received_fields_name_the_client_and_never_another_recipient() {
 }
 
 fn submitted_at<'a>(records: &'a [Record], msg: &str) -> &'a Record {
-    records.iter().find(|record| matches!(&record.event, Event::Submit { msg: m, .. } if m == msg)).expect("every DSN is about a submitted message")
+    records.iter().find(|record| matches!(&record.event, Event::Submit(submit) if submit.msg == msg)).expect("every DSN is about a submitted message")
 }
 
 /// A DSN is dated on the simulated clock from the run's wall-time base (not 1970), and its
@@ -50,7 +50,8 @@ fn dsns_are_dated_now_and_name_the_arrival_of_the_original() {
         let judged = judge(&fast(scenario), Seed(1), &Defects::none());
         let records = &judged.output.history.records;
         for record in records {
-            let Event::DsnSent { msg, content, .. } = &record.event else { continue };
+            let Event::DsnSent(sent) = &record.event else { continue };
+            let (msg, content) = (&sent.msg, &sent.content);
             let date = rfc5322_date(EPOCH_UNIX_S + record.t_ms / 1000);
             let arrival = rfc5322_date(EPOCH_UNIX_S + submitted_at(records, msg).t_ms / 1000);
             assert!(content.contains(&format!("\r\nDate: {date}\r\n")), "{scenario} {msg}: {content}");
@@ -161,7 +162,7 @@ fn the_clean_mx_refuses_invalid_parameters_and_accepts_postmaster() {
     assert!(judged.violations.is_empty(), "{:?}", judged.violations);
     let records = &judged.output.history.records;
     let invalid: Vec<(&str, &InvalidParam)> = records.iter().filter_map(|r| match &r.event {
-        Event::Submit { msg, invalid_param: Some(invalid), .. } => Some((msg.as_str(), invalid)),
+        Event::Submit(submit) => Some((submit.msg.as_str(), submit.invalid_param.as_ref()?)),
         _ => None,
     }).collect();
     let reply_to = |msg: &str, stage: Stage, rcpt: Option<&str>| records.iter().find_map(|r| match &r.event {
@@ -180,7 +181,7 @@ fn the_clean_mx_refuses_invalid_parameters_and_accepts_postmaster() {
     }).collect();
     assert!(!postmaster.is_empty() && postmaster.iter().all(|reply| reply.starts_with("250")), "{postmaster:?}");
     let named: Vec<(&String, &Vec<String>)> = records.iter().filter_map(|r| match &r.event {
-        Event::ClientFetched { mailbox, trace_for, .. } if !trace_for.is_empty() => Some((mailbox, trace_for)),
+        Event::ClientFetched(fetched) if !fetched.trace_for.is_empty() => Some((&fetched.mailbox, &fetched.trace_for)),
         _ => None,
     }).collect();
     assert!(!named.is_empty());

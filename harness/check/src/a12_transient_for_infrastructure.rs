@@ -18,7 +18,7 @@ fn is_policy_code(enhanced: &str) -> bool {
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     for (at, record) in facts.records_of(&[K::MxDataEnd, K::MxRefusal, K::StoreRefusal]) {
         let (who, reply) = match &record.event {
-            Event::MxDataEnd { msg, reply, .. } => (format!("MX end of data for msg {msg}"), reply),
+            Event::MxDataEnd(end) => (format!("MX end of data for msg {}", end.msg), &end.reply),
             Event::MxRefusal { session, reply, .. } => (format!("MX session {session}"), reply),
             Event::StoreRefusal { mailbox, msg, reply } => (format!("store delivery of msg {msg} to {mailbox}"), reply),
             _ => continue,

@@ -108,7 +108,8 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
 /// Advances every followed pair over one record.
 fn follow(pairs: &mut BTreeMap<(String, String), Copies>, at: At, host: &str, event: &Event) {
     match event {
-        Event::StoreDelivered { mailbox, msg, .. } => {
+        Event::StoreDelivered(stored) => {
+            let (mailbox, msg) = (&stored.mailbox, &stored.msg);
             if let Some(copies) = pairs.get_mut(&(msg.clone(), mailbox.clone())) {
                 copies.all.push(at);
                 match copies.crash_unused.take() {
@@ -227,7 +228,7 @@ fn sender_causes(facts: &Facts, msg: &str, mailbox: &str, causes: &mut Vec<Cause
 /// more copy. Each unanswered entry excuses one copy, and only with such a failure to pair it.
 fn unanswered_causes(facts: &Facts, msg: &str, causes: &mut Vec<Cause>) {
     let answered: Vec<&str> = facts.records.iter().filter_map(|record| match &record.event {
-        Event::MxDataEnd { msg: of, queue_file: Some(file), .. } if of == msg => Some(file.as_str()),
+        Event::MxDataEnd(end) if end.msg == *msg => end.queue_file.as_deref(),
         _ => None,
     }).collect();
     let mut unanswered: Vec<&str> = facts.records.iter().filter_map(|record| match &record.event {

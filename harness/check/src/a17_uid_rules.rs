@@ -31,7 +31,8 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     let mut state: BTreeMap<(String, u64), Validity> = BTreeMap::new();
     for (at, record) in facts.records_of(&[K::StoreDelivered, K::StoreRecovered]) {
         match &record.event {
-            Event::StoreDelivered { mailbox, uidvalidity, uid, digest, .. } => {
+            Event::StoreDelivered(stored) => {
+                let history::Stored { mailbox, uidvalidity, uid, digest, .. } = &**stored;
                 let validity = state.entry((mailbox.clone(), *uidvalidity)).or_default();
                 let subject = || format!("mailbox {mailbox} uidl {uidvalidity}.{uid}");
                 if let Some((first_at, first_digest)) = validity.named.get(uid) {

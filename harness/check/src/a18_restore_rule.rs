@@ -22,9 +22,11 @@ fn check_uids(facts: &Facts, rollback: At, out: &mut Vec<Violation>) {
     // Per mailbox: the UIDVALIDITY in use before the restore.
     let mut current: BTreeMap<&str, (u64, At)> = BTreeMap::new();
     for (at, record) in facts.records.iter().enumerate().take(rollback) {
-        if let Event::StoreRecovered { mailbox, uidvalidity, .. } | Event::StoreDelivered { mailbox, uidvalidity, .. } = &record.event {
-            current.insert(mailbox, (*uidvalidity, at));
-        }
+        match &record.event {
+            Event::StoreRecovered { mailbox, uidvalidity, .. } => current.insert(mailbox, (*uidvalidity, at)),
+            Event::StoreDelivered(stored) => current.insert(&stored.mailbox, (stored.uidvalidity, at)),
+            _ => None,
+        };
     }
     let mut judged = std::collections::BTreeSet::new();
     for recovery in facts.recoveries.iter().filter(|r| r.restored && r.at > rollback) {

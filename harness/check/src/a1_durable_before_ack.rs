@@ -44,11 +44,11 @@ fn claims<'a>(facts: &'a Facts) -> (BTreeMap<&'a str, VecDeque<Claim<'a>>>, BTre
     let (mut mx, mut store): (BTreeMap<_, VecDeque<_>>, BTreeMap<_, VecDeque<_>>) = (BTreeMap::new(), BTreeMap::new());
     for (at, record) in facts.records_of(&[K::MxDataEnd, K::StoreDelivered, K::StoreRetryRecognised]) {
         match &record.event {
-            Event::MxDataEnd { conn, msg, rcpts, queue_file, reply, .. } if reply.starts_with('2') => {
-                mx.entry(conn.as_str()).or_default().push_back((at, queue_file.as_deref(), format!("msg {msg} rcpts {}", rcpts.join(","))));
+            Event::MxDataEnd(end) if end.reply.starts_with('2') => {
+                mx.entry(end.conn.as_str()).or_default().push_back((at, end.queue_file.as_deref(), format!("msg {} rcpts {}", end.msg, end.rcpts.join(","))));
             }
-            Event::StoreDelivered { conn, mailbox, msg, file, .. } | Event::StoreRetryRecognised { conn, mailbox, msg, file, .. } => {
-                store.entry(conn.as_str()).or_default().push_back((at, Some(file.as_str()), format!("msg {msg} mailbox {mailbox}")));
+            Event::StoreDelivered(stored) | Event::StoreRetryRecognised(stored) => {
+                store.entry(stored.conn.as_str()).or_default().push_back((at, Some(stored.file.as_str()), format!("msg {} mailbox {}", stored.msg, stored.mailbox)));
             }
             _ => {}
         }

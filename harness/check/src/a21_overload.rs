@@ -23,8 +23,8 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
                     out.push(Violation::new("A21", format!("MX session {session}"), format!("answered '{reply}': load must be answered with 4xx, never 5xx"), vec![at]));
                 }
             }
-            Event::MxDataEnd { msg, rcpts, queue_file: None, reply, .. } if reply.starts_with('2') => {
-                out.push(Violation::new("A21", format!("msg {msg} rcpts {}", rcpts.join(",")), format!("acknowledged ({reply}) without writing a queue file: accepted and dropped"), vec![at]));
+            Event::MxDataEnd(end) if end.queue_file.is_none() && end.reply.starts_with('2') => {
+                out.push(Violation::new("A21", format!("msg {} rcpts {}", end.msg, end.rcpts.join(",")), format!("acknowledged ({}) without writing a queue file: accepted and dropped", end.reply), vec![at]));
             }
             _ => {}
         }

@@ -73,7 +73,8 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
             continue;
         }
         let reply = match &record.event {
-            Event::MxRefusal { reply, .. } | Event::MxDataEnd { reply, .. } => reply,
+            Event::MxRefusal { reply, .. } => reply,
+            Event::MxDataEnd(end) => &end.reply,
             _ => continue,
         };
         if reply.starts_with('5') && !about_the_mail(reply) && !answered_5xx {
@@ -142,7 +143,8 @@ fn failures_outside(records: &[history::Record], outage: Outage) -> BTreeMap<&st
 /// after it was submitted (a destination that refused a session is suspended for every message,
 /// as Postfix's dead destination is, so one message's failure delays the others' turns).
 fn delayed_elsewhere(failures: &BTreeMap<&str, Vec<Failure>>, submitted: &history::Record, until: usize) -> bool {
-    let (Some(of_sender), Event::Submit { msg, .. }) = (failures.get(&*submitted.host), &submitted.event) else { return false };
+    let (Some(of_sender), Event::Submit(submit)) = (failures.get(&*submitted.host), &submitted.event) else { return false };
+    let msg = &submit.msg;
     of_sender.iter().any(|failure| failure.at < until && (failure.msg == msg.as_str() || (failure.site && failure.t_ms >= submitted.t_ms)))
 }
 
@@ -165,7 +167,7 @@ mod tests {
             t_ms,
             host: "provider-a".into(),
             event: match event {
-                "submit" => Event::Submit { msg: msg.into(), from: "s@a.test".into(), rcpts: vec![], digest: String::new(), size: 0, longest_line: 0, invalid_param: None },
+                "submit" => Event::Submit(Box::new(history::Submit { msg: msg.into(), from: "s@a.test".into(), rcpts: vec![], digest: String::new(), size: 0, longest_line: 0, invalid_param: None })),
                 "site" => Event::SmtpFailure { session: "s".into(), msg: msg.into(), stage: history::Stage::Connect, error: "refused".into() },
                 _ => Event::SmtpFailure { session: "s".into(), msg: msg.into(), stage: history::Stage::Rcpt, error: "timed out".into() },
             },

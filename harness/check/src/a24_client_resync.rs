@@ -39,7 +39,10 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
             // A plain restart changes nothing a client shows (what a crash loses changes EXISTS,
             // and the client's next SELECT resyncs); a restore from backup does. An expunge is
             // the client's own (one client per mailbox): it records its view right after.
-            Event::StoreDelivered { mailbox, .. } | Event::StoreRecovered { mailbox, restored: true, .. } => {
+            Event::StoreDelivered(stored) => {
+                last_change.insert(&stored.mailbox, at);
+            }
+            Event::StoreRecovered { mailbox, restored: true, .. } => {
                 last_change.insert(mailbox, at);
             }
             Event::StoreCorruption { file, .. } => {

@@ -86,15 +86,17 @@ fn refuses_size(reply: &str) -> bool {
 /// MAIL whose SIZE the MX cannot take is refused at MAIL).
 fn judge_size(facts: &Facts, at: usize, msg: &str, reply: &str, out: &mut Vec<Violation>) {
     let Some(&(submitted, ..)) = facts.submitted.get(msg) else { return };
-    let Event::Submit { size, .. } = &facts.records[submitted].event else { return };
+    let Event::Submit(submit) = &facts.records[submitted].event else { return };
+    let size = submit.size;
     let why = format!("a message of {size} octets, the SIZE its accepted MAIL declared, was refused as too big at the end of data: '{reply}' (RFC 1870 §6)");
     out.push(Violation::new("A26", format!("msg {msg}"), why, vec![submitted, at]));
 }
 
 fn judge_data_end(facts: &Facts, at: usize, msg: &str, reply: &str, out: &mut Vec<Violation>) {
     let Some(&(submitted, ..)) = facts.submitted.get(msg) else { return };
-    let Event::Submit { longest_line, .. } = &facts.records[submitted].event else { return };
-    if *longest_line <= 998 {
+    let Event::Submit(submit) = &facts.records[submitted].event else { return };
+    let longest_line = submit.longest_line;
+    if longest_line <= 998 {
         let why = format!("a message whose longest line holds {longest_line} octets (at most 998: RFC 5321 §4.5.3.1.6) was refused at the end of data: '{reply}'");
         out.push(Violation::new("A26", format!("msg {msg}"), why, vec![submitted, at]));
     }
@@ -125,9 +127,10 @@ fn is_postmaster_of(rcpt: &str, served: &BTreeSet<String>) -> bool {
 /// The workload gave this recipient's RCPT (or the MAIL) a wrong parameter: A28's case.
 fn has_invalid_param(facts: &Facts, msg: &str, rcpt: &str) -> bool {
     let Some(&(submitted, ..)) = facts.submitted.get(msg) else { return false };
-    match &facts.records[submitted].event {
-        Event::Submit { invalid_param: Some(InvalidParam { stage: Stage::Mail, .. }), .. } => true,
-        Event::Submit { invalid_param: Some(InvalidParam { rcpt: Some(bad), .. }), .. } => bad == rcpt,
+    let Event::Submit(submit) = &facts.records[submitted].event else { return false };
+    match &submit.invalid_param {
+        Some(InvalidParam { stage: Stage::Mail, .. }) => true,
+        Some(InvalidParam { rcpt: Some(bad), .. }) => bad == rcpt,
         _ => false,
     }
 }

@@ -15,7 +15,8 @@ use history::Event;
 
 pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     for (at, record) in facts.records_of(&[K::ClientFetched]) {
-        let Event::ClientFetched { mailbox, msg, trace_for, .. } = &record.event else { continue };
+        let Event::ClientFetched(fetched) = &record.event else { continue };
+        let history::ClientFetched { mailbox, msg, trace_for, .. } = &**fetched;
         let Some((submitted, _, rcpts, _)) = facts.submitted.get(msg.as_str()) else { continue };
         let delivered = deliverable(&facts.records[*submitted].event, rcpts);
         for named in trace_for.iter().filter(|named| leaks(mailbox, named, &delivered)) {
@@ -31,7 +32,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
 /// postmaster's, as one for anna that names postmaster: a false alarm swarm runs met.
 fn deliverable(submit: &Event, rcpts: &[String]) -> Vec<String> {
     let refused = match submit {
-        Event::Submit { invalid_param: Some(invalid), .. } if invalid.stage == history::Stage::Rcpt => invalid.rcpt.clone(),
+        Event::Submit(submit) => submit.invalid_param.as_ref().filter(|invalid| invalid.stage == history::Stage::Rcpt).and_then(|invalid| invalid.rcpt.clone()),
         _ => None,
     };
     rcpts.iter().filter(|rcpt| refused.as_ref() != Some(*rcpt)).cloned().collect()
@@ -82,7 +83,7 @@ mod tests {
     #[test]
     fn a_recipient_refused_for_its_invalid_parameter_is_no_recipient_of_the_copy() {
         let invalid = history::InvalidParam { stage: history::Stage::Rcpt, rcpt: Some("anna@l.test".into()), param: "SIZE=+5".into() };
-        let submit = Event::Submit { msg: "m".into(), from: "s@x.test".into(), rcpts: rcpts(&["anna@l.test", "postmaster"]), digest: String::new(), size: 1, longest_line: 1, invalid_param: Some(invalid) };
+        let submit = Event::Submit(Box::new(history::Submit { msg: "m".into(), from: "s@x.test".into(), rcpts: rcpts(&["anna@l.test", "postmaster"]), digest: String::new(), size: 1, longest_line: 1, invalid_param: Some(invalid) }));
         let delivered = deliverable(&submit, &rcpts(&["anna@l.test", "postmaster"]));
         assert_eq!(delivered, rcpts(&["postmaster"]));
         assert!(!leaks("anna", "postmaster@l.test", &delivered));

@@ -17,7 +17,8 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     for (at, record) in facts.records_of(&[K::SmtpReply]) {
         let Event::SmtpReply { msg, stage, rcpt, reply, .. } = &record.event else { continue };
         let Some(&(submitted, ..)) = facts.submitted.get(msg.as_str()) else { continue };
-        let Event::Submit { invalid_param: Some(invalid), .. } = &facts.records[submitted].event else { continue };
+        let Event::Submit(submit) = &facts.records[submitted].event else { continue };
+        let Some(invalid) = &submit.invalid_param else { continue };
         if reply.starts_with('2') && answers(invalid, *stage, rcpt.as_deref()) {
             let command = if invalid.stage == Stage::Mail { "MAIL".to_string() } else { format!("RCPT TO:<{}>", rcpt.as_deref().unwrap_or_default()) };
             let why = format!("{command} with the invalid parameter {} was accepted: '{reply}' (RFC 5321 §4.1.1.11: 555 or 501)", invalid.param);

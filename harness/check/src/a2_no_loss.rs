@@ -46,7 +46,8 @@ fn expunged_live(facts: &Facts, delivery: &super::facts::Delivery) -> bool {
 /// In a live history a server stops whenever its operator stops it: a message still in its
 /// queue file then (no removal of the file recorded) is held, not lost; the next start delivers it.
 fn still_queued_live(facts: &Facts, ack: usize) -> bool {
-    let Some(history::Event::MxDataEnd { queue_file: Some(file), .. }) = facts.records.get(ack).map(|record| &record.event) else { return false };
+    let Some(history::Event::MxDataEnd(end)) = facts.records.get(ack).map(|record| &record.event) else { return false };
+    let Some(file) = &end.queue_file else { return false };
     facts.live && facts.disks.get("mx").is_some_and(|disk| disk.kept(file, ack))
 }
 

@@ -46,7 +46,7 @@ pub(crate) fn read_with(records: &[Record], by_kind: &ByKind) -> Vec<Dsn> {
     let submits: BTreeMap<&str, At> = by_kind
         .select(records, &[EventKind::Submit])
         .filter_map(|(at, record)| match &record.event {
-            Event::Submit { msg, .. } => Some((msg.as_str(), at)),
+            Event::Submit(submit) => Some((submit.msg.as_str(), at)),
             _ => None,
         })
         .collect();
@@ -54,7 +54,8 @@ pub(crate) fn read_with(records: &[Record], by_kind: &ByKind) -> Vec<Dsn> {
     let mut dsns = Vec::new();
     for (at, record) in by_kind.select(records, &[EventKind::DsnSent, EventKind::MailReceived]) {
         match &record.event {
-            Event::DsnSent { msg, kind, mail_from, to, rcpts, content, .. } => {
+            Event::DsnSent(sent) => {
+                let history::DsnSent { msg, kind, mail_from, to, rcpts, content, .. } = &**sent;
                 let submitted = submits.get(msg.as_str()).copied();
                 dsns.push(Dsn {
                     at,
@@ -101,8 +102,9 @@ fn returned_by_mx<'a>(records: &'a [Record], by_kind: &ByKind, submits: &BTreeMa
     let mut returned = Returned::new();
     for (at, record) in by_kind.select(records, &[EventKind::MxDataEnd, EventKind::QueueRecorded, EventKind::QueueDamaged]) {
         match &record.event {
-            Event::MxDataEnd { queue_file: Some(file), msg, rcpts, reply, .. } if reply.starts_with('2') => {
-                queued.insert(file, (msg, rcpts.clone(), at));
+            Event::MxDataEnd(end) if end.reply.starts_with('2') => {
+                let Some(file) = &end.queue_file else { continue };
+                queued.insert(file, (&end.msg, end.rcpts.clone(), at));
             }
             Event::QueueRecorded { queue_file, remaining, .. } => {
                 if let Some((_, pending, _)) = queued.get_mut(queue_file.as_str()) {

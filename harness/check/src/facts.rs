@@ -289,7 +289,8 @@ impl ReportedLosses {
                 Event::Fault { action } if is_snapshot(action) => snapshot_at = Some(at),
                 Event::Fault { action } if is_rollback(action) => rollbacks.push((snapshot_at, at)),
                 // A recognised retry is the first 2xx of a copy published just before a crash.
-                Event::StoreDelivered { mailbox, msg, file, .. } | Event::StoreRetryRecognised { mailbox, msg, file, .. } if !delivered_file.contains_key(file.as_str()) => {
+                Event::StoreDelivered(stored) | Event::StoreRetryRecognised(stored) if !delivered_file.contains_key(stored.file.as_str()) => {
+                    let history::Stored { mailbox, msg, file, .. } = &**stored;
                     msg_of_file.insert((mailbox, file), msg);
                     delivered_file.insert(file, (mailbox, msg));
                     delivered.entry((mailbox, msg)).or_default().push(at);
@@ -300,12 +301,13 @@ impl ReportedLosses {
                         delivered_file.insert(to, (mailbox, msg));
                     }
                 }
-                Event::ClientFetched { mailbox, msg, .. } => {
-                    fetched.insert((mailbox, msg));
+                Event::ClientFetched(fetch) => {
+                    fetched.insert((&fetch.mailbox, &fetch.msg));
                 }
                 Event::StoreCorruption { mailbox, file, .. } => corrupt.push((mailbox, file)),
-                Event::MxDataEnd { queue_file: Some(file), msg, rcpts, reply, .. } if reply.starts_with('2') => {
-                    queued.insert(file, (msg, rcpts.iter().map(String::as_str).collect()));
+                Event::MxDataEnd(end) if end.reply.starts_with('2') && end.queue_file.is_some() => {
+                    let Some(file) = &end.queue_file else { continue };
+                    queued.insert(file, (&end.msg, end.rcpts.iter().map(String::as_str).collect()));
                 }
                 Event::QueueRecorded { queue_file, remaining, .. } => {
                     if let Some((_, pending)) = queued.get_mut(queue_file.as_str()) {
@@ -526,7 +528,8 @@ impl<'a> Facts<'a> {
 
     fn observe(&mut self, at: At, record: &'a Record, session_rcpts: &mut FxHashMap<&'a str, Vec<&'a str>>) {
         match &record.event {
-            Event::Submit { msg, from, rcpts, digest, .. } => {
+            Event::Submit(submit) => {
+                let history::Submit { msg, from, rcpts, digest, .. } = &**submit;
                 self.submitted.insert(msg, (at, from, rcpts, digest));
                 self.submitted_by.insert(msg, &record.host);
             }
@@ -556,7 +559,8 @@ impl<'a> Facts<'a> {
             Event::SenderOutcome { msg, rcpt, outcome, .. } => {
                 self.outcomes.entry((msg, rcpt)).or_default().push((at, *outcome));
             }
-            Event::MxDataEnd { msg, rcpts, queue_file, reply, .. } => {
+            Event::MxDataEnd(end) => {
+                let history::MxDataEnd { msg, rcpts, queue_file, reply, .. } = &**end;
                 if reply.starts_with('2') {
                     self.acks_of.entry(msg).or_default().push(self.mx_data_ends.len());
                 }
@@ -574,18 +578,23 @@ impl<'a> Facts<'a> {
                     self.queue_recorded.entry((msg, rcpt)).or_default().push(at);
                 }
             }
-            Event::StoreDelivered { mailbox, msg, uidvalidity, uid, file, digest, .. } => {
+            Event::StoreDelivered(stored) => {
+                let history::Stored { mailbox, msg, uidvalidity, uid, file, digest, .. } = &**stored;
                 self.delivered_files.insert(file);
                 self.deliveries.push(Delivery { at, mailbox, msg, uidvalidity: *uidvalidity, uid: *uid, file, digest });
             }
             // The first 2xx for a copy the store published just before a crash (its reply never
             // went out) comes when it recognises the MX's retry after the restart: that 2xx is
             // the copy's delivery. A retry of a copy already delivered adds nothing.
-            Event::StoreRetryRecognised { mailbox, msg, uidvalidity, uid, file, digest, .. } if !self.delivered_files.contains(file.as_str()) => {
+            Event::StoreRetryRecognised(stored) if !self.delivered_files.contains(stored.file.as_str()) => {
+                let history::Stored { mailbox, msg, uidvalidity, uid, file, digest, .. } = &**stored;
                 self.delivered_files.insert(file);
                 self.deliveries.push(Delivery { at, mailbox, msg, uidvalidity: *uidvalidity, uid: *uid, file, digest });
             }
-            Event::ClientFetched { mailbox, uidl, msg, digest, size, .. } => self.fetches.push(Fetch { at, mailbox, uidl, msg, digest, size: *size }),
+            Event::ClientFetched(fetch) => {
+                let history::ClientFetched { mailbox, uidl, msg, digest, size, .. } = &**fetch;
+                self.fetches.push(Fetch { at, mailbox, uidl, msg, digest, size: *size });
+            }
             Event::ClientDeleted { mailbox, uidls, confirmed } => {
                 for uidl in uidls {
                     self.deleted.insert((mailbox, uidl), at);

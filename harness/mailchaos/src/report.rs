@@ -31,11 +31,11 @@ pub fn counts(records: &[Record]) -> Counts {
     let mut counts = Counts::default();
     for record in records {
         match &record.event {
-            Event::MxDataEnd { msg, rcpts, reply, .. } if reply.starts_with('2') => {
-                accepted.extend(rcpts.iter().map(|rcpt| (msg.clone(), rcpt.clone())));
+            Event::MxDataEnd(end) if end.reply.starts_with('2') => {
+                accepted.extend(end.rcpts.iter().map(|rcpt| (end.msg.clone(), rcpt.clone())));
             }
-            Event::StoreDelivered { msg, mailbox, .. } => {
-                delivered.insert((msg.clone(), mailbox.clone()));
+            Event::StoreDelivered(stored) => {
+                delivered.insert((stored.msg.clone(), stored.mailbox.clone()));
             }
             Event::SenderOutcome { outcome: Outcome::Bounced | Outcome::Expired, .. } => counts.bounced += 1,
             Event::SmtpReply { reply, .. } if reply.starts_with('4') => counts.deferred += 1,
@@ -208,23 +208,24 @@ pub fn pair_accounts(records: &[Record]) -> BTreeMap<(String, String), PairAccou
             Event::SenderPolicy { policy, .. } => {
                 policy_of_host.insert(&record.host, policy);
             }
-            Event::Submit { msg, rcpts, .. } => {
+            Event::Submit(submit) => {
+                let (msg, rcpts) = (&submit.msg, &submit.rcpts);
                 sender_of_msg.insert(msg, (&record.host, policy_of_host.get(&*record.host).copied().unwrap_or("?"), record.t_ms));
                 rcpts.iter().for_each(|rcpt| mentioned(&mut pairs, msg, rcpt));
             }
-            Event::MxDataEnd { msg, rcpts, reply, .. } if reply.starts_with('2') => {
-                for rcpt in rcpts {
-                    accepted.insert((msg, mailbox_of(rcpt)));
+            Event::MxDataEnd(end) if end.reply.starts_with('2') => {
+                for rcpt in &end.rcpts {
+                    accepted.insert((&end.msg, mailbox_of(rcpt)));
                 }
             }
-            Event::StoreDelivered { msg, mailbox, file, .. } => {
-                delivered_files.insert(file);
-                copies.entry((msg, mailbox)).or_insert((0, record.t_ms)).0 += 1;
+            Event::StoreDelivered(stored) => {
+                delivered_files.insert(&stored.file);
+                copies.entry((&stored.msg, &stored.mailbox)).or_insert((0, record.t_ms)).0 += 1;
             }
             // The first 2xx for a copy published just before a store crash (as A2 counts it).
-            Event::StoreRetryRecognised { msg, mailbox, file, .. } if !delivered_files.contains(file.as_str()) => {
-                delivered_files.insert(file);
-                copies.entry((msg, mailbox)).or_insert((0, record.t_ms)).0 += 1;
+            Event::StoreRetryRecognised(stored) if !delivered_files.contains(stored.file.as_str()) => {
+                delivered_files.insert(&stored.file);
+                copies.entry((&stored.msg, &stored.mailbox)).or_insert((0, record.t_ms)).0 += 1;
             }
             // A delivered copy keeps being the same copy under the names the store moves it to
             // (read mail goes into cur/), as the disk recorded them.
@@ -246,8 +247,9 @@ pub fn pair_accounts(records: &[Record]) -> BTreeMap<(String, String), PairAccou
                     Outcome::Expired => row.bounced_expiry += 1,
                 }
             }
-            Event::DsnSent { msg, kind, rcpts, .. } if kind == "delay" => {
-                for rcpt in rcpts {
+            Event::DsnSent(sent) if sent.kind == "delay" => {
+                let msg = &sent.msg;
+                for rcpt in &sent.rcpts {
                     mentioned(&mut pairs, msg, rcpt);
                     pairs.entry((msg.clone(), mailbox_of(rcpt))).or_default().outcomes.delay_notified += 1;
                 }
@@ -328,7 +330,8 @@ fn add_expected_fates(records: &[Record], pairs: &mut BTreeMap<(String, String),
                     policies.insert(&record.host, policy);
                 }
             }
-            Event::Submit { msg, rcpts, .. } if (outage.down_ms..outage.up_ms).contains(&record.t_ms) => {
+            Event::Submit(submit) if (outage.down_ms..outage.up_ms).contains(&record.t_ms) => {
+                let (msg, rcpts) = (&submit.msg, &submit.rcpts);
                 let Some(policy) = policies.get(&*record.host) else { continue };
                 let fate = expected_fate(policy, record.t_ms, outage);
                 for rcpt in rcpts {

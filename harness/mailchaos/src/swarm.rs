@@ -389,9 +389,9 @@ fn judgeable(output: &RunOutput) -> BTreeSet<&'static str> {
 fn judged_by(record: &Record) -> &'static [&'static str] {
     match &record.event {
         // An acknowledged message: it must have been durable (A1) and must arrive (A2).
-        Event::MxDataEnd { reply, .. } if reply.starts_with('2') => &["A1", "A2"],
+        Event::MxDataEnd(end) if end.reply.starts_with('2') => &["A1", "A2"],
         // A refused transaction must not be delivered.
-        Event::MxDataEnd { .. } | Event::MxRefusal { .. } => &["A4", "A21"],
+        Event::MxDataEnd(_) | Event::MxRefusal { .. } => &["A4", "A21"],
         Event::LmtpReply { .. } => &["A3", "A16"],
         // A transient failure: the sender must keep the mail (A5) and retry on time or give up
         // explicitly (A7); the MX must have answered 4xx for its infrastructure (A12).
@@ -402,10 +402,10 @@ fn judged_by(record: &Record) -> &'static [&'static str] {
         Event::LmtpAttempt { attempt, .. } if *attempt > 1 => &["A6"],
         // Submitted mail must be accepted when it conforms (A26) and refused when a parameter
         // is invalid (A28); a bounce (null sender) must never be bounced (A9).
-        Event::Submit { invalid_param: Some(_), .. } => &["A26", "A28"],
-        Event::Submit { from, .. } if from.is_empty() => &["A9", "A26"],
-        Event::Submit { .. } => &["A26"],
-        Event::DsnSent { .. } => &["A10", "A11"],
+        Event::Submit(submit) if submit.invalid_param.is_some() => &["A26", "A28"],
+        Event::Submit(submit) if submit.from.is_empty() => &["A9", "A26"],
+        Event::Submit(_) => &["A26"],
+        Event::DsnSent(_) => &["A10", "A11"],
         // A DSN the MX returned, as the sender's provider received it.
         Event::MailReceived { .. } => &["A9", "A10", "A11"],
         Event::StoreDelivered { .. } | Event::StoreRetryRecognised { .. } => &["A13", "A15", "A17"],

@@ -384,8 +384,8 @@ fn curves(records: &[Record], lanes: &[String], buckets: usize, bucket: &dyn Fn(
         }
         let mx = &*record.host == "mx";
         match &record.event {
-            Event::MxDataEnd { rcpts, reply, .. } if reply.starts_with('2') => curves.accepted[at] += rcpts.len() as u64,
-            Event::StoreDelivered { .. } => curves.delivered[at] += 1,
+            Event::MxDataEnd(end) if end.reply.starts_with('2') => curves.accepted[at] += end.rcpts.len() as u64,
+            Event::StoreDelivered(_) => curves.delivered[at] += 1,
             Event::SenderOutcome { outcome: Outcome::Bounced | Outcome::Expired, .. } => curves.bounced[at] += 1,
             Event::SmtpReply { reply, .. } if reply.starts_with('4') => curves.deferred[at] += 1,
             Event::SmtpFailure { .. } => curves.deferred[at] += 1,

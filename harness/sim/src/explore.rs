@@ -150,14 +150,15 @@ impl Expected {
         let mut delivered: BTreeMap<String, (String, u64, String)> = BTreeMap::new();
         for record in records {
             match &record.event {
-                Event::MxDataEnd { msg, queue_file: Some(file), reply, .. } if reply.starts_with('2') => {
-                    expected.queue_files.insert(file.clone(), msg.clone());
+                Event::MxDataEnd(end) if end.reply.starts_with('2') && end.queue_file.is_some() => {
+                    expected.queue_files.insert(end.queue_file.clone().unwrap_or_default(), end.msg.clone());
                 }
                 Event::QueueRecorded { queue_file, msg, remaining, .. } if remaining.is_empty() => {
                     expected.queue_files.remove(queue_file);
                     expected.finished_queue_files.insert(queue_file.clone(), msg.clone());
                 }
-                Event::StoreDelivered { mailbox, uidvalidity, uid, file, digest, .. } => {
+                Event::StoreDelivered(stored) => {
+                    let history::Stored { mailbox, uidvalidity, uid, file, digest, .. } = &**stored;
                     delivered.insert(file.clone(), (mailbox.clone(), *uid, digest.clone()));
                     let highest = expected.highest_uid.entry((mailbox.clone(), *uidvalidity)).or_default();
                     *highest = (*highest).max(*uid);

@@ -134,7 +134,8 @@ impl Ledger {
 pub fn observer(ledger: Rc<RefCell<Ledger>>, failure: Rc<RefCell<Option<String>>>) -> Rc<dyn Fn(&history::Record)> {
     Rc::new(move |record| {
         let result = match &record.event {
-            Event::StoreDelivered { mailbox, uidvalidity, uid, file, .. } => {
+            Event::StoreDelivered(stored) => {
+                let history::Stored { mailbox, uidvalidity, uid, file, .. } = &**stored;
                 let name = file.rsplit('/').next().unwrap_or_default();
                 let checksum = mail::maildir::parse_file_name(name).map(|(_, sum)| sum).unwrap_or_default();
                 ledger.borrow_mut().append_delivered(mailbox, *uidvalidity, *uid, file, &checksum)

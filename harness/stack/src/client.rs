@@ -147,7 +147,7 @@ async fn poll(env: &Env, config: &ClientConfig, cache: &mut Cache) -> Result<(),
             }
             Err(error) => return Err(error),
         };
-        env.journal.record(Event::ClientFetched {
+        env.journal.record(Event::ClientFetched(Box::new(history::ClientFetched {
             mailbox: config.user.clone(),
             uidl: uidl.clone(),
             msg: message::message_id(&bytes).unwrap_or_default(),
@@ -155,7 +155,7 @@ async fn poll(env: &Env, config: &ClientConfig, cache: &mut Cache) -> Result<(),
             size: bytes.len() as u64,
             // What the owner can read about whom the copy was for (a Bcc leak shows here).
             trace_for: message::trace_recipients(&bytes),
-        });
+        })));
         cache.known.insert(uidl.clone());
         if config.delete_after_fetch {
             session.command(&format!("DELE {number}")).await?;

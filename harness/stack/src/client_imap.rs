@@ -321,14 +321,14 @@ async fn poll(env: &Env, config: &ImapClientConfig, state: &mut State) -> Result
             continue;
         };
         let digest = message::content_digest(&bytes);
-        env.journal.record(Event::ClientFetched {
+        env.journal.record(Event::ClientFetched(Box::new(history::ClientFetched {
             mailbox: config.user.clone(),
             uidl: uidl(uidvalidity, uid),
             msg: message::message_id(&bytes).unwrap_or_default(),
             digest: digest.clone(),
             size: bytes.len() as u64,
             trace_for: message::trace_recipients(&bytes),
-        });
+        })));
         state.cache.insert(uid, digest);
         fetched_any = true;
         if config.delete_after_fetch {

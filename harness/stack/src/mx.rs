@@ -537,7 +537,7 @@ impl Session<'_> {
             Err(StackError::CrashPoint(point)) => return Err(StackError::CrashPoint(point)),
             Err(StackError::Disk(error)) => storage_error_reply(error, self.env.defects.has(Defect::BounceOnStorageError)),
         };
-        let claim = Event::MxDataEnd { session: self.id.clone(), conn: self.wire.clone(), msg, rcpts: txn.rcpts.clone(), queue_file, reply: reply.summary() };
+        let claim = Event::MxDataEnd(Box::new(history::MxDataEnd { session: self.id.clone(), conn: self.wire.clone(), msg, rcpts: txn.rcpts.clone(), queue_file, reply: reply.summary() }));
         let log_late = reply.class() == 2 && self.env.defects.has(Defect::AckLoggedLate);
         let claim = if log_late {
             Some(claim)

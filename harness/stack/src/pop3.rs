@@ -343,14 +343,14 @@ impl<'a> Session<'a> {
         if !self.config.record_served {
             return;
         }
-        self.env.journal.record(Event::ClientFetched {
+        self.env.journal.record(Event::ClientFetched(Box::new(history::ClientFetched {
             mailbox: self.locked.clone().unwrap_or_default(),
             uidl: format!("{}.{uid}", self.uidvalidity()),
             msg: mail::message::message_id(bytes).unwrap_or_default(),
             digest: mail::message::content_digest(bytes),
             size: bytes.len() as u64,
             trace_for: mail::message::trace_recipients(bytes),
-        });
+        })));
     }
 }
 

@@ -161,7 +161,7 @@ struct Pending<'a> {
 /// policy computes from the age of the mail: all of a batch are of one age.
 async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, batch: Vec<PlannedMessage>) {
     for planned in &batch {
-        env.journal.record(Event::Submit {
+        env.journal.record(Event::Submit(Box::new(history::Submit {
             msg: planned.msg.clone(),
             from: planned.from.clone(),
             rcpts: planned.rcpts.clone(),
@@ -169,7 +169,7 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, batch:
             size: planned.bytes.len() as u64,
             longest_line: message::longest_line(&planned.bytes) as u64,
             invalid_param: planned.invalid_param.clone(),
-        });
+        })));
     }
     let policy = &config.policy;
     let started_ms = env.journal.now_ms();
@@ -379,7 +379,7 @@ fn send_dsn(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, rcpts:
     } else {
         message::build_dsn(&request)
     };
-    env.journal.record(Event::DsnSent {
+    env.journal.record(Event::DsnSent(Box::new(history::DsnSent {
         msg: planned.msg.clone(),
         dsn: message::message_id(&dsn).unwrap_or(dsn_id),
         kind: kind_name.to_string(),
@@ -389,7 +389,7 @@ fn send_dsn(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, rcpts:
         status: recipients.first().map(|r| r.status.clone()).unwrap_or_default(),
         // The DSN moves into its record (its bytes are not needed after).
         content: String::from_utf8(dsn).unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned()),
-    });
+    })));
 }
 
 /// The RFC 3463 status of a DSN: a failure carries the reply's own 5.x.x when it has one, else

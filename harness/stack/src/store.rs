@@ -581,7 +581,7 @@ async fn deliver(env: &Env, config: &StoreConfig, index: &Index, target: &Target
                     return refuse(Reply::new(451, "4.3.0", "temporary storage error"));
                 }
                 let digest = message::content_digest(&bytes);
-                env.journal.record(Event::StoreRetryRecognised { conn: wire.to_string(), mailbox: user.clone(), msg, uidvalidity, uid, file, digest });
+                env.journal.record(Event::StoreRetryRecognised(Box::new(history::Stored { conn: wire.to_string(), mailbox: user.clone(), msg, uidvalidity, uid, file, digest })));
                 return Ok(Reply::new(250, "2.0.0", &format!("<{rcpt}> delivered")));
             }
             Recognised::StillInProgress => return refuse(Reply::new(451, "4.2.0", "an earlier delivery of this message is still in progress, try again later")),
@@ -590,7 +590,7 @@ async fn deliver(env: &Env, config: &StoreConfig, index: &Index, target: &Target
     match publish(env, index, &config.cohorts, &user, &bytes, unique, deadline_ms).await {
         Ok((uidvalidity, uid, file)) => {
             let digest = message::content_digest(&bytes);
-            env.journal.record(Event::StoreDelivered { conn: wire.to_string(), mailbox: user.clone(), msg, uidvalidity, uid, file: file.clone(), digest });
+            env.journal.record(Event::StoreDelivered(Box::new(history::Stored { conn: wire.to_string(), mailbox: user.clone(), msg, uidvalidity, uid, file: file.clone(), digest })));
             if let Some(mark) = mark {
                 mark.complete(uidvalidity, uid, file);
             }
@@ -803,7 +803,7 @@ pub async fn set_flags(env: &Env, index: &Index, user: &str, uid: u64, entry: &E
         env.disk.fsync_dir(&new_dir).await?;
     }
     let flags = mail::maildir::flags(&to).to_string();
-    env.journal.record(Event::StoreFlagsChanged { mailbox: user.to_string(), uidvalidity, uid, from_file: entry.file.clone(), to_file: to, flags });
+    env.journal.record(Event::StoreFlagsChanged(Box::new(history::StoreFlagsChanged { mailbox: user.to_string(), uidvalidity, uid, from_file: entry.file.clone(), to_file: to, flags })));
     Ok(moved)
 }
 

@@ -693,8 +693,8 @@ impl<'a> World<'a> {
         let provider = fault.hosts[0].as_str();
         let from_provider = |msg: &str| self.provider_of_msg.get(msg).is_some_and(|p| p == provider);
         match (provider, stage, event) {
-            ("mx", "data-end", Event::StoreDelivered { .. }) => host == "store",
-            (_, "data-end", Event::MxDataEnd { msg, reply, .. }) => host == "mx" && reply.starts_with('2') && from_provider(msg),
+            ("mx", "data-end", Event::StoreDelivered(_)) => host == "store",
+            (_, "data-end", Event::MxDataEnd(end)) => host == "mx" && end.reply.starts_with('2') && from_provider(&end.msg),
             (_, _, Event::SmtpReply { stage: seen, .. }) => host == provider && stage_name(*seen) == stage,
             _ => false,
         }
@@ -857,22 +857,24 @@ impl Drain {
     fn observe(&mut self, number: u64, event: &Event) {
         self.observed = number;
         match event {
-            Event::Submit { rcpts, .. } => {
+            Event::Submit(submit) => {
                 self.submitted += 1;
-                self.sender_open += rcpts.len();
+                self.sender_open += submit.rcpts.len();
             }
             Event::SenderOutcome { .. } => self.sender_open = self.sender_open.saturating_sub(1),
-            Event::MxDataEnd { queue_file: Some(file), reply, .. } if reply.starts_with('2') && !self.mx_finished.contains(file) => {
-                self.mx_open.insert(file.clone());
+            Event::MxDataEnd(end) if end.reply.starts_with('2') && end.queue_file.as_ref().is_some_and(|file| !self.mx_finished.contains(file)) => {
+                self.mx_open.extend(end.queue_file.clone());
             }
             // Finished; or damaged, set aside and reported: nothing more will come of it.
             Event::QueueRecorded { queue_file, remaining, .. } if remaining.is_empty() => self.finish(queue_file),
             Event::QueueDamaged { queue_file, .. } => self.finish(queue_file),
-            Event::StoreDelivered { mailbox, msg, uid, .. } => {
+            Event::StoreDelivered(stored) => {
+                let history::Stored { mailbox, msg, uid, .. } = &**stored;
                 self.unfetched.insert((mailbox.clone(), msg.clone()), self.observed);
                 self.msg_of_uid.insert((mailbox.clone(), *uid), msg.clone());
             }
-            Event::ClientFetched { mailbox, msg, .. } => {
+            Event::ClientFetched(fetched) => {
+                let (mailbox, msg) = (&fetched.mailbox, &fetched.msg);
                 self.unfetched.remove(&(mailbox.clone(), msg.clone()));
                 if self.deleting.contains(mailbox) {
                     self.deletes_in_flight.insert(mailbox.clone());
