@@ -157,8 +157,13 @@ struct World<'a> {
 impl<'a> World<'a> {
     fn new(scenario: &'a Scenario, seed: Seed, defects: &Defects, options: &RunOptions) -> World<'a> {
         let plan = plan::make(scenario, seed);
-        let planned_messages = plan.workload.iter().map(Vec::len).sum();
-        let history = Rc::new(RefCell::new(History { max_events: Some(history::events_allowed(planned_messages)), ..History::default() }));
+        let planned_messages: usize = plan.workload.iter().map(Vec::len).sum();
+        // Room for a clean run's records from the start (fewer than 70 a message: see
+        // EVENTS_PER_MESSAGE): growing a vector of a million records copies it, and for that
+        // moment the old and the new both count in the peak memory. Pages not yet written are
+        // not resident, so the room costs nothing until used.
+        let records: Vec<history::Record> = Vec::with_capacity(planned_messages.saturating_mul(80).min(history::events_allowed(planned_messages)));
+        let history = Rc::new(RefCell::new(History { records, max_events: Some(history::events_allowed(planned_messages)), ..History::default() }));
         let now_ms = Rc::new(Cell::new(0u64));
         let clock: history::Clock = {
             let now_ms = now_ms.clone();
