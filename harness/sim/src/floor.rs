@@ -18,6 +18,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// The largest write replayed at once; a larger recorded one is written in pieces.
 const CHUNK_BYTES: usize = 64 * 1024;
 
+/// What every write of the floor sends: its bytes do not matter, only how many. One buffer for
+/// all, so that the floor does not pay for filling buffers the harness never fills.
+static ZEROS: [u8; CHUNK_BYTES] = [0; CHUNK_BYTES];
+
+/// What a floor host reads at once: the stack's own read size (`stack::conn`), so both read a
+/// segment in as many pieces.
+const READ_BYTES: usize = 4096;
+
 /// Runs the floor of a run of `scenario` with `seed` that carried `connections` and ended at
 /// `end_ms`. Returns the simulated milliseconds stepped.
 pub fn run(scenario: &Scenario, seed: Seed, connections: &[Connection], end_ms: u64) -> u64 {
@@ -84,19 +92,18 @@ async fn replay_host(host: String, connections: Rc<Vec<Connection>>) -> turmoil:
 async fn replay_side(stream: turmoil::net::TcpStream, connections: Rc<Vec<Connection>>, index: usize, side: usize) {
     let (mut reader, mut writer) = stream.into_split();
     tokio::task::spawn_local(async move {
-        let mut buffer = vec![0u8; CHUNK_BYTES];
+        let mut buffer = [0u8; READ_BYTES];
         while reader.read(&mut buffer).await.is_ok_and(|read| read > 0) {}
     });
     // The simulation's start on the simulated clock, as the recorded times count from it.
     let start = tokio::time::Instant::now() - Duration::from_millis(turmoil::sim_elapsed().map_or(0, |elapsed| elapsed.as_millis() as u64));
-    let zeros = vec![0u8; CHUNK_BYTES];
     let connection = &connections[index];
     for &(at_ms, bytes) in &connection.writes[side] {
         tokio::time::sleep_until(start + Duration::from_millis(at_ms)).await;
         let mut left = bytes as usize;
         while left > 0 {
             let piece = left.min(CHUNK_BYTES);
-            if writer.write_all(&zeros[..piece]).await.is_err() {
+            if writer.write_all(&ZEROS[..piece]).await.is_err() {
                 return;
             }
             left -= piece;
