@@ -18,11 +18,16 @@ use std::rc::Rc;
 /// Logs up to this many operations are enumerated exhaustively (2^12 subsets at most).
 pub const EXHAUSTIVE_LIMIT: usize = 12;
 
+/// A file's contents, shared: the live view, the write in the log and the media hold one copy
+/// between them, and an image (a crash state, a snapshot) clones the handle, not the bytes.
+/// Changed only by replacing it (a write) or copy-on-write (`Rc::make_mut`, a flipped bit).
+pub type Content = Rc<Vec<u8>>;
+
 /// A disk's names and file contents.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Image {
     pub names: BTreeMap<String, u64>,
-    pub contents: BTreeMap<u64, Vec<u8>>,
+    pub contents: BTreeMap<u64, Content>,
 }
 
 impl Image {
@@ -31,8 +36,8 @@ impl Image {
         match body {
             OpBody::Write { inode, bytes, .. } => {
                 let kept = match torn {
-                    Some((shape, sector_bytes)) => tear(bytes, shape, sector_bytes),
-                    None => bytes.as_ref().clone(),
+                    Some((shape, sector_bytes)) => Rc::new(tear(bytes, shape, sector_bytes)),
+                    None => Rc::clone(bytes),
                 };
                 self.contents.insert(*inode, kept);
             }
@@ -63,7 +68,7 @@ impl Image {
 
     /// Path → contents, as checkers and the recovery oracle read it.
     pub fn files(&self) -> BTreeMap<String, Vec<u8>> {
-        self.names.iter().map(|(path, inode)| (path.clone(), self.contents.get(inode).cloned().unwrap_or_default())).collect()
+        self.names.iter().map(|(path, inode)| (path.clone(), self.contents.get(inode).map(|content| content.to_vec()).unwrap_or_default())).collect()
     }
 }
 
@@ -88,7 +93,7 @@ fn tear(bytes: &[u8], shape: Torn, sector_bytes: u64) -> Vec<u8> {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OpBody {
-    Write { path: String, inode: u64, bytes: Rc<Vec<u8>> },
+    Write { path: String, inode: u64, bytes: Content },
     Link { path: String, inode: u64 },
     Rename { from: String, to: String, inode: u64 },
     Unlink { path: String, inode: u64 },

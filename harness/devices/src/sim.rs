@@ -9,7 +9,7 @@
 //! that loses a promised operation is recorded as `DiskDropped`: the device broke its word, not
 //! the stack.
 
-use crate::crash::{self, Frontier, Image, LogOp, OpBody};
+use crate::crash::{self, Content, Frontier, Image, LogOp, OpBody};
 use crate::profile::{FsyncErrorMode, Profile};
 use disk::{parent, Device, DiskError, OpKind};
 use history::{Clock, Event, Journal};
@@ -118,7 +118,7 @@ impl FaultWindow {
 #[derive(Default)]
 struct State {
     names: BTreeMap<String, u64>,
-    data: BTreeMap<u64, Vec<u8>>,
+    data: BTreeMap<u64, Content>,
     next_inode: u64,
     used_bytes: u64,
     log: Vec<LogOp>,
@@ -308,7 +308,7 @@ impl SimDisk {
     /// operation a (possibly lying) sync acknowledged. What checkers judge the stack against.
     pub fn durable_image(&self) -> BTreeMap<String, Vec<u8>> {
         let image = self.durable_image_full();
-        image.names.iter().map(|(path, inode)| (path.clone(), image.contents.get(inode).cloned().unwrap_or_default())).collect()
+        image.names.iter().map(|(path, inode)| (path.clone(), image.contents.get(inode).map(|content| content.to_vec()).unwrap_or_default())).collect()
     }
 
     fn durable_image_full(&self) -> Image {
@@ -323,7 +323,7 @@ impl SimDisk {
     /// What the running system sees now: every name with its current contents.
     pub fn view(&self) -> BTreeMap<String, Vec<u8>> {
         let state = self.state.borrow();
-        state.names.iter().map(|(path, inode)| (path.clone(), state.data.get(inode).cloned().unwrap_or_default())).collect()
+        state.names.iter().map(|(path, inode)| (path.clone(), state.data.get(inode).map(|content| content.to_vec()).unwrap_or_default())).collect()
     }
 
     /// How many operations each configured fault window touched.
@@ -508,8 +508,9 @@ impl SimDisk {
             return;
         }
         let bit = self.rng.borrow_mut().random_range(0..data.len() * 8);
-        data[bit / 8] ^= 1 << (bit % 8);
-        let damaged = data.clone();
+        // Copy-on-write: the log's write and the media keep the bytes as written.
+        Rc::make_mut(data)[bit / 8] ^= 1 << (bit % 8);
+        let damaged = Rc::clone(data);
         // Persistent: the media holds the flipped bit too, until the file is rewritten.
         if state.media.contents.contains_key(&inode) {
             state.media.contents.insert(inode, damaged);
@@ -580,7 +581,7 @@ impl Device for SimDisk {
                     let inode = state.next_inode;
                     state.next_inode += 1;
                     state.names.insert(path.to_string(), inode);
-                    state.data.insert(inode, Vec::new());
+                    state.data.insert(inode, Content::default());
                     disk.push(&mut state, OpBody::Link { path: path.to_string(), inode }, false, false);
                     inode
                 }
@@ -594,8 +595,10 @@ impl Device for SimDisk {
             }
             let old_len = state.data.get(&target_inode).map_or(0, |data| data.len() as u64);
             state.used_bytes = state.used_bytes + bytes.len() as u64 - old_len.min(state.used_bytes);
-            state.data.insert(target_inode, bytes.to_vec());
-            disk.push(&mut state, OpBody::Write { path: target_path, inode: target_inode, bytes: Rc::new(bytes.to_vec()) }, lost, torn);
+            // One copy of the bytes, shared by the live view, the log and (once durable) the media.
+            let content: Content = Rc::new(bytes.to_vec());
+            state.data.insert(target_inode, Rc::clone(&content));
+            disk.push(&mut state, OpBody::Write { path: target_path, inode: target_inode, bytes: content }, lost, torn);
             Ok(())
         })
     }
@@ -611,7 +614,7 @@ impl Device for SimDisk {
                 }
                 disk.corrupt(inode);
             }
-            disk.state.borrow().data.get(&inode).cloned().ok_or(DiskError::NotFound)
+            disk.state.borrow().data.get(&inode).map(|content| content.to_vec()).ok_or(DiskError::NotFound)
         })
     }
 
