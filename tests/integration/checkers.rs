@@ -225,7 +225,7 @@ fn a13_accepts_the_duplicate_of_a_crash_between_fsync_and_250() {
         let mut copies: BTreeMap<(String, String), usize> = BTreeMap::new();
         for record in &judged.output.history.records {
             if let Event::StoreDelivered(stored) = &record.event {
-                *copies.entry((stored.msg.clone(), stored.mailbox.clone())).or_default() += 1;
+                *copies.entry((stored.msg.to_string(), stored.mailbox.to_string())).or_default() += 1;
             }
         }
         justified += copies.values().filter(|count| **count > 1).count();
@@ -313,7 +313,7 @@ fn one_session_carries_several_messages_with_bdat_and_each_gets_its_own_queue_fi
     for record in &judged.output.history.records {
         if let Event::MxDataEnd(end) = &record.event {
             if let (Some(file), true) = (&end.queue_file, end.reply.starts_with('2')) {
-                files_per_session.entry(end.session.clone()).or_default().push(file.clone());
+                files_per_session.entry(end.session.to_string()).or_default().push(file.to_string());
             }
         }
     }
@@ -415,7 +415,7 @@ fn a_stalled_mailbox_holds_up_only_itself_and_its_retries_make_no_copies() {
             match &record.event {
                 Event::StoreDelivered(stored) => {
                     let (msg, mailbox) = (&stored.msg, &stored.mailbox);
-                    *copies.entry((msg.clone(), mailbox.clone())).or_default() += 1;
+                    *copies.entry((msg.to_string(), mailbox.to_string())).or_default() += 1;
                     others_during_stall += usize::from(mailbox != "anna" && (begin..end).contains(&record.t_ms));
                 }
                 Event::StoreRetryRecognised { .. } => recognised += 1,

@@ -175,12 +175,12 @@ fn the_clean_mx_refuses_invalid_parameters_and_accepts_postmaster() {
         let expected = if param.stage == Stage::Mail { "501 5.5.4" } else { "555 5.5.4" };
         assert!(reply.starts_with(expected), "{msg} {param:?}: {reply}");
     }
-    let postmaster: Vec<&String> = records.iter().filter_map(|r| match &r.event {
+    let postmaster: Vec<&history::Text> = records.iter().filter_map(|r| match &r.event {
         Event::SmtpReply { stage: Stage::Rcpt, rcpt: Some(rcpt), reply, .. } if rcpt.starts_with("postmaster") => Some(reply),
         _ => None,
     }).collect();
     assert!(!postmaster.is_empty() && postmaster.iter().all(|reply| reply.starts_with("250")), "{postmaster:?}");
-    let named: Vec<(&String, &Vec<String>)> = records.iter().filter_map(|r| match &r.event {
+    let named: Vec<(&history::Text, &Vec<String>)> = records.iter().filter_map(|r| match &r.event {
         Event::ClientFetched(fetched) if !fetched.trace_for.is_empty() => Some((&fetched.mailbox, &fetched.trace_for)),
         _ => None,
     }).collect();

@@ -128,7 +128,7 @@ fn a_damaged_queue_file_with_an_intact_envelope_is_returned_to_its_sender() {
     }).collect();
     assert!(!returned.is_empty(), "no damaged queue file was returned to its sender");
     for dsn in returned {
-        let received: Vec<(&String, &Vec<String>, &String)> = records.iter().filter_map(|r| match &r.event {
+        let received: Vec<(&history::Text, &Vec<String>, &history::Text)> = records.iter().filter_map(|r| match &r.event {
             history::Event::MailReceived { mail_from, rcpts, content, .. } if content.contains(&format!("Message-ID: <{dsn}>")) => Some((mail_from, rcpts, content)),
             _ => None,
         }).collect();

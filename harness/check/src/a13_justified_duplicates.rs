@@ -110,7 +110,7 @@ fn follow(pairs: &mut BTreeMap<(String, String), Copies>, at: At, host: &str, ev
     match event {
         Event::StoreDelivered(stored) => {
             let (mailbox, msg) = (&stored.mailbox, &stored.msg);
-            if let Some(copies) = pairs.get_mut(&(msg.clone(), mailbox.clone())) {
+            if let Some(copies) = pairs.get_mut(&(msg.to_string(), mailbox.to_string())) {
                 copies.all.push(at);
                 match copies.crash_unused.take() {
                     Some(crash) => copies.causes.push(Cause { at: crash, what: format!("the MX crashed with the transaction in flight; the store completed the copy at #{at} while the MX was down") }),
@@ -119,9 +119,9 @@ fn follow(pairs: &mut BTreeMap<(String, String), Copies>, at: At, host: &str, ev
             }
         }
         Event::LmtpReply { queue_file, msg, rcpt, reply } if reply.starts_with('2') => {
-            if let Some(copies) = pairs.get_mut(&(msg.clone(), Facts::mailbox_of(rcpt))) {
+            if let Some(copies) = pairs.get_mut(&(msg.to_string(), Facts::mailbox_of(rcpt))) {
                 if let Some(copy) = copies.take_open() {
-                    copies.seen.push((copy, queue_file.clone()));
+                    copies.seen.push((copy, queue_file.to_string()));
                 }
             }
         }
@@ -140,7 +140,7 @@ fn follow(pairs: &mut BTreeMap<(String, String), Copies>, at: At, host: &str, ev
         }
         Event::QueueRecorded { queue_file, msg, done, .. } => {
             for rcpt in done {
-                let Some(copies) = pairs.get_mut(&(msg.clone(), Facts::mailbox_of(rcpt))) else { continue };
+                let Some(copies) = pairs.get_mut(&(msg.to_string(), Facts::mailbox_of(rcpt))) else { continue };
                 if let Some(position) = copies.seen.iter().position(|(_, file)| file == queue_file) {
                     let (copy, file) = copies.seen.remove(position);
                     copies.recorded.push((copy, file, false));

@@ -33,7 +33,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
         match &record.event {
             Event::StoreDelivered(stored) => {
                 let history::Stored { mailbox, uidvalidity, uid, digest, .. } = &**stored;
-                let validity = state.entry((mailbox.clone(), *uidvalidity)).or_default();
+                let validity = state.entry((mailbox.to_string(), *uidvalidity)).or_default();
                 let subject = || format!("mailbox {mailbox} uidl {uidvalidity}.{uid}");
                 if let Some((first_at, first_digest)) = validity.named.get(uid) {
                     let what = if first_digest == digest { "the same message was delivered again under a UID already issued" } else { "a UID already issued was issued again, for other content" };
@@ -41,13 +41,13 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
                 } else if let Some((highest, highest_at)) = validity.highest.filter(|(highest, _)| uid < highest) {
                     out.push(Violation::new("A17", subject(), format!("UID {uid} issued after UID {highest}: UIDs must strictly increase"), vec![highest_at, at]));
                 }
-                validity.named.entry(*uid).or_insert((at, digest.clone()));
+                validity.named.entry(*uid).or_insert((at, digest.to_string()));
                 if validity.highest.is_none_or(|(highest, _)| *uid > highest) {
                     validity.highest = Some((*uid, at));
                 }
             }
             Event::StoreRecovered { mailbox, uidvalidity, uidnext, .. } => {
-                let validity = state.entry((mailbox.clone(), *uidvalidity)).or_default();
+                let validity = state.entry((mailbox.to_string(), *uidvalidity)).or_default();
                 let subject = format!("mailbox {mailbox} uidvalidity {uidvalidity}");
                 if let Some((previous, previous_at)) = validity.uidnext.filter(|(previous, _)| uidnext < previous) {
                     out.push(Violation::new("A17", subject.clone(), format!("UIDNEXT went down from {previous} to {uidnext} under the same UIDVALIDITY"), vec![previous_at, at]));

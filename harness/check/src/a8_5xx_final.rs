@@ -19,7 +19,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
             }
             Event::SmtpReply { session, msg, stage, rcpt, reply } if reply.starts_with('5') && !consequences.contains(&at) => {
                 let refused: Vec<String> = match (stage, rcpt) {
-                    (Stage::Rcpt, Some(rcpt)) => vec![rcpt.clone()],
+                    (Stage::Rcpt, Some(rcpt)) => vec![rcpt.to_string()],
                     (Stage::Mail | Stage::DataEnd, _) => sessions.get(session.as_str()).map(|(_, rcpts)| rcpts.to_vec()).unwrap_or_default(),
                     _ => continue,
                 };

@@ -128,7 +128,7 @@ impl SenderPolicy {
     pub fn of(event: &Event) -> Option<SenderPolicy> {
         let Event::SenderPolicy { policy, time_scale, min_interval_s, lifetime_s, retries, delay_notice_s } = event else { return None };
         Some(SenderPolicy {
-            name: policy.clone(),
+            name: policy.to_string(),
             time_scale: *time_scale,
             min_interval_s: *min_interval_s,
             lifetime_s: *lifetime_s,
@@ -809,7 +809,7 @@ mod pipelining_tests {
     use super::*;
 
     fn reply(stage: Stage, rcpt: Option<&str>, text: &str) -> Record {
-        let event = Event::SmtpReply { session: "s1".into(), msg: "m1".into(), stage, rcpt: rcpt.map(str::to_string), reply: text.into() };
+        let event = Event::SmtpReply { session: "s1".into(), msg: "m1".into(), stage, rcpt: rcpt.map(Into::into), reply: text.into() };
         Record { t_ms: 0, host: "provider-a".into(), event }
     }
 

@@ -263,17 +263,17 @@ fn files_of(facts: &Facts, violation: &Violation) -> Vec<String> {
 }
 
 fn files_named_by(facts: &Facts, violation: &Violation) -> Vec<String> {
-    let mut files = Vec::new();
+    let mut files: Vec<String> = Vec::new();
     for record in violation.evidence.iter().filter_map(|&at| facts.records.get(at)) {
         match &record.event {
-            history::Event::MxDataEnd(end) => files.extend(end.queue_file.clone()),
-            history::Event::QueueRecorded { queue_file: file, .. } => files.push(file.clone()),
+            history::Event::MxDataEnd(end) => files.extend(end.queue_file.as_ref().map(|file| file.to_string())),
+            history::Event::QueueRecorded { queue_file: file, .. } => files.push(file.to_string()),
             history::Event::QueueDamaged { queue_file, .. }
             | history::Event::LmtpAttempt { queue_file, .. }
             | history::Event::LmtpReply { queue_file, .. }
-            | history::Event::LmtpFailure { queue_file, .. } => files.push(queue_file.clone()),
-            history::Event::StoreDelivered(stored) => files.push(stored.file.clone()),
-            history::Event::StoreCorruption { file, .. } => files.push(file.clone()),
+            | history::Event::LmtpFailure { queue_file, .. } => files.push(queue_file.to_string()),
+            history::Event::StoreDelivered(stored) => files.push(stored.file.to_string()),
+            history::Event::StoreCorruption { file, .. } => files.push(file.to_string()),
             _ => {}
         }
     }

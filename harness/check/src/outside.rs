@@ -80,7 +80,7 @@ fn handed_over(facts: &Facts) -> BTreeMap<(String, String), usize> {
     for (_, record) in facts.records_of(&[K::SmtpFailure]) {
         if let Event::SmtpFailure { session, msg, stage: Stage::DataEnd, .. } = &record.event {
             for mailbox in rcpts_of.get(&(session.as_str(), msg.as_str())).into_iter().flatten() {
-                *handed.entry((msg.clone(), mailbox.clone())).or_default() += 1;
+                *handed.entry((msg.to_string(), mailbox.clone())).or_default() += 1;
             }
         }
     }

@@ -87,9 +87,9 @@ impl DirDisk {
                 }
             }
             Err(error) => self.journal.record(Event::DiskError {
-                op: op.name().to_string(),
-                path: path.to_string(),
-                error: error.to_string(),
+                op: op.name().to_string().into(),
+                path: path.into(),
+                error: error.to_string().into(),
             }),
         }
         result
@@ -154,7 +154,7 @@ impl Device for DirDisk {
     }
 
     fn write(&self, path: &str, bytes: &[u8]) -> Result<(), DiskError> {
-        let event = || Some(Event::DiskWrite { path: path.to_string(), len: bytes.len() as u64, digest: history::bytes_digest(bytes) });
+        let event = || Some(Event::DiskWrite { path: path.into(), len: bytes.len() as u64, digest: history::bytes_digest(bytes).into() });
         self.apply(OpKind::Write, path, event, || {
             let real = self.resolve(path)?;
             make_parent(&real)?;
@@ -167,12 +167,12 @@ impl Device for DirDisk {
     }
 
     fn fsync(&self, path: &str) -> Result<(), DiskError> {
-        let event = || Some(Event::DiskSync { path: path.to_string() });
+        let event = || Some(Event::DiskSync { path: path.into() });
         self.apply(OpKind::Fsync, path, event, || io(sync(&self.resolve(path)?)))
     }
 
     fn fsync_dir(&self, dir: &str) -> Result<(), DiskError> {
-        let event = || Some(Event::DiskDirSync { dir: dir.to_string() });
+        let event = || Some(Event::DiskDirSync { dir: dir.into() });
         self.apply(OpKind::FsyncDir, dir, event, || {
             let real = self.resolve(dir)?;
             io(fs::create_dir_all(&real))?;
@@ -181,7 +181,7 @@ impl Device for DirDisk {
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<(), DiskError> {
-        let event = || Some(Event::DiskRename { from: from.to_string(), to: to.to_string() });
+        let event = || Some(Event::DiskRename { from: from.into(), to: to.into() });
         self.apply(OpKind::Rename, from, event, || {
             let (real_from, real_to) = (self.resolve(from)?, self.resolve(to)?);
             make_parent(&real_to)?;
@@ -190,7 +190,7 @@ impl Device for DirDisk {
     }
 
     fn remove(&self, path: &str) -> Result<(), DiskError> {
-        let event = || Some(Event::DiskRemove { path: path.to_string() });
+        let event = || Some(Event::DiskRemove { path: path.into() });
         self.apply(OpKind::Remove, path, event, || io(fs::remove_file(self.resolve(path)?)))
     }
 
@@ -265,13 +265,13 @@ mod tests {
         assert_eq!(
             events(&fixture),
             vec![
-                Event::DiskWrite { path: "mail/anna/tmp/x".into(), len: 5, digest: history::bytes_digest(b"hello") },
+                Event::DiskWrite { path: "mail/anna/tmp/x".into(), len: 5, digest: history::bytes_digest(b"hello").into() },
                 Event::DiskSync { path: "mail/anna/tmp/x".into() },
                 Event::DiskDirSync { dir: "mail/anna/tmp".into() },
                 Event::DiskRename { from: "mail/anna/tmp/x".into(), to: "mail/anna/new/x".into() },
                 Event::DiskDirSync { dir: "mail/anna/new".into() },
                 Event::DiskError { op: "read".into(), path: "mail/anna/tmp/x".into(), error: "ENOENT".into() },
-                Event::DiskWrite { path: "mail/anna/new/x".into(), len: 3, digest: history::bytes_digest(b"bye") },
+                Event::DiskWrite { path: "mail/anna/new/x".into(), len: 3, digest: history::bytes_digest(b"bye").into() },
                 Event::DiskRemove { path: "mail/anna/new/x".into() },
             ]
         );

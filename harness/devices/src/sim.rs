@@ -237,7 +237,7 @@ impl SimDisk {
             image.contents.insert(fresh, snapshot.contents.get(inode).cloned().unwrap_or_default());
         }
         image.collect_garbage(&BTreeSet::new());
-        self.journal.record(Event::DiskFault { fault: "rollback".into(), op: "-".into(), path: prefix.to_string() });
+        self.journal.record(Event::DiskFault { fault: "rollback".into(), op: "-".into(), path: prefix.into() });
         self.reset_to(image);
     }
 
@@ -263,7 +263,7 @@ impl SimDisk {
     fn report_dropped(&self, frontier: &Frontier, survivors: &[usize]) {
         for (index, op) in frontier.log.iter().enumerate() {
             if op.promised && !survivors.contains(&index) {
-                self.journal.record(Event::DiskDropped { op: op.body.kind_name().into(), path: op.body.path().to_string() });
+                self.journal.record(Event::DiskDropped { op: op.body.kind_name().into(), path: op.body.path().to_string().into() });
             }
         }
     }
@@ -272,7 +272,7 @@ impl SimDisk {
     /// in its log, so it can be torn) broke a promise too: recorded like a dropped operation.
     fn report_torn_promise(&self, frontier: &Frontier, torn: Option<usize>) {
         let Some(op) = torn.and_then(|index| frontier.log.get(index)).filter(|op| op.promised) else { return };
-        self.journal.record(Event::DiskDropped { op: "torn-write".into(), path: op.body.path().to_string() });
+        self.journal.record(Event::DiskDropped { op: "torn-write".into(), path: op.body.path().to_string().into() });
     }
 
     /// An armed dirent-loss fault takes one durable entry under its prefix away at this crash.
@@ -289,8 +289,8 @@ impl SimDisk {
             let victim = candidates[self.rng.borrow_mut().random_range(0..candidates.len())].clone();
             image.names.remove(&victim);
             self.fired.borrow_mut()[index] += 1;
-            self.journal.record(Event::DiskFault { fault: "dirent-loss".into(), op: "crash".into(), path: victim.clone() });
-            self.journal.record(Event::DiskDropped { op: "link".into(), path: victim });
+            self.journal.record(Event::DiskFault { fault: "dirent-loss".into(), op: "crash".into(), path: victim.as_str().into() });
+            self.journal.record(Event::DiskDropped { op: "link".into(), path: victim.into() });
         }
         image
     }
@@ -356,7 +356,7 @@ impl SimDisk {
             }
             self.fired.borrow_mut()[index] += 1;
             if !matches!(window.kind, FaultKind::Stall | FaultKind::Latency { .. }) {
-                self.journal.record(Event::DiskFault { fault: window.kind.name().into(), op: op.name().into(), path: path.to_string() });
+                self.journal.record(Event::DiskFault { fault: window.kind.name().into(), op: op.name().into(), path: path.into() });
             }
             return Some(window);
         }
@@ -411,7 +411,7 @@ impl SimDisk {
                 }
             }
             Err(error) => {
-                self.journal.record(Event::DiskError { op: op.name().to_string(), path: path.to_string(), error: error.to_string() });
+                self.journal.record(Event::DiskError { op: op.name().to_string().into(), path: path.into(), error: error.to_string().into() });
                 if *error == DiskError::Io {
                     self.count_error();
                 }
@@ -562,7 +562,7 @@ impl Device for SimDisk {
     }
 
     fn write(&self, path: &str, bytes: &[u8]) -> Result<(), DiskError> {
-        let event = || Some(Event::DiskWrite { path: path.to_string(), len: bytes.len() as u64, digest: history::bytes_digest(bytes) });
+        let event = || Some(Event::DiskWrite { path: path.into(), len: bytes.len() as u64, digest: history::bytes_digest(bytes).into() });
         self.apply(OpKind::Write, path, bytes.len() as u64, event, |disk| {
             let misdirected = disk.hit(OpKind::Write, path, |kind| kind == FaultKind::MisdirectedWrite).is_some();
             let lost = disk.hit(OpKind::Write, path, |kind| kind == FaultKind::LostWrite).is_some();
@@ -591,7 +591,7 @@ impl Device for SimDisk {
             let Some((target_path, target_inode)) = target else { return Ok(()) };
             if misdirected {
                 // The victim's name too, so that a checker can tell whose bytes the device moved.
-                disk.journal.record(Event::DiskFault { fault: "misdirected-write".into(), op: "write".into(), path: target_path.clone() });
+                disk.journal.record(Event::DiskFault { fault: "misdirected-write".into(), op: "write".into(), path: target_path.as_str().into() });
             }
             let old_len = state.data.get(&target_inode).map_or(0, |data| data.len() as u64);
             state.used_bytes = state.used_bytes + bytes.len() as u64 - old_len.min(state.used_bytes);
@@ -610,7 +610,7 @@ impl Device for SimDisk {
             let profile_rot = per_million > 0 && disk.rng.borrow_mut().random_range(0..1_000_000) < per_million;
             if disk.hit(OpKind::Read, path, |kind| kind == FaultKind::BitRot).is_some() || profile_rot {
                 if profile_rot {
-                    disk.journal.record(Event::DiskFault { fault: "bit-rot".into(), op: "read".into(), path: path.to_string() });
+                    disk.journal.record(Event::DiskFault { fault: "bit-rot".into(), op: "read".into(), path: path.into() });
                 }
                 disk.corrupt(inode);
             }
@@ -619,7 +619,7 @@ impl Device for SimDisk {
     }
 
     fn fsync(&self, path: &str) -> Result<(), DiskError> {
-        let event = || Some(Event::DiskSync { path: path.to_string() });
+        let event = || Some(Event::DiskSync { path: path.into() });
         self.apply(OpKind::Fsync, path, 0, event, |disk| {
             let inode = *disk.state.borrow().names.get(path).ok_or(DiskError::NotFound)?;
             if disk.hit(OpKind::Fsync, path, |kind| kind == FaultKind::FsyncFail).is_some() {
@@ -638,7 +638,7 @@ impl Device for SimDisk {
     }
 
     fn fsync_dir(&self, dir: &str) -> Result<(), DiskError> {
-        let event = || Some(Event::DiskDirSync { dir: dir.to_string() });
+        let event = || Some(Event::DiskDirSync { dir: dir.into() });
         self.apply(OpKind::FsyncDir, dir, 0, event, |disk| {
             let chosen: Vec<usize> = disk.state.borrow().log.iter().enumerate().filter(|(_, op)| op.body.touches_dir(dir)).map(|(index, _)| index).collect();
             let lying = disk.lies(OpKind::FsyncDir, dir);
@@ -648,7 +648,7 @@ impl Device for SimDisk {
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<(), DiskError> {
-        let event = || Some(Event::DiskRename { from: from.to_string(), to: to.to_string() });
+        let event = || Some(Event::DiskRename { from: from.into(), to: to.into() });
         self.apply(OpKind::Rename, from, 0, event, |disk| {
             let mut state = disk.state.borrow_mut();
             let inode = state.names.remove(from).ok_or(DiskError::NotFound)?;
@@ -662,7 +662,7 @@ impl Device for SimDisk {
     }
 
     fn remove(&self, path: &str) -> Result<(), DiskError> {
-        let event = || Some(Event::DiskRemove { path: path.to_string() });
+        let event = || Some(Event::DiskRemove { path: path.into() });
         self.apply(OpKind::Remove, path, 0, event, |disk| {
             let mut state = disk.state.borrow_mut();
             let inode = state.names.remove(path).ok_or(DiskError::NotFound)?;

@@ -31,6 +31,12 @@ pub fn events_allowed(planned_messages: usize) -> usize {
     MAX_EVENTS.max(planned_messages.saturating_mul(EVENTS_PER_MESSAGE))
 }
 
+/// The string of an event's fields: up to 23 bytes inline (a connection's name, a digest, most
+/// replies), longer ones shared on clone (a session's or a message's name, recorded with every
+/// reply of its transaction). A run keeps a million events, two or three strings each: as
+/// `String`s they were one allocation apiece and more than half of the history's memory.
+pub type Text = smol_str::SmolStr;
+
 /// One event with when and where it happened.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -90,15 +96,15 @@ pub struct InvalidParam {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     // ----- world -----
-    Phase { name: String },
+    Phase { name: Text },
     /// The simulated clock advances in steps of `tick_ms`: every time in the history is a
     /// multiple of it, so a wait is seen to within one tick. Recorded once, before anything else.
     /// `epoch_unix_s`: the Unix time at which the clock reads 0, the base of every date a host
     /// writes into mail (trace fields, DSNs), so a checker can tell what date "now" was.
     Clock { tick_ms: u64, epoch_unix_s: u64 },
-    Fault { action: String },
+    Fault { action: Text },
     /// The MX's operator changes what it answers: normal, 4xx-tempfail, 5xx-bounce, closed-port.
-    Operator { mode: String },
+    Operator { mode: Text },
     /// The store's storage is down (`down`) or back; what A22 judges the MX's answers against.
     Outage { down: bool },
     /// A staged restore: the operator takes a cohort of mailboxes offline (`online: false`), or
@@ -108,43 +114,43 @@ pub enum Event {
     Crash,
     Restart,
     /// A stack fail point fired and the world will crash the host now.
-    CrashPoint { point: String },
+    CrashPoint { point: Text },
 
     // ----- disk layer (recorded by the disk, not by the stack) -----
     /// `digest` identifies the bytes written (`bytes_digest`): how checkers tell copies of one
     /// content apart from other files without reading the stack's file names.
-    DiskWrite { path: String, len: u64, digest: String },
-    DiskSync { path: String },
-    DiskDirSync { dir: String },
-    DiskRename { from: String, to: String },
-    DiskRemove { path: String },
-    DiskError { op: String, path: String, error: String },
+    DiskWrite { path: Text, len: u64, digest: Text },
+    DiskSync { path: Text },
+    DiskDirSync { dir: Text },
+    DiskRename { from: Text, to: Text },
+    DiskRemove { path: Text },
+    DiskError { op: Text, path: Text, error: Text },
     /// The device injected a fault into this operation (or did something by itself: a failover,
     /// a rollback, the hidden-limit stall).
-    DiskFault { fault: String, op: String, path: String },
+    DiskFault { fault: Text, op: Text, path: Text },
     /// A crash or failover lost an operation a sync had acknowledged as durable: the device broke
     /// its promise (a lying fsync, a lost cache write), not the stack.
-    DiskDropped { op: String, path: String },
+    DiskDropped { op: Text, path: Text },
 
     // ----- the wire (recorded by the network layer where the server's socket is, not by the stack) -----
     /// A connection to a server was accepted; `protocol` is what its port speaks (`smtp`,
     /// `lmtp`). `conn` names it for the events below and for the stack's own records of what
     /// it did on it.
-    WireOpen { conn: String, protocol: String, peer: String },
+    WireOpen { conn: Text, protocol: Text, peer: Text },
     /// A command line the server read (SMTP or LMTP; message data is not recorded: the end of
     /// a DATA block shows as the line `.`, a BDAT chunk as its command line).
-    WireCommand { conn: String, line: String },
+    WireCommand { conn: Text, line: Text },
     /// A complete reply the server wrote (the last line of a multi-line reply).
-    WireReply { conn: String, reply: String },
+    WireReply { conn: Text, reply: Text },
     /// The server read the end of the stream (`eof`: the client closed), or a read or write
     /// failed (`error: …`).
-    WireClosed { conn: String, how: String },
+    WireClosed { conn: Text, how: Text },
 
     // ----- remote senders -----
     /// A provider's retry policy as it starts (durations already scaled by `time_scale`).
-    SenderPolicy { policy: String, time_scale: f64, min_interval_s: f64, lifetime_s: f64, retries: bool, delay_notice_s: Option<f64> },
+    SenderPolicy { policy: Text, time_scale: f64, min_interval_s: f64, lifetime_s: f64, retries: bool, delay_notice_s: Option<f64> },
     /// A sender starts an SMTP attempt for these recipients of a message.
-    SmtpAttempt { session: String, msg: String, attempt: u32, rcpts: Vec<String> },
+    SmtpAttempt { session: Text, msg: Text, attempt: u32, rcpts: Vec<String> },
     /// A message enters a remote sender's queue: the workload hands it over. `longest_line`:
     /// octets of text in its longest line (before dot-stuffing, without the line end), what
     /// tells a conforming message (at most 998, RFC 5321 §4.5.3.1.6) from one a server may
@@ -152,14 +158,14 @@ pub enum Event {
     /// MX must refuse.
     Submit(Box<Submit>),
     /// A reply as the SMTP client saw it. `rcpt` is set at the RCPT stage.
-    SmtpReply { session: String, msg: String, stage: Stage, rcpt: Option<String>, reply: String },
+    SmtpReply { session: Text, msg: Text, stage: Stage, rcpt: Option<Text>, reply: Text },
     /// The SMTP client saw no reply: refused, reset or timed out.
-    SmtpFailure { session: String, msg: String, stage: Stage, error: String },
-    SenderOutcome { msg: String, rcpt: String, outcome: Outcome, reply: String },
+    SmtpFailure { session: Text, msg: Text, stage: Stage, error: Text },
+    SenderOutcome { msg: Text, rcpt: Text, outcome: Outcome, reply: Text },
     /// A provider's own receiving MX took a message for its users (what the mail stack sent it:
     /// the DSNs the MX returns), recorded as it crossed that peer's wire, before its 250.
     /// `mail_from` is "" for `<>`; `content` is the message as received (dot-stuffing undone).
-    MailReceived { conn: String, mail_from: String, rcpts: Vec<String>, content: String },
+    MailReceived { conn: Text, mail_from: Text, rcpts: Vec<String>, content: Text },
     /// A failure DSN handed to the original sender's mailbox at the provider.
     /// `kind` is "failure" or "delay"; `content` is the DSN as sent, for shape checks.
     DsnSent(Box<DsnSent>),
@@ -169,7 +175,7 @@ pub enum Event {
     /// the queue file it names. Its claim only: A1 times the reply by the wire.
     MxDataEnd(Box<MxDataEnd>),
     /// Server side: any other 4xx/5xx reply the MX sends.
-    MxRefusal { session: String, stage: Stage, reply: String },
+    MxRefusal { session: Text, stage: Stage, reply: Text },
     /// The queue runner's retry schedule towards the store, declared as it starts: after its
     /// n-th failed delivery since this start a queue file waits at least
     /// min(base_ms × factor^(n-1), max_ms) before the next; due files are taken at scans
@@ -177,72 +183,72 @@ pub enum Event {
     QueueRetryPolicy { base_ms: u64, max_ms: u64, factor: u32, scan_interval_ms: u64 },
     /// The queue runner starts delivering a queue file to the store (connecting first, or on a
     /// connection it holds open). `attempt` counts the file's attempts since this MX started.
-    LmtpAttempt { queue_file: String, msg: String, attempt: u32 },
+    LmtpAttempt { queue_file: Text, msg: Text, attempt: u32 },
     /// LMTP reply per recipient as the queue runner saw it.
-    LmtpReply { queue_file: String, msg: String, rcpt: String, reply: String },
-    LmtpFailure { queue_file: String, msg: String, stage: Stage, error: String },
+    LmtpReply { queue_file: Text, msg: Text, rcpt: Text, reply: Text },
+    LmtpFailure { queue_file: Text, msg: Text, stage: Stage, error: Text },
     /// The queue has durably recorded that these recipients are done (file rewritten or removed).
-    QueueRecorded { queue_file: String, msg: String, done: Vec<String>, remaining: Vec<String> },
+    QueueRecorded { queue_file: Text, msg: Text, done: Vec<String>, remaining: Vec<String> },
     QueueRecovered { files: u64 },
     /// The MX found a queue file damaged (torn, or not matching its checksums) and moved it out
     /// of the queue instead of relaying it: a reported loss when the device damaged it. `dsn`:
     /// the Message-ID of the failure DSN the MX returned to the envelope sender (when the
     /// envelope was intact and not from `<>`), which the sender's provider took with 250.
     QueueDamaged {
-        queue_file: String,
-        moved_to: String,
-        reason: String,
+        queue_file: Text,
+        moved_to: Text,
+        reason: Text,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        dsn: Option<String>,
+        dsn: Option<Text>,
     },
 
     /// A try to return a damaged queue file's message to its sender failed (`last`: the MX
     /// gives up returning it and sets the file aside without a DSN).
-    ReturnFailed { queue_file: String, error: String, last: bool },
+    ReturnFailed { queue_file: Text, error: Text, last: bool },
 
     // ----- store (LMTP server, maildir, POP3 server) -----
     /// The store is about to answer 2xx for this recipient on connection `conn`: the message
     /// sits at `file`.
     StoreDelivered(Box<Stored>),
-    StoreRefusal { mailbox: String, msg: String, reply: String },
+    StoreRefusal { mailbox: Text, msg: Text, reply: Text },
     /// The store is about to answer 2xx for a retry of a delivery it had made already (the same
     /// bytes to the same mailbox): no second copy; the message sits at `file` under `uid`.
     /// `digest` as in `StoreDelivered`: the retry's bytes are the copy's.
     StoreRetryRecognised(Box<Stored>),
     /// `restored`: the operator said the storage came back from a backup.
-    StoreRecovered { mailbox: String, uidvalidity: u64, uidnext: u64, messages: u64, debris_removed: u64, restored: bool },
+    StoreRecovered { mailbox: Text, uidvalidity: u64, uidnext: u64, messages: u64, debris_removed: u64, restored: bool },
     /// The store is about to remove a message its owner deleted (POP3 UPDATE state).
-    StoreExpunging { mailbox: String, uidvalidity: u64, uid: u64, file: String },
+    StoreExpunging { mailbox: Text, uidvalidity: u64, uid: u64, file: Text },
     /// The store marked a message read (POP3 RETR, as Dovecot does): it moved from `from_file`
     /// in new/ to `to_file` in cur/ (with the seen flag), and both directories were fsynced.
     /// Same UID, same bytes; the disk's own rename record is what checkers follow.
-    StoreMarkedRead { mailbox: String, uidvalidity: u64, uid: u64, from_file: String, to_file: String },
+    StoreMarkedRead { mailbox: Text, uidvalidity: u64, uid: u64, from_file: Text, to_file: Text },
     /// An IMAP client changed a message's flags (STORE, or BODY[] setting \Seen): it moved from
     /// `from_file` to `to_file` in cur/ with the maildir flags `flags` (ASCII order), and the
     /// directories were fsynced. Same UID, same bytes.
     StoreFlagsChanged(Box<StoreFlagsChanged>),
     /// A read found a message's bytes differ from the checksum in its name: not served (A23).
-    StoreCorruption { mailbox: String, uid: u64, file: String },
+    StoreCorruption { mailbox: Text, uid: u64, file: Text },
 
     // ----- POP3 clients -----
     /// The listing changed since this client's previous poll: (uidl, size) pairs in listing order.
-    ClientListing { mailbox: String, listed: Vec<(String, u64)> },
+    ClientListing { mailbox: Text, listed: Vec<(String, u64)> },
     /// `trace_for`: the addresses the `for` clauses of the downloaded copy's `Received:` fields
     /// name, as the client parsed them: what the mailbox's owner can read about who else got it.
     ClientFetched(Box<ClientFetched>),
     /// The client sent QUIT after DELE of these UIDLs; `confirmed` when the server answered +OK.
-    ClientDeleted { mailbox: String, uidls: Vec<String>, confirmed: bool },
-    ClientFailure { mailbox: String, error: String },
+    ClientDeleted { mailbox: Text, uidls: Vec<String>, confirmed: bool },
+    ClientFailure { mailbox: Text, error: Text },
 
     // ----- IMAP clients (their downloads, listings and deletions are the `Client*` events
     // above, a message named `<uidvalidity>.<uid>` where a POP3 client names its UIDL) -----
     /// An IMAP client selected its mailbox and read what the server said: UIDVALIDITY, UIDNEXT
     /// and EXISTS. Recorded when any of them changed since the client's previous SELECT.
-    ClientSelected { mailbox: String, uidvalidity: u64, uidnext: u64, exists: u64 },
+    ClientSelected { mailbox: Text, uidvalidity: u64, uidnext: u64, exists: u64 },
     /// What an IMAP client shows its user after a sync: per UID (under `uidvalidity`, the
     /// UIDVALIDITY the server last gave it), the content digest of the local copy it shows for
     /// that UID, in UID order. Recorded when it changed. What A24 judges.
-    ClientView { mailbox: String, uidvalidity: u64, shown: Vec<(u64, String)> },
+    ClientView { mailbox: Text, uidvalidity: u64, shown: Vec<(u64, String)> },
 }
 
 // The largest events, behind a Box: an `Event` is as large as its largest variant, and a run
@@ -253,10 +259,10 @@ pub enum Event {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Submit {
-    pub msg: String,
-    pub from: String,
+    pub msg: Text,
+    pub from: Text,
     pub rcpts: Vec<String>,
-    pub digest: String,
+    pub digest: Text,
     pub size: u64,
     pub longest_line: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -265,53 +271,53 @@ pub struct Submit {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DsnSent {
-    pub msg: String,
-    pub dsn: String,
-    pub kind: String,
-    pub mail_from: String,
-    pub to: String,
+    pub msg: Text,
+    pub dsn: Text,
+    pub kind: Text,
+    pub mail_from: Text,
+    pub to: Text,
     pub rcpts: Vec<String>,
-    pub status: String,
-    pub content: String,
+    pub status: Text,
+    pub content: Text,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MxDataEnd {
-    pub session: String,
-    pub conn: String,
-    pub msg: String,
+    pub session: Text,
+    pub conn: Text,
+    pub msg: Text,
     pub rcpts: Vec<String>,
-    pub queue_file: Option<String>,
-    pub reply: String,
+    pub queue_file: Option<Text>,
+    pub reply: Text,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Stored {
-    pub conn: String,
-    pub mailbox: String,
-    pub msg: String,
+    pub conn: Text,
+    pub mailbox: Text,
+    pub msg: Text,
     pub uidvalidity: u64,
     pub uid: u64,
-    pub file: String,
-    pub digest: String,
+    pub file: Text,
+    pub digest: Text,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StoreFlagsChanged {
-    pub mailbox: String,
+    pub mailbox: Text,
     pub uidvalidity: u64,
     pub uid: u64,
-    pub from_file: String,
-    pub to_file: String,
-    pub flags: String,
+    pub from_file: Text,
+    pub to_file: Text,
+    pub flags: Text,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClientFetched {
-    pub mailbox: String,
-    pub uidl: String,
-    pub msg: String,
-    pub digest: String,
+    pub mailbox: Text,
+    pub uidl: Text,
+    pub msg: Text,
+    pub digest: Text,
     pub size: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trace_for: Vec<String>,

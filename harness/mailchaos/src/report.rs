@@ -240,7 +240,7 @@ pub fn pair_accounts(records: &[Record]) -> BTreeMap<(String, String), PairAccou
         match &record.event {
             Event::SenderOutcome { msg, rcpt, outcome, .. } => {
                 mentioned(&mut pairs, msg, rcpt);
-                let row = &mut pairs.entry((msg.clone(), mailbox_of(rcpt))).or_default().outcomes;
+                let row = &mut pairs.entry((msg.to_string(), mailbox_of(rcpt))).or_default().outcomes;
                 match outcome {
                     Outcome::Delivered => row.delivered += 1,
                     Outcome::Bounced => row.bounced_5xx += 1,
@@ -251,7 +251,7 @@ pub fn pair_accounts(records: &[Record]) -> BTreeMap<(String, String), PairAccou
                 let msg = &sent.msg;
                 for rcpt in &sent.rcpts {
                     mentioned(&mut pairs, msg, rcpt);
-                    pairs.entry((msg.clone(), mailbox_of(rcpt))).or_default().outcomes.delay_notified += 1;
+                    pairs.entry((msg.to_string(), mailbox_of(rcpt))).or_default().outcomes.delay_notified += 1;
                 }
             }
             _ => {}
@@ -335,7 +335,7 @@ fn add_expected_fates(records: &[Record], pairs: &mut BTreeMap<(String, String),
                 let Some(policy) = policies.get(&*record.host) else { continue };
                 let fate = expected_fate(policy, record.t_ms, outage);
                 for rcpt in rcpts {
-                    let row = &mut pairs.entry((msg.clone(), mailbox_of(rcpt))).or_default().outcomes;
+                    let row = &mut pairs.entry((msg.to_string(), mailbox_of(rcpt))).or_default().outcomes;
                     match fate {
                         Fate::Delivered => row.expected_delivered += 1,
                         Fate::Expired => row.expected_expired += 1,

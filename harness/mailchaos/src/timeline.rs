@@ -229,7 +229,7 @@ impl Timeline {
             let t_ms = record.t_ms;
             match &record.event {
                 Event::Clock { epoch_unix_s: epoch, .. } => epoch_unix_s = Some(*epoch),
-                Event::Phase { name } => phases.push((t_ms, name.clone())),
+                Event::Phase { name } => phases.push((t_ms, name.to_string())),
                 Event::Fault { action } => match read_note(action) {
                     Some(note) => match note.begins {
                         Some(true) => {
@@ -258,7 +258,7 @@ impl Timeline {
                         builder.band(vec![lane], since, t_ms, "answer", format!("answering {previous}"));
                     }
                     if mode != "normal" {
-                        operator = Some((t_ms, mode.clone()));
+                        operator = Some((t_ms, mode.to_string()));
                     }
                 }
                 Event::Crash => {

@@ -151,25 +151,25 @@ impl Expected {
         for record in records {
             match &record.event {
                 Event::MxDataEnd(end) if end.reply.starts_with('2') && end.queue_file.is_some() => {
-                    expected.queue_files.insert(end.queue_file.clone().unwrap_or_default(), end.msg.clone());
+                    expected.queue_files.insert(end.queue_file.as_deref().unwrap_or_default().to_string(), end.msg.to_string());
                 }
                 Event::QueueRecorded { queue_file, msg, remaining, .. } if remaining.is_empty() => {
-                    expected.queue_files.remove(queue_file);
-                    expected.finished_queue_files.insert(queue_file.clone(), msg.clone());
+                    expected.queue_files.remove(queue_file.as_str());
+                    expected.finished_queue_files.insert(queue_file.to_string(), msg.to_string());
                 }
                 Event::StoreDelivered(stored) => {
                     let history::Stored { mailbox, uidvalidity, uid, file, digest, .. } = &**stored;
-                    delivered.insert(file.clone(), (mailbox.clone(), *uid, digest.clone()));
-                    let highest = expected.highest_uid.entry((mailbox.clone(), *uidvalidity)).or_default();
+                    delivered.insert(file.to_string(), (mailbox.to_string(), *uid, digest.to_string()));
+                    let highest = expected.highest_uid.entry((mailbox.to_string(), *uidvalidity)).or_default();
                     *highest = (*highest).max(*uid);
                 }
                 Event::DiskRemove { path } if &*record.host == host => {
-                    removed.insert(path.clone());
-                    unlinked.insert(path.clone());
+                    removed.insert(path.to_string());
+                    unlinked.insert(path.to_string());
                 }
                 Event::DiskRename { from, to } if &*record.host == host => {
-                    removed.insert(from.clone());
-                    moved.insert(from.clone(), to.clone());
+                    removed.insert(from.to_string());
+                    moved.insert(from.to_string(), to.to_string());
                 }
                 _ => {}
             }
@@ -232,7 +232,7 @@ fn judge_state(moment: &Moment, image: &Image, expected: &Expected, scenario: &S
     }
     for record in &history.records {
         if let Event::StoreRecovered { mailbox, uidvalidity, uidnext, .. } = &record.event {
-            let issued = expected.highest_uid.get(&(mailbox.clone(), *uidvalidity)).copied().unwrap_or(0);
+            let issued = expected.highest_uid.get(&(mailbox.to_string(), *uidvalidity)).copied().unwrap_or(0);
             if *uidnext <= issued {
                 findings.push(("A17", format!("mailbox {mailbox}"), format!("recovery set UIDNEXT {uidnext} under UIDVALIDITY {uidvalidity}, but UID {issued} was already issued")));
             }

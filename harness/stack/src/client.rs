@@ -46,7 +46,7 @@ pub async fn run(env: Env, config: ClientConfig) {
                 config.poll_interval
             }
             Err(error) => {
-                env.journal.record(Event::ClientFailure { mailbox: config.user.clone(), error });
+                env.journal.record(Event::ClientFailure { mailbox: config.user.as_str().into(), error: error.into() });
                 failures += 1;
                 retry_after(&config.user, config.poll_interval, failures)
             }
@@ -132,7 +132,7 @@ async fn poll(env: &Env, config: &ClientConfig, cache: &mut Cache) -> Result<(),
         })
         .collect();
     if listing != cache.last_listing {
-        env.journal.record(Event::ClientListing { mailbox: config.user.clone(), listed: listing.clone() });
+        env.journal.record(Event::ClientListing { mailbox: config.user.as_str().into(), listed: listing.clone() });
         cache.last_listing = listing.clone();
     }
     let mut deleted = Vec::new();
@@ -141,17 +141,17 @@ async fn poll(env: &Env, config: &ClientConfig, cache: &mut Cache) -> Result<(),
         let bytes = match session.multi_line(&format!("RETR {number}")).await {
             Ok(bytes) => bytes,
             Err(error) if error.starts_with("-ERR [SYS/PERM]") => {
-                env.journal.record(Event::ClientFailure { mailbox: config.user.clone(), error: format!("RETR {uidl}: {}", error.trim_end()) });
+                env.journal.record(Event::ClientFailure { mailbox: config.user.as_str().into(), error: format!("RETR {uidl}: {}", error.trim_end()).into() });
                 cache.refused.insert(uidl);
                 continue;
             }
             Err(error) => return Err(error),
         };
         env.journal.record(Event::ClientFetched(Box::new(history::ClientFetched {
-            mailbox: config.user.clone(),
-            uidl: uidl.clone(),
-            msg: message::message_id(&bytes).unwrap_or_default(),
-            digest: message::content_digest(&bytes),
+            mailbox: config.user.as_str().into(),
+            uidl: uidl.as_str().into(),
+            msg: message::message_id(&bytes).unwrap_or_default().into(),
+            digest: message::content_digest(&bytes).into(),
             size: bytes.len() as u64,
             // What the owner can read about whom the copy was for (a Bcc leak shows here).
             trace_for: message::trace_recipients(&bytes),
@@ -166,7 +166,7 @@ async fn poll(env: &Env, config: &ClientConfig, cache: &mut Cache) -> Result<(),
     if !deleted.is_empty() {
         // Recorded whatever the answer: the user asked for these deletions, and the server may
         // have carried out some of them before it failed.
-        env.journal.record(Event::ClientDeleted { mailbox: config.user.clone(), uidls: deleted, confirmed: quit.is_ok() });
+        env.journal.record(Event::ClientDeleted { mailbox: config.user.as_str().into(), uidls: deleted, confirmed: quit.is_ok() });
     }
     quit.map(|_| ())
 }

@@ -92,7 +92,7 @@ pub async fn run(env: Env, config: ImapClientConfig) {
                 config.poll_interval
             }
             Err(error) => {
-                env.journal.record(Event::ClientFailure { mailbox: config.user.clone(), error });
+                env.journal.record(Event::ClientFailure { mailbox: config.user.as_str().into(), error: error.into() });
                 failures += 1;
                 crate::client::retry_after(&config.user, config.poll_interval, failures)
             }
@@ -280,7 +280,7 @@ async fn poll(env: &Env, config: &ImapClientConfig, state: &mut State) -> Result
     let uidvalidity = uidvalidity.ok_or("SELECT: no UIDVALIDITY")?;
     let now = (uidvalidity, uidnext, exists);
     if state.selected != Some(now) {
-        env.journal.record(Event::ClientSelected { mailbox: config.user.clone(), uidvalidity, uidnext, exists });
+        env.journal.record(Event::ClientSelected { mailbox: config.user.as_str().into(), uidvalidity, uidnext, exists });
         state.selected = Some(now);
     }
     if state.uidvalidity != Some(uidvalidity) {
@@ -302,7 +302,7 @@ async fn poll(env: &Env, config: &ImapClientConfig, state: &mut State) -> Result
     };
     let listed: Vec<(String, u64)> = listing.iter().map(|(uid, size)| (uidl(uidvalidity, *uid), *size)).collect();
     if listed != state.last_listing {
-        env.journal.record(Event::ClientListing { mailbox: config.user.clone(), listed: listed.clone() });
+        env.journal.record(Event::ClientListing { mailbox: config.user.as_str().into(), listed: listed.clone() });
         state.last_listing = listed;
     }
     // What the server no longer lists is no longer shown.
@@ -316,16 +316,16 @@ async fn poll(env: &Env, config: &ImapClientConfig, state: &mut State) -> Result
         let body = fetched(&answer.untagged).into_iter().find(|(got, _, _)| *got == uid).and_then(|(_, _, body)| body);
         let Some(bytes) = body.filter(|_| answer.ok) else {
             // Refused (damaged on storage), or gone meanwhile: skip it, as the POP3 client does.
-            env.journal.record(Event::ClientFailure { mailbox: config.user.clone(), error: format!("UID FETCH {}: {}", uidl(uidvalidity, uid), answer.text) });
+            env.journal.record(Event::ClientFailure { mailbox: config.user.as_str().into(), error: format!("UID FETCH {}: {}", uidl(uidvalidity, uid), answer.text).into() });
             state.refused.insert((uidvalidity, uid));
             continue;
         };
         let digest = message::content_digest(&bytes);
         env.journal.record(Event::ClientFetched(Box::new(history::ClientFetched {
-            mailbox: config.user.clone(),
-            uidl: uidl(uidvalidity, uid),
-            msg: message::message_id(&bytes).unwrap_or_default(),
-            digest: digest.clone(),
+            mailbox: config.user.as_str().into(),
+            uidl: uidl(uidvalidity, uid).into(),
+            msg: message::message_id(&bytes).unwrap_or_default().into(),
+            digest: digest.as_str().into(),
             size: bytes.len() as u64,
             trace_for: message::trace_recipients(&bytes),
         })));
@@ -350,7 +350,7 @@ async fn poll(env: &Env, config: &ImapClientConfig, state: &mut State) -> Result
         };
         // Recorded whatever the answer: the server may have expunged before it failed.
         let uidls = to_delete.iter().map(|uid| uidl(uidvalidity, *uid)).collect();
-        env.journal.record(Event::ClientDeleted { mailbox: config.user.clone(), uidls, confirmed: expunged.is_ok() });
+        env.journal.record(Event::ClientDeleted { mailbox: config.user.as_str().into(), uidls, confirmed: expunged.is_ok() });
         expunged?;
         for uid in &to_delete {
             state.cache.remove(uid);
@@ -361,7 +361,7 @@ async fn poll(env: &Env, config: &ImapClientConfig, state: &mut State) -> Result
     // deleting client's view stays empty: it still shows that it caught up).
     let acted = fetched_any || deleted_any;
     if acted || state.last_view.as_ref() != Some(&(uidvalidity, shown.clone())) {
-        env.journal.record(Event::ClientView { mailbox: config.user.clone(), uidvalidity, shown: shown.clone() });
+        env.journal.record(Event::ClientView { mailbox: config.user.as_str().into(), uidvalidity, shown: shown.clone() });
         state.last_view = Some((uidvalidity, shown));
     }
     // Only a sync that saw every listed message through counts as complete.

@@ -622,7 +622,7 @@ impl<'a> Session<'a> {
             Ok(bytes) if trust || checksum(&bytes) == entry.checksum => Ok(bytes),
             Ok(_) => {
                 let mailbox = self.selected.as_ref().map(|selected| selected.user.clone()).unwrap_or_default();
-                self.env.journal.record(Event::StoreCorruption { mailbox, uid, file: entry.file.clone() });
+                self.env.journal.record(Event::StoreCorruption { mailbox: mailbox.into(), uid, file: entry.file.as_str().into() });
                 Err(Done::No(Some(code("CORRUPTION")), "a message is damaged on storage and was not served"))
             }
             Err(_) => Err(Done::No(Some(code("UNAVAILABLE")), "storage error, try again later")),
@@ -701,7 +701,7 @@ impl<'a> Session<'a> {
         let mut failed = false;
         for (uid, entry) in doomed {
             // Said before the file goes, so that an account of the store is never behind it.
-            self.env.journal.record(Event::StoreExpunging { mailbox: user.clone(), uidvalidity, uid, file: entry.file.clone() });
+            self.env.journal.record(Event::StoreExpunging { mailbox: user.as_str().into(), uidvalidity, uid, file: entry.file.as_str().into() });
             match self.env.disk.remove(&entry.file).await {
                 Ok(()) => removed.push((uid, entry)),
                 Err(_) => failed = true,

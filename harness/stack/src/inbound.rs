@@ -112,7 +112,7 @@ impl Session<'_> {
             return Some(Reply::new(552, "5.3.4", "message refused"));
         };
         let content = String::from_utf8_lossy(&message).into_owned();
-        self.env.journal.record(Event::MailReceived { conn: self.conn_name.clone(), mail_from: from, rcpts, content });
+        self.env.journal.record(Event::MailReceived { conn: self.conn_name.as_str().into(), mail_from: from.into(), rcpts, content: content.into() });
         Some(Reply::new(250, "2.0.0", "delivered"))
     }
 

@@ -66,7 +66,7 @@ impl From<DiskError> for StackError {
 macro_rules! crash_point {
     ($env:expr, $name:literal) => {
         fail::fail_point!($name, |_| {
-            $env.journal.record(::history::Event::CrashPoint { point: $name.to_string() });
+            $env.journal.record(::history::Event::CrashPoint { point: $name.into() });
             Err($crate::StackError::CrashPoint($name))
         })
     };

@@ -153,7 +153,7 @@ async fn serve(env: Env, config: Rc<MxConfig>, listener: Box<dyn Listener>, load
         let id = format!("mx-{}-{session_number}", env.journal.now_ms());
         let mut conn = Conn::new(stream);
         if let Err(reply) = load.admit(&config, &peer) {
-            env.journal.record(Event::MxRefusal { session: id, stage: Stage::Greeting, reply: reply.summary() });
+            env.journal.record(Event::MxRefusal { session: id.into(), stage: Stage::Greeting, reply: reply.summary().into() });
             let _ = conn.send(&reply.encode()).await;
             continue;
         }
@@ -290,7 +290,7 @@ impl Session<'_> {
     /// Sends a reply, recording refusals; false when the connection is gone.
     async fn send(&self, conn: &mut Conn, stage: Stage, reply: Reply) -> bool {
         if reply.class() >= 4 && stage != Stage::DataEnd {
-            self.env.journal.record(Event::MxRefusal { session: self.id.clone(), stage, reply: reply.summary() });
+            self.env.journal.record(Event::MxRefusal { session: self.id.as_str().into(), stage, reply: reply.summary().into() });
         }
         conn.send(&reply.encode()).await.is_ok()
     }
@@ -537,7 +537,7 @@ impl Session<'_> {
             Err(StackError::CrashPoint(point)) => return Err(StackError::CrashPoint(point)),
             Err(StackError::Disk(error)) => storage_error_reply(error, self.env.defects.has(Defect::BounceOnStorageError)),
         };
-        let claim = Event::MxDataEnd(Box::new(history::MxDataEnd { session: self.id.clone(), conn: self.wire.clone(), msg, rcpts: txn.rcpts.clone(), queue_file, reply: reply.summary() }));
+        let claim = Event::MxDataEnd(Box::new(history::MxDataEnd { session: self.id.as_str().into(), conn: self.wire.as_str().into(), msg: msg.into(), rcpts: txn.rcpts.clone(), queue_file: queue_file.map(Into::into), reply: reply.summary().into() }));
         let log_late = reply.class() == 2 && self.env.defects.has(Defect::AckLoggedLate);
         let claim = if log_late {
             Some(claim)

@@ -257,7 +257,7 @@ impl<'a> Session<'a> {
             Ok(bytes) if trust || checksum(&bytes) == entry.checksum => Ok(bytes),
             Ok(_) => {
                 let mailbox = self.locked.clone().unwrap_or_default();
-                self.env.journal.record(Event::StoreCorruption { mailbox, uid, file: entry.file.clone() });
+                self.env.journal.record(Event::StoreCorruption { mailbox: mailbox.into(), uid, file: entry.file.as_str().into() });
                 Err(err("[SYS/PERM] message damaged on storage, not served"))
             }
             Err(_) => Err(err("[SYS/TEMP] storage error, try again later")),
@@ -301,7 +301,7 @@ impl<'a> Session<'a> {
         for number in self.deleted.clone() {
             let Some((uid, entry)) = self.view.get(number - 1).cloned() else { continue };
             // Said before the file goes, so that an account of the store is never behind it.
-            self.env.journal.record(Event::StoreExpunging { mailbox: user.clone(), uidvalidity, uid, file: entry.file.clone() });
+            self.env.journal.record(Event::StoreExpunging { mailbox: user.as_str().into(), uidvalidity, uid, file: entry.file.as_str().into() });
             match self.env.disk.remove(&entry.file).await {
                 Ok(()) => removed.push((uid, entry)),
                 Err(_) => failed = true,
@@ -320,7 +320,7 @@ impl<'a> Session<'a> {
         }
         if self.config.record_served && !removed.is_empty() {
             let uidls = removed.iter().map(|(uid, _)| format!("{uidvalidity}.{uid}")).collect();
-            self.env.journal.record(Event::ClientDeleted { mailbox: user.clone(), uidls, confirmed: !failed });
+            self.env.journal.record(Event::ClientDeleted { mailbox: user.as_str().into(), uidls, confirmed: !failed });
         }
         if failed {
             return err("[SYS/TEMP] some deleted messages not removed");
@@ -334,7 +334,7 @@ impl<'a> Session<'a> {
             return;
         }
         let listed = self.live().into_iter().map(|(_, (uid, entry))| (format!("{uidvalidity}.{uid}"), entry.size)).collect();
-        self.env.journal.record(Event::ClientListing { mailbox: self.locked.clone().unwrap_or_default(), listed });
+        self.env.journal.record(Event::ClientListing { mailbox: self.locked.clone().unwrap_or_default().into(), listed });
     }
 
     /// Live mode (`record_served`): a message as the client is sent it, recorded as a
@@ -344,10 +344,10 @@ impl<'a> Session<'a> {
             return;
         }
         self.env.journal.record(Event::ClientFetched(Box::new(history::ClientFetched {
-            mailbox: self.locked.clone().unwrap_or_default(),
-            uidl: format!("{}.{uid}", self.uidvalidity()),
-            msg: mail::message::message_id(bytes).unwrap_or_default(),
-            digest: mail::message::content_digest(bytes),
+            mailbox: self.locked.clone().unwrap_or_default().into(),
+            uidl: format!("{}.{uid}", self.uidvalidity()).into(),
+            msg: mail::message::message_id(bytes).unwrap_or_default().into(),
+            digest: mail::message::content_digest(bytes).into(),
             size: bytes.len() as u64,
             trace_for: mail::message::trace_recipients(bytes),
         })));

@@ -276,7 +276,7 @@ async fn deliver_one(
         // and reported.
         Err(damaged) => return Ok(set_aside(env, config, state, name, damaged, attempt).await),
     };
-    env.journal.record(Event::LmtpAttempt { queue_file: path.clone(), msg: queued.msg.clone(), attempt });
+    env.journal.record(Event::LmtpAttempt { queue_file: path.as_str().into(), msg: queued.msg.as_str().into(), attempt });
     if session.is_none() {
         *session = open_lmtp(env, config, &path, &queued.msg).await.map(|conn| (conn, 0));
     }
@@ -309,11 +309,11 @@ async fn set_aside(env: &Env, config: &RunnerConfig, state: &Rc<RefCell<RunnerSt
                 Some(dsn)
             }
             returns::Returned::Transient(error) if attempt < MAX_RETURN_TRIES => {
-                env.journal.record(Event::ReturnFailed { queue_file: path, error, last: false });
+                env.journal.record(Event::ReturnFailed { queue_file: path.into(), error: error.into(), last: false });
                 return false;
             }
             returns::Returned::Transient(error) | returns::Returned::Refused(error) => {
-                env.journal.record(Event::ReturnFailed { queue_file: path, error, last: true });
+                env.journal.record(Event::ReturnFailed { queue_file: path.into(), error: error.into(), last: true });
                 None
             }
         },
@@ -344,7 +344,7 @@ async fn quarantine(env: &Env, name: &str, damage: Damage, dsn: Option<String>) 
     if moved.await.is_err() {
         return false;
     }
-    env.journal.record(Event::QueueDamaged { queue_file: from, moved_to: to, reason: damage.describe().to_string(), dsn });
+    env.journal.record(Event::QueueDamaged { queue_file: from.into(), moved_to: to.into(), reason: damage.describe().to_string().into(), dsn: dsn.map(Into::into) });
     true
 }
 
@@ -406,7 +406,7 @@ async fn open_lmtp(env: &Env, config: &RunnerConfig, path: &str, msg: &str) -> O
     match try_open_lmtp(env, config).await {
         Ok(conn) => Some(conn),
         Err((stage, error)) => {
-            env.journal.record(Event::LmtpFailure { queue_file: path.to_string(), msg: msg.to_string(), stage, error });
+            env.journal.record(Event::LmtpFailure { queue_file: path.into(), msg: msg.into(), stage, error: error.into() });
             None
         }
     }
@@ -448,7 +448,7 @@ async fn transact(env: &Env, conn: &mut Conn, path: &str, queued: &QueuedMessage
     match try_transact(env, conn, path, queued, &mut replies).await {
         Ok(()) => Some(replies),
         Err((stage, error)) => {
-            env.journal.record(Event::LmtpFailure { queue_file: path.to_string(), msg: queued.msg.clone(), stage, error });
+            env.journal.record(Event::LmtpFailure { queue_file: path.into(), msg: queued.msg.as_str().into(), stage, error: error.into() });
             None
         }
     }
@@ -463,10 +463,10 @@ async fn try_transact(
 ) -> Result<(), Failure> {
     let record = |rcpt: &str, reply: &Reply| {
         env.journal.record(Event::LmtpReply {
-            queue_file: path.to_string(),
-            msg: queued.msg.clone(),
-            rcpt: rcpt.to_string(),
-            reply: reply.summary(),
+            queue_file: path.into(),
+            msg: queued.msg.as_str().into(),
+            rcpt: rcpt.into(),
+            reply: reply.summary().into(),
         });
     };
     // PIPELINING (RFC 2920; every LMTP server supports it, RFC 2033 §4.1): MAIL, every RCPT
@@ -529,7 +529,7 @@ async fn record_outcome(env: &Env, path: &str, queued: &QueuedMessage, replies: 
         rewrite_file(env, path, &rest.encode()).await
     };
     if written.is_ok() {
-        env.journal.record(Event::QueueRecorded { queue_file: path.to_string(), msg: queued.msg.clone(), done, remaining });
+        env.journal.record(Event::QueueRecorded { queue_file: path.into(), msg: queued.msg.as_str().into(), done, remaining });
     }
     Ok(written.is_ok())
 }

@@ -11,7 +11,7 @@ use mail::message::{self, DsnKind, DsnRecipient, DsnRequest};
 use mail::policy::RetryPolicy;
 use super::wire::{self, Reply, ReplyParser};
 use super::{Defect, Env, SMTP_PORT};
-use history::{Event, InvalidParam, Outcome, Stage};
+use history::{Event, InvalidParam, Outcome, Stage, Text};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
@@ -29,7 +29,8 @@ const MAX_ATTEMPTS: u32 = 1000;
 #[derive(Clone, Debug)]
 pub struct PlannedMessage {
     pub at_ms: u64,
-    pub msg: String,
+    /// Its name in every record about it (shared, not copied, by each).
+    pub msg: Text,
     /// "" for the null reverse-path <>.
     pub from: String,
     pub rcpts: Vec<String>,
@@ -73,7 +74,7 @@ pub async fn run(env: Env, config: ProviderConfig) {
     let config = Rc::new(config);
     let policy = &config.policy;
     env.journal.record(Event::SenderPolicy {
-        policy: policy.name.clone(),
+        policy: policy.name.as_str().into(),
         time_scale: config.time_scale,
         min_interval_s: policy.min_interval_s(),
         lifetime_s: policy.lifetime_s,
@@ -163,9 +164,9 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, batch:
     for planned in &batch {
         env.journal.record(Event::Submit(Box::new(history::Submit {
             msg: planned.msg.clone(),
-            from: planned.from.clone(),
+            from: planned.from.as_str().into(),
             rcpts: planned.rcpts.clone(),
-            digest: message::content_digest(&planned.bytes),
+            digest: message::content_digest(&planned.bytes).into(),
             size: planned.bytes.len() as u64,
             longest_line: message::longest_line(&planned.bytes) as u64,
             invalid_param: planned.invalid_param.clone(),
@@ -204,7 +205,7 @@ async fn deliver(env: &Env, config: &ProviderConfig, provider: &Provider, batch:
                     attempt += 1;
                     let tries: Vec<Try> = pending
                         .iter()
-                        .map(|p| Try { planned: p.planned, rcpts: p.rcpts.clone(), session: format!("{}-{}-{attempt}", config.hostname, p.planned.msg), attempt })
+                        .map(|p| Try { planned: p.planned, rcpts: p.rcpts.clone(), session: Text::from(format!("{}-{}-{attempt}", config.hostname, p.planned.msg)), attempt })
                         .collect();
                     let (verdicts, refused) = try_once(env, config, &tries).await;
                     match refused {
@@ -322,7 +323,7 @@ fn settle(env: &Env, state: &mut Pending, verdicts: Vec<(String, Verdict)>) -> V
 }
 
 fn outcome(env: &Env, planned: &PlannedMessage, rcpt: &str, outcome: Outcome, reply: String) {
-    env.journal.record(Event::SenderOutcome { msg: planned.msg.clone(), rcpt: rcpt.to_string(), outcome, reply });
+    env.journal.record(Event::SenderOutcome { msg: planned.msg.clone(), rcpt: rcpt.into(), outcome, reply: reply.into() });
 }
 
 /// Records the final failure of these recipients and returns the message to its sender.
@@ -381,14 +382,14 @@ fn send_dsn(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, rcpts:
     };
     env.journal.record(Event::DsnSent(Box::new(history::DsnSent {
         msg: planned.msg.clone(),
-        dsn: message::message_id(&dsn).unwrap_or(dsn_id),
-        kind: kind_name.to_string(),
-        mail_from: String::new(),
-        to: to.clone(),
+        dsn: message::message_id(&dsn).unwrap_or(dsn_id).into(),
+        kind: kind_name.into(),
+        mail_from: String::new().into(),
+        to: to.as_str().into(),
         rcpts: rcpts.iter().map(|(rcpt, _)| rcpt.clone()).collect(),
-        status: recipients.first().map(|r| r.status.clone()).unwrap_or_default(),
+        status: recipients.first().map(|r| r.status.clone()).unwrap_or_default().into(),
         // The DSN moves into its record (its bytes are not needed after).
-        content: String::from_utf8(dsn).unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned()),
+        content: String::from_utf8(dsn).unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned()).into(),
     })));
 }
 
@@ -412,7 +413,8 @@ type Failure = (Stage, String);
 struct Try<'a> {
     planned: &'a PlannedMessage,
     rcpts: Vec<String>,
-    session: String,
+    /// Shared by every record of this try (its attempt, each reply, its failure).
+    session: Text,
     attempt: u32,
 }
 
@@ -438,7 +440,7 @@ async fn try_once(env: &Env, config: &ProviderConfig, tries: &[Try<'_>]) -> (Vec
             if undecided.is_empty() {
                 continue;
             }
-            env.journal.record(Event::SmtpFailure { session: one.session.clone(), msg: one.planned.msg.clone(), stage, error: error.clone() });
+            env.journal.record(Event::SmtpFailure { session: one.session.clone(), msg: one.planned.msg.clone(), stage, error: error.as_str().into() });
             for rcpt in undecided {
                 verdicts.push((rcpt.clone(), Verdict::Transient(error.clone())));
             }
@@ -476,8 +478,8 @@ impl Client<'_> {
                 session: one.session.clone(),
                 msg: one.planned.msg.clone(),
                 stage,
-                rcpt: rcpt.map(str::to_string),
-                reply: reply.summary(),
+                rcpt: rcpt.map(Into::into),
+                reply: reply.summary().into(),
             });
         }
         Ok(reply)

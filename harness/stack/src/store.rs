@@ -365,7 +365,7 @@ async fn recover_mailbox(env: &Env, user: &str, restored: bool) -> Mailbox {
         uidlist_at_recovery(env, &dir, uidvalidity, uidnext).await;
     }
     env.journal.record(Event::StoreRecovered {
-        mailbox: user.to_string(),
+        mailbox: user.into(),
         uidvalidity,
         uidnext,
         messages: messages.len() as u64,
@@ -554,7 +554,7 @@ async fn deliver(env: &Env, config: &StoreConfig, index: &Index, target: &Target
     bytes.extend_from_slice(message);
     let msg = message::message_id(message).unwrap_or_default();
     let refuse = |reply: Reply| {
-        env.journal.record(Event::StoreRefusal { mailbox: user.clone(), msg: msg.clone(), reply: reply.summary() });
+        env.journal.record(Event::StoreRefusal { mailbox: user.as_str().into(), msg: msg.as_str().into(), reply: reply.summary().into() });
         Ok(reply)
     };
     // A mailbox the operator has taken offline (a cohort not yet restored): try again later.
@@ -581,7 +581,7 @@ async fn deliver(env: &Env, config: &StoreConfig, index: &Index, target: &Target
                     return refuse(Reply::new(451, "4.3.0", "temporary storage error"));
                 }
                 let digest = message::content_digest(&bytes);
-                env.journal.record(Event::StoreRetryRecognised(Box::new(history::Stored { conn: wire.to_string(), mailbox: user.clone(), msg, uidvalidity, uid, file, digest })));
+                env.journal.record(Event::StoreRetryRecognised(Box::new(history::Stored { conn: wire.into(), mailbox: user.as_str().into(), msg: msg.into(), uidvalidity, uid, file: file.into(), digest: digest.into() })));
                 return Ok(Reply::new(250, "2.0.0", &format!("<{rcpt}> delivered")));
             }
             Recognised::StillInProgress => return refuse(Reply::new(451, "4.2.0", "an earlier delivery of this message is still in progress, try again later")),
@@ -590,7 +590,7 @@ async fn deliver(env: &Env, config: &StoreConfig, index: &Index, target: &Target
     match publish(env, index, &config.cohorts, &user, &bytes, unique, deadline_ms).await {
         Ok((uidvalidity, uid, file)) => {
             let digest = message::content_digest(&bytes);
-            env.journal.record(Event::StoreDelivered(Box::new(history::Stored { conn: wire.to_string(), mailbox: user.clone(), msg, uidvalidity, uid, file: file.clone(), digest })));
+            env.journal.record(Event::StoreDelivered(Box::new(history::Stored { conn: wire.into(), mailbox: user.as_str().into(), msg: msg.into(), uidvalidity, uid, file: file.as_str().into(), digest: digest.into() })));
             if let Some(mark) = mark {
                 mark.complete(uidvalidity, uid, file);
             }
@@ -763,7 +763,7 @@ pub async fn mark_read(env: &Env, index: &Index, user: &str, uid: u64, entry: &E
     after_mark_read_rename(env)?;
     let synced = env.disk.fsync_dir(&cur_dir).await.is_ok() & env.disk.fsync_dir(&new_dir).await.is_ok();
     if synced {
-        env.journal.record(Event::StoreMarkedRead { mailbox: user.to_string(), uidvalidity, uid, from_file: entry.file.clone(), to_file: to });
+        env.journal.record(Event::StoreMarkedRead { mailbox: user.into(), uidvalidity, uid, from_file: entry.file.as_str().into(), to_file: to.into() });
     }
     Ok(moved)
 }
@@ -803,7 +803,7 @@ pub async fn set_flags(env: &Env, index: &Index, user: &str, uid: u64, entry: &E
         env.disk.fsync_dir(&new_dir).await?;
     }
     let flags = mail::maildir::flags(&to).to_string();
-    env.journal.record(Event::StoreFlagsChanged(Box::new(history::StoreFlagsChanged { mailbox: user.to_string(), uidvalidity, uid, from_file: entry.file.clone(), to_file: to, flags })));
+    env.journal.record(Event::StoreFlagsChanged(Box::new(history::StoreFlagsChanged { mailbox: user.into(), uidvalidity, uid, from_file: entry.file.as_str().into(), to_file: to.into(), flags: flags.into() })));
     Ok(moved)
 }
 

@@ -284,7 +284,7 @@ impl Hooks {
             Ok(Ok(output)) => output,
         };
         let said = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
-        world.record(Event::Fault { action: format!("hook {name}: {} {}", output.status, input::clip(said.trim())) });
+        world.record(Event::Fault { action: format!("hook {name}: {} {}", output.status, input::clip(said.trim())).into() });
         if output.status.success() { Ok(()) } else { Err(format!("hook {name} failed ({})", output.status)) }
     }
 
@@ -321,7 +321,7 @@ async fn perform(fault: &PlannedFault, world: &Journal, links: &Links, hooks: &H
             }
             until(start).await;
             let fired = Rc::new(Cell::new(false));
-            world.record(Event::Fault { action: format!("arm cut {a} {b} after stage data-end") });
+            world.record(Event::Fault { action: format!("arm cut {a} {b} after stage data-end").into() });
             links.arm_cut(a, b, end - start, fired.clone());
             // A cut is armed until a message triggers it; none did by the end of the chaos phase.
             until(end.max(start + Duration::from_secs(1))).await;
@@ -340,11 +340,11 @@ async fn perform(fault: &PlannedFault, world: &Journal, links: &Links, hooks: &H
                 }
             }
             until(start).await;
-            world.record(Event::Fault { action: format!("partition {a} {b}") });
+            world.record(Event::Fault { action: format!("partition {a} {b}").into() });
             links.partition(a, b);
             until(end).await;
             links.repair(a, b);
-            world.record(Event::Fault { action: format!("repair {a} {b}") });
+            world.record(Event::Fault { action: format!("repair {a} {b}").into() });
             None
         }
         (FaultKind::Crash, [host @ ("mx" | "store")]) => {

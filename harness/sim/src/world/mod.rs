@@ -199,7 +199,7 @@ impl<'a> World<'a> {
         let mut provider_of_msg = BTreeMap::new();
         for (provider, messages) in scenario.providers.iter().zip(&plan.workload) {
             for planned in messages {
-                provider_of_msg.insert(planned.msg.clone(), provider_host(provider.name.get_ref()));
+                provider_of_msg.insert(planned.msg.to_string(), provider_host(provider.name.get_ref()));
             }
         }
         let setup_failure = Rc::new(RefCell::new(None));
@@ -438,7 +438,7 @@ impl<'a> World<'a> {
     }
 
     fn apply(&mut self, action: Action) {
-        let note = |world: &World, text: String| world.world_journal.record(Event::Fault { action: text });
+        let note = |world: &World, text: String| world.world_journal.record(Event::Fault { action: text.into() });
         match action {
             Action::Note(text) => note(self, text),
             Action::Heal => {
@@ -641,7 +641,7 @@ impl<'a> World<'a> {
         };
         for (number, host, event) in &records {
             if let Event::CrashPoint { point } = event {
-                let (index, restart_ms) = self.armed_points.get(point).copied().unwrap_or((usize::MAX, 60_000));
+                let (index, restart_ms) = self.armed_points.get(point.as_str()).copied().unwrap_or((usize::MAX, 60_000));
                 if let Some(fired) = self.fired.get_mut(index) {
                     *fired += 1;
                 }
@@ -666,7 +666,7 @@ impl<'a> World<'a> {
     /// The operator turns the MX's control (or closes its port) to answer as `mode` says.
     fn set_operator(&mut self, mode: &str) {
         use stack::mx::OperatorMode;
-        self.world_journal.record(Event::Operator { mode: mode.to_string() });
+        self.world_journal.record(Event::Operator { mode: mode.into() });
         self.operator.set(match mode {
             "4xx-tempfail" => OperatorMode::TempFail,
             "5xx-bounce" => OperatorMode::Bounce,
@@ -687,7 +687,7 @@ impl<'a> World<'a> {
         let fault = self.plan.faults[index].clone();
         let (a, b) = (fault.hosts[0].clone(), fault.hosts[1].clone());
         self.fired[index] += 1;
-        self.world_journal.record(Event::Fault { action: format!("cut {a} {b} after stage {}", fault.stage.clone().unwrap_or_default()) });
+        self.world_journal.record(Event::Fault { action: format!("cut {a} {b} after stage {}", fault.stage.clone().unwrap_or_default()).into() });
         self.sim.hold(a.as_str(), b.as_str());
         self.at_sorted(self.now_ms.get() + (fault.end_ms - fault.start_ms), Action::Release(a, b));
     }
@@ -867,31 +867,31 @@ impl Drain {
                 self.sender_open += submit.rcpts.len();
             }
             Event::SenderOutcome { .. } => self.sender_open = self.sender_open.saturating_sub(1),
-            Event::MxDataEnd(end) if end.reply.starts_with('2') && end.queue_file.as_ref().is_some_and(|file| !self.mx_finished.contains(file)) => {
-                self.mx_open.extend(end.queue_file.clone());
+            Event::MxDataEnd(end) if end.reply.starts_with('2') && end.queue_file.as_ref().is_some_and(|file| !self.mx_finished.contains(file.as_str())) => {
+                self.mx_open.extend(end.queue_file.as_ref().map(|file| file.to_string()));
             }
             // Finished; or damaged, set aside and reported: nothing more will come of it.
             Event::QueueRecorded { queue_file, remaining, .. } if remaining.is_empty() => self.finish(queue_file),
             Event::QueueDamaged { queue_file, .. } => self.finish(queue_file),
             Event::StoreDelivered(stored) => {
                 let history::Stored { mailbox, msg, uid, .. } = &**stored;
-                self.unfetched.insert((mailbox.clone(), msg.clone()), self.observed);
-                self.msg_of_uid.insert((mailbox.clone(), *uid), msg.clone());
+                self.unfetched.insert((mailbox.to_string(), msg.to_string()), self.observed);
+                self.msg_of_uid.insert((mailbox.to_string(), *uid), msg.to_string());
             }
             Event::ClientFetched(fetched) => {
                 let (mailbox, msg) = (&fetched.mailbox, &fetched.msg);
-                self.unfetched.remove(&(mailbox.clone(), msg.clone()));
-                if self.deleting.contains(mailbox) {
-                    self.deletes_in_flight.insert(mailbox.clone());
+                self.unfetched.remove(&(mailbox.to_string(), msg.to_string()));
+                if self.deleting.contains(mailbox.as_str()) {
+                    self.deletes_in_flight.insert(mailbox.to_string());
                 }
             }
             Event::ClientDeleted { mailbox, .. } | Event::ClientFailure { mailbox, .. } => {
-                self.deletes_in_flight.remove(mailbox);
+                self.deletes_in_flight.remove(mailbox.as_str());
             }
             // A damaged message is reported, not served: no client will ever fetch it.
             Event::StoreCorruption { mailbox, uid, .. } => {
-                if let Some(msg) = self.msg_of_uid.get(&(mailbox.clone(), *uid)) {
-                    self.unfetched.remove(&(mailbox.clone(), msg.clone()));
+                if let Some(msg) = self.msg_of_uid.get(&(mailbox.to_string(), *uid)) {
+                    self.unfetched.remove(&(mailbox.to_string(), msg.clone()));
                 }
             }
             Event::Fault { action } if action.starts_with("backup of store") => self.backup_at = Some(self.observed),

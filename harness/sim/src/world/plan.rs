@@ -167,7 +167,7 @@ fn plan_workload(scenario: &Scenario, seed: Seed) -> Vec<Vec<PlannedMessage>> {
                     };
                     let bytes = Rc::new(message::compose(&envelope, fixture));
                     let invalid_param = invalid.then(|| invalid_param(number / workload.invalid_param_every, &rcpts, bytes.len()));
-                    PlannedMessage { at_ms, msg, from, rcpts, repeated_rcpts, invalid_param, bytes, session: number }
+                    PlannedMessage { at_ms, msg: msg.into(), from, rcpts, repeated_rcpts, invalid_param, bytes, session: number }
                 })
                 .collect::<Vec<_>>()
         })

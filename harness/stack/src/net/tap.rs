@@ -52,14 +52,14 @@ pub struct Tap {
 impl Tap {
     /// Wraps an accepted stream, recording its opening.
     pub fn wrap(inner: BoxStream, journal: Journal, conn: String, protocol: &str, peer: &str, teardown: Rc<Cell<bool>>) -> BoxStream {
-        journal.record(Event::WireOpen { conn: conn.clone(), protocol: protocol.to_string(), peer: peer.to_string() });
+        journal.record(Event::WireOpen { conn: conn.as_str().into(), protocol: protocol.to_string().into(), peer: peer.to_string().into() });
         Box::new(Tap { inner, journal, conn, client_line: Vec::new(), client_mode: ClientMode::Commands, server_line: Vec::new(), closed: false, teardown })
     }
 
     fn closed(&mut self, how: String) {
         if !self.closed {
             self.closed = true;
-            self.journal.record(Event::WireClosed { conn: self.conn.clone(), how });
+            self.journal.record(Event::WireClosed { conn: self.conn.as_str().into(), how: how.into() });
         }
     }
 
@@ -109,7 +109,7 @@ impl Tap {
                 self.client_mode = ClientMode::Commands;
             }
         }
-        self.journal.record(Event::WireCommand { conn: self.conn.clone(), line });
+        self.journal.record(Event::WireCommand { conn: self.conn.as_str().into(), line: line.into() });
     }
 
     /// Feeds bytes the server wrote to the client.
@@ -128,7 +128,7 @@ impl Tap {
             if line.starts_with("354") {
                 self.client_mode = ClientMode::Data { line_start: Vec::new() };
             }
-            self.journal.record(Event::WireReply { conn: self.conn.clone(), reply: line });
+            self.journal.record(Event::WireReply { conn: self.conn.as_str().into(), reply: line.into() });
         }
     }
 }
