@@ -14,7 +14,7 @@ pub fn check(facts: &Facts, out: &mut Vec<Violation>) {
     for dsn in &facts.dsns {
         let table = if dsn.kind == "delay" { &mut delays } else { &mut failures };
         for rcpt in &dsn.rcpts {
-            table.entry((dsn.msg.clone(), rcpt.clone())).or_default().push(dsn.at);
+            table.entry((dsn.msg.to_string(), rcpt.clone())).or_default().push(dsn.at);
         }
     }
     // The MX's own DSNs (by record), looked up for every failure pair below.

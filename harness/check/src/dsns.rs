@@ -7,7 +7,7 @@
 
 use super::wire::At;
 use super::kinds::ByKind;
-use history::{Event, EventKind, Record};
+use history::{Event, EventKind, Record, Text};
 use mail::message;
 use std::collections::BTreeMap;
 
@@ -15,15 +15,16 @@ pub struct Dsn {
     pub at: At,
     /// Who wrote it: "mx", or the provider host that sent it.
     pub by: String,
-    pub msg: String,
+    pub msg: Text,
     /// "failure" or "delay".
-    pub kind: String,
+    pub kind: Text,
     /// The DSN's own envelope: reverse-path ("" for `<>`) and recipient.
-    pub mail_from: String,
-    pub to: String,
+    pub mail_from: Text,
+    pub to: Text,
     /// The recipients it must report.
     pub rcpts: Vec<String>,
-    pub content: String,
+    /// Shared with the record it came from (a DSN is a whole message: no copy).
+    pub content: Text,
     /// Records between which the DSN was written: its Date must fall in that span.
     pub written: (At, At),
     /// Records between which the reporting MTA took the original: its Arrival-Date span.
@@ -60,12 +61,12 @@ pub(crate) fn read_with(records: &[Record], by_kind: &ByKind) -> Vec<Dsn> {
                 dsns.push(Dsn {
                     at,
                     by: record.host.to_string(),
-                    msg: msg.to_string(),
-                    kind: kind.to_string(),
-                    mail_from: mail_from.to_string(),
-                    to: to.to_string(),
+                    msg: msg.clone(),
+                    kind: kind.clone(),
+                    mail_from: mail_from.clone(),
+                    to: to.clone(),
                     rcpts: rcpts.clone(),
-                    content: content.to_string(),
+                    content: content.clone(),
                     written: (at, at),
                     arrived: submitted.map(|submitted| (submitted, submitted)),
                     source: None,
@@ -77,12 +78,12 @@ pub(crate) fn read_with(records: &[Record], by_kind: &ByKind) -> Vec<Dsn> {
                 dsns.push(Dsn {
                     at,
                     by: "mx".into(),
-                    msg: msg.to_string(),
-                    kind: "failure".into(),
-                    mail_from: mail_from.to_string(),
-                    to: to.join(","),
+                    msg: Text::from(*msg),
+                    kind: Text::new_static("failure"),
+                    mail_from: mail_from.clone(),
+                    to: to.join(",").into(),
                     rcpts: rcpts.clone(),
-                    content: content.to_string(),
+                    content: content.clone(),
                     written: (arrived.1, at),
                     arrived: Some(*arrived),
                     source: Some(*source),

@@ -154,7 +154,7 @@ pub struct Facts<'a> {
     pub policies: BTreeMap<&'a str, SenderPolicy>,
     /// Per message: the host that submitted it.
     pub submitted_by: FxHashMap<&'a str, &'a str>,
-    pub images: &'a BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    pub images: &'a BTreeMap<String, BTreeMap<String, std::rc::Rc<Vec<u8>>>>,
     /// A live history (see `RunOutput::live`).
     pub live: bool,
     /// Judged from the outside (see `RunOutput::black_box`).
@@ -521,7 +521,7 @@ impl<'a> Facts<'a> {
     fn index_dsns(&mut self) {
         for dsn in self.dsns.iter().filter(|dsn| dsn.kind == "failure") {
             for rcpt in &dsn.rcpts {
-                self.failure_dsns_of.entry((dsn.msg.clone(), rcpt.clone())).or_default().push(dsn.at);
+                self.failure_dsns_of.entry((dsn.msg.to_string(), rcpt.clone())).or_default().push(dsn.at);
             }
         }
     }
@@ -685,7 +685,7 @@ impl<'a> Facts<'a> {
     }
 
     /// The durable file image of a host (empty when the host has no disk).
-    pub fn image(&self, host: &str) -> Option<&BTreeMap<String, Vec<u8>>> {
+    pub fn image(&self, host: &str) -> Option<&BTreeMap<String, std::rc::Rc<Vec<u8>>>> {
         self.images.get(host)
     }
 

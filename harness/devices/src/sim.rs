@@ -306,9 +306,9 @@ impl SimDisk {
 
     /// The files the device has promised to keep, with their contents: the media plus every
     /// operation a (possibly lying) sync acknowledged. What checkers judge the stack against.
-    pub fn durable_image(&self) -> BTreeMap<String, Vec<u8>> {
+    pub fn durable_image(&self) -> BTreeMap<String, Content> {
         let image = self.durable_image_full();
-        image.names.iter().map(|(path, inode)| (path.clone(), image.contents.get(inode).map(|content| content.to_vec()).unwrap_or_default())).collect()
+        image.names.iter().map(|(path, inode)| (path.clone(), image.contents.get(inode).cloned().unwrap_or_default())).collect()
     }
 
     fn durable_image_full(&self) -> Image {
@@ -865,7 +865,7 @@ mod tests {
         disk.write("q/a", b"alpha").unwrap();
         disk.fsync("q/a").unwrap();
         disk.fsync_dir("q").unwrap();
-        assert_eq!(disk.durable_image().get("q/a").map(Vec::as_slice), Some(&b"alpha"[..]));
+        assert_eq!(disk.durable_image().get("q/a").map(|bytes| bytes.as_slice()), Some(&b"alpha"[..]));
         disk.failover(); // drops everything not on the media, like the worst crash
         assert_eq!(disk.list("q").unwrap(), Vec::<String>::new());
         let dropped = history.borrow().records.iter().filter(|r| matches!(r.event, Event::DiskDropped { .. })).count();

@@ -465,7 +465,8 @@ impl Journal {
 pub struct RunOutput {
     pub history: History,
     /// Per host with a disk: the files a crash at the end would leave (the durable image).
-    pub images: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// A file's bytes are shared with the simulated disk that holds them, not copied.
+    pub images: BTreeMap<String, BTreeMap<String, Rc<Vec<u8>>>>,
     /// Each configured fault, described, with how often it touched the system.
     pub faults: Vec<(String, u64)>,
     /// When every queue had drained (None: the horizon came first).

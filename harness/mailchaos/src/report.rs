@@ -268,8 +268,8 @@ pub fn pair_accounts(records: &[Record]) -> BTreeMap<(String, String), PairAccou
     let mut returned: BTreeSet<(String, String)> = BTreeSet::new();
     for dsn in check::dsns::read(records).into_iter().filter(|dsn| dsn.by == "mx") {
         for rcpt in &dsn.rcpts {
-            if returned.insert((dsn.msg.clone(), mailbox_of(rcpt))) {
-                pairs.entry((dsn.msg.clone(), mailbox_of(rcpt))).or_default().outcomes.returned += 1;
+            if returned.insert((dsn.msg.to_string(), mailbox_of(rcpt))) {
+                pairs.entry((dsn.msg.to_string(), mailbox_of(rcpt))).or_default().outcomes.returned += 1;
             }
         }
     }

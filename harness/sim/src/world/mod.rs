@@ -724,7 +724,7 @@ impl<'a> World<'a> {
             faults.push((fault.describe(), fired));
         }
         let image_of = |host: &str| match (&self.store_dir, host) {
-            (Some(real), "store") => real.image(),
+            (Some(real), "store") => real.image().into_iter().map(|(path, bytes)| (path, Rc::new(bytes))).collect(),
             _ => self.disks[host].durable_image(),
         };
         let images = DISK_HOSTS.iter().map(|host| (host.to_string(), image_of(host))).collect();
