@@ -87,7 +87,7 @@ impl DirDisk {
                 }
             }
             Err(error) => self.journal.record(Event::DiskError {
-                op: op.name().to_string().into(),
+                op: history::Text::new_static(op.name()),
                 path: path.into(),
                 error: error.to_string().into(),
             }),

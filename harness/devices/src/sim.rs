@@ -263,7 +263,7 @@ impl SimDisk {
     fn report_dropped(&self, frontier: &Frontier, survivors: &[usize]) {
         for (index, op) in frontier.log.iter().enumerate() {
             if op.promised && !survivors.contains(&index) {
-                self.journal.record(Event::DiskDropped { op: op.body.kind_name().into(), path: op.body.path().to_string().into() });
+                self.journal.record(Event::DiskDropped { op: op.body.kind_name().into(), path: op.body.path().into() });
             }
         }
     }
@@ -272,7 +272,7 @@ impl SimDisk {
     /// in its log, so it can be torn) broke a promise too: recorded like a dropped operation.
     fn report_torn_promise(&self, frontier: &Frontier, torn: Option<usize>) {
         let Some(op) = torn.and_then(|index| frontier.log.get(index)).filter(|op| op.promised) else { return };
-        self.journal.record(Event::DiskDropped { op: "torn-write".into(), path: op.body.path().to_string().into() });
+        self.journal.record(Event::DiskDropped { op: "torn-write".into(), path: op.body.path().into() });
     }
 
     /// An armed dirent-loss fault takes one durable entry under its prefix away at this crash.
@@ -411,7 +411,7 @@ impl SimDisk {
                 }
             }
             Err(error) => {
-                self.journal.record(Event::DiskError { op: op.name().to_string().into(), path: path.into(), error: error.to_string().into() });
+                self.journal.record(Event::DiskError { op: history::Text::new_static(op.name()), path: path.into(), error: error.to_string().into() });
                 if *error == DiskError::Io {
                     self.count_error();
                 }

@@ -344,7 +344,7 @@ async fn quarantine(env: &Env, name: &str, damage: Damage, dsn: Option<String>) 
     if moved.await.is_err() {
         return false;
     }
-    env.journal.record(Event::QueueDamaged { queue_file: from.into(), moved_to: to.into(), reason: damage.describe().to_string().into(), dsn: dsn.map(Into::into) });
+    env.journal.record(Event::QueueDamaged { queue_file: from.into(), moved_to: to.into(), reason: history::Text::new_static(damage.describe()), dsn: dsn.map(Into::into) });
     true
 }
 

@@ -52,7 +52,7 @@ pub struct Tap {
 impl Tap {
     /// Wraps an accepted stream, recording its opening.
     pub fn wrap(inner: BoxStream, journal: Journal, conn: String, protocol: &str, peer: &str, teardown: Rc<Cell<bool>>) -> BoxStream {
-        journal.record(Event::WireOpen { conn: conn.as_str().into(), protocol: protocol.to_string().into(), peer: peer.to_string().into() });
+        journal.record(Event::WireOpen { conn: conn.as_str().into(), protocol: protocol.into(), peer: peer.into() });
         Box::new(Tap { inner, journal, conn, client_line: Vec::new(), client_mode: ClientMode::Commands, server_line: Vec::new(), closed: false, teardown })
     }
 
