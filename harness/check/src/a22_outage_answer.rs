@@ -167,7 +167,7 @@ mod tests {
             t_ms,
             host: "provider-a".into(),
             event: match event {
-                "submit" => Event::Submit(Box::new(history::Submit { msg: msg.into(), from: "s@a.test".into(), rcpts: vec![], digest: String::new().into(), size: 0, longest_line: 0, invalid_param: None })),
+                "submit" => Event::Submit(Box::new(history::Submit { msg: msg.into(), from: "s@a.test".into(), rcpts: vec![], digest: Default::default(), size: 0, longest_line: 0, invalid_param: None })),
                 "site" => Event::SmtpFailure { session: "s".into(), msg: msg.into(), stage: history::Stage::Connect, error: "refused".into() },
                 _ => Event::SmtpFailure { session: "s".into(), msg: msg.into(), stage: history::Stage::Rcpt, error: "timed out".into() },
             },

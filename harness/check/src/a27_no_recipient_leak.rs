@@ -83,7 +83,7 @@ mod tests {
     #[test]
     fn a_recipient_refused_for_its_invalid_parameter_is_no_recipient_of_the_copy() {
         let invalid = history::InvalidParam { stage: history::Stage::Rcpt, rcpt: Some("anna@l.test".into()), param: "SIZE=+5".into() };
-        let submit = Event::Submit(Box::new(history::Submit { msg: "m".into(), from: "s@x.test".into(), rcpts: rcpts(&["anna@l.test", "postmaster"]), digest: String::new().into(), size: 1, longest_line: 1, invalid_param: Some(invalid) }));
+        let submit = Event::Submit(Box::new(history::Submit { msg: "m".into(), from: "s@x.test".into(), rcpts: rcpts(&["anna@l.test", "postmaster"]), digest: Default::default(), size: 1, longest_line: 1, invalid_param: Some(invalid) }));
         let delivered = deliverable(&submit, &rcpts(&["anna@l.test", "postmaster"]));
         assert_eq!(delivered, rcpts(&["postmaster"]));
         assert!(!leaks("anna", "postmaster@l.test", &delivered));

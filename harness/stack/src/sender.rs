@@ -384,7 +384,7 @@ fn send_dsn(env: &Env, config: &ProviderConfig, planned: &PlannedMessage, rcpts:
         msg: planned.msg.clone(),
         dsn: message::message_id(&dsn).unwrap_or(dsn_id).into(),
         kind: kind_name.into(),
-        mail_from: String::new().into(),
+        mail_from: Default::default(),
         to: to.as_str().into(),
         rcpts: rcpts.iter().map(|(rcpt, _)| rcpt.clone()).collect(),
         status: recipients.first().map(|r| r.status.clone()).unwrap_or_default().into(),
